@@ -1,0 +1,6 @@
+//! `tidewire-std`: the blocking `std::net` + threads adapter for the Tidewire sans-IO core.
+//!
+//! The adapter owns the socket, the clock and one timer per connection; every protocol
+//! decision stays in [`tidewire`]. The servers and clients arrive with issue 4.
+
+pub use tidewire;

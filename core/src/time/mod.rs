@@ -1,0 +1,9 @@
+//! Time as data: the `Instant`/`Duration` types every machine takes, the monotonic clamp,
+//! and timer tables that turn named deadlines into `poll_timeout` / `handle_timeout`.
+//!
+//! Nothing in this crate reads a clock: every instant comes in as a `now` argument.
+
+mod table;
+
+pub use std::time::{Duration, Instant};
+pub use table::{Monotonic, TimerKind, TimerTable};

@@ -1,0 +1,1 @@
+//! `WsConnection`. (Being written.)

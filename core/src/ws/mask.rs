@@ -1,0 +1,1 @@
+//! Masking (RFC 6455 §5.3). (Being written.)

@@ -1,0 +1,71 @@
+//! Application messages: what `send` takes and `WsEvent::Message` carries.
+
+use bytes::Bytes;
+
+use super::utf8::Utf8Bytes;
+
+/// A complete WebSocket data message (all fragments joined).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// A text message: valid UTF-8.
+    Text(Utf8Bytes),
+    /// A binary message.
+    Binary(Bytes),
+}
+
+impl Message {
+    /// A text message from anything string-like (`&str` is copied, `String` is not).
+    pub fn text(s: impl Into<Utf8Bytes>) -> Self {
+        Self::Text(s.into())
+    }
+
+    /// A binary message (`Bytes` and `Vec<u8>` are not copied).
+    pub fn binary(b: impl Into<Bytes>) -> Self {
+        Self::Binary(b.into())
+    }
+
+    /// The payload length in bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.payload().len()
+    }
+
+    /// Whether the payload is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether this is a text message.
+    #[must_use]
+    pub fn is_text(&self) -> bool {
+        matches!(self, Self::Text(_))
+    }
+
+    /// The payload bytes.
+    #[must_use]
+    pub fn payload(&self) -> &Bytes {
+        match self {
+            Self::Text(t) => t.as_bytes(),
+            Self::Binary(b) => b,
+        }
+    }
+
+    /// The payload as shared bytes.
+    #[must_use]
+    pub fn into_payload(self) -> Bytes {
+        match self {
+            Self::Text(t) => t.into_bytes(),
+            Self::Binary(b) => b,
+        }
+    }
+
+    /// The text, when this is a text message.
+    #[must_use]
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Self::Text(t) => Some(t.as_str()),
+            Self::Binary(_) => None,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Fragments → messages. (Being written.)
