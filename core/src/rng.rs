@@ -116,6 +116,9 @@ mod tests {
             let d = r.duration_between(Duration::from_millis(10), Duration::from_millis(20));
             assert!(d >= Duration::from_millis(10) && d <= Duration::from_millis(20));
         }
-        assert_eq!(r.duration_between(Duration::from_secs(2), Duration::from_secs(1)), Duration::from_secs(2));
+        assert_eq!(
+            r.duration_between(Duration::from_secs(2), Duration::from_secs(1)),
+            Duration::from_secs(2)
+        );
     }
 }

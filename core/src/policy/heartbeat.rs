@@ -315,7 +315,8 @@ mod tests {
     #[test]
     fn fixed_rule_pings_despite_traffic() {
         let t0 = Instant::now();
-        let cfg = HeartbeatConfig { idle: IdleRule::Fixed, ..HeartbeatConfig::ping(secs(10), secs(5)) };
+        let cfg =
+            HeartbeatConfig { idle: IdleRule::Fixed, ..HeartbeatConfig::ping(secs(10), secs(5)) };
         let mut hb = Heartbeat::new(cfg, t0);
         hb.on_inbound(t0 + secs(9));
         assert_eq!(hb.handle_timeout(t0 + secs(10)), Some(Beat::SendPing(1)));

@@ -3,7 +3,9 @@
 //!
 //! Nothing in this crate reads a clock: every instant comes in as a `now` argument.
 
+mod queue;
 mod table;
 
+pub use queue::TimerQueue;
 pub use std::time::{Duration, Instant};
 pub use table::{Monotonic, TimerKind, TimerTable};

@@ -24,6 +24,9 @@ pub mod utf8;
 
 pub use close::{CloseClass, CloseCode};
 pub use config::WsConfig;
+pub use conn::{CloseInfo, Initiator, WsConnection, WsEvent, WsState, WsTimer};
 pub use error::{ConnError, HandshakeError, ProtocolError, SendError};
+pub use frame::{Frame, OpCode, Role};
+pub use handshake::UpgradeRequest;
 pub use message::Message;
 pub use utf8::Utf8Bytes;

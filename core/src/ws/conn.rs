@@ -1,1 +1,0 @@
-//! `WsConnection`. (Being written.)
