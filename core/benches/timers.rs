@@ -8,6 +8,8 @@
 //! 100 s period and a fired timer is re-armed one period later, so each 1 s `handle_timeout`
 //! step fires ~1% of the keys, forever.
 //!
+//! - `wake_at_deadline`: the run loop as adapters drive it: wake at `poll_timeout`, fire what
+//!   is due (usually one timer), re-arm it, read the next deadline.
 //! - `step`: one `handle_timeout`: fire everything due at `now` and re-arm it, then know the
 //!   next deadline (the heap: k pops and k pushes, O(k log n); the Vec: one O(n) pass).
 //! - `set`: re-arm one key (the heap: O(log n) amortized; the Vec: find the key, O(n)).
@@ -88,6 +90,41 @@ fn step(c: &mut Criterion) {
     g.finish();
 }
 
+/// The run-loop pattern: the adapter wakes exactly at `poll_timeout`, so each
+/// `handle_timeout` fires the one (or few) timers due then and re-arms them. This is the
+/// O(expired + log n) vs O(n) comparison the hub cares about.
+fn wake(c: &mut Criterion) {
+    let mut g = c.benchmark_group("timers/wake_at_deadline");
+    for n in SIZES {
+        let t0 = start();
+        let ds = deadlines(t0, n);
+
+        let mut q = heap_of(&ds);
+        g.bench_function(BenchmarkId::new("heap", n), |b| {
+            b.iter(|| {
+                let now = q.next_deadline().unwrap_or(t0);
+                let mut fired = 0;
+                while let Some((k, at)) = q.pop_expired(now) {
+                    q.set(k, at + PERIOD);
+                    fired += 1;
+                }
+                black_box((fired, q.next_deadline()))
+            });
+        });
+
+        let mut v = ds.clone();
+        let mut now = v.iter().map(|&(_, at)| at).min().unwrap_or(t0);
+        g.bench_function(BenchmarkId::new("naive_vec", n), |b| {
+            b.iter(|| {
+                let (fired, next) = naive_step(&mut v, now);
+                now = next.unwrap_or(now);
+                black_box(fired)
+            });
+        });
+    }
+    g.finish();
+}
+
 fn set(c: &mut Criterion) {
     let mut g = c.benchmark_group("timers/set");
     for n in SIZES {
@@ -146,8 +183,8 @@ fn next_deadline(c: &mut Criterion) {
 /// The `criterion` entry points (the macro's generated function has no doc comment).
 #[allow(missing_docs)]
 mod harness {
-    use super::{next_deadline, set, step};
-    criterion::criterion_group!(benches, step, set, next_deadline);
+    use super::{next_deadline, set, step, wake};
+    criterion::criterion_group!(benches, wake, step, set, next_deadline);
 }
 
 criterion_main!(harness::benches);

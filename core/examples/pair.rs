@@ -4,6 +4,9 @@
 //!
 //! Run with `cargo run -p tidewire --example pair`.
 
+// This example plays the adapter, and adapters own the clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::VecDeque;
 
 use tidewire::ws::{CloseCode, Message, WsConfig, WsConnection, WsEvent};
@@ -66,7 +69,9 @@ fn main() {
                 WsEvent::Open { .. } => client.send(now, Message::text("hello")).expect("open"),
                 WsEvent::Message(_) if !said_hello => {
                     said_hello = true;
-                    println!("             (both sides go quiet; virtual time jumps to the keepalive)");
+                    println!(
+                        "             (both sides go quiet; virtual time jumps to the keepalive)"
+                    );
                 }
                 WsEvent::Pong(_) => client.close(now, CloseCode::NORMAL, "done").expect("open"),
                 _ => {}
@@ -92,11 +97,9 @@ fn drain(conn: &mut WsConnection, wire: &mut VecDeque<bytes::Bytes>, who: &str) 
 
 fn describe(ev: &WsEvent) -> String {
     match ev {
-        WsEvent::UpgradeRequested(req) => format!(
-            "upgrade requested for {} (bearer token {:?})",
-            req.path(),
-            req.bearer_token()
-        ),
+        WsEvent::UpgradeRequested(req) => {
+            format!("upgrade requested for {} (bearer token {:?})", req.path(), req.bearer_token())
+        }
         WsEvent::Open { subprotocol } => format!("open (subprotocol {subprotocol:?})"),
         WsEvent::Message(m) => format!("message {:?}", m.as_text().unwrap_or("<binary>")),
         WsEvent::Pong(p) => format!("pong ({} bytes)", p.len()),

@@ -145,7 +145,10 @@ enum Phase {
     /// Server: the application decides.
     Decide(Box<UpgradeRequest>),
     /// Client: request queued, reading the response head.
-    ReadResponse { parser: ResponseParser, key: String },
+    ReadResponse {
+        parser: ResponseParser,
+        key: String,
+    },
     Open,
     /// Our close frame is sent; the peer's has not arrived.
     Closing,
@@ -348,7 +351,12 @@ impl WsConnection {
         }
         let response = handshake::reject_response(status, headers, body)?;
         self.push_out(response);
-        self.finish(CloseCode::ABNORMAL, Initiator::Local, false, Some(ConnError::Rejected(status)));
+        self.finish(
+            CloseCode::ABNORMAL,
+            Initiator::Local,
+            false,
+            Some(ConnError::Rejected(status)),
+        );
         Ok(())
     }
 
@@ -542,7 +550,13 @@ impl WsConnection {
 
     /// Ends the connection: emits `Closed` once, queues `Shutdown` (a client after a clean
     /// close waits for the server's EOF instead, up to `close_timeout`).
-    fn finish(&mut self, code: CloseCode, initiator: Initiator, clean: bool, error: Option<ConnError>) {
+    fn finish(
+        &mut self,
+        code: CloseCode,
+        initiator: Initiator,
+        clean: bool,
+        error: Option<ConnError>,
+    ) {
         let reason = match (initiator, &self.sent_close) {
             (Initiator::Local, Some((c, r))) if *c == code => r.clone(),
             _ => Utf8Bytes::default(),
@@ -566,7 +580,13 @@ impl WsConnection {
         self.inbuf = BytesMut::new();
         if !self.closed_emitted {
             self.closed_emitted = true;
-            self.events.push_back(WsEvent::Closed(CloseInfo { code, reason, initiator, clean, error }));
+            self.events.push_back(WsEvent::Closed(CloseInfo {
+                code,
+                reason,
+                initiator,
+                clean,
+                error,
+            }));
         }
         if clean && self.role == Role::Client {
             // RFC 6455 §7.1.1: the server closes TCP first; the client waits a while for it.
@@ -654,7 +674,9 @@ impl WsConnection {
                 }
             }
             Incoming::Pong(payload) => {
-                if let (Some(hb), Ok(token)) = (&mut self.heartbeat, <[u8; 8]>::try_from(&payload[..])) {
+                if let (Some(hb), Ok(token)) =
+                    (&mut self.heartbeat, <[u8; 8]>::try_from(&payload[..]))
+                {
                     hb.on_pong(now, u64::from_be_bytes(token));
                 }
                 self.events.push_back(WsEvent::Pong(payload));
@@ -673,8 +695,10 @@ impl WsConnection {
                         self.finish_with(code, reason, Initiator::Remote, true, None);
                     }
                     Phase::Closing => {
-                        let (code, reason) =
-                            self.sent_close.clone().unwrap_or((CloseCode::NO_STATUS, Utf8Bytes::default()));
+                        let (code, reason) = self
+                            .sent_close
+                            .clone()
+                            .unwrap_or((CloseCode::NO_STATUS, Utf8Bytes::default()));
                         self.finish_with(code, reason, Initiator::Local, true, None);
                     }
                     _ => {}
@@ -705,7 +729,12 @@ impl Machine for WsConnection {
         self.clock.advance(now);
         match self.phase {
             Phase::ReadRequest(_) | Phase::Decide(_) | Phase::ReadResponse { .. } => {
-                self.finish(CloseCode::ABNORMAL, Initiator::Remote, false, Some(HandshakeError::Eof.into()));
+                self.finish(
+                    CloseCode::ABNORMAL,
+                    Initiator::Remote,
+                    false,
+                    Some(HandshakeError::Eof.into()),
+                );
             }
             Phase::Open | Phase::Closing => {
                 self.finish(CloseCode::ABNORMAL, Initiator::Remote, false, Some(ConnError::Eof));
@@ -725,9 +754,17 @@ impl Machine for WsConnection {
             match (timer, &self.phase) {
                 (Deadline::Handshake, _) => self.fail_handshake(HandshakeError::Timeout),
                 (Deadline::Close, Phase::Closing) => {
-                    let (code, reason) =
-                        self.sent_close.clone().unwrap_or((CloseCode::NO_STATUS, Utf8Bytes::default()));
-                    self.finish_with(code, reason, Initiator::Local, false, Some(ConnError::CloseTimeout));
+                    let (code, reason) = self
+                        .sent_close
+                        .clone()
+                        .unwrap_or((CloseCode::NO_STATUS, Utf8Bytes::default()));
+                    self.finish_with(
+                        code,
+                        reason,
+                        Initiator::Local,
+                        false,
+                        Some(ConnError::CloseTimeout),
+                    );
                 }
                 (Deadline::Close, _) => self.queue_shutdown(),
             }
@@ -738,7 +775,12 @@ impl Machine for WsConnection {
                 self.queue_frame(true, OpCode::Ping, Bytes::copy_from_slice(&token.to_be_bytes()));
             }
             Some(Beat::Expired) => {
-                self.finish(CloseCode::ABNORMAL, Initiator::Local, false, Some(ConnError::KeepaliveTimeout));
+                self.finish(
+                    CloseCode::ABNORMAL,
+                    Initiator::Local,
+                    false,
+                    Some(ConnError::KeepaliveTimeout),
+                );
             }
             _ => {}
         }

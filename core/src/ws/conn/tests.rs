@@ -11,10 +11,11 @@ use crate::ws::frame::{FrameDecoder, encode_frame};
 const REQUEST: &[u8] = b"GET /chat?token=abc HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat, superchat\r\n\r\n";
 
 fn cfg() -> WsConfig {
-    let mut c = WsConfig::default();
-    c.keepalive = None;
-    c
+    WsConfig { keepalive: None, ..WsConfig::default() }
 }
+
+/// What a server did with some input: the frames it wrote, whether it shut down, its events.
+type Outcome = (Vec<(OpCode, Vec<u8>)>, bool, Vec<WsEvent>);
 
 fn transmits(conn: &mut WsConnection) -> (Vec<u8>, bool) {
     let mut bytes = Vec::new();
@@ -77,10 +78,7 @@ fn closed(evs: &[WsEvent]) -> &CloseInfo {
 }
 
 /// Feeds `bytes` whole, one byte at a time, and in 7-byte chunks; the outputs must agree.
-fn feed_three_ways(
-    c: WsConfig,
-    bytes: &[u8],
-) -> (Vec<(OpCode, Vec<u8>)>, bool, Vec<WsEvent>) {
+fn feed_three_ways(c: &WsConfig, bytes: &[u8]) -> Outcome {
     let t0 = Instant::now();
     let mut results = Vec::new();
     for chunk in [bytes.len().max(1), 1, 7] {
@@ -226,15 +224,17 @@ fn client_and_server_keys_come_from_the_seed() {
 #[test]
 fn case_1_text_and_binary_of_every_length_class() {
     for len in [0usize, 1, 125, 126, 127, 65535, 65536, 100_000] {
-        let payload: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+        let payload: Vec<u8> = (b'a'..=b'z').cycle().take(len).collect();
         let mut input = client_frame(true, OpCode::Text, &payload);
         input.extend(client_frame(true, OpCode::Binary, &payload));
-        let (out, shut, evs) = feed_three_ways(cfg(), &input);
+        let (out, shut, evs) = feed_three_ways(&cfg(), &input);
         assert!(out.is_empty() && !shut);
         assert_eq!(
             evs,
             vec![
-                WsEvent::Message(Message::Text(Utf8Bytes::try_from_bytes(Bytes::from(payload.clone())).unwrap())),
+                WsEvent::Message(Message::Text(
+                    Utf8Bytes::try_from_bytes(Bytes::from(payload.clone())).unwrap()
+                )),
                 WsEvent::Message(Message::Binary(Bytes::from(payload)))
             ],
             "len {len}"
@@ -275,7 +275,7 @@ fn unmasked_client_frame_is_a_protocol_error() {
 #[test]
 fn case_2_ping_is_answered_with_the_same_payload() {
     let input = client_frame(true, OpCode::Ping, b"hello");
-    let (out, shut, evs) = feed_three_ways(cfg(), &input);
+    let (out, shut, evs) = feed_three_ways(&cfg(), &input);
     assert_eq!(out, vec![(OpCode::Pong, b"hello".to_vec())]);
     assert!(!shut && evs.is_empty());
 }
@@ -312,7 +312,7 @@ fn case_2_pong_never_splits_a_frame() {
 fn case_2_ping_of_126_bytes_fails_the_connection() {
     let mut raw = vec![0x89, 0xFE, 0, 126, 0, 0, 0, 0];
     raw.extend(vec![0u8; 126]);
-    let (out, shut, evs) = feed_three_ways(cfg(), &raw);
+    let (out, shut, evs) = feed_three_ways(&cfg(), &raw);
     assert_eq!(out, vec![(OpCode::Close, close_payload(1002, ""))]);
     assert!(shut);
     let info = closed(&evs);
@@ -322,7 +322,7 @@ fn case_2_ping_of_126_bytes_fails_the_connection() {
 
 #[test]
 fn case_2_unsolicited_pong_is_reported() {
-    let (out, _, evs) = feed_three_ways(cfg(), &client_frame(true, OpCode::Pong, b"x"));
+    let (out, _, evs) = feed_three_ways(&cfg(), &client_frame(true, OpCode::Pong, b"x"));
     assert!(out.is_empty());
     assert_eq!(evs, vec![WsEvent::Pong(Bytes::from_static(b"x"))]);
 }
@@ -336,7 +336,7 @@ fn case_3_reserved_bits_fail_after_earlier_messages() {
     bad[0] |= 0x40; // RSV1
     input.extend(bad);
     input.extend(client_frame(true, OpCode::Ping, b"after"));
-    let (out, shut, evs) = feed_three_ways(cfg(), &input);
+    let (out, shut, evs) = feed_three_ways(&cfg(), &input);
     assert_eq!(out, vec![(OpCode::Close, close_payload(1002, ""))]);
     assert!(shut);
     assert_eq!(evs[0], WsEvent::Message(Message::text("ok")));
@@ -347,10 +347,13 @@ fn case_3_reserved_bits_fail_after_earlier_messages() {
 fn case_4_reserved_opcodes_fail() {
     for op in [3u8, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF] {
         let raw = vec![0x80 | op, 0x80, 0, 0, 0, 0];
-        let (out, shut, evs) = feed_three_ways(cfg(), &raw);
+        let (out, shut, evs) = feed_three_ways(&cfg(), &raw);
         assert_eq!(out, vec![(OpCode::Close, close_payload(1002, ""))], "opcode {op}");
         assert!(shut);
-        assert_eq!(closed(&evs).error, Some(ConnError::Protocol(ProtocolError::ReservedOpcode(op))));
+        assert_eq!(
+            closed(&evs).error,
+            Some(ConnError::Protocol(ProtocolError::ReservedOpcode(op)))
+        );
     }
 }
 
@@ -362,7 +365,7 @@ fn case_5_fragments_with_interleaved_ping() {
     input.extend(client_frame(true, OpCode::Ping, b"mid"));
     input.extend(client_frame(false, OpCode::Continuation, b"men"));
     input.extend(client_frame(true, OpCode::Continuation, b"ted"));
-    let (out, shut, evs) = feed_three_ways(cfg(), &input);
+    let (out, shut, evs) = feed_three_ways(&cfg(), &input);
     assert_eq!(out, vec![(OpCode::Pong, b"mid".to_vec())]);
     assert!(!shut);
     assert_eq!(evs, vec![WsEvent::Message(Message::text("fragmented"))]);
@@ -370,10 +373,13 @@ fn case_5_fragments_with_interleaved_ping() {
 
 #[test]
 fn case_5_continuation_without_start_fails() {
-    let (out, shut, evs) = feed_three_ways(cfg(), &client_frame(true, OpCode::Continuation, b"x"));
+    let (out, shut, evs) = feed_three_ways(&cfg(), &client_frame(true, OpCode::Continuation, b"x"));
     assert_eq!(out, vec![(OpCode::Close, close_payload(1002, ""))]);
     assert!(shut);
-    assert_eq!(closed(&evs).error, Some(ConnError::Protocol(ProtocolError::UnexpectedContinuation)));
+    assert_eq!(
+        closed(&evs).error,
+        Some(ConnError::Protocol(ProtocolError::UnexpectedContinuation))
+    );
 }
 
 #[test]
@@ -401,7 +407,7 @@ fn case_6_invalid_utf8_closes_1007_on_the_first_bad_fragment() {
     let mut input = client_frame(false, OpCode::Text, b"ok \xce\xba\xe1\xbd\xb9\xcf");
     input.extend(client_frame(false, OpCode::Continuation, b"\x83\xce\xbc\xce\xb5\xed\xa0\x80"));
     // No final fragment: the failure must not wait for it.
-    let (out, shut, evs) = feed_three_ways(cfg(), &input);
+    let (out, shut, evs) = feed_three_ways(&cfg(), &input);
     assert_eq!(out, vec![(OpCode::Close, close_payload(1007, ""))]);
     assert!(shut);
     assert_eq!(closed(&evs).error, Some(ConnError::Protocol(ProtocolError::InvalidUtf8)));
@@ -416,7 +422,7 @@ fn case_6_multibyte_split_across_fragments_is_valid() {
         let op = if i == 0 { OpCode::Text } else { OpCode::Continuation };
         input.extend(client_frame(i + 1 == bytes.len(), op, &[*b]));
     }
-    let (_, shut, evs) = feed_three_ways(cfg(), &input);
+    let (_, shut, evs) = feed_three_ways(&cfg(), &input);
     assert!(!shut);
     assert_eq!(evs, vec![WsEvent::Message(Message::text(text))]);
 }
@@ -426,7 +432,7 @@ fn case_6_multibyte_split_across_fragments_is_valid() {
 #[test]
 fn case_7_peer_close_is_echoed_and_server_shuts_down() {
     let input = client_frame(true, OpCode::Close, &close_payload(1000, "bye"));
-    let (out, shut, evs) = feed_three_ways(cfg(), &input);
+    let (out, shut, evs) = feed_three_ways(&cfg(), &input);
     assert_eq!(out, vec![(OpCode::Close, close_payload(1000, ""))]);
     assert!(shut);
     let info = closed(&evs);
@@ -436,7 +442,7 @@ fn case_7_peer_close_is_echoed_and_server_shuts_down() {
 
 #[test]
 fn case_7_empty_close_gets_empty_close() {
-    let (out, shut, evs) = feed_three_ways(cfg(), &client_frame(true, OpCode::Close, b""));
+    let (out, shut, evs) = feed_three_ways(&cfg(), &client_frame(true, OpCode::Close, b""));
     assert_eq!(out, vec![(OpCode::Close, vec![])]);
     assert!(shut);
     assert_eq!(closed(&evs).code, CloseCode::NO_STATUS);
@@ -453,7 +459,7 @@ fn case_7_invalid_close_payloads() {
         (close_payload(2000, ""), 1002),
         (vec![0x03, 0xe8, 0xff, 0xfe], 1007),
     ] {
-        let (out, shut, _) = feed_three_ways(cfg(), &client_frame(true, OpCode::Close, &payload));
+        let (out, shut, _) = feed_three_ways(&cfg(), &client_frame(true, OpCode::Close, &payload));
         assert_eq!(out, vec![(OpCode::Close, close_payload(code, ""))], "{payload:?}");
         assert!(shut);
     }
@@ -464,7 +470,7 @@ fn case_7_data_after_close_is_ignored() {
     let mut input = client_frame(true, OpCode::Close, &close_payload(1000, ""));
     input.extend(client_frame(true, OpCode::Text, b"late"));
     input.extend(client_frame(true, OpCode::Ping, b"late"));
-    let (out, _, evs) = feed_three_ways(cfg(), &input);
+    let (out, _, evs) = feed_three_ways(&cfg(), &input);
     assert_eq!(out, vec![(OpCode::Close, close_payload(1000, ""))]);
     assert_eq!(evs.len(), 1);
 }
@@ -506,7 +512,10 @@ fn case_7_local_close_completed_by_the_reply() {
     assert!(out.is_empty() && shut);
     let evs = events(&mut s);
     let info = closed(&evs);
-    assert_eq!((info.initiator, info.clean, info.reason.as_str()), (Initiator::Local, true, "done"));
+    assert_eq!(
+        (info.initiator, info.clean, info.reason.as_str()),
+        (Initiator::Local, true, "done")
+    );
     s.handle_eof(t0);
     assert!(events(&mut s).is_empty(), "Closed exactly once");
 }
@@ -556,7 +565,7 @@ fn case_9_frame_over_limit_fails_before_its_payload_arrives() {
     let mut c = cfg();
     c.max_frame = 1000;
     let header_only = client_frame(true, OpCode::Binary, &[0u8; 1001])[..8].to_vec();
-    let (out, shut, evs) = feed_three_ways(c, &header_only);
+    let (out, shut, evs) = feed_three_ways(&c, &header_only);
     assert_eq!(out, vec![(OpCode::Close, close_payload(1009, ""))]);
     assert!(shut);
     assert_eq!(closed(&evs).error, Some(ConnError::Protocol(ProtocolError::FrameTooLarge)));
@@ -569,7 +578,7 @@ fn case_9_message_over_limit_across_fragments() {
     let mut input = Vec::new();
     input.extend(client_frame(false, OpCode::Binary, &[0u8; 600]));
     input.extend(client_frame(true, OpCode::Continuation, &[0u8; 600]));
-    let (out, shut, evs) = feed_three_ways(c, &input);
+    let (out, shut, evs) = feed_three_ways(&c, &input);
     assert_eq!(out, vec![(OpCode::Close, close_payload(1009, ""))]);
     assert!(shut);
     assert_eq!(closed(&evs).error, Some(ConnError::Protocol(ProtocolError::MessageTooLarge)));
