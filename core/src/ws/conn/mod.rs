@@ -36,6 +36,8 @@ use crate::time::{Instant, Monotonic, TimerKind, TimerTable};
 /// Payloads up to this size are copied next to their header (one write, one chunk);
 /// larger ones are queued as shared `Bytes` behind a separate header (zero-copy).
 const INLINE_PAYLOAD: usize = 256;
+/// Unanswered pings answered one by one; past this many, the latest ping wins.
+const MAX_PENDING_PONGS: usize = 16;
 /// Headers and small frames are written into a reusable arena of this size, so queuing a
 /// frame allocates only once per arena, not once per frame.
 const ARENA_CHUNK: usize = 8 * 1024;
@@ -173,8 +175,10 @@ pub struct WsConnection {
     out: VecDeque<(Bytes, bool)>,
     /// Bytes queued in `out` (excluding a pending pong).
     out_bytes: usize,
-    /// Latest unanswered ping's payload: one pong answers the latest ping.
-    pending_pong: Option<Bytes>,
+    /// Payloads of pings not yet answered, at most `MAX_PENDING_PONGS`: every ping gets its
+    /// pong; past the bound the newest payload replaces the last one (latest ping wins,
+    /// RFC 6455 §5.5.3), so a ping flood cannot grow memory.
+    pending_pongs: VecDeque<Bytes>,
     /// A frame's head was emitted and its payload not yet: never put a pong in between.
     mid_frame: bool,
     shutdown: ShutdownState,
@@ -210,7 +214,7 @@ impl WsConnection {
             arena: BytesMut::new(),
             out: VecDeque::new(),
             out_bytes: 0,
-            pending_pong: None,
+            pending_pongs: VecDeque::new(),
             mid_frame: false,
             shutdown: ShutdownState::No,
             events: VecDeque::new(),
@@ -536,7 +540,7 @@ impl WsConnection {
         payload.extend_from_slice(&code.0.to_be_bytes());
         payload.extend_from_slice(reason.as_bytes());
         self.queue_frame(true, OpCode::Close, payload.freeze());
-        self.pending_pong = None;
+        self.pending_pongs.clear();
         self.sent_close = Some((code, reason));
     }
 
@@ -575,7 +579,7 @@ impl WsConnection {
         let now = self.clock.now();
         self.phase = Phase::Closed;
         self.heartbeat = None;
-        self.pending_pong = None;
+        self.pending_pongs.clear();
         self.timers.clear_all();
         self.inbuf = BytesMut::new();
         if !self.closed_emitted {
@@ -670,7 +674,10 @@ impl WsConnection {
             Incoming::Message(m) => self.events.push_back(WsEvent::Message(m)),
             Incoming::Ping(payload) => {
                 if matches!(self.phase, Phase::Open) {
-                    self.pending_pong = Some(payload);
+                    if self.pending_pongs.len() == MAX_PENDING_PONGS {
+                        self.pending_pongs.pop_back();
+                    }
+                    self.pending_pongs.push_back(payload);
                 }
             }
             Incoming::Pong(payload) => {
@@ -688,7 +695,7 @@ impl WsConnection {
                         // Echo the code (RFC 6455 §5.5.1); an empty close gets an empty reply.
                         if code == CloseCode::NO_STATUS {
                             self.queue_frame(true, OpCode::Close, Bytes::new());
-                            self.pending_pong = None;
+                            self.pending_pongs.clear();
                         } else {
                             self.send_close(code, Utf8Bytes::default());
                         }
@@ -790,7 +797,7 @@ impl Machine for WsConnection {
     /// After `Transmit::Shutdown` it returns `None` forever.
     fn poll_transmit(&mut self) -> Option<Transmit> {
         if !self.mid_frame
-            && let Some(payload) = self.pending_pong.take()
+            && let Some(payload) = self.pending_pongs.pop_front()
         {
             let frame = self.encode_small(OpCode::Pong, &payload);
             return Some(Transmit::Bytes(frame));

@@ -281,14 +281,29 @@ fn case_2_ping_is_answered_with_the_same_payload() {
 }
 
 #[test]
-fn case_2_latest_ping_wins() {
+fn case_2_10_every_ping_gets_its_pong() {
     let t0 = Instant::now();
     let mut s = open_server(cfg(), t0);
-    let mut input = client_frame(true, OpCode::Ping, b"one");
-    input.extend(client_frame(true, OpCode::Ping, b"two"));
+    let input: Vec<u8> =
+        (0..10u8).flat_map(|i| client_frame(true, OpCode::Ping, &[b'p', i])).collect();
     s.handle_read(t0, &input);
     let (out, _) = transmits(&mut s);
-    assert_eq!(server_frames(&out), vec![(OpCode::Pong, b"two".to_vec())]);
+    let expected: Vec<_> = (0..10u8).map(|i| (OpCode::Pong, vec![b'p', i])).collect();
+    assert_eq!(server_frames(&out), expected);
+}
+
+#[test]
+fn case_2_ping_flood_is_bounded_and_latest_ping_wins() {
+    let t0 = Instant::now();
+    let mut s = open_server(cfg(), t0);
+    let input: Vec<u8> =
+        (0..1000u16).flat_map(|i| client_frame(true, OpCode::Ping, &i.to_be_bytes())).collect();
+    s.handle_read(t0, &input);
+    let (out, _) = transmits(&mut s);
+    let frames = server_frames(&out);
+    assert_eq!(frames.len(), MAX_PENDING_PONGS);
+    assert_eq!(frames[0], (OpCode::Pong, 0u16.to_be_bytes().to_vec()));
+    assert_eq!(frames.last().unwrap(), &(OpCode::Pong, 999u16.to_be_bytes().to_vec()));
 }
 
 #[test]
