@@ -1,12 +1,13 @@
 //! Raw bytes into the frame decoder and reassembler, as a server and as a client.
 //!
-//! Invariants: no panic; no frame over `max_frame`, no message over `max_message`; feeding
-//! the same bytes whole or in chunks gives the same frames and the same first error.
+//! Invariants: no panic; no frame over `max_frame`, no message over `max_message`; every
+//! decoded frame re-encodes (shortest length form) to bytes that decode to the same frame;
+//! feeding the same bytes whole or in chunks gives the same frames and the same first error.
 #![no_main]
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use tidewire::ws::frame::{FrameDecoder, Role};
+use tidewire::ws::frame::{Frame, FrameDecoder, Role, encode};
 use tidewire::ws::reassemble::{Incoming, Reassembler};
 
 const MAX_FRAME: usize = 4096;
@@ -16,6 +17,20 @@ const MAX_MESSAGE: usize = 8192;
 enum Out {
     Item(Incoming),
     Error(tidewire::ws::ProtocolError),
+}
+
+/// Encodes `frame` as the peer would (masked towards a server) and decodes it again.
+fn check_reencode(role: Role, frame: &Frame) {
+    let mask = match role {
+        Role::Server => Some([0x37, 0xfa, 0x21, 0x3d]),
+        Role::Client => None,
+    };
+    let mut wire = BytesMut::new();
+    encode(frame, mask, &mut wire);
+    let mut decoder = FrameDecoder::new(role).with_allowed_rsv(0b111);
+    let again = decoder.decode(&mut wire, MAX_FRAME).expect("a re-encoded frame decodes");
+    assert_eq!(again.as_ref(), Some(frame), "re-encoded frame differs");
+    assert!(wire.is_empty(), "re-encoded frame left {} bytes", wire.len());
 }
 
 fn run(role: Role, data: &[u8], chunk: usize) -> Vec<Out> {
@@ -30,6 +45,7 @@ fn run(role: Role, data: &[u8], chunk: usize) -> Vec<Out> {
                 Ok(None) => break,
                 Ok(Some(frame)) => {
                     assert!(frame.payload.len() <= MAX_FRAME);
+                    check_reencode(role, &frame);
                     match reassembler.push(frame) {
                         Ok(None) => {}
                         Ok(Some(item)) => {
