@@ -103,8 +103,6 @@
 //! ([`ws::ProtocolError::close_code`]) or HTTP status ([`ws::HandshakeError::status`]).
 //! Commands return [`ws::SendError`]; the end of a connection is a [`ws::CloseInfo`].
 
-#![cfg_attr(test, allow(clippy::disallowed_methods))] // tests build virtual time from one real `Instant`
-
 pub mod machine;
 pub mod policy;
 pub mod rng;

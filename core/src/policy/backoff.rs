@@ -440,7 +440,6 @@ fn parse_imf_fixdate(b: &[u8]) -> Option<u64> {
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods, reason = "tests start virtual time from one real instant")]
 mod tests {
     use super::*;
 
@@ -454,7 +453,7 @@ mod tests {
 
     #[test]
     fn no_jitter_doubles_up_to_the_cap() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut b = Backoff::new(cfg(Jitter::None), 1);
         let got: Vec<u64> = (0..40).map(|_| b.next_delay(t0).unwrap().as_secs()).collect();
         assert_eq!(&got[..7], &[1, 2, 4, 8, 16, 30, 30]);
@@ -464,7 +463,7 @@ mod tests {
 
     #[test]
     fn jittered_delays_stay_in_their_bounds() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         for jitter in [Jitter::Full, Jitter::Equal, Jitter::Decorrelated] {
             for seed in 0..50 {
                 let c = cfg(jitter);
@@ -489,7 +488,7 @@ mod tests {
 
     #[test]
     fn same_seed_same_delays() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut a = Backoff::new(BackoffConfig::default(), 9);
         let mut b = Backoff::new(BackoffConfig::default(), 9);
         let mut c = Backoff::new(BackoffConfig::default(), 10);
@@ -502,7 +501,7 @@ mod tests {
 
     #[test]
     fn healthy_connections_reset_short_ones_do_not() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut b = Backoff::new(cfg(Jitter::None), 1);
         b.next_delay(t0);
         b.next_delay(t0);
@@ -521,7 +520,7 @@ mod tests {
 
     #[test]
     fn max_attempts_gives_up_and_stays_given_up() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut b = Backoff::new(BackoffConfig { max_attempts: Some(3), ..cfg(Jitter::None) }, 1);
         assert!(b.next_delay(t0).is_some());
         assert!(b.next_delay(t0).is_some());
@@ -535,7 +534,7 @@ mod tests {
 
     #[test]
     fn max_elapsed_counts_from_the_first_failure() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let c = BackoffConfig { max_elapsed: Some(secs(10)), ..cfg(Jitter::None) };
         let mut b = Backoff::new(c, 1);
         assert_eq!(b.next_delay(t0 + secs(100)), Some(secs(1))); // first failure at 100 s
@@ -551,7 +550,7 @@ mod tests {
 
     #[test]
     fn hints_raise_only_the_next_delay_and_are_bounded() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let c = BackoffConfig { max_hint: secs(60), ..cfg(Jitter::None) };
         let mut b = Backoff::new(c, 1);
         b.on_hint(RetryHint::SseRetry(secs(3)));
@@ -579,7 +578,7 @@ mod tests {
 
     #[test]
     fn a_hint_survives_the_reset_of_a_healthy_disconnect() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut b = Backoff::new(cfg(Jitter::Full), 3);
         b.on_connected(t0);
         b.on_hint(RetryHint::Close(CloseCode::SERVICE_RESTART));
@@ -590,7 +589,7 @@ mod tests {
 
     #[test]
     fn odd_settings_do_not_panic() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         for jitter in [Jitter::Full, Jitter::Equal, Jitter::Decorrelated, Jitter::None] {
             let c = BackoffConfig {
                 base: Duration::MAX,
@@ -619,7 +618,7 @@ mod tests {
 
     #[test]
     fn time_going_back_is_clamped() {
-        let t0 = Instant::now() + secs(100);
+        let t0 = crate::time::test_epoch() + secs(100);
         let c = BackoffConfig { max_elapsed: Some(secs(5)), ..cfg(Jitter::None) };
         let mut b = Backoff::new(c, 1);
         assert_eq!(b.next_deadline(t0), Some(t0 + secs(1)));

@@ -246,7 +246,7 @@ mod tests {
 
     #[test]
     fn inbound_traffic_postpones_the_ping() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut hb = Heartbeat::new(HeartbeatConfig::ping(secs(10), secs(5)), t0);
         for i in 1..=100 {
             hb.on_inbound(t0 + secs(i));
@@ -257,7 +257,7 @@ mod tests {
 
     #[test]
     fn never_fires_before_its_deadline() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut hb = Heartbeat::new(HeartbeatConfig::ping(secs(10), secs(5)), t0);
         assert_eq!(hb.handle_timeout(t0 + secs(10) - Duration::from_nanos(1)), None);
         assert_eq!(hb.handle_timeout(t0 + secs(10)), Some(Beat::SendPing(1)));
@@ -271,7 +271,7 @@ mod tests {
 
     #[test]
     fn repeated_pings_do_not_extend_the_timeout() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut hb = Heartbeat::new(HeartbeatConfig::ping(secs(2), secs(5)), t0);
         assert_eq!(hb.handle_timeout(t0 + secs(2)), Some(Beat::SendPing(1)));
         assert_eq!(hb.handle_timeout(t0 + secs(4)), Some(Beat::SendPing(2)));
@@ -282,7 +282,7 @@ mod tests {
 
     #[test]
     fn pong_measures_rtt() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut hb = Heartbeat::new(HeartbeatConfig::default(), t0);
         let Some(Beat::SendPing(tok)) = hb.handle_timeout(t0 + secs(25)) else { panic!() };
         hb.on_pong(t0 + secs(25) + Duration::from_millis(40), tok);
@@ -292,7 +292,7 @@ mod tests {
 
     #[test]
     fn outbound_rule_is_an_sse_keepalive() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut hb = Heartbeat::new(HeartbeatConfig::keepalive_only(secs(15)), t0);
         hb.on_outbound(t0 + secs(10));
         assert_eq!(hb.poll_timeout(), Some(t0 + secs(25)));
@@ -304,7 +304,7 @@ mod tests {
 
     #[test]
     fn expiry_only_for_polling_clients() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut hb = Heartbeat::new(HeartbeatConfig::expiry(secs(30)), t0);
         hb.on_inbound(t0 + secs(20));
         assert_eq!(hb.poll_timeout(), Some(t0 + secs(50)));
@@ -314,7 +314,7 @@ mod tests {
 
     #[test]
     fn fixed_rule_pings_despite_traffic() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let cfg =
             HeartbeatConfig { idle: IdleRule::Fixed, ..HeartbeatConfig::ping(secs(10), secs(5)) };
         let mut hb = Heartbeat::new(cfg, t0);
@@ -326,7 +326,7 @@ mod tests {
 
     #[test]
     fn time_going_back_is_clamped() {
-        let t0 = Instant::now() + secs(100);
+        let t0 = crate::time::test_epoch() + secs(100);
         let mut hb = Heartbeat::new(HeartbeatConfig::ping(secs(10), secs(5)), t0);
         hb.on_inbound(t0 - secs(50));
         assert_eq!(hb.poll_timeout(), Some(t0 + secs(10)));

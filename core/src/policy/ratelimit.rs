@@ -116,7 +116,6 @@ impl RateLimit {
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods, reason = "tests start virtual time from one real instant")]
 mod tests {
     use super::*;
 
@@ -126,7 +125,7 @@ mod tests {
 
     #[test]
     fn burst_then_steady_rate() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut rl = RateLimit::new(RateLimitConfig { rate_per_sec: 100, burst: 5 }, t0);
         for _ in 0..5 {
             assert_eq!(rl.check(t0, 1), Ok(()));
@@ -144,7 +143,7 @@ mod tests {
 
     #[test]
     fn no_drift_with_rates_that_do_not_divide_a_second() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut rl = RateLimit::new(RateLimitConfig { rate_per_sec: 3, burst: 2 }, t0);
         assert_eq!(rl.check(t0, 2), Ok(()));
         // A token every 333.33 ms; checking every 1 ms for 300 s admits exactly 900 (the
@@ -160,7 +159,7 @@ mod tests {
 
     #[test]
     fn retry_after_is_exact_and_sufficient() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut rl = RateLimit::new(RateLimitConfig { rate_per_sec: 3, burst: 4 }, t0);
         assert_eq!(rl.check(t0, 4), Ok(()));
         let Err(OverLimit { retry_after }) = rl.check(t0, 2) else { panic!() };
@@ -171,7 +170,7 @@ mod tests {
 
     #[test]
     fn impossible_costs_and_zero_rates() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut rl = RateLimit::new(RateLimitConfig { rate_per_sec: 10, burst: 3 }, t0);
         assert_eq!(rl.check(t0, 4), Err(OverLimit { retry_after: Duration::MAX }));
         assert_eq!(rl.check(t0, 0), Ok(()));
@@ -187,7 +186,7 @@ mod tests {
 
     #[test]
     fn time_going_back_adds_nothing() {
-        let t0 = Instant::now() + Duration::from_secs(100);
+        let t0 = crate::time::test_epoch() + Duration::from_secs(100);
         let mut rl = RateLimit::new(RateLimitConfig { rate_per_sec: 1, burst: 1 }, t0);
         assert_eq!(rl.check(t0, 1), Ok(()));
         assert!(rl.check(t0 - Duration::from_secs(50), 1).is_err());

@@ -258,7 +258,6 @@ impl<T> Sequencer<T> {
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods, reason = "tests start virtual time from one real instant")]
 mod tests {
     use super::*;
 
@@ -276,7 +275,7 @@ mod tests {
 
     #[test]
     fn in_order_items_flow_through() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut s = Sequencer::new(cfg(4), 10);
         for seq in 10..20 {
             assert_eq!(s.push(t0, seq, seq * 2), Ok(Accepted::Ready));
@@ -289,7 +288,7 @@ mod tests {
 
     #[test]
     fn reorders_within_the_window() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut s = Sequencer::new(cfg(8), 0);
         for seq in [3, 1, 2] {
             assert_eq!(s.push(t0, seq, ()), Ok(Accepted::Held));
@@ -303,7 +302,7 @@ mod tests {
 
     #[test]
     fn stale_duplicate_and_beyond_window() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut s = Sequencer::new(cfg(4), 5);
         assert_eq!(s.push(t0, 4, 'x'), Ok(Accepted::Stale));
         assert_eq!(s.push(t0, 7, 'a'), Ok(Accepted::Held));
@@ -322,7 +321,7 @@ mod tests {
 
     #[test]
     fn a_gap_is_given_up_after_its_timeout() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut s = Sequencer::new(cfg(16), 0);
         s.push(t0, 0, ()).unwrap();
         assert_eq!(s.poll_timeout(), None); // nothing missing, only undrained
@@ -346,7 +345,7 @@ mod tests {
 
     #[test]
     fn several_due_holes_come_out_one_per_call() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut s = Sequencer::new(cfg(16), 0);
         s.push(t0, 2, ()).unwrap();
         s.push(t0, 5, ()).unwrap();
@@ -361,7 +360,7 @@ mod tests {
 
     #[test]
     fn the_end_of_the_number_space() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut s = Sequencer::new(cfg(4), u64::MAX - 1);
         assert_eq!(s.push(t0, u64::MAX, 1), Ok(Accepted::Held));
         assert_eq!(s.handle_timeout(t0 + ms(100)), Some(u64::MAX - 1..u64::MAX));
@@ -372,7 +371,7 @@ mod tests {
 
     #[test]
     fn window_zero_means_one_and_reset_resyncs() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut s = Sequencer::new(cfg(0), 0);
         assert_eq!(s.push(t0, 1, ()), Err(OrderError::BeyondWindow { seq: 1, limit: 1 }));
         assert_eq!(s.push(t0, 0, ()), Ok(Accepted::Ready));
@@ -384,7 +383,7 @@ mod tests {
 
     #[test]
     fn never_holds_more_than_the_window() {
-        let t0 = Instant::now();
+        let t0 = crate::time::test_epoch();
         let mut s = Sequencer::new(cfg(32), 0);
         for seq in (1..1000).rev() {
             let _ = s.push(t0, seq, ());

@@ -79,7 +79,7 @@ fn closed(evs: &[WsEvent]) -> &CloseInfo {
 
 /// Feeds `bytes` whole, one byte at a time, and in 7-byte chunks; the outputs must agree.
 fn feed_three_ways(c: &WsConfig, bytes: &[u8]) -> Outcome {
-    let t0 = Instant::now();
+    let t0 = crate::time::test_epoch();
     let mut results = Vec::new();
     for chunk in [bytes.len().max(1), 1, 7] {
         let mut s = open_server(c.clone(), t0);
@@ -104,7 +104,7 @@ fn close_payload(code: u16, reason: &str) -> Vec<u8> {
 
 #[test]
 fn handshake_auth_before_any_byte_is_written() {
-    let t0 = Instant::now();
+    let t0 = crate::time::test_epoch();
     let mut s = WsConnection::server(cfg(), t0);
     s.handle_read(t0, REQUEST);
     let Some(WsEvent::UpgradeRequested(req)) = s.poll_event() else { panic!("no upgrade") };
@@ -124,7 +124,7 @@ fn handshake_auth_before_any_byte_is_written() {
 
 #[test]
 fn accept_with_subprotocol_and_trailing_frame_bytes() {
-    let t0 = Instant::now();
+    let t0 = crate::time::test_epoch();
     let mut s = WsConnection::server(cfg(), t0);
     let mut input = REQUEST.to_vec();
     input.extend(client_frame(true, OpCode::Text, b"early"));
@@ -149,7 +149,7 @@ fn accept_with_subprotocol_and_trailing_frame_bytes() {
 
 #[test]
 fn malformed_request_gets_a_status_and_shutdown() {
-    let t0 = Instant::now();
+    let t0 = crate::time::test_epoch();
     let mut s = WsConnection::server(cfg(), t0);
     s.handle_read(t0, b"POST / HTTP/1.1\r\nHost: a\r\n\r\n");
     let (out, shut) = transmits(&mut s);
@@ -161,7 +161,7 @@ fn malformed_request_gets_a_status_and_shutdown() {
 
 #[test]
 fn oversized_head_gets_431() {
-    let t0 = Instant::now();
+    let t0 = crate::time::test_epoch();
     let mut c = cfg();
     c.max_handshake = 256;
     let mut s = WsConnection::server(c, t0);
@@ -173,7 +173,7 @@ fn oversized_head_gets_431() {
 
 #[test]
 fn slowloris_head_times_out_with_408() {
-    let t0 = Instant::now();
+    let t0 = crate::time::test_epoch();
     let mut s = WsConnection::server(cfg(), t0);
     s.handle_read(t0, &REQUEST[..20]);
     assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(10)));
@@ -190,7 +190,7 @@ fn slowloris_head_times_out_with_408() {
 
 #[test]
 fn client_reports_non_101_status() {
-    let t0 = Instant::now();
+    let t0 = crate::time::test_epoch();
     let mut c = WsConnection::client(cfg(), "example.com", "/", t0).unwrap();
     let (req, _) = transmits(&mut c);
     assert!(req.starts_with(b"GET / HTTP/1.1\r\n"));
@@ -203,7 +203,7 @@ fn client_reports_non_101_status() {
 
 #[test]
 fn client_and_server_keys_come_from_the_seed() {
-    let t0 = Instant::now();
+    let t0 = crate::time::test_epoch();
     let mut a = cfg();
     a.rng_seed = [1; 32];
     let mut b = cfg();
@@ -244,7 +244,7 @@ fn case_1_text_and_binary_of_every_length_class() {
 
 #[test]
 fn case_1_server_payload_is_shared_not_copied() {
-    let t0 = Instant::now();
+    let t0 = crate::time::test_epoch();
     let mut s = open_server(cfg(), t0);
     let payload = Bytes::from(vec![7u8; 4096]);
     s.send(t0, Message::Binary(payload.clone())).unwrap();
@@ -260,7 +260,7 @@ fn case_1_server_payload_is_shared_not_copied() {
 
 #[test]
 fn unmasked_client_frame_is_a_protocol_error() {
-    let t0 = Instant::now();
+    let t0 = crate::time::test_epoch();
     let mut s = open_server(cfg(), t0);
     let mut raw = BytesMut::new();
     encode_frame(true, OpCode::Text, b"hi", None, &mut raw);
@@ -282,7 +282,7 @@ fn case_2_ping_is_answered_with_the_same_payload() {
 
 #[test]
 fn case_2_10_every_ping_gets_its_pong() {
-    let t0 = Instant::now();
+    let t0 = crate::time::test_epoch();
     let mut s = open_server(cfg(), t0);
     let input: Vec<u8> =
         (0..10u8).flat_map(|i| client_frame(true, OpCode::Ping, &[b'p', i])).collect();
@@ -294,7 +294,7 @@ fn case_2_10_every_ping_gets_its_pong() {
 
 #[test]
 fn case_2_ping_flood_is_bounded_and_latest_ping_wins() {
-    let t0 = Instant::now();
+    let t0 = crate::time::test_epoch();
     let mut s = open_server(cfg(), t0);
     let input: Vec<u8> =
         (0..1000u16).flat_map(|i| client_frame(true, OpCode::Ping, &i.to_be_bytes())).collect();
@@ -308,7 +308,7 @@ fn case_2_ping_flood_is_bounded_and_latest_ping_wins() {
 
 #[test]
 fn case_2_pong_never_splits_a_frame() {
-    let t0 = Instant::now();
+    let t0 = crate::time::test_epoch();
     let mut s = open_server(cfg(), t0);
     s.send(t0, Message::binary(vec![1u8; 1000])).unwrap();
     let first = s.poll_transmit().unwrap(); // the header of the big frame
@@ -399,7 +399,7 @@ fn case_5_continuation_without_start_fails() {
 
 #[test]
 fn case_5_fragmented_send() {
-    let t0 = Instant::now();
+    let t0 = crate::time::test_epoch();
     let mut c = cfg();
     c.max_send_fragment = Some(4);
     let mut s = open_server(c, t0);
@@ -492,7 +492,7 @@ fn case_7_data_after_close_is_ignored() {
 
 #[test]
 fn case_7_local_close_waits_for_the_reply_then_times_out() {
-    let t0 = Instant::now();
+    let t0 = crate::time::test_epoch();
     let mut s = open_server(cfg(), t0);
     assert_eq!(s.close(t0, CloseCode(1005), ""), Err(SendError::InvalidCloseCode(1005)));
     assert_eq!(s.close(t0, CloseCode::NORMAL, &"x".repeat(124)), Err(SendError::ControlTooLong));
@@ -518,7 +518,7 @@ fn case_7_local_close_waits_for_the_reply_then_times_out() {
 
 #[test]
 fn case_7_local_close_completed_by_the_reply() {
-    let t0 = Instant::now();
+    let t0 = crate::time::test_epoch();
     let mut s = open_server(cfg(), t0);
     s.close(t0, CloseCode::NORMAL, "done").unwrap();
     let _ = transmits(&mut s);
@@ -537,7 +537,7 @@ fn case_7_local_close_completed_by_the_reply() {
 
 #[test]
 fn case_7_client_waits_for_the_server_to_close_tcp() {
-    let t0 = Instant::now();
+    let t0 = crate::time::test_epoch();
     let (mut c, mut s) = open_pair(t0);
     c.close(t0, CloseCode::NORMAL, "").unwrap();
     let (out, _) = transmits(&mut c);
@@ -563,7 +563,7 @@ fn case_7_client_waits_for_the_server_to_close_tcp() {
 
 #[test]
 fn eof_without_close_is_abnormal() {
-    let t0 = Instant::now();
+    let t0 = crate::time::test_epoch();
     let mut s = open_server(cfg(), t0);
     s.handle_eof(t0);
     let (_, shut) = transmits(&mut s);
@@ -601,7 +601,7 @@ fn case_9_message_over_limit_across_fragments() {
 
 #[test]
 fn outbound_backpressure_hands_the_message_back() {
-    let t0 = Instant::now();
+    let t0 = crate::time::test_epoch();
     let mut c = cfg();
     c.max_outbound = 10_000;
     let mut s = open_server(c, t0);
@@ -621,7 +621,7 @@ fn outbound_backpressure_hands_the_message_back() {
 
 #[test]
 fn keepalive_pings_then_declares_the_peer_dead() {
-    let t0 = Instant::now();
+    let t0 = crate::time::test_epoch();
     let mut s = open_server(WsConfig::default(), t0);
     assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(25)));
     assert_eq!(s.timeout_reason(), Some(WsTimer::Keepalive));
@@ -656,7 +656,7 @@ fn keepalive_pings_then_declares_the_peer_dead() {
 
 #[test]
 fn time_going_backwards_is_harmless() {
-    let t0 = Instant::now() + Duration::from_secs(100);
+    let t0 = crate::time::test_epoch() + Duration::from_secs(100);
     let mut s = open_server(WsConfig::default(), t0);
     s.handle_timeout(t0 - Duration::from_secs(50));
     s.handle_read(t0 - Duration::from_secs(60), &client_frame(true, OpCode::Text, b"x"));
@@ -679,7 +679,7 @@ fn open_pair(t0: Instant) -> (WsConnection, WsConnection) {
 
 #[test]
 fn client_frames_are_masked_and_round_trip() {
-    let t0 = Instant::now();
+    let t0 = crate::time::test_epoch();
     let (mut c, mut s) = open_pair(t0);
     c.send(t0, Message::text("over the wire")).unwrap();
     c.ping(t0, Bytes::from_static(b"p")).unwrap();
