@@ -30,6 +30,11 @@ pub struct WsConfig {
     /// [`SendError::Backpressure`](super::SendError::Backpressure) (default 1 MiB). Control
     /// frames (pong, close) are always queued.
     pub max_outbound: usize,
+    /// How long the outbox may stay full (a `send` hit backpressure and the queue has not
+    /// drained to half of `max_outbound` since) before the connection is ended with 4100
+    /// and [`ConnError::SendStalled`](super::ConnError::SendStalled) (default 30 s). `None`
+    /// waits forever.
+    pub send_timeout: Option<Duration>,
     /// Outgoing messages larger than this are split into fragments of this size (default
     /// `None`: one frame per message).
     pub max_send_fragment: Option<usize>,
@@ -54,6 +59,7 @@ impl Default for WsConfig {
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
             max_outbound: 1 << 20,
+            send_timeout: Some(Duration::from_secs(30)),
             max_send_fragment: None,
             keepalive: Some(HeartbeatConfig::default()),
             protocols: Vec::new(),

@@ -197,4 +197,8 @@ pub enum ConnError {
     /// The transport ended without a close frame.
     #[error("transport closed without a close frame")]
     Eof,
+    /// The outbox stayed full for `send_timeout`: the peer stopped reading. Closed with
+    /// 4100 (too slow) and no close frame.
+    #[error("peer stopped reading: outbox full for longer than send_timeout")]
+    SendStalled,
 }

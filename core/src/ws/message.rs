@@ -69,3 +69,39 @@ impl Message {
         }
     }
 }
+
+impl From<String> for Message {
+    fn from(s: String) -> Self {
+        Self::Text(s.into())
+    }
+}
+
+impl From<&str> for Message {
+    fn from(s: &str) -> Self {
+        Self::Text(s.into())
+    }
+}
+
+impl From<Utf8Bytes> for Message {
+    fn from(s: Utf8Bytes) -> Self {
+        Self::Text(s)
+    }
+}
+
+impl From<Vec<u8>> for Message {
+    fn from(b: Vec<u8>) -> Self {
+        Self::Binary(b.into())
+    }
+}
+
+impl From<&[u8]> for Message {
+    fn from(b: &[u8]) -> Self {
+        Self::Binary(Bytes::copy_from_slice(b))
+    }
+}
+
+impl From<Bytes> for Message {
+    fn from(b: Bytes) -> Self {
+        Self::Binary(b)
+    }
+}

@@ -115,6 +115,8 @@ pub enum WsTimer {
     Close,
     /// Keepalive: send a ping or declare the peer dead.
     Keepalive,
+    /// The outbox has been full for `send_timeout`: the peer is not reading.
+    SendStall,
 }
 
 /// The deadlines kept in the connection's timer table (keepalive lives in its `Heartbeat`).
@@ -122,10 +124,11 @@ pub enum WsTimer {
 enum Deadline {
     Handshake,
     Close,
+    SendStall,
 }
 
 impl TimerKind for Deadline {
-    const ALL: &'static [Self] = &[Self::Handshake, Self::Close];
+    const ALL: &'static [Self] = &[Self::Handshake, Self::Close, Self::SendStall];
     fn index(self) -> usize {
         self as usize
     }
@@ -136,6 +139,7 @@ impl From<Deadline> for WsTimer {
         match d {
             Deadline::Handshake => Self::Handshake,
             Deadline::Close => Self::Close,
+            Deadline::SendStall => Self::SendStall,
         }
     }
 }
@@ -183,7 +187,7 @@ pub struct WsConnection {
     mid_frame: bool,
     shutdown: ShutdownState,
     events: VecDeque<WsEvent>,
-    timers: TimerTable<Deadline, 2>,
+    timers: TimerTable<Deadline, 3>,
     heartbeat: Option<Heartbeat>,
     /// The close we sent, for `CloseInfo` when we initiated.
     sent_close: Option<(CloseCode, Utf8Bytes)>,
@@ -379,6 +383,12 @@ impl WsConnection {
             return Err(SendError::TooLarge(msg));
         }
         if self.out_bytes > 0 && self.out_bytes + msg.len() > self.cfg.max_outbound {
+            // A full outbox that does not drain within `send_timeout` ends the connection.
+            if let Some(limit) = self.cfg.send_timeout
+                && self.timers.get(Deadline::SendStall).is_none()
+            {
+                self.timers.set(Deadline::SendStall, now + limit);
+            }
             return Err(SendError::Backpressure(msg));
         }
         if let Some(hb) = &mut self.heartbeat {
@@ -616,6 +626,23 @@ impl WsConnection {
         self.finish_with(code, Utf8Bytes::default(), Initiator::Local, false, Some(err.into()));
     }
 
+    /// Ends a connection whose peer stopped reading: what is queued can never be delivered,
+    /// so it is dropped (memory comes back at once) and the transport is shut down without
+    /// a close frame, which could not arrive either.
+    fn fail_stalled(&mut self) {
+        self.out.clear();
+        self.out_bytes = 0;
+        self.pending_pongs.clear();
+        self.mid_frame = false;
+        self.finish_with(
+            CloseCode::TOO_SLOW,
+            Utf8Bytes::from("too slow"),
+            Initiator::Local,
+            false,
+            Some(ConnError::SendStalled),
+        );
+    }
+
     fn fail_handshake(&mut self, err: HandshakeError) {
         if self.role == Role::Server {
             self.push_out(handshake::error_response(err));
@@ -774,6 +801,8 @@ impl Machine for WsConnection {
                     );
                 }
                 (Deadline::Close, _) => self.queue_shutdown(),
+                (Deadline::SendStall, Phase::Open | Phase::Closing) => self.fail_stalled(),
+                (Deadline::SendStall, _) => {}
             }
         }
         let beat = self.heartbeat.as_mut().and_then(|hb| hb.handle_timeout(now));
@@ -805,6 +834,9 @@ impl Machine for WsConnection {
         if let Some((chunk, ends_frame)) = self.out.pop_front() {
             self.out_bytes -= chunk.len();
             self.mid_frame = !ends_frame;
+            if self.out_bytes <= self.cfg.max_outbound / 2 {
+                self.timers.clear(Deadline::SendStall);
+            }
             return Some(Transmit::Bytes(chunk));
         }
         if self.shutdown == ShutdownState::Queued {

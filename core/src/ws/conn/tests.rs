@@ -617,6 +617,55 @@ fn outbound_backpressure_hands_the_message_back() {
     assert!(matches!(s.send(t0, big), Err(SendError::TooLarge(_))));
 }
 
+#[test]
+fn a_peer_that_stops_reading_ends_by_send_timeout() {
+    let t0 = crate::time::test_epoch();
+    let mut c = cfg();
+    c.max_outbound = 10_000;
+    c.send_timeout = Some(Duration::from_secs(2));
+    let mut s = open_server(c, t0);
+    let msg = Message::binary(vec![0u8; 6000]);
+    s.send(t0, msg.clone()).unwrap();
+    // Full: the stall clock starts at the first refusal and is not pushed back by retries.
+    assert!(matches!(s.send(t0, msg.clone()), Err(SendError::Backpressure(_))));
+    assert_eq!(s.timeout_reason(), Some(WsTimer::SendStall));
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(2)));
+    let t1 = t0 + Duration::from_secs(1);
+    assert!(matches!(s.send(t1, msg.clone()), Err(SendError::Backpressure(_))));
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(2)));
+    s.handle_timeout(t0 + Duration::from_millis(1999));
+    assert!(events(&mut s).is_empty());
+    s.handle_timeout(t0 + Duration::from_secs(2));
+    let evs = events(&mut s);
+    let info = closed(&evs);
+    assert_eq!(info.code, CloseCode::TOO_SLOW);
+    assert_eq!(info.error, Some(ConnError::SendStalled));
+    assert!(!info.clean);
+    // What was queued is dropped at once; only the shutdown remains.
+    assert_eq!(s.buffered_amount(), 0);
+    assert_eq!(s.poll_transmit(), Some(Transmit::Shutdown));
+    assert_eq!(s.poll_transmit(), None);
+    assert!(matches!(s.send(t0 + Duration::from_secs(3), msg), Err(SendError::Closed)));
+}
+
+#[test]
+fn a_draining_outbox_disarms_the_stall_timer() {
+    let t0 = crate::time::test_epoch();
+    let mut c = cfg();
+    c.max_outbound = 10_000;
+    c.send_timeout = Some(Duration::from_secs(2));
+    let mut s = open_server(c, t0);
+    let msg = Message::binary(vec![0u8; 6000]);
+    s.send(t0, msg.clone()).unwrap();
+    assert!(s.send(t0, msg.clone()).is_err());
+    assert_eq!(s.timeout_reason(), Some(WsTimer::SendStall));
+    let _ = transmits(&mut s);
+    assert_eq!(s.poll_timeout(), None);
+    s.handle_timeout(t0 + Duration::from_secs(5));
+    assert!(events(&mut s).is_empty());
+    s.send(t0 + Duration::from_secs(5), msg).unwrap();
+}
+
 // ----- keepalive -----
 
 #[test]
