@@ -8,6 +8,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`ws`] | WebSocket (RFC 6455): frame codec, masking, UTF-8, handshake, close codes, [`ws::WsConnection`] |
+//! | [`sse`] | Server-Sent Events: the event-stream encoder and the WHATWG parser |
 //! | [`policy`] | backoff, heartbeat, sequencer, dedup, outbox, rate limit: small pure machines |
 //! | [`time`] | `Instant`/`Duration`, the monotonic clamp, timer tables and the scalable timer queue |
 //! | [`rng`] | the seeded ChaCha generator behind masks, keys and jitter |
@@ -106,6 +107,7 @@
 pub mod machine;
 pub mod policy;
 pub mod rng;
+pub mod sse;
 pub mod time;
 pub mod ws;
 
