@@ -11,6 +11,7 @@
 //! | [`sse`] | Server-Sent Events: the event-stream encoder and the WHATWG parser |
 //! | [`policy`] | backoff, heartbeat, sequencer, dedup, outbox, rate limit: small pure machines |
 //! | [`time`] | `Instant`/`Duration`, the monotonic clamp, timer tables and the scalable timer queue |
+//! | [`replay`] | the bounded per-channel replay log and `(epoch, offset)` positions |
 //! | [`rng`] | the seeded ChaCha generator behind masks, keys and jitter |
 //!
 //! ## The contract
@@ -106,6 +107,7 @@
 
 pub mod machine;
 pub mod policy;
+pub mod replay;
 pub mod rng;
 pub mod sse;
 pub mod time;
