@@ -7,6 +7,7 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`http`] | HTTP/1.1 request and response heads: routing, credentials, responses |
 //! | [`ws`] | WebSocket (RFC 6455): frame codec, masking, UTF-8, handshake, close codes, [`ws::WsConnection`] |
 //! | [`sse`] | Server-Sent Events: the event-stream encoder and the WHATWG parser |
 //! | [`policy`] | backoff, heartbeat, sequencer, dedup, outbox, rate limit: small pure machines |
@@ -105,6 +106,7 @@
 //! ([`ws::ProtocolError::close_code`]) or HTTP status ([`ws::HandshakeError::status`]).
 //! Commands return [`ws::SendError`]; the end of a connection is a [`ws::CloseInfo`].
 
+pub mod http;
 pub mod machine;
 pub mod policy;
 pub mod replay;

@@ -128,6 +128,24 @@ pub enum HandshakeError {
     Eof,
 }
 
+impl From<crate::http::HttpError> for HandshakeError {
+    fn from(e: crate::http::HttpError) -> Self {
+        use crate::http::HttpError as H;
+        match e {
+            H::HeadTooLarge => Self::HeadTooLarge,
+            H::TooManyHeaders => Self::TooManyHeaders,
+            H::HttpVersion => Self::HttpVersion,
+            _ => Self::Malformed,
+        }
+    }
+}
+
+impl From<crate::http::InvalidHeader> for SendError {
+    fn from(_: crate::http::InvalidHeader) -> Self {
+        Self::InvalidHeader
+    }
+}
+
 impl HandshakeError {
     /// The HTTP status a server rejects the request with.
     #[must_use]

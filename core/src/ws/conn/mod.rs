@@ -19,6 +19,8 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::http::Request;
+
 use super::close::CloseCode;
 use super::config::WsConfig;
 use super::error::{ConnError, HandshakeError, ProtocolError, SendError};
@@ -238,6 +240,25 @@ impl WsConnection {
     pub fn server(cfg: WsConfig, now: Instant) -> Self {
         let parser = RequestParser::new(cfg.max_handshake);
         Self::new(Role::Server, cfg, now, Phase::ReadRequest(parser))
+    }
+
+    /// A server-side connection for a request head the adapter already read (to route
+    /// it: WebSocket, SSE or polling on one port). The request is validated as an upgrade
+    /// at once: valid, it is reported as [`WsEvent::UpgradeRequested`] and waits for
+    /// [`accept`](Self::accept) or [`reject`](Self::reject); invalid, the error response
+    /// and `Closed` are queued, as [`server`](Self::server) does. Bytes that followed the
+    /// head go to [`handle_read`](Machine::handle_read).
+    #[must_use]
+    pub fn server_for(cfg: WsConfig, now: Instant, request: Request) -> Self {
+        let mut conn = Self::server(cfg, now);
+        match UpgradeRequest::from_request(request) {
+            Ok(req) => {
+                conn.events.push_back(WsEvent::UpgradeRequested(req.clone()));
+                conn.phase = Phase::Decide(Box::new(req));
+            }
+            Err(e) => conn.fail_handshake(e),
+        }
+        conn
     }
 
     /// A client-side connection: the upgrade request for `host` and `path` (e.g. `/chat?x=1`)

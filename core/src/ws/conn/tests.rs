@@ -123,6 +123,34 @@ fn handshake_auth_before_any_byte_is_written() {
 }
 
 #[test]
+fn server_for_a_routed_request_behaves_like_server() {
+    let t0 = crate::time::test_epoch();
+    let head = b"GET /ws?token=t HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+    let (req, _) = crate::http::RequestParser::new(1024).parse(head).unwrap().unwrap();
+    let mut s = WsConnection::server_for(cfg(), t0, req);
+    let evs = events(&mut s);
+    let [WsEvent::UpgradeRequested(up)] = &evs[..] else { panic!("{evs:?}") };
+    assert_eq!((up.path_only(), up.token().as_deref()), ("/ws", Some("t")));
+    s.accept(t0, None, &[]).unwrap();
+    s.handle_read(t0, &client_frame(true, OpCode::Text, b"hi"));
+    let evs = events(&mut s);
+    assert!(evs.contains(&WsEvent::Message(Message::text("hi"))), "{evs:?}");
+
+    // Not an upgrade: the error response and Closed, as `server` would do.
+    let (req, _) = crate::http::RequestParser::new(1024)
+        .parse(b"POST /ws HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap()
+        .unwrap();
+    let mut s = WsConnection::server_for(cfg(), t0, req);
+    let (out, shut) = transmits(&mut s);
+    assert!(out.starts_with(b"HTTP/1.1 405"), "{}", String::from_utf8_lossy(&out));
+    assert!(shut);
+    assert!(matches!(closed(&events(&mut s)).error, Some(ConnError::Handshake(_))));
+}
+
+#[test]
 fn accept_with_subprotocol_and_trailing_frame_bytes() {
     let t0 = crate::time::test_epoch();
     let mut s = WsConnection::server(cfg(), t0);

@@ -6,9 +6,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{BufMut as _, Bytes, BytesMut};
 
-use super::{
-    HeadScanner, MAX_HEADERS, accept_key, check_header, httparse_error, is_token, list_has_token,
-    put_header, single_value, values_of,
+use super::accept_key;
+use crate::http::{
+    HeadScanner, MAX_HEADERS, check_header, httparse_error, is_token, list_has_token, put_header,
+    single_value, values_of,
 };
 use crate::ws::error::{HandshakeError, SendError};
 
@@ -84,7 +85,7 @@ impl HandshakeResponse {
         match resp.parse(head) {
             Ok(httparse::Status::Complete(n)) if n == head.len() => {}
             Ok(_) => return Err(E::Malformed),
-            Err(err) => return Err(httparse_error(err, head)),
+            Err(err) => return Err(httparse_error(err, head).into()),
         }
         let status = resp.code.ok_or(E::Malformed)?;
         if status != 101 {

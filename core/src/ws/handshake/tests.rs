@@ -3,6 +3,8 @@
 //! `tests/client.rs`.
 
 use super::*;
+use crate::http::MAX_HEADERS;
+use crate::ws::error::{HandshakeError, SendError};
 use proptest::prelude::*;
 
 mod client;

@@ -252,11 +252,11 @@ fn trickled_head_is_parsed_once() {
     for end in 1..input.len() {
         assert_eq!(p.parse(&input[..end]), Ok(None));
         // Only the last three bytes are ever searched twice.
-        assert_eq!(p.scan.scanned, end);
+        assert_eq!(p.http.scan.scanned, end);
     }
-    assert_eq!(p.scan.parses, 0);
+    assert_eq!(p.http.scan.parses, 0);
     let (r, len) = p.parse(&input).unwrap().unwrap();
-    assert_eq!((len, p.scan.parses), (MAX, 1));
+    assert_eq!((len, p.http.scan.parses), (MAX, 1));
     assert_eq!(r.header("x-pad").map(str::len), Some(padding.len()));
 }
 
@@ -306,7 +306,7 @@ fn reject_response_bytes() {
     let out = reject_response(418, &[("content-type", "application/json")], b"{}").unwrap();
     assert_eq!(
         &out[..],
-        b"HTTP/1.1 418 Error\r\nContent-Length: 2\r\nConnection: close\r\n\
+        b"HTTP/1.1 418 Status\r\nContent-Length: 2\r\nConnection: close\r\n\
           content-type: application/json\r\n\r\n{}"
     );
     for (status, reason) in
