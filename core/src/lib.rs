@@ -10,6 +10,7 @@
 //! | [`http`] | HTTP/1.1 request and response heads: routing, credentials, responses |
 //! | [`ws`] | WebSocket (RFC 6455): frame codec, masking, UTF-8, handshake, close codes, [`ws::WsConnection`] |
 //! | [`sse`] | Server-Sent Events: the event-stream encoder and the WHATWG parser |
+//! | [`poll`] | long and short polling by cursor, `ETag`/`If-None-Match` → 304 |
 //! | [`policy`] | backoff, heartbeat, sequencer, dedup, outbox, rate limit: small pure machines |
 //! | [`time`] | `Instant`/`Duration`, the monotonic clamp, timer tables and the scalable timer queue |
 //! | [`replay`] | the bounded per-channel replay log and `(epoch, offset)` positions |
@@ -108,6 +109,7 @@
 
 pub mod http;
 pub mod machine;
+pub mod poll;
 pub mod policy;
 pub mod replay;
 pub mod rng;

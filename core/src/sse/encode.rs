@@ -41,6 +41,9 @@ pub enum EncodeError {
     /// `id` contained NUL, which makes the parser ignore the whole id.
     #[error("id contains NUL")]
     NulInId,
+    /// The data is not UTF-8 (the event stream is always UTF-8).
+    #[error("data is not UTF-8")]
+    NotUtf8,
 }
 
 /// One encoded event, ready to write: see the [module docs](self).
