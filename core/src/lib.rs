@@ -7,6 +7,7 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`feed`] | named channels with replay logs and subscribers, for SSE streams and polls |
 //! | [`http`] | HTTP/1.1 request and response heads: routing, credentials, responses |
 //! | [`ws`] | WebSocket (RFC 6455): frame codec, masking, UTF-8, handshake, close codes, [`ws::WsConnection`] |
 //! | [`sse`] | Server-Sent Events: the event-stream encoder and the WHATWG parser |
@@ -107,10 +108,11 @@
 //! ([`ws::ProtocolError::close_code`]) or HTTP status ([`ws::HandshakeError::status`]).
 //! Commands return [`ws::SendError`]; the end of a connection is a [`ws::CloseInfo`].
 
+pub mod feed;
 pub mod http;
 pub mod machine;
-pub mod poll;
 pub mod policy;
+pub mod poll;
 pub mod replay;
 pub mod rng;
 pub mod sse;
