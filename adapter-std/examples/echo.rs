@@ -1,28 +1,55 @@
-//! A blocking WebSocket echo server: one thread per connection, driving the sans-IO
-//! `WsConnection` with a `std::net::TcpStream`, the clock and one read timeout.
+//! A blocking WebSocket echo server on `tidewire-std`: one thread per connection, echoing
+//! text and binary messages from the receive loop.
 //!
-//! `cargo run --release -p tidewire-std --example echo -- --addr 127.0.0.1:9001 [--token T] [--origin O]… [--no-keepalive]`
+//! ```text
+//! cargo run --release -p tidewire-std --example echo -- --addr 127.0.0.1:9001 \
+//!     [--token T] [--origin O]... [--protocol P]... [--no-keepalive] [--max-message BYTES]
+//! ```
 //!
-//! This is the first, minimal driver (enough to run the Autobahn|Testsuite against the core);
-//! the full adapter with graceful shutdown and a sender half arrives with issue 4.
+//! Ctrl-C or SIGTERM closes every connection with 1001 (5 s grace) and exits 0.
 
-use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::time::Instant;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
 
-use tidewire::ws::{Message, SendError, WsConfig, WsConnection, WsEvent};
-use tidewire::{Machine, Transmit};
+use tidewire_std::{Server, ServerConfig, Upgrade};
+
+const USAGE: &str = "\
+usage: echo --addr HOST:PORT [options]
+
+A WebSocket echo server (tidewire-std). Prints `listening on ADDR` once ready.
+
+options:
+  --addr HOST:PORT       address to listen on (default 127.0.0.1:9001; port 0 picks one)
+  --token T              require `Authorization: Bearer T` or `?token=T`; otherwise 401
+                         (with `WWW-Authenticate: Bearer`) before any 101
+  --origin O             allowed Origin (repeatable); with any given, another Origin gets 403
+  --protocol P           supported subprotocol (repeatable); the first one the client offers
+                         that is in this list is chosen
+  --no-keepalive         no keepalive pings, no dead-peer detection
+  --max-message BYTES    largest message accepted (default 64 MiB)
+  -h, --help             this help
+
+Ctrl-C or SIGTERM closes every connection with 1001 and exits 0.";
 
 struct Args {
     addr: String,
     token: Option<String>,
     origins: Vec<String>,
+    protocols: Vec<String>,
     keepalive: bool,
+    max_message: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args =
-        Args { addr: "127.0.0.1:9001".into(), token: None, origins: Vec::new(), keepalive: true };
+    let mut args = Args {
+        addr: "127.0.0.1:9001".into(),
+        token: None,
+        origins: Vec::new(),
+        protocols: Vec::new(),
+        keepalive: true,
+        max_message: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -30,12 +57,15 @@ fn parse_args() -> Result<Args, String> {
             "--addr" => args.addr = value()?,
             "--token" => args.token = Some(value()?),
             "--origin" => args.origins.push(value()?),
+            "--protocol" => args.protocols.push(value()?),
             "--no-keepalive" => args.keepalive = false,
+            "--max-message" => {
+                let v = value()?;
+                args.max_message = Some(v.parse().map_err(|_| format!("bad --max-message {v}"))?);
+            }
             "--help" | "-h" => {
-                return Err(
-                    "usage: echo --addr HOST:PORT [--token T] [--origin O]... [--no-keepalive]"
-                        .into(),
-                );
+                println!("{USAGE}");
+                std::process::exit(0);
             }
             other => return Err(format!("unknown flag {other} (try --help)")),
         }
@@ -44,122 +74,58 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(2);
-        }
-    };
-    let listener = TcpListener::bind(&args.addr).unwrap_or_else(|e| {
+    let args = parse_args().unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2);
+    });
+    let mut cfg = ServerConfig::default();
+    if !args.keepalive {
+        cfg.ws.keepalive = None;
+    }
+    if let Some(max) = args.max_message {
+        cfg.ws.max_message = max;
+    }
+    let server = Server::bind(&args.addr, cfg).unwrap_or_else(|e| {
         eprintln!("cannot bind {}: {e}", args.addr);
         std::process::exit(1);
     });
-    println!("listening on {}", listener.local_addr().map_or(args.addr.clone(), |a| a.to_string()));
-    let args = std::sync::Arc::new(args);
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
-        let args = args.clone();
-        std::thread::spawn(move || {
-            if let Err(e) = serve(stream, &args) {
-                eprintln!("connection error: {e}");
-            }
-        });
+    let handle = server.handle();
+    if let Err(e) = ctrlc::set_handler(move || {
+        let report = handle.shutdown(Duration::from_secs(5));
+        eprintln!("shut down: {} closed, {} dropped", report.closed, report.dropped);
+    }) {
+        eprintln!("cannot install the signal handler: {e}");
+        std::process::exit(1);
+    }
+    println!("listening on {}", server.local_addr());
+    let _ = std::io::stdout().flush();
+    let args = Arc::new(args);
+    if let Err(e) = server.serve(move |upgrade| handle_connection(upgrade, &args)) {
+        eprintln!("server error: {e}");
+        std::process::exit(1);
     }
 }
 
-fn config(args: &Args) -> io::Result<WsConfig> {
-    let mut cfg = WsConfig::default();
-    getrandom::fill(&mut cfg.rng_seed).map_err(|e| io::Error::other(e.to_string()))?;
-    if !args.keepalive {
-        cfg.keepalive = None;
+fn handle_connection(upgrade: Upgrade, args: &Args) {
+    let req = upgrade.request();
+    if let Some(token) = &args.token
+        && req.token().as_ref() != Some(token)
+    {
+        let _ = upgrade.reject(401, &[("WWW-Authenticate", "Bearer")], b"missing or wrong token\n");
+        return;
     }
-    Ok(cfg)
-}
-
-/// Writes everything the connection queued; `Ok(true)` once the transport was shut down.
-fn flush(conn: &mut WsConnection, stream: &mut TcpStream) -> io::Result<bool> {
-    while let Some(t) = conn.poll_transmit() {
-        match t {
-            Transmit::Bytes(b) => stream.write_all(&b)?,
-            Transmit::Shutdown => {
-                let _ = stream.shutdown(Shutdown::Both);
-                return Ok(true);
-            }
-            _ => {}
-        }
+    if !args.origins.is_empty()
+        && !req.origin().is_some_and(|o| args.origins.iter().any(|a| a == o))
+    {
+        let _ = upgrade.reject(403, &[], b"origin not allowed\n");
+        return;
     }
-    Ok(false)
-}
-
-fn serve(mut stream: TcpStream, args: &Args) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    let mut conn = WsConnection::server(config(args)?, Instant::now());
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        // Drain events (the app reacts with commands), then what they queued.
-        while let Some(ev) = conn.poll_event() {
-            match ev {
-                WsEvent::UpgradeRequested(req) => {
-                    let now = Instant::now();
-                    let token_ok =
-                        args.token.as_ref().is_none_or(|t| req.token().as_ref() == Some(t));
-                    let origin_ok = args.origins.is_empty()
-                        || req.origin().is_some_and(|o| args.origins.iter().any(|a| a == o));
-                    let result = if !token_ok {
-                        conn.reject(
-                            now,
-                            401,
-                            &[("WWW-Authenticate", "Bearer")],
-                            b"missing or wrong token\n",
-                        )
-                    } else if !origin_ok {
-                        conn.reject(now, 403, &[], b"origin not allowed\n")
-                    } else {
-                        conn.accept(now, None, &[])
-                    };
-                    result.map_err(io::Error::other)?;
-                }
-                WsEvent::Message(msg) => echo(&mut conn, &mut stream, msg)?,
-                WsEvent::Closed(_) => {}
-                _ => {}
-            }
-        }
-        if flush(&mut conn, &mut stream)? {
-            return Ok(());
-        }
-        // Wait for bytes or the deadline, whichever comes first.
-        let now = Instant::now();
-        match conn.poll_timeout() {
-            Some(deadline) if deadline <= now => {
-                conn.handle_timeout(now);
-                continue;
-            }
-            Some(deadline) => stream.set_read_timeout(Some(deadline - now))?,
-            None => stream.set_read_timeout(None)?,
-        }
-        match stream.read(&mut buf) {
-            Ok(0) => conn.handle_eof(Instant::now()),
-            Ok(n) => conn.handle_read(Instant::now(), &buf[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                conn.handle_timeout(Instant::now());
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => conn.handle_eof(Instant::now()),
-        }
-    }
-}
-
-/// Sends `msg` back, writing queued bytes out whenever the bounded outbox is full.
-fn echo(conn: &mut WsConnection, stream: &mut TcpStream, mut msg: Message) -> io::Result<()> {
-    loop {
-        match conn.send(Instant::now(), msg) {
-            Ok(()) => return Ok(()),
-            Err(SendError::Backpressure(back)) => {
-                msg = back;
-                flush(conn, stream)?;
-            }
-            Err(_) => return Ok(()), // closing: nothing to echo into
+    let protocol = req.protocols().iter().find(|p| args.protocols.contains(p)).cloned();
+    let Ok(mut ws) = upgrade.accept(protocol.as_deref(), &[]) else { return };
+    // Echo from the receive loop: `send` waits (and writes) while the outbox is full.
+    while let Ok(msg) = ws.recv() {
+        if ws.send(msg).is_err() {
+            // Closing: keep receiving until the close handshake ends.
         }
     }
 }

@@ -1,0 +1,117 @@
+//! [`connect`]: a blocking WebSocket client (`ws://` only).
+
+use std::io;
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tidewire::ws::{CloseInfo, ConnError, HandshakeError, WsConfig, WsConnection, WsEvent};
+
+use crate::conn::{Conn, Reader};
+use crate::socket::{Link, WebSocket};
+
+const READ_BUFFER: usize = 64 << 10;
+
+/// Settings of [`connect`]. Build with `ClientOptions::default()` and change fields.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// Limits, timeouts, offered subprotocols and extra request headers. The opening
+    /// handshake must complete within `ws.handshake_timeout` after the TCP connection is
+    /// up. A zero `rng_seed` is replaced by OS entropy.
+    pub ws: WsConfig,
+    /// Time to establish the TCP connection, over all resolved addresses (default 10 s).
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self { ws: WsConfig::default(), connect_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// Why [`connect`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The URL is invalid or not `ws://` (TLS is not supported by this adapter).
+    #[error("invalid URL: {0}")]
+    Url(String),
+    /// Name resolution, the TCP connection or the socket failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// The opening handshake failed, e.g. [`HandshakeError::Status`]`(401)` when the server
+    /// refused the upgrade, or [`HandshakeError::Timeout`].
+    #[error("handshake failed: {0}")]
+    Handshake(HandshakeError),
+    /// The connection ended during the handshake for another reason.
+    #[error("connection closed during the handshake (code {})", .0.code)]
+    Closed(CloseInfo),
+}
+
+/// Opens a WebSocket connection to a `ws://host[:port]/path[?query]` URL and completes the
+/// opening handshake. The whole call is bounded by `opts.connect_timeout` plus
+/// `opts.ws.handshake_timeout`.
+///
+/// # Errors
+/// See [`ConnectError`].
+pub fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, ConnectError> {
+    let url = url::Url::parse(url).map_err(|e| ConnectError::Url(e.to_string()))?;
+    if url.scheme() != "ws" {
+        return Err(ConnectError::Url(format!(
+            "unsupported scheme `{}` (only ws:// is supported)",
+            url.scheme()
+        )));
+    }
+    let host = url.host_str().ok_or_else(|| ConnectError::Url("no host".into()))?;
+    let host_header = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    let path = &url[url::Position::BeforePath..url::Position::AfterQuery];
+    let path = if path.is_empty() { "/" } else { path };
+    let addrs = url.socket_addrs(|| Some(80))?;
+
+    let start = Instant::now();
+    let mut last_err = io::Error::new(io::ErrorKind::NotFound, "the host resolved to no address");
+    let mut stream = None;
+    for addr in addrs {
+        let left = opts.connect_timeout.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            last_err = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+            break;
+        }
+        match TcpStream::connect_timeout(&addr, left) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last_err = e,
+        }
+    }
+    let stream = stream.ok_or(last_err)?;
+    stream.set_nodelay(true)?;
+    let peer = stream.peer_addr()?;
+
+    let mut cfg = opts.ws;
+    if cfg.rng_seed == [0; 32] {
+        getrandom::fill(&mut cfg.rng_seed).map_err(|e| io::Error::other(e.to_string()))?;
+    }
+    let timeouts = (cfg.send_timeout, cfg.close_timeout);
+    let ws = WsConnection::client(cfg, &host_header, path, Instant::now())
+        .map_err(|e| ConnectError::Url(e.to_string()))?;
+    let conn = Arc::new(Conn::new(stream, peer, ws, timeouts));
+    let mut link = Link { conn, reader: Reader::new(READ_BUFFER) };
+    loop {
+        match link.next_event() {
+            WsEvent::Open { subprotocol } => return Ok(WebSocket::new(link, subprotocol)),
+            WsEvent::Closed(info) => {
+                return Err(match info.error {
+                    Some(ConnError::Handshake(e)) => ConnectError::Handshake(e),
+                    _ => ConnectError::Closed(info),
+                });
+            }
+            _ => {}
+        }
+    }
+}
