@@ -1,6 +1,119 @@
-//! `tidewire-smol`: the smol / async-io adapter for the Tidewire sans-IO core.
+//! `tidewire-smol`: the [smol](https://docs.rs/smol) / `async-io` adapter for the Tidewire
+//! sans-IO core.
 //!
-//! The adapter owns the socket, the clock and one timer per task; every protocol decision
-//! stays in [`tidewire`]. The servers and clients arrive with issue 4.
+//! The adapter owns the sockets, the clock and one timer per connection; every protocol
+//! decision (handshake, framing, keepalive, close handshake, limits) stays in [`tidewire`].
+//!
+//! - Server: [`Server::bind`] → [`Server::serve`] with an `async` handler that receives each
+//!   [`Upgrade`] and [`accept`](Upgrade::accept)s or [`reject`](Upgrade::reject)s it;
+//!   [`ServerHandle`] counts connections and shuts the server down gracefully.
+//! - Client: [`connect`] a `ws://` URL.
+//! - Both give a [`WebSocket`]: [`recv`](WebSocket::recv) / [`recv_event`](WebSocket::recv_event),
+//!   [`send`](WebSocket::send) (waits while the outbox is full) /
+//!   [`try_send`](WebSocket::try_send) (hands the message back), and cloneable [`Sender`]s.
+//!
+//! # How a connection is driven
+//!
+//! Every connection has one *driver task* on smol's global executor ([`smol::spawn`]). It
+//! owns the socket and runs the core's run loop: it reads the socket, fires the connection's
+//! one timer (an `async_io::Timer` re-armed only when the core's deadline changes, and checked
+//! against `Instant::now()` on wake), and writes what the core queued, in vectored batches.
+//! It runs whether or not the application is inside `recv`, so keepalive pings, pong
+//! replies, close timeouts and writes make progress on their own.
+//! The server's per-connection handshake tasks and handlers run on the same global executor
+//! (its thread count is smol's `SMOL_THREADS`, default 1).
+//!
+//! Received events go to a bounded queue (256 events or 4 MiB of payload). When it is full
+//! the driver stops reading the socket, so a slow application pushes back on the peer
+//! through TCP, while timers and writes keep running. Sends go to the core's bounded outbox
+//! (`WsConfig::max_outbound`); [`WebSocket::send`] waits for room, [`WebSocket::try_send`]
+//! returns [`SendError::Backpressure`] with the message.
+//!
+//! A write that cannot progress never keeps a connection alive past the core's deadlines:
+//! the driver races every write against the timer, and once the connection is closed without
+//! a clean close handshake (or the core asks for `Transmit::Shutdown`) it shuts the socket
+//! down in both directions and ends.
+//!
+//! Dropping a [`WebSocket`] while its connection is open *aborts* the connection: the socket
+//! is shut down without a close handshake and [`Sender`]s get [`SendError::Closed`]. Call
+//! [`WebSocket::close`] first for a clean close: a closing connection dropped by the app still
+//! finishes its close handshake.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use tidewire_smol::{ClientOptions, Message, Server, ServerConfig, connect};
+//!
+//! smol::block_on(async {
+//!     let server = Server::bind("127.0.0.1:0", ServerConfig::default()).await?;
+//!     let handle = server.handle();
+//!     let serving = smol::spawn(server.serve(|upgrade| async move {
+//!         let Ok(mut ws) = upgrade.accept(None, &[]).await else { return };
+//!         while let Ok(msg) = ws.recv().await {
+//!             if ws.send(msg).await.is_err() {
+//!                 break;
+//!             }
+//!         }
+//!     }));
+//!
+//!     let url = format!("ws://{}/echo", handle.local_addr());
+//!     let mut ws = connect(&url, ClientOptions::default()).await?;
+//!     ws.send(Message::text("hello")).await?;
+//!     assert_eq!(ws.recv().await?, Message::text("hello"));
+//!
+//!     let report = handle.shutdown(Duration::from_secs(2)).await;
+//!     assert_eq!(report.dropped, 0);
+//!     serving.await?;
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })
+//! .unwrap();
+//! ```
+
+mod client;
+mod conn;
+mod driver;
+mod server;
+
+use std::io;
+
+use bytes::Bytes;
 
 pub use tidewire;
+pub use tidewire::ws::{
+    CloseCode, CloseInfo, Message, SendError, UpgradeRequest, Utf8Bytes, WsConfig,
+};
+
+pub use client::{ClientOptions, ConnectError, connect};
+pub use conn::{Sender, WebSocket};
+pub use server::{Server, ServerConfig, ServerHandle, ShutdownReport, Upgrade};
+
+/// What a [`WebSocket`] receives, in order: messages and pongs, then `Closed` once (and
+/// again on every later call).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A complete data message.
+    Message(Message),
+    /// A pong (the answer to [`WebSocket::ping`] or to a keepalive ping).
+    Pong(Bytes),
+    /// The connection ended; how is in the [`CloseInfo`].
+    Closed(CloseInfo),
+}
+
+/// Why [`WebSocket::recv`] returned no message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// The connection is closed; every later call returns the same info.
+    #[error("connection closed with code {} ({:?})", .0.code, .0.error)]
+    Closed(CloseInfo),
+}
+
+/// Fills `cfg.rng_seed` from OS entropy unless the caller set a non-zero seed.
+fn seed(cfg: &mut WsConfig) -> io::Result<()> {
+    if cfg.rng_seed == [0; 32] {
+        getrandom::fill(&mut cfg.rng_seed).map_err(|e| io::Error::other(e.to_string()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! The Autobahn|Testsuite fuzzingserver client on smol: fetches `/getCaseCount`, runs every
+//! `/runCase?case=N&agent=NAME` echoing each message until the close, then
+//! `/updateReports?agent=NAME`.
+//!
+//! `cargo run --release -p tidewire-smol --example echo-client -- --url ws://127.0.0.1:9001 --agent NAME`
+
+use tidewire_smol::{ClientOptions, CloseCode, ConnectError, Message, WebSocket, connect};
+
+const USAGE: &str = "\
+usage: echo-client --url ws://HOST:PORT --agent NAME
+
+The Autobahn|Testsuite fuzzingserver client (tidewire-smol adapter).
+
+options:
+  --url ws://HOST:PORT   the fuzzingserver (default ws://127.0.0.1:9001)
+  --agent NAME           the agent name in the reports (default tidewire-smol)
+  -h, --help             this text";
+
+fn options() -> ClientOptions {
+    let mut opts = ClientOptions::default();
+    opts.ws.keepalive = None;
+    opts.ws.max_message = 64 << 20;
+    opts.ws.max_frame = 64 << 20;
+    opts
+}
+
+async fn open(url: &str) -> Result<WebSocket, ConnectError> {
+    connect(url, options()).await
+}
+
+fn main() {
+    let mut url = "ws://127.0.0.1:9001".to_owned();
+    let mut agent = "tidewire-smol".to_owned();
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next().unwrap_or_else(|| {
+                eprintln!("{flag} needs a value");
+                std::process::exit(2);
+            })
+        };
+        match flag.as_str() {
+            "--url" => url = value(),
+            "--agent" => agent = value(),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return;
+            }
+            other => {
+                eprintln!("unknown flag {other} (try --help)");
+                std::process::exit(2);
+            }
+        }
+    }
+    let url = url.trim_end_matches('/').to_owned();
+    if let Err(e) = smol::block_on(run(&url, &agent)) {
+        eprintln!("echo-client: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(url: &str, agent: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let mut ws = open(&format!("{url}/getCaseCount")).await?;
+    let count: u32 = match ws.recv().await? {
+        Message::Text(t) => t.as_str().trim().parse()?,
+        Message::Binary(_) => return Err("getCaseCount: binary answer".into()),
+    };
+    let _ = ws.close(CloseCode::NORMAL, "");
+    while ws.recv().await.is_ok() {}
+    println!("running {count} cases");
+
+    for case in 1..=count {
+        match open(&format!("{url}/runCase?case={case}&agent={agent}")).await {
+            Ok(mut ws) => {
+                while let Ok(msg) = ws.recv().await {
+                    if ws.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+                // Wait for the close to finish before the next case.
+                while ws.recv().await.is_ok() {}
+            }
+            Err(e) => eprintln!("case {case}: {e}"),
+        }
+    }
+
+    let mut ws = open(&format!("{url}/updateReports?agent={agent}")).await?;
+    let _ = ws.close(CloseCode::NORMAL, "");
+    while ws.recv().await.is_ok() {}
+    println!("reports updated");
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! The client: [`connect`] a `ws://` URL.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use smol::{Async, Timer, future};
+use tidewire::ws::{CloseInfo, ConnError, HandshakeError, WsConfig, WsConnection};
+use url::{Host, Url};
+
+use crate::conn::{Shared, WebSocket};
+use crate::driver::Driver;
+
+/// Read buffer of a client connection.
+const CLIENT_READ_BUFFER: usize = 64 << 10;
+
+/// Client settings. Build it with `ClientOptions::default()` and change the fields you need.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// WebSocket settings: limits, keepalive, offered subprotocols (`protocols`), extra
+    /// request headers (`headers`, e.g. `Authorization`). `handshake_timeout` bounds the
+    /// opening handshake once TCP is connected.
+    pub ws: WsConfig,
+    /// Time for resolving the host and connecting TCP (default 10 s).
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self { ws: WsConfig::default(), connect_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// Why [`connect`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The URL is not a valid `ws://` URL (or yields an invalid request).
+    #[error("invalid URL: {0}")]
+    Url(String),
+    /// Resolving, connecting (including `connect_timeout`, as `TimedOut`) or seeding failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// The opening handshake failed, e.g. [`HandshakeError::Status`] when the server
+    /// answered 401, or [`HandshakeError::Timeout`].
+    #[error("handshake failed: {0}")]
+    Handshake(HandshakeError),
+    /// The connection ended during the handshake for another reason.
+    #[error("connection closed during the handshake (code {})", .0.code)]
+    Closed(CloseInfo),
+}
+
+/// Connects to a `ws://host[:port]/path?query` URL and completes the opening handshake.
+/// The connection's driver task is spawned on smol's global executor.
+///
+/// # Errors
+/// [`ConnectError::Url`] for a malformed or non-`ws` URL, [`ConnectError::Io`] when TCP
+/// cannot connect within `connect_timeout`, [`ConnectError::Handshake`] when the server
+/// refuses the upgrade (e.g. `Status(401)`) or it does not complete within
+/// `ws.handshake_timeout`.
+pub async fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, ConnectError> {
+    let url = Url::parse(url).map_err(|e| ConnectError::Url(e.to_string()))?;
+    if url.scheme() != "ws" {
+        return Err(ConnectError::Url(format!("unsupported scheme {:?} (ws only)", url.scheme())));
+    }
+    let host = url.host_str().ok_or_else(|| ConnectError::Url("missing host".into()))?;
+    let port = url.port_or_known_default().unwrap_or(80);
+    let host_header = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_owned(),
+    };
+    let mut path = url.path().to_owned();
+    if let Some(q) = url.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+
+    let tcp = future::or(open_tcp(&url, port), async {
+        Timer::after(opts.connect_timeout).await;
+        Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+    })
+    .await?;
+    tcp.get_ref().set_nodelay(true)?;
+    let peer = tcp.get_ref().peer_addr()?;
+
+    let mut cfg = opts.ws;
+    crate::seed(&mut cfg)?;
+    let close_timeout = cfg.close_timeout;
+    let conn = WsConnection::client(cfg, &host_header, &path, Instant::now())
+        .map_err(|e| ConnectError::Url(e.to_string()))?;
+    let shared = Arc::new(Shared::new(conn, peer));
+    // Dropping `ws` (this future cancelled) aborts the handshake.
+    let mut ws = WebSocket::new(shared.clone(), None);
+    Driver {
+        stream: Arc::new(tcp),
+        shared: shared.clone(),
+        read_buffer: CLIENT_READ_BUFFER,
+        close_timeout,
+        registration: None,
+    }
+    .spawn();
+
+    loop {
+        let listener = {
+            let inner = shared.lock();
+            if let Some(subprotocol) = &inner.opened {
+                let subprotocol = subprotocol.clone();
+                drop(inner);
+                ws.set_subprotocol(subprotocol);
+                return Ok(ws);
+            }
+            if let Some(info) = &inner.closed {
+                return Err(match info.error {
+                    Some(ConnError::Handshake(e)) => ConnectError::Handshake(e),
+                    _ => ConnectError::Closed(info.clone()),
+                });
+            }
+            ws.shared().inbound.listen()
+        };
+        listener.await;
+    }
+}
+
+/// Resolves the URL's host and connects to the first address that answers.
+async fn open_tcp(url: &Url, port: u16) -> io::Result<Async<TcpStream>> {
+    let addrs: Vec<SocketAddr> = match url.host() {
+        Some(Host::Domain(d)) => smol::net::resolve((d, port)).await?,
+        Some(Host::Ipv4(ip)) => vec![(ip, port).into()],
+        Some(Host::Ipv6(ip)) => vec![(ip, port).into()],
+        None => return Err(io::Error::new(io::ErrorKind::InvalidInput, "missing host")),
+    };
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
+    for addr in addrs {
+        match Async::<TcpStream>::connect(addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}

@@ -1,0 +1,556 @@
+//! The server: [`Server`] (accept loop), [`ServerHandle`] (connection count, graceful
+//! shutdown) and [`Upgrade`] (the application's accept/reject decision).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use event_listener::Event as Notify;
+use smol::net::{AsyncToSocketAddrs, TcpListener};
+use smol::{Async, Timer, future};
+use tidewire::ws::{CloseCode, UpgradeRequest, WsConfig, WsConnection, WsEvent};
+use tidewire::{Machine, Transmit};
+
+use crate::conn::{Shared, WebSocket};
+use crate::driver::Driver;
+
+/// Read buffer of a connection while its request head arrives (the head is small; the
+/// full `read_buffer` is allocated once the connection is open).
+const HANDSHAKE_READ: usize = 4 << 10;
+/// Pause after an `accept` error (e.g. out of file descriptors) before the next attempt.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Server settings. Build it with `ServerConfig::default()` and change the fields you need.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Per-connection WebSocket settings (keepalive on by default; the handshake deadline
+    /// `handshake_timeout` also bounds how long a request head may take to arrive).
+    pub ws: WsConfig,
+    /// Live TCP connections at most (default 10 000); a connection over it is accepted and
+    /// closed at once.
+    pub max_connections: usize,
+    /// Size of each open connection's read buffer (default 64 KiB).
+    pub read_buffer: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { ws: WsConfig::default(), max_connections: 10_000, read_buffer: 64 << 10 }
+    }
+}
+
+/// How a graceful shutdown went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Connections that ended within the grace period.
+    pub closed: usize,
+    /// Connections still alive after the grace period, shut down without a close handshake.
+    pub dropped: usize,
+}
+
+/// A bound listener. [`serve`](Self::serve) runs the accept loop.
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<ServerShared>,
+}
+
+/// A handle on a running server: `Clone + Send + Sync`.
+#[derive(Clone)]
+pub struct ServerHandle {
+    shared: Arc<ServerShared>,
+}
+
+struct ServerShared {
+    cfg: ServerConfig,
+    local_addr: SocketAddr,
+    registry: Mutex<Registry>,
+    /// A connection ended.
+    changed: Notify,
+    /// Shutdown started: the accept loop stops.
+    stop: Notify,
+    /// Shutdown finished.
+    done: Notify,
+}
+
+#[derive(Default)]
+struct Registry {
+    next_id: u64,
+    conns: HashMap<u64, Entry>,
+    stopping: bool,
+    report: Option<ShutdownReport>,
+}
+
+struct Entry {
+    stream: Arc<Async<TcpStream>>,
+    /// Set once the upgrade was accepted.
+    link: Option<Weak<Shared>>,
+}
+
+/// A live TCP connection's place in the registry; dropping it deregisters the connection.
+pub(crate) struct Registration {
+    server: Arc<ServerShared>,
+    id: u64,
+}
+
+impl ServerShared {
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Registration {
+    /// Registers a new connection, or `None` when over `max_connections` or shutting down.
+    fn new(server: &Arc<ServerShared>, stream: &Arc<Async<TcpStream>>) -> Option<Self> {
+        let mut reg = server.registry();
+        if reg.stopping || reg.conns.len() >= server.cfg.max_connections {
+            return None;
+        }
+        let id = reg.next_id;
+        reg.next_id += 1;
+        reg.conns.insert(id, Entry { stream: stream.clone(), link: None });
+        Some(Self { server: server.clone(), id })
+    }
+
+    /// Links the open connection, so shutdown can close it with 1001; closes it at once when
+    /// the shutdown already started.
+    fn attach(&self, shared: &Arc<Shared>) {
+        let mut reg = self.server.registry();
+        if let Some(entry) = reg.conns.get_mut(&self.id) {
+            entry.link = Some(Arc::downgrade(shared));
+        }
+        if reg.stopping {
+            close_going_away(shared);
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.server.registry().conns.remove(&self.id);
+        self.server.changed.notify(usize::MAX);
+    }
+}
+
+fn close_going_away(shared: &Shared) {
+    let mut inner = shared.lock();
+    let _ = inner.conn.close(Instant::now(), CloseCode::GOING_AWAY, "server shutdown");
+    drop(inner);
+    shared.wake.notify(1);
+}
+
+impl Server {
+    /// Binds a listener.
+    ///
+    /// # Errors
+    /// The address cannot be resolved or bound.
+    pub async fn bind(addr: impl AsyncToSocketAddrs, cfg: ServerConfig) -> io::Result<Server> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let shared = Arc::new(ServerShared {
+            cfg,
+            local_addr,
+            registry: Mutex::new(Registry::default()),
+            changed: Notify::new(),
+            stop: Notify::new(),
+            done: Notify::new(),
+        });
+        Ok(Server { listener, shared })
+    }
+
+    /// The bound address (with the port the OS chose for port 0).
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// A handle to count connections and shut the server down.
+    #[must_use]
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle { shared: self.shared.clone() }
+    }
+
+    /// Runs the accept loop until [`ServerHandle::shutdown`]. Every TCP connection gets its
+    /// own task on smol's global executor: it reads the request head under the handshake
+    /// deadline (answering malformed, oversized or late heads with the core's 400/431/408),
+    /// then runs `handler(upgrade)` to completion on that task. The handler decides with
+    /// [`Upgrade::accept`] or [`Upgrade::reject`]; the accepted connection is driven by a
+    /// task of its own, so the handler may keep the [`WebSocket`] or hand it elsewhere.
+    ///
+    /// Returns `Ok(())` once the shutdown has finished.
+    ///
+    /// # Errors
+    /// None at present: `accept` errors (e.g. out of file descriptors) pause the loop
+    /// briefly and it goes on.
+    pub async fn serve<F, Fut>(self, handler: F) -> io::Result<()>
+    where
+        F: Fn(Upgrade) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let shared = self.shared;
+        loop {
+            let stop = shared.stop.listen();
+            if shared.registry().stopping {
+                break;
+            }
+            let accepted = future::or(async { Some(self.listener.accept().await) }, async {
+                stop.await;
+                None
+            })
+            .await;
+            match accepted {
+                None => break,
+                Some(Ok((stream, peer))) => {
+                    let _ = stream.set_nodelay(true);
+                    let stream: Arc<Async<TcpStream>> = stream.into();
+                    // Over the limit or shutting down: dropped at once.
+                    let Some(registration) = Registration::new(&shared, &stream) else {
+                        continue;
+                    };
+                    let task =
+                        handshake(stream, peer, registration, shared.cfg.clone(), handler.clone());
+                    smol::spawn(task).detach();
+                }
+                Some(Err(_)) => {
+                    Timer::after(ACCEPT_ERROR_PAUSE).await;
+                }
+            }
+        }
+        drop(self.listener);
+        loop {
+            let done = shared.done.listen();
+            if shared.registry().report.is_some() {
+                return Ok(());
+            }
+            done.await;
+        }
+    }
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server").field("local_addr", &self.shared.local_addr).finish()
+    }
+}
+
+impl ServerHandle {
+    /// The bound address.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// Live TCP connections, including those still in the opening handshake.
+    #[must_use]
+    pub fn connections(&self) -> usize {
+        self.shared.registry().conns.len()
+    }
+
+    /// Graceful shutdown: stops accepting, closes every open connection with 1001
+    /// ("server shutdown") and every connection still in its handshake at once, waits up to
+    /// `grace` for them to end, then shuts the rest down. [`Server::serve`] returns after it.
+    /// A second call waits for the first and returns the same report.
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        let shared = &self.shared;
+        let total = {
+            let mut reg = shared.registry();
+            if reg.stopping {
+                None
+            } else {
+                reg.stopping = true;
+                for entry in reg.conns.values() {
+                    match entry.link.as_ref().and_then(Weak::upgrade) {
+                        Some(link) => close_going_away(&link),
+                        None => {
+                            let _ = entry.stream.get_ref().shutdown(Shutdown::Both);
+                        }
+                    }
+                }
+                Some(reg.conns.len())
+            }
+        };
+        let Some(total) = total else {
+            return self.wait_report().await;
+        };
+        shared.stop.notify(usize::MAX);
+
+        let deadline = Instant::now() + grace;
+        loop {
+            let changed = shared.changed.listen();
+            if shared.registry().conns.is_empty() {
+                break;
+            }
+            let expired = future::or(
+                async {
+                    changed.await;
+                    false
+                },
+                async {
+                    Timer::at(deadline).await;
+                    true
+                },
+            )
+            .await;
+            if expired || Instant::now() >= deadline {
+                break;
+            }
+        }
+
+        let mut reg = shared.registry();
+        let dropped = reg.conns.len();
+        for entry in reg.conns.values() {
+            let _ = entry.stream.get_ref().shutdown(Shutdown::Both);
+            if let Some(link) = entry.link.as_ref().and_then(Weak::upgrade) {
+                link.lock().killed = true;
+                link.wake.notify(1);
+            }
+        }
+        let report = ShutdownReport { closed: total.saturating_sub(dropped), dropped };
+        reg.report = Some(report);
+        drop(reg);
+        shared.done.notify(usize::MAX);
+        report
+    }
+
+    async fn wait_report(&self) -> ShutdownReport {
+        loop {
+            let done = self.shared.done.listen();
+            if let Some(report) = self.shared.registry().report {
+                return report;
+            }
+            done.await;
+        }
+    }
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addr", &self.shared.local_addr)
+            .field("connections", &self.connections())
+            .finish()
+    }
+}
+
+/// A complete upgrade request awaiting the application's decision:
+/// [`accept`](Self::accept) or [`reject`](Self::reject). Dropping it closes the TCP
+/// connection without a response.
+pub struct Upgrade {
+    conn: WsConnection,
+    stream: Arc<Async<TcpStream>>,
+    request: UpgradeRequest,
+    peer: SocketAddr,
+    registration: Registration,
+    read_buffer: usize,
+    close_timeout: Duration,
+}
+
+impl Upgrade {
+    /// The request: path, query, headers, `token()`, `origin()`, `protocols()`…
+    #[must_use]
+    pub fn request(&self) -> &UpgradeRequest {
+        &self.request
+    }
+
+    /// The peer's address.
+    #[must_use]
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Accepts the upgrade with an optional subprotocol (one the client offered) and extra
+    /// response headers. The 101 response is written by the connection's driver task, which
+    /// starts here.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a subprotocol the client did not offer or a header that cannot be
+    /// written; the TCP connection is then closed.
+    #[allow(clippy::unused_async)] // async like the rest of the adapter's API
+    pub async fn accept(
+        self,
+        subprotocol: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> io::Result<WebSocket> {
+        let Upgrade { mut conn, stream, peer, registration, read_buffer, close_timeout, .. } = self;
+        conn.accept(Instant::now(), subprotocol, headers)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let shared = Arc::new(Shared::new(conn, peer));
+        let subprotocol = {
+            let mut inner = shared.lock();
+            shared.absorb_events(&mut inner);
+            inner.opened.clone().flatten()
+        };
+        registration.attach(&shared);
+        Driver {
+            stream,
+            shared: shared.clone(),
+            read_buffer,
+            close_timeout,
+            registration: Some(registration),
+        }
+        .spawn();
+        Ok(WebSocket::new(shared, subprotocol))
+    }
+
+    /// Rejects the upgrade with an HTTP `status` (e.g. 401, 403, 429), extra headers (e.g.
+    /// `WWW-Authenticate`) and a body; writes the response (for at most
+    /// `WsConfig::close_timeout`) and closes the connection.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a status outside 100–599, 101, or a header that cannot be written;
+    /// the write's error when the peer is gone.
+    pub async fn reject(
+        self,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<()> {
+        let Upgrade { mut conn, stream, close_timeout, .. } = self;
+        conn.reject(Instant::now(), status, headers, body)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let (out, _) = drain(&mut conn);
+        let result = write_all_until(&stream, out, Instant::now() + close_timeout).await;
+        let _ = stream.get_ref().shutdown(Shutdown::Both);
+        result
+    }
+}
+
+impl fmt::Debug for Upgrade {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upgrade")
+            .field("peer", &self.peer)
+            .field("request", &self.request)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything the core queued, and whether it asked for `Shutdown`.
+fn drain(conn: &mut WsConnection) -> (Vec<Bytes>, bool) {
+    let mut out = Vec::new();
+    while let Some(t) = conn.poll_transmit() {
+        match t {
+            Transmit::Bytes(b) => out.push(b),
+            Transmit::Shutdown => return (out, true),
+            _ => {}
+        }
+    }
+    (out, false)
+}
+
+/// Writes `chunks`, giving up at `deadline`.
+async fn write_all_until(
+    stream: &Async<TcpStream>,
+    chunks: Vec<Bytes>,
+    deadline: Instant,
+) -> io::Result<()> {
+    let write = async {
+        for chunk in &chunks {
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                let n = stream.write_with(|s| io::Write::write(&mut &*s, rest)).await?;
+                if n == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                rest = &rest[n..];
+            }
+        }
+        Ok(())
+    };
+    future::or(write, async {
+        Timer::at(deadline).await;
+        Err(io::ErrorKind::TimedOut.into())
+    })
+    .await
+}
+
+/// One TCP connection until the application's handler returns: reads the request head
+/// under the handshake deadline, then hands the [`Upgrade`] to the handler.
+async fn handshake<F, Fut>(
+    stream: Arc<Async<TcpStream>>,
+    peer: SocketAddr,
+    registration: Registration,
+    cfg: ServerConfig,
+    handler: Arc<F>,
+) where
+    F: Fn(Upgrade) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut ws_cfg = cfg.ws;
+    if crate::seed(&mut ws_cfg).is_err() {
+        return;
+    }
+    let close_timeout = ws_cfg.close_timeout;
+    let mut conn = WsConnection::server(ws_cfg, Instant::now());
+    let mut buf = vec![0u8; HANDSHAKE_READ];
+    let mut timer = Timer::never();
+    let mut armed: Option<Instant> = None;
+    let request = loop {
+        let mut request = None;
+        while let Some(ev) = conn.poll_event() {
+            if let WsEvent::UpgradeRequested(req) = ev {
+                request = Some(req);
+            }
+        }
+        // Only the core's error responses (400, 431, 408…) are written here.
+        let (out, shutdown) = drain(&mut conn);
+        if !out.is_empty()
+            && write_all_until(&stream, out, Instant::now() + close_timeout).await.is_err()
+        {
+            break None;
+        }
+        if shutdown {
+            break None;
+        }
+        if request.is_some() {
+            break request;
+        }
+        let now = Instant::now();
+        let deadline = conn.poll_timeout();
+        if deadline.is_some_and(|d| d <= now) {
+            conn.handle_timeout(now);
+            continue;
+        }
+        if deadline != armed {
+            match deadline {
+                Some(d) => timer.set_at(d),
+                None => timer = Timer::never(),
+            }
+            armed = deadline;
+        }
+        let read = future::or(
+            async { Some(stream.read_with(|s| io::Read::read(&mut &*s, &mut buf)).await) },
+            async {
+                (&mut timer).await;
+                None
+            },
+        )
+        .await;
+        match read {
+            None => armed = None,
+            Some(Ok(n)) if n > 0 => conn.handle_read(Instant::now(), &buf[..n]),
+            Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Some(_) => conn.handle_eof(Instant::now()),
+        }
+    };
+    drop(buf);
+    let Some(request) = request else {
+        let _ = stream.get_ref().shutdown(Shutdown::Both);
+        return;
+    };
+    let upgrade = Upgrade {
+        conn,
+        stream,
+        request,
+        peer,
+        registration,
+        read_buffer: cfg.read_buffer,
+        close_timeout,
+    };
+    handler(upgrade).await;
+}
