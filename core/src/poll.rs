@@ -173,8 +173,7 @@ impl Poll {
                 } else if self.req.conditional {
                     self.answered = true;
                     let etag = format!("\"{pos}\"");
-                    http::response(304, &[("ETag", &etag), ("Cache-Control", "no-cache")], b"")
-                        .ok()
+                    http::response(304, &[("ETag", &etag), ("Cache-Control", "no-cache")], b"").ok()
                 } else {
                     Some(self.answer(pos, true, &[]))
                 }

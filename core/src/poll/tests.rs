@@ -24,11 +24,10 @@ fn parts(resp: &Bytes) -> (u16, Option<String>, serde_json::Value) {
     let text = std::str::from_utf8(resp).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     let status = head[9..12].parse().unwrap();
-    let etag = head
-        .lines()
-        .find_map(|l| l.strip_prefix("ETag: "))
-        .map(|v| v.trim_matches('"').to_owned());
-    let json = if body.is_empty() { serde_json::Value::Null } else { serde_json::from_str(body).unwrap() };
+    let etag =
+        head.lines().find_map(|l| l.strip_prefix("ETag: ")).map(|v| v.trim_matches('"').to_owned());
+    let json =
+        if body.is_empty() { serde_json::Value::Null } else { serde_json::from_str(body).unwrap() };
     (status, etag, json)
 }
 
@@ -54,7 +53,8 @@ fn first_request_gets_the_head_and_no_events() {
 fn catch_up_returns_exactly_the_missed_messages_with_their_data() {
     let t0 = crate::time::test_epoch();
     let log = log_with(5, t0);
-    let mut p = Poll::new(PollConfig::default(), t0, request("/poll?ch=ticks&pos=a1:2", "").unwrap());
+    let mut p =
+        Poll::new(PollConfig::default(), t0, request("/poll?ch=ticks&pos=a1:2", "").unwrap());
     let (status, etag, json) = parts(&p.check(t0, &log).unwrap());
     assert_eq!((status, etag.as_deref()), (200, Some("a1:5")));
     assert_eq!(offsets(&json), [3, 4, 5]);
@@ -79,11 +79,13 @@ fn if_none_match_equal_to_the_head_is_304() {
     let log = log_with(3, t0);
     let req = request("/poll?ch=t", "If-None-Match: \"a1:3\"\r\n").unwrap();
     assert_eq!(req.pos, Some("a1:3".parse().unwrap()));
-    let (status, etag, json) = parts(&Poll::new(PollConfig::default(), t0, req).check(t0, &log).unwrap());
+    let (status, etag, json) =
+        parts(&Poll::new(PollConfig::default(), t0, req).check(t0, &log).unwrap());
     assert_eq!((status, etag.as_deref(), json), (304, Some("a1:3"), serde_json::Value::Null));
     // An older ETag gets the news instead.
     let req = request("/poll?ch=t", "If-None-Match: \"a1:2\"\r\n").unwrap();
-    let (status, _, json) = parts(&Poll::new(PollConfig::default(), t0, req).check(t0, &log).unwrap());
+    let (status, _, json) =
+        parts(&Poll::new(PollConfig::default(), t0, req).check(t0, &log).unwrap());
     assert_eq!((status, offsets(&json)), (200, vec![3]));
 }
 
@@ -105,7 +107,8 @@ fn a_gone_position_says_recovered_false_and_gives_the_head() {
 fn long_poll_holds_until_a_message_or_the_timeout() {
     let t0 = crate::time::test_epoch();
     let mut log = log_with(2, t0);
-    let mut p = Poll::new(PollConfig::default(), t0, request("/poll?ch=t&pos=a1:2&wait=1", "").unwrap());
+    let mut p =
+        Poll::new(PollConfig::default(), t0, request("/poll?ch=t&pos=a1:2&wait=1", "").unwrap());
     assert_eq!(p.check(t0, &log), None);
     assert_eq!(p.poll_timeout(), Some(t0 + Duration::from_secs(25)));
     assert_eq!(p.handle_timeout(t0 + Duration::from_secs(24), &log), None);
@@ -121,8 +124,10 @@ fn long_poll_holds_until_a_message_or_the_timeout() {
     assert_eq!(p.check(t0, &log), None);
     let (status, _, _) = parts(&p.handle_timeout(t0 + Duration::from_secs(25), &log).unwrap());
     assert_eq!(status, 304);
-    let mut p = Poll::new(PollConfig::default(), t0, request("/poll?ch=t&pos=a1:3&wait=1", "").unwrap());
-    let (status, etag, json) = parts(&p.handle_timeout(t0 + Duration::from_secs(30), &log).unwrap());
+    let mut p =
+        Poll::new(PollConfig::default(), t0, request("/poll?ch=t&pos=a1:3&wait=1", "").unwrap());
+    let (status, etag, json) =
+        parts(&p.handle_timeout(t0 + Duration::from_secs(30), &log).unwrap());
     assert_eq!((status, etag.as_deref(), offsets(&json)), (200, Some("a1:3"), vec![]));
 }
 
@@ -132,7 +137,8 @@ fn data_that_is_not_json_is_carried_as_a_string() {
     let mut log = ReplayLog::new(Epoch(1), LogLimits::default());
     log.append(t0, Bytes::from_static(b"not json \"quoted\""));
     log.append(t0, Bytes::from_static(b"\xff"));
-    let mut p = Poll::new(PollConfig::default(), t0, request("/poll?ch=a%22b&pos=1:0", "").unwrap());
+    let mut p =
+        Poll::new(PollConfig::default(), t0, request("/poll?ch=a%22b&pos=1:0", "").unwrap());
     let (_, _, json) = parts(&p.check(t0, &log).unwrap());
     assert_eq!(json["ch"], "a\"b");
     assert_eq!(json["events"][0]["data"], "not json \"quoted\"");
