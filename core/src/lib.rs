@@ -8,6 +8,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`feed`] | named channels with replay logs and subscribers, for SSE streams and polls |
+//! | [`hub`] | the hub: the envelope protocol (more to come) |
 //! | [`http`] | HTTP/1.1 request and response heads: routing, credentials, responses |
 //! | [`ws`] | WebSocket (RFC 6455): frame codec, masking, UTF-8, handshake, close codes, [`ws::WsConnection`] |
 //! | [`sse`] | Server-Sent Events: the event-stream encoder and the WHATWG parser |
@@ -110,6 +111,7 @@
 
 pub mod feed;
 pub mod http;
+pub mod hub;
 pub mod machine;
 pub mod policy;
 pub mod poll;
