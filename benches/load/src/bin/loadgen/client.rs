@@ -1,0 +1,548 @@
+//! One client WebSocket connection driven by readiness events: the opening handshake, then
+//! masked data frames out and the server's echoes in, validated byte for byte.
+//!
+//! The framing is hand-written and minimal (RFC 6455 §5.2): every connection sends the same
+//! pre-encoded masked frame ([`Workload::frame`]); replies are decoded in place from the
+//! event loop's shared read buffer, so a connection holds no payload buffer of its own.
+
+use std::io::{self, ErrorKind, Read, Write};
+
+use mio::net::TcpStream;
+
+/// GUID of RFC 6455 §1.3 for `Sec-WebSocket-Accept`.
+const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+/// Longest handshake response accepted.
+const MAX_RESPONSE: usize = 8 * 1024;
+
+const OP_CONTINUATION: u8 = 0x0;
+const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
+
+/// The message every connection sends, encoded once.
+pub(crate) struct Workload {
+    /// Expected echo payload.
+    payload: Vec<u8>,
+    /// Opcode of the data frames (text or binary).
+    opcode: u8,
+    /// `payload` as one complete masked frame.
+    frame: Vec<u8>,
+    mask: [u8; 4],
+}
+
+impl Workload {
+    /// `size` bytes of ASCII (valid UTF-8, so it also works as text) masked with `mask`.
+    pub(crate) fn new(size: usize, text: bool, mask: [u8; 4]) -> Self {
+        let payload: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+        let opcode = if text { OP_TEXT } else { OP_BINARY };
+        let mut frame = Vec::with_capacity(size + 14);
+        encode_masked(&mut frame, opcode, &payload, mask);
+        Self { payload, opcode, frame, mask }
+    }
+}
+
+/// Appends one final, masked frame (client to server, RFC 6455 §5.3).
+fn encode_masked(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4]) {
+    out.push(0x80 | opcode);
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if let Ok(len) = u16::try_from(len) {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&len.to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+}
+
+/// What one call to [`Conn::drive`] achieved.
+#[derive(Default)]
+pub(crate) struct Progress {
+    /// The opening handshake completed.
+    pub(crate) opened: bool,
+    /// Echoes received complete and correct.
+    pub(crate) echoes: u32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// TCP connect in progress.
+    Connecting,
+    /// Request written (or being written), waiting for the 101.
+    Handshake,
+    Open,
+}
+
+/// A client connection. The caller owns the event loop and the read buffer.
+pub(crate) struct Conn {
+    stream: TcpStream,
+    state: State,
+    /// Handshake request while it is being written; empty afterwards.
+    request: Vec<u8>,
+    /// Expected `Sec-WebSocket-Accept`.
+    accept: String,
+    /// Handshake response read so far; empty afterwards.
+    response: Vec<u8>,
+    /// Bytes of the data frame already written; `None` when no frame is being sent.
+    frame_pos: Option<usize>,
+    /// Control replies (pongs) waiting behind the data frame.
+    control_out: Vec<u8>,
+    /// Send the next message when an echo completes.
+    pub(crate) keep_sending: bool,
+    decoder: Decoder,
+}
+
+impl Conn {
+    /// Wraps a socket whose non-blocking connect was started; `key` is the
+    /// `Sec-WebSocket-Key` (base64 of 16 random bytes).
+    pub(crate) fn new(stream: TcpStream, host: &str, path: &str, key: &str) -> Self {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .into_bytes();
+        let accept = base64(&sha1_smol::Sha1::from(format!("{key}{WS_GUID}")).digest().bytes());
+        Self {
+            stream,
+            state: State::Connecting,
+            request,
+            accept,
+            response: Vec::new(),
+            frame_pos: None,
+            control_out: Vec::new(),
+            keep_sending: false,
+            decoder: Decoder::default(),
+        }
+    }
+
+    /// Queues one message; the connection must be open with nothing in flight.
+    pub(crate) fn start_send(&mut self, w: &Workload) -> io::Result<()> {
+        debug_assert!(self.state == State::Open && self.frame_pos.is_none());
+        self.frame_pos = Some(0);
+        self.flush(w)
+    }
+
+    /// Handles a readiness event: finishes the connect, writes what is pending, and when
+    /// `readable` reads and decodes until the socket has nothing more. Errors end the
+    /// benchmark.
+    pub(crate) fn drive(
+        &mut self,
+        w: &Workload,
+        rbuf: &mut [u8],
+        readable: bool,
+    ) -> io::Result<Progress> {
+        let mut progress = Progress::default();
+        if self.state == State::Connecting {
+            if let Some(e) = self.stream.take_error()? {
+                return Err(e);
+            }
+            match self.stream.peer_addr() {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::NotConnected => return Ok(progress),
+                Err(e) => return Err(e),
+            }
+            self.stream.set_nodelay(true)?;
+            self.state = State::Handshake;
+        }
+        self.flush(w)?;
+        // A writable-only event (the peer acknowledged data) reads nothing: no syscall.
+        if !readable {
+            return Ok(progress);
+        }
+        loop {
+            let n = match self.stream.read(rbuf) {
+                Ok(0) => return Err(io::Error::new(ErrorKind::UnexpectedEof, "server closed")),
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.on_bytes(w, &rbuf[..n], &mut progress)?;
+            // A short read drained the socket: with edge-triggered readiness the next
+            // arrival raises a new event, so the extra read that would say WouldBlock is
+            // skipped (one syscall less per message).
+            if n < rbuf.len() {
+                break;
+            }
+        }
+        Ok(progress)
+    }
+
+    fn on_bytes(
+        &mut self,
+        w: &Workload,
+        mut data: &[u8],
+        progress: &mut Progress,
+    ) -> io::Result<()> {
+        if self.state == State::Handshake {
+            let start = self.response.len().saturating_sub(3);
+            self.response.extend_from_slice(data);
+            let Some(end) = find(&self.response[start..], b"\r\n\r\n").map(|i| start + i + 4)
+            else {
+                if self.response.len() > MAX_RESPONSE {
+                    return Err(invalid("handshake response too long"));
+                }
+                return Ok(());
+            };
+            self.check_response(&self.response[..end])?;
+            // Bytes after the response are frames already.
+            let rest = data.len() - (self.response.len() - end);
+            data = &data[rest..];
+            self.response = Vec::new();
+            self.state = State::Open;
+            progress.opened = true;
+        }
+        while !data.is_empty() {
+            match self.decoder.decode(&mut data, w)? {
+                None => {}
+                Some(Decoded::Echo) => {
+                    progress.echoes += 1;
+                    if self.frame_pos.is_some() {
+                        return Err(invalid("echo complete before the message was sent"));
+                    }
+                    if self.keep_sending {
+                        self.frame_pos = Some(0);
+                        self.flush(w)?;
+                    }
+                }
+                Some(Decoded::Ping) => {
+                    encode_masked(&mut self.control_out, OP_PONG, &self.decoder.control, w.mask);
+                    self.flush(w)?;
+                }
+                Some(Decoded::Close) => return Err(invalid("server sent a close frame")),
+            }
+        }
+        Ok(())
+    }
+
+    fn check_response(&self, head: &[u8]) -> io::Result<()> {
+        let head =
+            std::str::from_utf8(head).map_err(|_| invalid("handshake response not UTF-8"))?;
+        let mut lines = head.split("\r\n");
+        let status = lines.next().unwrap_or("");
+        if !status.starts_with("HTTP/1.1 101") {
+            return Err(invalid(&format!("handshake refused: {status}")));
+        }
+        let accept = lines
+            .filter_map(|l| l.split_once(':'))
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case("sec-websocket-accept"))
+            .map(|(_, v)| v.trim());
+        if accept != Some(self.accept.as_str()) {
+            return Err(invalid("wrong or missing Sec-WebSocket-Accept"));
+        }
+        Ok(())
+    }
+
+    /// Writes the request, the data frame, then control replies, until done or the socket
+    /// is full (a later writable event resumes).
+    fn flush(&mut self, w: &Workload) -> io::Result<()> {
+        if self.state == State::Connecting {
+            return Ok(());
+        }
+        if !self.request.is_empty() {
+            let n = write_some(&mut self.stream, &self.request)?;
+            self.request.drain(..n);
+            if !self.request.is_empty() {
+                return Ok(());
+            }
+        }
+        if let Some(pos) = self.frame_pos {
+            let pos = pos + write_some(&mut self.stream, &w.frame[pos..])?;
+            if pos < w.frame.len() {
+                self.frame_pos = Some(pos);
+                return Ok(());
+            }
+            self.frame_pos = None;
+        }
+        if !self.control_out.is_empty() {
+            let n = write_some(&mut self.stream, &self.control_out)?;
+            self.control_out.drain(..n);
+        }
+        Ok(())
+    }
+}
+
+/// Writes as much of `buf` as the socket takes; 0 when it is full.
+fn write_some(stream: &mut TcpStream, buf: &[u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match stream.write(&buf[done..]) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+enum Decoded {
+    /// A whole echo arrived and matches what was sent.
+    Echo,
+    /// A ping; its payload is in [`Decoder::control`].
+    Ping,
+    Close,
+}
+
+/// Resumable decoder of server frames (unmasked), checking each data byte against the
+/// expected payload as it arrives.
+#[derive(Default)]
+struct Decoder {
+    header: [u8; 14],
+    have: usize,
+    /// Header length once known (2 until the second byte is in).
+    need: usize,
+    /// Payload bytes left in the current frame; `None` while reading a header.
+    left: Option<usize>,
+    opcode: u8,
+    fin: bool,
+    /// A data message is open (its first frame was seen, its final one not yet).
+    in_message: bool,
+    /// Data payload bytes of the open message so far.
+    received: usize,
+    /// Payload of the current control frame.
+    control: Vec<u8>,
+}
+
+impl Decoder {
+    /// Consumes bytes from the front of `data`; returns when a frame ends or `data` is used
+    /// up.
+    fn decode(&mut self, data: &mut &[u8], w: &Workload) -> io::Result<Option<Decoded>> {
+        let left = match self.left {
+            Some(left) => left,
+            None => {
+                if self.need == 0 {
+                    self.need = 2;
+                }
+                let take = (self.need - self.have).min(data.len());
+                self.header[self.have..self.have + take].copy_from_slice(&data[..take]);
+                self.have += take;
+                *data = &data[take..];
+                if self.have == 2 {
+                    if self.header[1] & 0x80 != 0 {
+                        return Err(invalid("server frame is masked"));
+                    }
+                    self.need = match self.header[1] & 0x7F {
+                        126 => 4,
+                        127 => 10,
+                        _ => 2,
+                    };
+                }
+                if self.have < self.need {
+                    return Ok(None);
+                }
+                let len = self.start_frame(w)?;
+                self.have = 0;
+                self.need = 2;
+                self.left = Some(len);
+                len
+            }
+        };
+        let take = left.min(data.len());
+        let (chunk, rest) = data.split_at(take);
+        *data = rest;
+        if self.opcode >= OP_CLOSE {
+            self.control.extend_from_slice(chunk);
+        } else {
+            let expected = &w.payload[self.received..self.received + take];
+            if chunk != expected {
+                return Err(invalid("echo payload differs from what was sent"));
+            }
+            self.received += take;
+        }
+        if take < left {
+            self.left = Some(left - take);
+            return Ok(None);
+        }
+        self.left = None;
+        Ok(match self.opcode {
+            OP_PING => Some(Decoded::Ping),
+            OP_PONG => None,
+            OP_CLOSE => Some(Decoded::Close),
+            _ if !self.fin => None,
+            _ => {
+                if self.received != w.payload.len() {
+                    return Err(invalid("echo shorter than what was sent"));
+                }
+                self.in_message = false;
+                Some(Decoded::Echo)
+            }
+        })
+    }
+
+    /// Checks a complete header; returns the payload length.
+    fn start_frame(&mut self, w: &Workload) -> io::Result<usize> {
+        let h = &self.header;
+        let len = match h[1] & 0x7F {
+            126 => u64::from(u16::from_be_bytes([h[2], h[3]])),
+            127 => u64::from_be_bytes(h[2..10].try_into().expect("8 bytes")),
+            n => u64::from(n),
+        };
+        if h[0] & 0x70 != 0 {
+            return Err(invalid("reserved bits set (no extension was negotiated)"));
+        }
+        self.fin = h[0] & 0x80 != 0;
+        self.opcode = h[0] & 0x0F;
+        let room = (w.payload.len() - self.received) as u64;
+        match self.opcode {
+            OP_CLOSE | OP_PING | OP_PONG => {
+                if !self.fin || len > 125 {
+                    return Err(invalid("bad control frame"));
+                }
+                self.control.clear();
+            }
+            OP_TEXT | OP_BINARY => {
+                if self.in_message {
+                    return Err(invalid("new message inside a fragmented one"));
+                }
+                if self.opcode != w.opcode {
+                    return Err(invalid("echo has another opcode than what was sent"));
+                }
+                if len > w.payload.len() as u64 {
+                    return Err(invalid("echo longer than what was sent"));
+                }
+                self.in_message = true;
+                self.received = 0;
+            }
+            OP_CONTINUATION => {
+                if !self.in_message {
+                    return Err(invalid("continuation without a message"));
+                }
+                if len > room {
+                    return Err(invalid("echo longer than what was sent"));
+                }
+            }
+            _ => return Err(invalid("reserved opcode")),
+        }
+        Ok(len as usize)
+    }
+}
+
+fn invalid(msg: &str) -> io::Error {
+    io::Error::new(ErrorKind::InvalidData, msg.to_owned())
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Standard base64 with padding (RFC 4648 §4).
+pub(crate) fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![if fin { 0x80 } else { 0 } | opcode];
+        match payload.len() {
+            n if n < 126 => f.push(n as u8),
+            n if n <= 0xFFFF => {
+                f.push(126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// Decodes `stream` fed in chunks of `step` bytes, counting echoes and pings.
+    fn decode_all(w: &Workload, stream: &[u8], step: usize) -> io::Result<(usize, usize)> {
+        let mut d = Decoder::default();
+        let (mut echoes, mut pings) = (0, 0);
+        for mut chunk in stream.chunks(step) {
+            while !chunk.is_empty() {
+                match d.decode(&mut chunk, w)? {
+                    Some(Decoded::Echo) => echoes += 1,
+                    Some(Decoded::Ping) => pings += 1,
+                    Some(Decoded::Close) => panic!("close"),
+                    None => {}
+                }
+            }
+        }
+        Ok((echoes, pings))
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        let cases =
+            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg==")];
+        for (plain, encoded) in cases {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+    }
+
+    #[test]
+    fn accept_key_matches_rfc_6455_example() {
+        let digest = sha1_smol::Sha1::from(format!("dGhlIHNhbXBsZSBub25jZQ=={WS_GUID}")).digest();
+        assert_eq!(base64(&digest.bytes()), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn masked_frame_unmasks_to_payload() {
+        let w = Workload::new(300, false, [1, 2, 3, 4]);
+        assert_eq!(&w.frame[..4], &[0x82, 0x80 | 126, 1, 44]);
+        let body = &w.frame[8..];
+        let unmasked: Vec<u8> =
+            body.iter().zip([1, 2, 3, 4].iter().cycle()).map(|(b, m)| b ^ m).collect();
+        assert_eq!(unmasked, w.payload);
+    }
+
+    #[test]
+    fn echoes_decode_whole_and_split_in_any_chunking() {
+        for size in [0, 20, 125, 126, 1024, 70_000] {
+            let w = Workload::new(size, false, [9, 8, 7, 6]);
+            let mut stream = server_frame(OP_BINARY, true, &w.payload);
+            stream.extend(server_frame(OP_PING, true, b"hi"));
+            // The same message fragmented in two.
+            let half = size / 2;
+            stream.extend(server_frame(OP_BINARY, false, &w.payload[..half]));
+            stream.extend(server_frame(OP_CONTINUATION, true, &w.payload[half..]));
+            for step in [1, 3, 7, stream.len()] {
+                assert_eq!(
+                    decode_all(&w, &stream, step).unwrap(),
+                    (2, 1),
+                    "size {size} step {step}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_echoes_are_errors() {
+        let w = Workload::new(100, false, [0; 4]);
+        let mut other = w.payload.clone();
+        other[50] ^= 1;
+        assert!(decode_all(&w, &server_frame(OP_BINARY, true, &other), 1).is_err());
+        assert!(decode_all(&w, &server_frame(OP_BINARY, true, &w.payload[..99]), 1).is_err());
+        assert!(decode_all(&w, &server_frame(OP_TEXT, true, &w.payload), 1).is_err());
+        let mut long = w.payload.clone();
+        long.push(b'x');
+        assert!(decode_all(&w, &server_frame(OP_BINARY, true, &long), 1).is_err());
+    }
+}
