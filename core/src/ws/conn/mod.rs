@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::http::Request;
+use crate::http::{self, Request};
 
 use super::close::CloseCode;
 use super::config::WsConfig;
@@ -195,6 +195,8 @@ pub struct WsConnection {
     sent_close: Option<(CloseCode, Utf8Bytes)>,
     subprotocol: Option<String>,
     closed_emitted: bool,
+    /// Client: the server's answer when it was not a 101.
+    rejection: Option<Box<http::Response>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -229,6 +231,7 @@ impl WsConnection {
             sent_close: None,
             subprotocol: None,
             closed_emitted: false,
+            rejection: None,
         }
     }
 
@@ -294,6 +297,14 @@ impl WsConnection {
             Phase::Closing => WsState::Closing,
             Phase::Closed => WsState::Closed,
         }
+    }
+
+    /// Client: the server's response head when it refused the upgrade (any status but 101),
+    /// for its `Retry-After`, `WWW-Authenticate` or `Location`. The `Closed` event carries
+    /// [`HandshakeError::Status`] with the same status.
+    #[must_use]
+    pub fn rejection(&self) -> Option<&http::Response> {
+        self.rejection.as_deref()
     }
 
     /// Which side this is.
@@ -697,7 +708,16 @@ impl WsConnection {
                             let _ = self.inbuf.split_to(n);
                             self.open(now, resp.subprotocol().map(str::to_owned));
                         }
-                        Err(e) => return self.fail_handshake(e),
+                        Err(e) => {
+                            if let HandshakeError::Status(_) = e
+                                && let Ok(Some((resp, _))) =
+                                    http::ResponseParser::new(self.cfg.max_handshake)
+                                        .parse(&self.inbuf)
+                            {
+                                self.rejection = Some(Box::new(resp));
+                            }
+                            return self.fail_handshake(e);
+                        }
                     }
                 }
                 Phase::Open | Phase::Closing => {

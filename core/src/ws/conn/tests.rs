@@ -222,11 +222,18 @@ fn client_reports_non_101_status() {
     let mut c = WsConnection::client(cfg(), "example.com", "/", t0).unwrap();
     let (req, _) = transmits(&mut c);
     assert!(req.starts_with(b"GET / HTTP/1.1\r\n"));
-    c.handle_read(t0, b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
+    assert!(c.rejection().is_none());
+    c.handle_read(
+        t0,
+        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 7\r\nContent-Length: 0\r\n\r\n",
+    );
     let (_, shut) = transmits(&mut c);
     assert!(shut);
     let evs = events(&mut c);
-    assert_eq!(closed(&evs).error, Some(ConnError::Handshake(HandshakeError::Status(403))));
+    assert_eq!(closed(&evs).error, Some(ConnError::Handshake(HandshakeError::Status(503))));
+    // The head is kept for the reconnect policy (Retry-After) and auth (WWW-Authenticate).
+    let rejection = c.rejection().unwrap();
+    assert_eq!((rejection.status(), rejection.header("retry-after")), (503, Some("7")));
 }
 
 #[test]
