@@ -124,7 +124,7 @@ pub async fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, Connec
 }
 
 /// Resolves the URL's host and connects to the first address that answers.
-async fn open_tcp(url: &Url, port: u16) -> io::Result<Async<TcpStream>> {
+pub(crate) async fn open_tcp(url: &Url, port: u16) -> io::Result<Async<TcpStream>> {
     let addrs: Vec<SocketAddr> = match url.host() {
         Some(Host::Domain(d)) => smol::net::resolve((d, port)).await?,
         Some(Host::Ipv4(ip)) => vec![(ip, port).into()],

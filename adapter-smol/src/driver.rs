@@ -17,10 +17,10 @@ use crate::conn::Shared;
 use crate::server::Registration;
 
 /// Chunks written in one vectored write at most.
-const MAX_SLICES: usize = 64;
+pub(crate) const MAX_SLICES: usize = 64;
 /// Bytes pulled from the core into one write batch at most (the rest stays in the core's
 /// bounded outbox, where it counts against `max_outbound`).
-const BATCH_BYTES: usize = 256 << 10;
+pub(crate) const BATCH_BYTES: usize = 256 << 10;
 
 /// Everything a driver task owns.
 pub(crate) struct Driver {
@@ -198,7 +198,7 @@ impl Driver {
 }
 
 /// One vectored write of the queued chunks.
-fn write_batch(s: &TcpStream, wbuf: &VecDeque<Bytes>) -> io::Result<usize> {
+pub(crate) fn write_batch(s: &TcpStream, wbuf: &VecDeque<Bytes>) -> io::Result<usize> {
     let mut slices = [IoSlice::new(&[]); MAX_SLICES];
     let mut n = 0;
     for (slot, chunk) in slices.iter_mut().zip(wbuf) {
@@ -209,7 +209,7 @@ fn write_batch(s: &TcpStream, wbuf: &VecDeque<Bytes>) -> io::Result<usize> {
 }
 
 /// Drops the first `n` written bytes from the queue.
-fn consume(wbuf: &mut VecDeque<Bytes>, mut n: usize) {
+pub(crate) fn consume(wbuf: &mut VecDeque<Bytes>, mut n: usize) {
     while n > 0 {
         let Some(front) = wbuf.front_mut() else { return };
         if front.len() <= n {
@@ -223,7 +223,7 @@ fn consume(wbuf: &mut VecDeque<Bytes>, mut n: usize) {
 }
 
 /// Writes what the non-blocking socket takes right now, without waiting.
-fn flush_now(s: &TcpStream, wbuf: &mut VecDeque<Bytes>) {
+pub(crate) fn flush_now(s: &TcpStream, wbuf: &mut VecDeque<Bytes>) {
     while !wbuf.is_empty() {
         match write_batch(s, wbuf) {
             Ok(n) if n > 0 => consume(wbuf, n),

@@ -11,6 +11,13 @@
 //! - Both give a [`WebSocket`]: [`recv`](WebSocket::recv) / [`recv_event`](WebSocket::recv_event),
 //!   [`send`](WebSocket::send) (waits while the outbox is full) /
 //!   [`try_send`](WebSocket::try_send) (hands the message back), and cloneable [`Sender`]s.
+//! - Plain HTTP on the same port: [`Server::serve_with`] routes every request head that is
+//!   not an upgrade to a second handler as an [`HttpRequest`] ([`respond`](HttpRequest::respond),
+//!   [`read_body`](HttpRequest::read_body)).
+//! - Server-Sent Events and polling: [`Channels`] (named channels with replay logs) —
+//!   [`publish`](Channels::publish), [`serve_sse`](Channels::serve_sse) (resumable with
+//!   `Last-Event-ID`), [`serve_poll`](Channels::serve_poll) (`?ch=&pos=`, ETag/304, long
+//!   polls). The reconnecting client is [`sse::connect`].
 //!
 //! # How a connection is driven
 //!
@@ -69,11 +76,66 @@
 //! })
 //! .unwrap();
 //! ```
+//!
+//! Server-Sent Events: a channel served at `/events`, read by the reconnecting client.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tidewire::sse::SseClientEvent;
+//! use tidewire_smol::sse::{SseOptions, connect};
+//! use tidewire_smol::{Channels, ChannelsConfig, HttpRequest, Server, ServerConfig, Upgrade};
+//!
+//! smol::block_on(async {
+//!     let server = Server::bind("127.0.0.1:0", ServerConfig::default()).await?;
+//!     let handle = server.handle();
+//!     let channels = Channels::new(ChannelsConfig::default());
+//!     let served = channels.clone();
+//!     let serving = smol::spawn(server.serve_with(
+//!         |up: Upgrade| async move {
+//!             let _ = up.reject(404, &[], b"").await;
+//!         },
+//!         move |req: HttpRequest| {
+//!             let channels = served.clone();
+//!             async move {
+//!                 // Authenticate here (401/403 with `req.respond`) before streaming.
+//!                 match req.request().path_only() {
+//!                     "/events" => drop(channels.serve_sse(req, "ticks", &[]).await),
+//!                     "/poll" => drop(channels.serve_poll(req).await),
+//!                     _ => drop(req.respond(404, &[], b"not found\n").await),
+//!                 }
+//!             }
+//!         },
+//!     ));
+//!
+//!     let url = format!("http://{}/events", handle.local_addr());
+//!     let mut events = connect(&url, SseOptions::default()).await?;
+//!     while channels.streams() == 0 {
+//!         smol::Timer::after(Duration::from_millis(5)).await; // until it is subscribed
+//!     }
+//!     let pos = channels.publish("ticks", r#"{"n":1}"#)?;
+//!     let event = loop {
+//!         if let Some(SseClientEvent::Event(e)) = events.next().await {
+//!             break e;
+//!         }
+//!     };
+//!     assert_eq!((event.event.as_str(), event.data.as_str()), ("ticks", r#"{"n":1}"#));
+//!     assert_eq!(event.id, pos.to_string()); // `EPOCH:OFFSET`: what a reconnection resumes from
+//!
+//!     events.close();
+//!     handle.shutdown(Duration::from_secs(2)).await;
+//!     serving.await?;
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })
+//! .unwrap();
+//! ```
 
+mod channels;
 mod client;
 mod conn;
 mod driver;
+mod http;
 mod server;
+pub mod sse;
 
 use std::io;
 
@@ -84,8 +146,12 @@ pub use tidewire::ws::{
     CloseCode, CloseInfo, Message, SendError, UpgradeRequest, Utf8Bytes, WsConfig,
 };
 
+pub use tidewire::sse::StreamEnd;
+
+pub use channels::{Channels, ChannelsConfig};
 pub use client::{ClientOptions, ConnectError, connect};
 pub use conn::{Sender, WebSocket};
+pub use http::HttpRequest;
 pub use server::{Server, ServerConfig, ServerHandle, ShutdownReport, Upgrade};
 
 /// What a [`WebSocket`] receives, in order: messages and pongs, then `Closed` once (and

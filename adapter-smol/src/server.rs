@@ -1,5 +1,6 @@
 //! The server: [`Server`] (accept loop), [`ServerHandle`] (connection count, graceful
-//! shutdown) and [`Upgrade`] (the application's accept/reject decision).
+//! shutdown), [`Upgrade`] (the application's accept/reject decision) and the routing of a
+//! request head to the WebSocket or the plain HTTP handler.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -13,11 +14,13 @@ use bytes::Bytes;
 use event_listener::Event as Notify;
 use smol::net::{AsyncToSocketAddrs, TcpListener};
 use smol::{Async, Timer, future};
+use tidewire::http::{Request, RequestParser};
 use tidewire::ws::{CloseCode, UpgradeRequest, WsConfig, WsConnection, WsEvent};
 use tidewire::{Machine, Transmit};
 
 use crate::conn::{Shared, WebSocket};
 use crate::driver::Driver;
+use crate::http::{HttpLink, HttpRequest};
 
 /// Read buffer of a connection while its request head arrives (the head is small; the
 /// full `read_buffer` is allocated once the connection is open).
@@ -66,8 +69,8 @@ pub struct ServerHandle {
     shared: Arc<ServerShared>,
 }
 
-struct ServerShared {
-    cfg: ServerConfig,
+pub(crate) struct ServerShared {
+    pub(crate) cfg: ServerConfig,
     local_addr: SocketAddr,
     registry: Mutex<Registry>,
     /// A connection ended.
@@ -88,13 +91,21 @@ struct Registry {
 
 struct Entry {
     stream: Arc<Async<TcpStream>>,
-    /// Set once the upgrade was accepted.
-    link: Option<Weak<Shared>>,
+    /// What shutdown tells the connection; `None` while its head is being read.
+    link: Option<Link>,
+}
+
+/// How shutdown reaches a connection past its request head.
+enum Link {
+    /// An accepted WebSocket: closed with 1001.
+    Ws(Weak<Shared>),
+    /// A plain HTTP request: told to stop (SSE streams end, held polls are answered).
+    Http(Weak<HttpLink>),
 }
 
 /// A live TCP connection's place in the registry; dropping it deregisters the connection.
 pub(crate) struct Registration {
-    server: Arc<ServerShared>,
+    pub(crate) server: Arc<ServerShared>,
     id: u64,
 }
 
@@ -122,10 +133,22 @@ impl Registration {
     fn attach(&self, shared: &Arc<Shared>) {
         let mut reg = self.server.registry();
         if let Some(entry) = reg.conns.get_mut(&self.id) {
-            entry.link = Some(Arc::downgrade(shared));
+            entry.link = Some(Link::Ws(Arc::downgrade(shared)));
         }
         if reg.stopping {
             close_going_away(shared);
+        }
+    }
+
+    /// Links a plain HTTP request, so shutdown can tell it to stop; tells it at once when
+    /// the shutdown already started.
+    fn attach_http(&self, link: &Arc<HttpLink>) {
+        let mut reg = self.server.registry();
+        if let Some(entry) = reg.conns.get_mut(&self.id) {
+            entry.link = Some(Link::Http(Arc::downgrade(link)));
+        }
+        if reg.stopping {
+            link.stop();
         }
     }
 }
@@ -177,10 +200,14 @@ impl Server {
 
     /// Runs the accept loop until [`ServerHandle::shutdown`]. Every TCP connection gets its
     /// own task on smol's global executor: it reads the request head under the handshake
-    /// deadline (answering malformed, oversized or late heads with the core's 400/431/408),
-    /// then runs `handler(upgrade)` to completion on that task. The handler decides with
+    /// deadline (answering malformed, oversized or late heads with 400/431/505/408), then
+    /// runs `handler(upgrade)` to completion on that task. The handler decides with
     /// [`Upgrade::accept`] or [`Upgrade::reject`]; the accepted connection is driven by a
     /// task of its own, so the handler may keep the [`WebSocket`] or hand it elsewhere.
+    ///
+    /// A request that is not a WebSocket upgrade gets the core's handshake error response
+    /// (400 "missing Upgrade: websocket", 405 for another method…); use
+    /// [`serve_with`](Self::serve_with) to serve plain HTTP requests as well.
     ///
     /// Returns `Ok(())` once the shutdown has finished.
     ///
@@ -192,7 +219,30 @@ impl Server {
         F: Fn(Upgrade) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let handler = Arc::new(handler);
+        self.serve_with(handler, |req: HttpRequest| async move {
+            let _ = req.reject_as_websocket().await;
+        })
+        .await
+    }
+
+    /// Like [`serve`](Self::serve), with a handler for plain HTTP requests (SSE, polling,
+    /// pages, APIs): a request head without `Upgrade: websocket` becomes an
+    /// [`HttpRequest`] and `http(request)` runs to completion on the connection's task.
+    /// The handler answers with [`HttpRequest::respond`], or hands the request to
+    /// [`Channels::serve_sse`](crate::Channels::serve_sse) /
+    /// [`Channels::serve_poll`](crate::Channels::serve_poll). One request per connection:
+    /// the connection closes after the response.
+    ///
+    /// # Errors
+    /// As [`serve`](Self::serve).
+    pub async fn serve_with<W, WFut, H, HFut>(self, ws: W, http: H) -> io::Result<()>
+    where
+        W: Fn(Upgrade) -> WFut + Send + Sync + 'static,
+        WFut: Future<Output = ()> + Send + 'static,
+        H: Fn(HttpRequest) -> HFut + Send + Sync + 'static,
+        HFut: Future<Output = ()> + Send + 'static,
+    {
+        let handlers = Arc::new((ws, http));
         let shared = self.shared;
         loop {
             let stop = shared.stop.listen();
@@ -213,8 +263,7 @@ impl Server {
                     let Some(registration) = Registration::new(&shared, &stream) else {
                         continue;
                     };
-                    let task =
-                        handshake(stream, peer, registration, shared.cfg.clone(), handler.clone());
+                    let task = handshake(stream, peer, registration, handlers.clone());
                     smol::spawn(task).detach();
                 }
                 Some(Err(_)) => {
@@ -252,8 +301,9 @@ impl ServerHandle {
         self.shared.registry().conns.len()
     }
 
-    /// Graceful shutdown: stops accepting, closes every open connection with 1001
-    /// ("server shutdown") and every connection still in its handshake at once, waits up to
+    /// Graceful shutdown: stops accepting, closes every open WebSocket with 1001
+    /// ("server shutdown"), ends every SSE stream (after what is queued), answers every held
+    /// long poll, closes every connection still in its handshake at once, waits up to
     /// `grace` for them to end, then shuts the rest down. [`Server::serve`] returns after it.
     /// A second call waits for the first and returns the same report.
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
@@ -265,8 +315,17 @@ impl ServerHandle {
             } else {
                 reg.stopping = true;
                 for entry in reg.conns.values() {
-                    match entry.link.as_ref().and_then(Weak::upgrade) {
-                        Some(link) => close_going_away(&link),
+                    match &entry.link {
+                        Some(Link::Ws(link)) => {
+                            if let Some(link) = link.upgrade() {
+                                close_going_away(&link);
+                            }
+                        }
+                        Some(Link::Http(link)) => {
+                            if let Some(link) = link.upgrade() {
+                                link.stop();
+                            }
+                        }
                         None => {
                             let _ = entry.stream.get_ref().shutdown(Shutdown::Both);
                         }
@@ -306,7 +365,9 @@ impl ServerHandle {
         let dropped = reg.conns.len();
         for entry in reg.conns.values() {
             let _ = entry.stream.get_ref().shutdown(Shutdown::Both);
-            if let Some(link) = entry.link.as_ref().and_then(Weak::upgrade) {
+            if let Some(Link::Ws(link)) = &entry.link
+                && let Some(link) = link.upgrade()
+            {
                 link.lock().killed = true;
                 link.wake.notify(1);
             }
@@ -444,7 +505,7 @@ fn drain(conn: &mut WsConnection) -> (Vec<Bytes>, bool) {
 }
 
 /// Writes `chunks`, giving up at `deadline`.
-async fn write_all_until(
+pub(crate) async fn write_all_until(
     stream: &Async<TcpStream>,
     chunks: Vec<Bytes>,
     deadline: Instant,
@@ -469,88 +530,107 @@ async fn write_all_until(
     .await
 }
 
-/// One TCP connection until the application's handler returns: reads the request head
-/// under the handshake deadline, then hands the [`Upgrade`] to the handler.
-async fn handshake<F, Fut>(
-    stream: Arc<Async<TcpStream>>,
-    peer: SocketAddr,
-    registration: Registration,
-    cfg: ServerConfig,
-    handler: Arc<F>,
-) where
-    F: Fn(Upgrade) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let mut ws_cfg = cfg.ws;
-    if crate::seed(&mut ws_cfg).is_err() {
-        return;
-    }
-    let close_timeout = ws_cfg.close_timeout;
-    let mut conn = WsConnection::server(ws_cfg, Instant::now());
-    let mut buf = vec![0u8; HANDSHAKE_READ];
-    let mut timer = Timer::never();
-    let mut armed: Option<Instant> = None;
-    let request = loop {
-        let mut request = None;
-        while let Some(ev) = conn.poll_event() {
-            if let WsEvent::UpgradeRequested(req) = ev {
-                request = Some(req);
-            }
-        }
-        // Only the core's error responses (400, 431, 408…) are written here.
-        let (out, shutdown) = drain(&mut conn);
-        if !out.is_empty()
-            && write_all_until(&stream, out, Instant::now() + close_timeout).await.is_err()
-        {
-            break None;
-        }
-        if shutdown {
-            break None;
-        }
-        if request.is_some() {
-            break request;
-        }
-        let now = Instant::now();
-        let deadline = conn.poll_timeout();
-        if deadline.is_some_and(|d| d <= now) {
-            conn.handle_timeout(now);
-            continue;
-        }
-        if deadline != armed {
-            match deadline {
-                Some(d) => timer.set_at(d),
-                None => timer = Timer::never(),
-            }
-            armed = deadline;
-        }
+/// Reads a request head under `deadline`; answers a bad or late head (400/431/505/408)
+/// and returns `None`. Returns the request and the bytes that followed its head.
+async fn read_head(
+    stream: &Async<TcpStream>,
+    max_head: usize,
+    deadline: Instant,
+    close_timeout: Duration,
+) -> Option<(Request, Vec<u8>)> {
+    let mut parser = RequestParser::new(max_head);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; HANDSHAKE_READ];
+    let failure = loop {
         let read = future::or(
-            async { Some(stream.read_with(|s| io::Read::read(&mut &*s, &mut buf)).await) },
+            async { Some(stream.read_with(|s| io::Read::read(&mut &*s, &mut chunk)).await) },
             async {
-                (&mut timer).await;
+                Timer::at(deadline).await;
                 None
             },
         )
         .await;
         match read {
-            None => armed = None,
-            Some(Ok(n)) if n > 0 => conn.handle_read(Instant::now(), &buf[..n]),
+            None => break Some((408, "request head timed out".to_owned())),
+            Some(Ok(0)) => break None,
+            Some(Ok(n)) => {
+                buf.extend_from_slice(&chunk[..n]);
+                match parser.parse(&buf) {
+                    Ok(Some((req, len))) => return Some((req, buf.split_off(len))),
+                    Ok(None) => {}
+                    Err(e) => break Some((e.status(), e.to_string())),
+                }
+            }
             Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-            Some(_) => conn.handle_eof(Instant::now()),
+            Some(Err(_)) => break None,
         }
     };
-    drop(buf);
-    let Some(request) = request else {
+    if let Some((status, text)) = failure
+        && let Ok(answer) = tidewire::http::response(status, &[], format!("{text}\n").as_bytes())
+    {
+        let _ = write_all_until(stream, vec![answer], Instant::now() + close_timeout).await;
+    }
+    None
+}
+
+/// One TCP connection until the application's handler returns: reads the request head
+/// under the handshake deadline, then routes it: a WebSocket upgrade to the `ws` handler
+/// as an [`Upgrade`], anything else to the `http` handler as an [`HttpRequest`].
+async fn handshake<W, WFut, H, HFut>(
+    stream: Arc<Async<TcpStream>>,
+    peer: SocketAddr,
+    registration: Registration,
+    handlers: Arc<(W, H)>,
+) where
+    W: Fn(Upgrade) -> WFut + Send + Sync + 'static,
+    WFut: Future<Output = ()> + Send + 'static,
+    H: Fn(HttpRequest) -> HFut + Send + Sync + 'static,
+    HFut: Future<Output = ()> + Send + 'static,
+{
+    let cfg = &registration.server.cfg;
+    let close_timeout = cfg.ws.close_timeout;
+    let read_buffer = cfg.read_buffer;
+    let deadline = Instant::now() + cfg.ws.handshake_timeout;
+    let Some((request, rest)) =
+        read_head(&stream, cfg.ws.max_handshake, deadline, close_timeout).await
+    else {
         let _ = stream.get_ref().shutdown(Shutdown::Both);
         return;
     };
-    let upgrade = Upgrade {
-        conn,
-        stream,
-        request,
-        peer,
-        registration,
-        read_buffer: cfg.read_buffer,
-        close_timeout,
+
+    if !request.is_websocket_upgrade() {
+        let link = Arc::new(HttpLink::default());
+        registration.attach_http(&link);
+        let req = HttpRequest::new(stream, peer, request, rest, registration, link);
+        (handlers.1)(req).await;
+        return;
+    }
+
+    let mut ws_cfg = cfg.ws.clone();
+    if crate::seed(&mut ws_cfg).is_err() {
+        let _ = stream.get_ref().shutdown(Shutdown::Both);
+        return;
+    }
+    let now = Instant::now();
+    let mut conn = WsConnection::server_for(ws_cfg, now, request);
+    if !rest.is_empty() {
+        conn.handle_read(now, &rest);
+    }
+    drop(rest);
+    let mut request = None;
+    while let Some(ev) = conn.poll_event() {
+        if let WsEvent::UpgradeRequested(req) = ev {
+            request = Some(req);
+        }
+    }
+    // Only the core's error responses (400, 426…) are written here.
+    let (out, shutdown) = drain(&mut conn);
+    let written = out.is_empty()
+        || write_all_until(&stream, out, Instant::now() + close_timeout).await.is_ok();
+    let Some(request) = request.filter(|_| written && !shutdown) else {
+        let _ = stream.get_ref().shutdown(Shutdown::Both);
+        return;
     };
-    handler(upgrade).await;
+    let upgrade = Upgrade { conn, stream, request, peer, registration, read_buffer, close_timeout };
+    (handlers.0)(upgrade).await;
 }

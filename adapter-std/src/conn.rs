@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::io::{self, ErrorKind, IoSlice, Read as _, Write as _};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf as _, Bytes};
@@ -98,7 +98,8 @@ impl Reader {
 }
 
 pub(crate) struct Conn {
-    stream: TcpStream,
+    /// Shared with the server's registry, which shuts it down on `ServerHandle::shutdown`.
+    stream: Arc<TcpStream>,
     peer: SocketAddr,
     state: Mutex<State>,
     /// Notified when the socket is shut down.
@@ -117,7 +118,7 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) fn new(
-        stream: TcpStream,
+        stream: Arc<TcpStream>,
         peer: SocketAddr,
         ws: WsConnection,
         timeouts: (Option<Duration>, Duration),
@@ -392,7 +393,7 @@ impl Conn {
         for (slot, chunk) in slices.iter_mut().zip(w.pending.iter()) {
             *slot = IoSlice::new(chunk);
         }
-        match (&self.stream).write_vectored(&slices[..n]) {
+        match (&*self.stream).write_vectored(&slices[..n]) {
             Ok(0) => {
                 self.broken(w);
                 None
@@ -540,7 +541,7 @@ impl Conn {
             if rd.timeout != Some(timeout) && self.stream.set_read_timeout(timeout).is_ok() {
                 rd.timeout = Some(timeout);
             }
-            let result = (&self.stream).read(&mut rd.buf);
+            let result = (&*self.stream).read(&mut rd.buf);
             let now = Instant::now();
             let mut st = self.lock_state();
             match result {

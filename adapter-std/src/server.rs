@@ -3,14 +3,18 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use tidewire::Machine as _;
 use tidewire::ws::{UpgradeRequest, WsConfig, WsConnection, WsEvent};
 
 use crate::conn::{Conn, Flush, Reader, io_error, lock};
+use crate::http::{self, Head, HttpLimits, HttpRequest};
 use crate::socket::{Link, WebSocket};
 
 /// How long `shutdown` waits for connection threads after shutting their sockets down.
@@ -49,11 +53,11 @@ pub struct ShutdownReport {
 }
 
 struct Registry {
-    conns: HashMap<u64, Arc<Conn>>,
+    conns: HashMap<u64, Arc<Tracked>>,
     next_id: u64,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     local: SocketAddr,
     registry: Mutex<Registry>,
     /// Notified whenever a connection leaves the registry.
@@ -62,6 +66,13 @@ struct Shared {
     /// `Some` once a shutdown finished.
     finished: Mutex<Option<ShutdownReport>>,
     finished_cv: Condvar,
+}
+
+impl Shared {
+    /// Whether a shutdown began.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
 }
 
 /// Removes a connection from the registry when its thread ends (however it ends).
@@ -77,14 +88,83 @@ impl Drop for Registered {
     }
 }
 
-/// A bound listener. [`serve`](Self::serve) runs its accept loop; a [`ServerHandle`] (taken
-/// before) stops it.
+/// A long-lived HTTP response (an SSE stream, a held long poll) as the server's shutdown
+/// sees it.
+pub(crate) trait Held: Send + Sync {
+    /// The server is shutting down: end gracefully (a stream is closed after what is queued,
+    /// a held poll is answered with "nothing new").
+    fn shutdown_by_server(&self);
+    /// The grace period ran out and the socket is shut down: wake whoever waits.
+    fn abort(&self);
+}
+
+/// What a registered connection carries at the moment.
+#[derive(Clone)]
+pub(crate) enum Role {
+    /// Its request head is being read.
+    Head,
+    /// A plain HTTP request in the application's handler (or being answered).
+    Http,
+    /// A WebSocket connection, from the upgrade request on.
+    Ws(Arc<Conn>),
+    /// A long-lived response.
+    Held(Arc<dyn Held>),
+}
+
+/// One TCP connection in the registry behind [`ServerHandle::connections`] and
+/// [`ServerHandle::shutdown`], whatever protocol it turned out to speak.
+pub(crate) struct Tracked {
+    pub(crate) stream: Arc<TcpStream>,
+    role: Mutex<Role>,
+}
+
+impl Tracked {
+    pub(crate) fn set_role(&self, role: Role) {
+        *lock(&self.role) = role;
+    }
+
+    fn role(&self) -> Role {
+        lock(&self.role).clone()
+    }
+
+    /// Graceful: 1001 for an open WebSocket, the end of a stream, an answer to a held poll;
+    /// a connection still reading its head is dropped at once.
+    fn shutdown_by_server(&self) {
+        match self.role() {
+            Role::Head => {
+                let _ = self.stream.shutdown(Shutdown::Both);
+            }
+            Role::Http => {}
+            Role::Ws(conn) => conn.shutdown_by_server(),
+            Role::Held(held) => held.shutdown_by_server(),
+        }
+    }
+
+    /// Shuts the socket down at once.
+    fn abort(&self) {
+        match self.role() {
+            Role::Ws(conn) => conn.abort(),
+            Role::Held(held) => {
+                let _ = self.stream.shutdown(Shutdown::Both);
+                held.abort();
+            }
+            Role::Head | Role::Http => {
+                let _ = self.stream.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+/// A bound listener. [`serve`](Self::serve) or [`serve_with`](Self::serve_with) runs its
+/// accept loop; a [`ServerHandle`] (taken before) stops it.
 ///
-/// Every TCP connection gets its own thread. It reads the upgrade request under the
-/// handshake deadline (`WsConfig::handshake_timeout`; a peer that trickles its head is cut
-/// off with 408), answers a malformed or oversized request itself (400, 431…) and calls the
-/// handler with an [`Upgrade`] once a complete request is there. The handler then runs on
-/// that thread for as long as the connection lives.
+/// Every TCP connection gets its own thread. It reads the request head under the handshake
+/// deadline (`WsConfig::handshake_timeout`, at most `WsConfig::max_handshake` bytes; a peer
+/// that trickles its head is cut off with 408), answers a malformed or oversized head itself
+/// (400, 431…), then routes the request: a WebSocket upgrade goes to the handler with an
+/// [`Upgrade`], any other request to the HTTP handler of `serve_with` with an
+/// [`HttpRequest`]. The handler then runs on that thread for as long as the connection
+/// lives (an SSE stream included).
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
@@ -133,13 +213,41 @@ impl Server {
     /// connection's own thread once its upgrade request is complete. Returns `Ok(())` after
     /// the shutdown finished.
     ///
+    /// Every request goes to the WebSocket handshake: one that is not a valid upgrade is
+    /// answered by it (`426` without `Upgrade: websocket`, `405` for another method…). Use
+    /// [`serve_with`](Self::serve_with) to serve plain HTTP requests too.
+    ///
     /// # Errors
     /// An `accept` error that is neither transient nor a lack of resources.
     pub fn serve<F>(self, handler: F) -> io::Result<()>
     where
         F: Fn(Upgrade) + Send + Sync + 'static,
     {
-        let handler = Arc::new(handler);
+        self.run(&Arc::new(Handlers { ws: handler, http: None::<fn(HttpRequest)> }))
+    }
+
+    /// Like [`serve`](Self::serve), with a handler for plain HTTP requests (SSE streams,
+    /// polling, pages, APIs): a request with `Upgrade: websocket` goes to `ws`, any other to
+    /// `http` (on the connection's own thread, as for upgrades). The handler answers with
+    /// [`HttpRequest::respond`], [`Channels::serve_sse`](crate::Channels::serve_sse) or
+    /// [`Channels::serve_poll`](crate::Channels::serve_poll); the connection closes after
+    /// the response.
+    ///
+    /// # Errors
+    /// As [`serve`](Self::serve).
+    pub fn serve_with<W, H>(self, ws: W, http: H) -> io::Result<()>
+    where
+        W: Fn(Upgrade) + Send + Sync + 'static,
+        H: Fn(HttpRequest) + Send + Sync + 'static,
+    {
+        self.run(&Arc::new(Handlers { ws, http: Some(http) }))
+    }
+
+    fn run<W, H>(self, handlers: &Arc<Handlers<W, H>>) -> io::Result<()>
+    where
+        W: Fn(Upgrade) + Send + Sync + 'static,
+        H: Fn(HttpRequest) + Send + Sync + 'static,
+    {
         let shared = &self.shared;
         while !shared.stop.load(Ordering::Acquire) {
             let (stream, peer) = match self.listener.accept() {
@@ -159,7 +267,7 @@ impl Server {
             if shared.stop.load(Ordering::Acquire) {
                 break;
             }
-            self.spawn_connection(stream, peer, &handler);
+            self.spawn_connection(stream, peer, handlers);
         }
         drop(self.listener);
         let mut fin = lock(&shared.finished);
@@ -169,18 +277,21 @@ impl Server {
         Ok(())
     }
 
-    fn spawn_connection<F>(&self, stream: TcpStream, peer: SocketAddr, handler: &Arc<F>)
-    where
-        F: Fn(Upgrade) + Send + Sync + 'static,
+    fn spawn_connection<W, H>(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        handlers: &Arc<Handlers<W, H>>,
+    ) where
+        W: Fn(Upgrade) + Send + Sync + 'static,
+        H: Fn(HttpRequest) + Send + Sync + 'static,
     {
         let mut cfg = self.cfg.ws.clone();
         if cfg.rng_seed == [0; 32] && getrandom::fill(&mut cfg.rng_seed).is_err() {
             return; // no entropy: refuse rather than use predictable keys
         }
         let _ = stream.set_nodelay(true);
-        let timeouts = (cfg.send_timeout, cfg.close_timeout);
-        let conn =
-            Arc::new(Conn::new(stream, peer, WsConnection::server(cfg, Instant::now()), timeouts));
+        let tracked = Arc::new(Tracked { stream: Arc::new(stream), role: Mutex::new(Role::Head) });
         let shared = Arc::clone(&self.shared);
         let id = {
             let mut reg = lock(&shared.registry);
@@ -189,15 +300,16 @@ impl Server {
             }
             let id = reg.next_id;
             reg.next_id += 1;
-            reg.conns.insert(id, Arc::clone(&conn));
+            reg.conns.insert(id, Arc::clone(&tracked));
             id
         };
         let guard = Registered { shared, id };
-        let reader = Reader::new(self.cfg.read_buffer);
-        let handler = Arc::clone(handler);
+        let read_buffer = self.cfg.read_buffer;
+        let handlers = Arc::clone(handlers);
         let spawned = std::thread::Builder::new().name("tidewire-conn".into()).spawn(move || {
             let shared = Arc::clone(&guard.shared);
-            run_connection(Link { conn, reader }, shared, &*handler);
+            let accepted = Accepted { tracked, peer, cfg, read_buffer };
+            run_connection(accepted, shared, &handlers);
             drop(guard);
         });
         // On failure the closure (and with it the guard and the socket) is dropped.
@@ -205,13 +317,78 @@ impl Server {
     }
 }
 
+/// The application's handlers.
+struct Handlers<W, H> {
+    ws: W,
+    /// `None`: every request goes to the WebSocket handshake (`serve`).
+    http: Option<H>,
+}
+
+/// A connection fresh from `accept`, registered.
+struct Accepted {
+    tracked: Arc<Tracked>,
+    peer: SocketAddr,
+    cfg: WsConfig,
+    read_buffer: usize,
+}
+
 fn is_resource_error(e: &io::Error) -> bool {
     // EMFILE, ENFILE, ENOBUFS, ENOMEM: wait for resources instead of spinning.
     matches!(e.raw_os_error(), Some(23 | 24 | 105 | 12)) || e.kind() == io::ErrorKind::OutOfMemory
 }
 
-/// A connection's thread: reads the upgrade request, then hands it to the handler.
-fn run_connection<F: Fn(Upgrade)>(mut link: Link, shared: Arc<Shared>, handler: &F) {
+/// A connection's thread: reads the request head under the handshake deadline, then routes
+/// it: an upgrade (or any request, without an HTTP handler) to the WebSocket handshake and
+/// `ws`, anything else to `http`.
+fn run_connection<W, H>(acc: Accepted, shared: Arc<Shared>, handlers: &Handlers<W, H>)
+where
+    W: Fn(Upgrade),
+    H: Fn(HttpRequest),
+{
+    let Accepted { tracked, peer, cfg, read_buffer } = acc;
+    let limits = HttpLimits::from_ws(&cfg);
+    let deadline = Instant::now() + cfg.handshake_timeout;
+    let (request, early) = match http::read_head(&tracked.stream, cfg.max_handshake, deadline) {
+        Head::Request(request, early) => (request, early),
+        Head::Answer(response) => {
+            tracked.set_role(Role::Http);
+            http::answer_and_close(&tracked.stream, &response, &limits);
+            return;
+        }
+        Head::Gone => return,
+    };
+    match &handlers.http {
+        Some(http_handler) if !request.is_websocket_upgrade() => {
+            tracked.set_role(Role::Http);
+            let req = HttpRequest::new(request, early, peer, Arc::clone(&tracked), &shared, limits);
+            if shared.is_stopping() {
+                let _ = req.respond(503, &[("Retry-After", "1")], b"server shutting down\n");
+            } else {
+                http_handler(req);
+            }
+        }
+        _ => {
+            let timeouts = (cfg.send_timeout, cfg.close_timeout);
+            let now = Instant::now();
+            let mut machine = WsConnection::server_for(cfg, now, request);
+            if !early.is_empty() {
+                machine.handle_read(now, &early);
+            }
+            let conn = Arc::new(Conn::new(Arc::clone(&tracked.stream), peer, machine, timeouts));
+            {
+                let mut st = conn.lock_state();
+                conn.after_mutation(&mut st, now);
+            }
+            tracked.set_role(Role::Ws(Arc::clone(&conn)));
+            let link = Link { conn, reader: Reader::new(read_buffer) };
+            run_upgrade(link, shared, &handlers.ws);
+        }
+    }
+}
+
+/// The WebSocket path: waits for the machine's verdict on the request, then hands a valid
+/// upgrade to the handler.
+fn run_upgrade<F: Fn(Upgrade)>(mut link: Link, shared: Arc<Shared>, handler: &F) {
     loop {
         match link.next_event() {
             WsEvent::UpgradeRequested(request) => {
@@ -224,7 +401,7 @@ fn run_connection<F: Fn(Upgrade)>(mut link: Link, shared: Arc<Shared>, handler: 
                 }
                 return;
             }
-            WsEvent::Closed(_) => return, // the core answered (400, 408, 431…) or the peer left
+            WsEvent::Closed(_) => return, // the core answered (400, 405, 426…) or the peer left
             _ => {}
         }
     }
@@ -250,11 +427,13 @@ impl ServerHandle {
         lock(&self.shared.registry).conns.len()
     }
 
-    /// Graceful shutdown: stops accepting, closes every open connection with 1001 ("server
-    /// shutdown") and drops those still in their opening handshake, waits up to `grace` for
-    /// the connections to finish, then shuts the rest down (and waits briefly for their
-    /// threads). [`Server::serve`] returns once this is done. A second call waits for the
-    /// first one and returns the same report.
+    /// Graceful shutdown: stops accepting, closes every open WebSocket with 1001 ("server
+    /// shutdown"), ends every SSE stream (after what is queued; clients reconnect), answers
+    /// every held long poll ("nothing new") and drops the connections still reading their
+    /// request head; waits up to `grace` for the connections to finish (plain HTTP handlers
+    /// included), then shuts the rest down (and waits briefly for their threads).
+    /// [`Server::serve`] returns once this is done. A second call waits for the first one and
+    /// returns the same report.
     pub fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let shared = &self.shared;
         if shared.stop.swap(true, Ordering::AcqRel) {
@@ -269,7 +448,7 @@ impl ServerHandle {
         }
         wake_accept(shared.local);
         let start = Instant::now();
-        let first: Vec<(u64, Arc<Conn>)> =
+        let first: Vec<(u64, Arc<Tracked>)> =
             lock(&shared.registry).conns.iter().map(|(id, c)| (*id, Arc::clone(c))).collect();
         let mut seen: HashSet<u64> = first.iter().map(|(id, _)| *id).collect();
         for (_, conn) in &first {
@@ -292,7 +471,7 @@ impl ServerHandle {
 }
 
 /// Waits until no connection is registered or `until`; returns those still registered.
-fn wait_for_empty(shared: &Shared, until: Instant) -> Vec<(u64, Arc<Conn>)> {
+fn wait_for_empty(shared: &Shared, until: Instant) -> Vec<(u64, Arc<Tracked>)> {
     let mut reg = lock(&shared.registry);
     loop {
         let now = Instant::now();

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tidewire_std::{ServerConfig, ServerHandle, ShutdownReport, Upgrade};
+use tidewire_std::{HttpRequest, ServerConfig, ServerHandle, ShutdownReport, Upgrade};
 
 /// Runs `f` on its own thread and fails the test if it takes longer than `secs`.
 pub fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -44,6 +44,34 @@ impl TestServer {
         let addr = server.local_addr();
         let serving = std::thread::spawn(move || server.serve(handler));
         Self { handle, addr, serving: Some(serving) }
+    }
+
+    /// A server with an HTTP handler too (`serve_with`).
+    pub fn start_with(
+        cfg: ServerConfig,
+        ws: impl Fn(Upgrade) + Send + Sync + 'static,
+        http: impl Fn(HttpRequest) + Send + Sync + 'static,
+    ) -> Self {
+        Self::start_at("127.0.0.1:0", cfg, ws, http)
+    }
+
+    /// As [`start_with`](Self::start_with), on a given address (to restart on a port).
+    pub fn start_at(
+        addr: &str,
+        cfg: ServerConfig,
+        ws: impl Fn(Upgrade) + Send + Sync + 'static,
+        http: impl Fn(HttpRequest) + Send + Sync + 'static,
+    ) -> Self {
+        let server = tidewire_std::Server::bind(addr, cfg).expect("bind");
+        let handle = server.handle();
+        let addr = server.local_addr();
+        let serving = std::thread::spawn(move || server.serve_with(ws, http));
+        Self { handle, addr, serving: Some(serving) }
+    }
+
+    /// An `http://` URL of this server.
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -164,4 +192,73 @@ pub fn recv_until_closed(ws: &mut tidewire_std::WebSocket) -> tidewire_std::Clos
             Err(e) => panic!("unexpected receive error {e:?}"),
         }
     }
+}
+
+/// Sends a plain HTTP GET with extra header lines (each ending in CRLF).
+pub fn get(addr: SocketAddr, path: &str, extra: &str) -> TcpStream {
+    let mut s = raw(addr);
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n").unwrap();
+    s
+}
+
+/// A complete response (read to the end): `(status, head, body)`.
+pub fn fetch(addr: SocketAddr, path: &str, extra: &str) -> (u16, String, String) {
+    let mut s = get(addr, path, extra);
+    let all = String::from_utf8(read_to_end_lossy(&mut s)).unwrap();
+    let (head, body) = all.split_once("\r\n\r\n").unwrap_or((&all, ""));
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// Reads `text/event-stream` blocks (each up to its blank line) from a raw socket.
+pub struct Blocks {
+    pub s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Blocks {
+    /// Reads the response head and returns it.
+    pub fn open(mut s: TcpStream) -> (String, Self) {
+        let head = read_head(&mut s).unwrap();
+        (head, Self { s, buf: Vec::new() })
+    }
+
+    /// The next block, without its blank line.
+    pub fn next(&mut self) -> io::Result<String> {
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let block = String::from_utf8(self.buf[..end].to_vec()).unwrap();
+                self.buf.drain(..end + 2);
+                return Ok(block);
+            }
+            let mut chunk = [0u8; 4096];
+            match self.s.read(&mut chunk)? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// The next block that is an event (has a `data:` line), skipping id-only blocks and
+    /// comments.
+    pub fn next_event(&mut self) -> io::Result<String> {
+        loop {
+            let block = self.next()?;
+            if block.lines().any(|l| l.starts_with("data:")) {
+                return Ok(block);
+            }
+        }
+    }
+}
+
+/// Waits (at most 5 s) until `done` holds; returns whether it does.
+pub fn settle(done: impl Fn() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while !done() {
+        if start.elapsed() > Duration::from_secs(5) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
 }

@@ -1,0 +1,151 @@
+//! A ticker on smol: publishes `{"n":N}` on channel `ticks` and serves it as Server-Sent
+//! Events (resumable with `Last-Event-ID`) and by polling.
+//!
+//! `cargo run --release -p tidewire-smol --example ticker -- --addr 127.0.0.1:8080
+//! [--every-ms 1000]`
+//!
+//! Then `curl -N 'http://127.0.0.1:8080/events?ch=ticks'` or
+//! `curl 'http://127.0.0.1:8080/poll?ch=ticks&pos=EPOCH:OFFSET'`. Ctrl-C or SIGTERM ends
+//! every stream (5 s grace) and exits 0.
+
+use std::io::Write;
+use std::time::Duration;
+
+use async_signal::{Signal, Signals};
+use smol::Timer;
+use smol::future;
+use smol::stream::StreamExt;
+use tidewire_smol::{Channels, ChannelsConfig, HttpRequest, Server, ServerConfig, Upgrade};
+
+const USAGE: &str = "\
+usage: ticker --addr HOST:PORT [--every-ms 1000]
+
+Publishes {\"n\":N} on channel `ticks` every --every-ms milliseconds and serves:
+  GET /events?ch=NAME            Server-Sent Events of channel NAME (resumable with
+                                 Last-Event-ID: EPOCH:OFFSET)
+  GET /poll?ch=NAME&pos=EP:OFF   polling (ETag / If-None-Match → 304; wait=1 long-polls)
+Other paths get 404; WebSocket upgrades get 404 too.
+
+options:
+  --addr HOST:PORT   address to listen on (default 127.0.0.1:8080; port 0 picks one)
+  --every-ms MS      publishing interval in milliseconds (default 1000)
+  -h, --help         this text
+
+Prints `listening on ADDR` once ready. Ctrl-C or SIGTERM ends every stream and exits 0.";
+
+struct Args {
+    addr: String,
+    every: Duration,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args { addr: "127.0.0.1:8080".into(), every: Duration::from_secs(1) };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--addr" => args.addr = value()?,
+            "--every-ms" => {
+                let v = value()?;
+                let ms: u64 = v.parse().map_err(|_| format!("--every-ms: not a number: {v}"))?;
+                if ms == 0 {
+                    return Err("--every-ms must be at least 1".into());
+                }
+                args.every = Duration::from_millis(ms);
+            }
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown flag {other} (try --help)")),
+        }
+    }
+    Ok(args)
+}
+
+async fn serve(req: HttpRequest, channels: &Channels) {
+    let method_ok = req.request().method() == "GET";
+    let path = req.request().path_only().to_owned();
+    let result = match (method_ok, path.as_str()) {
+        (true, "/events") => match req.request().query_param("ch") {
+            Some(ch) if !ch.is_empty() => channels.serve_sse(req, &ch, &[]).await.map(drop),
+            _ => req.respond(400, &[], b"missing ch parameter\n").await,
+        },
+        (true, "/poll") => channels.serve_poll(req).await,
+        (false, "/events" | "/poll") => req.respond(405, &[("Allow", "GET")], b"GET only\n").await,
+        _ => req.respond(404, &[], b"not found\n").await,
+    };
+    // A client that went away is nothing to report.
+    drop(result);
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let code = smol::block_on(run(args));
+    std::process::exit(code);
+}
+
+async fn run(args: Args) -> i32 {
+    let mut signals = match Signals::new([Signal::Int, Signal::Term]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot install signal handlers: {e}");
+            return 1;
+        }
+    };
+    let server = match Server::bind(args.addr.as_str(), ServerConfig::default()).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot bind {}: {e}", args.addr);
+            return 1;
+        }
+    };
+    let handle = server.handle();
+    println!("listening on {}", server.local_addr());
+    let _ = std::io::stdout().flush();
+
+    let channels = Channels::new(ChannelsConfig::default());
+    let publisher = {
+        let channels = channels.clone();
+        let every = args.every;
+        smol::spawn(async move {
+            let mut n: u64 = 0;
+            loop {
+                Timer::after(every).await;
+                n += 1;
+                let _ = channels.publish("ticks", format!("{{\"n\":{n}}}"));
+            }
+        })
+    };
+    let serving = smol::spawn(server.serve_with(
+        |up: Upgrade| async move {
+            let _ = up.reject(404, &[], b"no WebSocket here\n").await;
+        },
+        move |req: HttpRequest| {
+            let channels = channels.clone();
+            async move { serve(req, &channels).await }
+        },
+    ));
+    let _ = signals.next().await;
+    drop(publisher.cancel());
+    let report = handle.shutdown(Duration::from_secs(5)).await;
+    eprintln!("shut down: {} closed, {} dropped", report.closed, report.dropped);
+    match future::or(serving, async {
+        Timer::after(Duration::from_secs(1)).await;
+        Ok(())
+    })
+    .await
+    {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("serve: {e}");
+            1
+        }
+    }
+}

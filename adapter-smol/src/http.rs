@@ -1,0 +1,295 @@
+//! Plain HTTP requests: [`HttpRequest`], what [`Server::serve_with`](crate::Server::serve_with)
+//! hands the application for every request head that is not a WebSocket upgrade.
+
+use std::fmt;
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use event_listener::{Event as Notify, EventListener};
+use smol::{Async, Timer, future};
+use tidewire::http::Request;
+use tidewire::ws::WsConnection;
+use tidewire::{Machine, Transmit};
+
+use crate::server::{Registration, write_all_until};
+
+/// How long a closed response waits for the client to close its side (so that unread
+/// request bytes do not turn the close into a reset that destroys the response).
+const LINGER: Duration = Duration::from_secs(2);
+
+/// What the server's graceful shutdown tells a plain HTTP connection.
+#[derive(Default)]
+pub(crate) struct HttpLink {
+    stopping: AtomicBool,
+    notify: Notify,
+}
+
+impl HttpLink {
+    /// The server is shutting down: streams end, held polls are answered.
+    pub(crate) fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.notify.notify(usize::MAX);
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// A listener for [`stop`](Self::stop); check [`is_stopping`](Self::is_stopping) after
+    /// creating it.
+    pub(crate) fn listen(&self) -> EventListener {
+        self.notify.listen()
+    }
+}
+
+/// One plain HTTP/1.1 request (anything but a WebSocket upgrade), handed to the `http`
+/// handler of [`Server::serve_with`](crate::Server::serve_with).
+///
+/// Answer it with [`respond`](Self::respond), or hand it to
+/// [`Channels::serve_sse`](crate::Channels::serve_sse) or
+/// [`Channels::serve_poll`](crate::Channels::serve_poll). Tidewire serves one request per
+/// connection: the connection closes after the response. Dropping the request unanswered
+/// closes the connection without a response.
+pub struct HttpRequest {
+    stream: Arc<Async<TcpStream>>,
+    peer: SocketAddr,
+    request: Request,
+    /// Bytes that arrived after the head (the start of the body).
+    rest: Vec<u8>,
+    registration: Registration,
+    link: Arc<HttpLink>,
+    /// A response was written (or the connection given up): nothing more may be written.
+    done: bool,
+}
+
+impl HttpRequest {
+    pub(crate) fn new(
+        stream: Arc<Async<TcpStream>>,
+        peer: SocketAddr,
+        request: Request,
+        rest: Vec<u8>,
+        registration: Registration,
+        link: Arc<HttpLink>,
+    ) -> Self {
+        Self { stream, peer, request, rest, registration, link, done: false }
+    }
+
+    /// The request head: method, path, query, headers, `token()`, `last_event_id()`…
+    #[must_use]
+    pub fn request(&self) -> &Request {
+        &self.request
+    }
+
+    /// The peer's address.
+    #[must_use]
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Reads the body announced by `Content-Length` (empty without one), answering
+    /// `100 Continue` first when the client asked for it. The whole body must arrive within
+    /// `WsConfig::handshake_timeout`.
+    ///
+    /// # Errors
+    /// The request is answered here and the connection closed, then: `InvalidData` with
+    /// 400 for a malformed `Content-Length` or any `Transfer-Encoding`, or with 413 for a
+    /// body over `max` bytes; `TimedOut` with 408 when it arrives too slowly;
+    /// `UnexpectedEof` when the client closes first; `NotConnected` after a response.
+    pub async fn read_body(&mut self, max: usize) -> io::Result<Bytes> {
+        if self.done {
+            return Err(io::ErrorKind::NotConnected.into());
+        }
+        let len = match self.request.content_length() {
+            Ok(len) => len.unwrap_or(0),
+            Err(_) => {
+                self.fail(400, "bad Content-Length or Transfer-Encoding").await;
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "bad body framing"));
+            }
+        };
+        let len = match usize::try_from(len) {
+            Ok(len) if len <= max => len,
+            _ => {
+                self.fail(413, "request body too large").await;
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "request body too large"));
+            }
+        };
+        let cfg = &self.registration.server.cfg.ws;
+        let deadline = Instant::now() + cfg.handshake_timeout;
+        let close_timeout = cfg.close_timeout;
+        let mut body = std::mem::take(&mut self.rest);
+        body.truncate(len);
+        if body.len() < len && self.request.has_token("expect", "100-continue") {
+            let cont = Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n");
+            write_all_until(&self.stream, vec![cont], Instant::now() + close_timeout).await?;
+        }
+        body.reserve_exact(len - body.len());
+        let mut chunk = vec![0u8; (len - body.len()).min(64 << 10)];
+        while body.len() < len {
+            let want = (len - body.len()).min(chunk.len());
+            let buf = &mut chunk[..want];
+            let read = future::or(
+                async { Some(self.stream.read_with(|s| io::Read::read(&mut &*s, buf)).await) },
+                async {
+                    Timer::at(deadline).await;
+                    None
+                },
+            )
+            .await;
+            match read {
+                Some(Ok(n)) if n > 0 => body.extend_from_slice(&chunk[..n]),
+                Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Some(_) => {
+                    self.give_up();
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                None => {
+                    self.fail(408, "request body timed out").await;
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "request body timed out"));
+                }
+            }
+        }
+        Ok(Bytes::from(body))
+    }
+
+    /// Writes a complete response (status 200–599, extra `headers`, `body`; the
+    /// `Content-Length` and `Connection: close` are added) within `WsConfig::close_timeout`
+    /// and closes the connection.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a status outside 200–599 or a header that cannot be written (the
+    /// connection is then closed without a response); the write's error when the peer is
+    /// gone; `NotConnected` after a response.
+    pub async fn respond(
+        mut self,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<()> {
+        match tidewire::http::response(status, headers, body) {
+            Ok(bytes) => self.send_raw(bytes).await,
+            Err(e) => {
+                self.give_up();
+                Err(io::Error::new(io::ErrorKind::InvalidInput, e))
+            }
+        }
+    }
+
+    /// The answer of [`Server::serve`](crate::Server::serve) to a request that is not an
+    /// upgrade: the core's handshake error response (as before routing existed).
+    pub(crate) async fn reject_as_websocket(mut self) -> io::Result<()> {
+        let cfg = self.registration.server.cfg.ws.clone();
+        let request = self.request.clone();
+        let mut conn = WsConnection::server_for(cfg, Instant::now(), request);
+        let mut out = Vec::new();
+        while let Some(t) = conn.poll_transmit() {
+            if let Transmit::Bytes(b) = t {
+                out.extend_from_slice(&b);
+            }
+        }
+        if out.is_empty() {
+            // Cannot happen for a request without `Upgrade: websocket`; answer anyway.
+            return self.respond(426, &[("Upgrade", "websocket")], b"upgrade required\n").await;
+        }
+        self.send_raw(Bytes::from(out)).await
+    }
+
+    /// Writes a complete response and closes the connection (lingering briefly so that
+    /// the client reads it).
+    pub(crate) async fn send_raw(&mut self, bytes: Bytes) -> io::Result<()> {
+        if self.done {
+            return Err(io::ErrorKind::NotConnected.into());
+        }
+        self.done = true;
+        let close_timeout = self.registration.server.cfg.ws.close_timeout;
+        let written =
+            write_all_until(&self.stream, vec![bytes], Instant::now() + close_timeout).await;
+        if written.is_ok() {
+            self.linger(Instant::now() + close_timeout.min(LINGER)).await;
+        }
+        let _ = self.stream.get_ref().shutdown(Shutdown::Both);
+        written
+    }
+
+    /// Closes our side and reads until the client closes its side (or `until`), so that
+    /// unread request bytes do not reset the connection under the response.
+    async fn linger(&self, until: Instant) {
+        if self.stream.get_ref().shutdown(Shutdown::Write).is_err() {
+            return;
+        }
+        let mut sink = [0u8; 512];
+        loop {
+            let read = future::or(
+                async {
+                    Some(self.stream.read_with(|s| io::Read::read(&mut &*s, &mut sink)).await)
+                },
+                async {
+                    Timer::at(until).await;
+                    None
+                },
+            )
+            .await;
+            match read {
+                Some(Ok(n)) if n > 0 => {}
+                Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// Answers with a short plain-text error and closes.
+    pub(crate) async fn fail(&mut self, status: u16, text: &str) {
+        match tidewire::http::response(status, &[], format!("{text}\n").as_bytes()) {
+            Ok(bytes) => {
+                let _ = self.send_raw(bytes).await;
+            }
+            Err(_) => self.give_up(),
+        }
+    }
+
+    /// Closes the connection without (further) response.
+    pub(crate) fn give_up(&mut self) {
+        self.done = true;
+        let _ = self.stream.get_ref().shutdown(Shutdown::Both);
+    }
+
+    /// Takes the socket for a streaming response; the request counts as answered.
+    pub(crate) fn take_stream(&mut self) -> Arc<Async<TcpStream>> {
+        self.done = true;
+        self.stream.clone()
+    }
+
+    /// The socket, for a held poll's end-of-file watch.
+    pub(crate) fn stream(&self) -> &Async<TcpStream> {
+        &self.stream
+    }
+
+    pub(crate) fn link(&self) -> &Arc<HttpLink> {
+        &self.link
+    }
+
+    pub(crate) fn close_timeout(&self) -> Duration {
+        self.registration.server.cfg.ws.close_timeout
+    }
+}
+
+impl Drop for HttpRequest {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.stream.get_ref().shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpRequest")
+            .field("peer", &self.peer)
+            .field("method", &self.request.method())
+            .field("path", &self.request.path())
+            .finish_non_exhaustive()
+    }
+}

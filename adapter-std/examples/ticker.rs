@@ -1,0 +1,152 @@
+//! A ticker on `tidewire-std`: publishes `{"n":N}` on the channel `ticks` and serves it as
+//! Server-Sent Events (resumable with `Last-Event-ID`) and by polling.
+//!
+//! ```text
+//! cargo run --release -p tidewire-std --example ticker -- --addr 127.0.0.1:8080 [--every-ms 1000]
+//! curl -N http://127.0.0.1:8080/events?ch=ticks
+//! curl -N -H 'Last-Event-ID: EPOCH:OFFSET' http://127.0.0.1:8080/events?ch=ticks
+//! curl -i 'http://127.0.0.1:8080/poll?ch=ticks&pos=EPOCH:OFFSET&wait=1'
+//! ```
+//!
+//! Ctrl-C or SIGTERM ends every stream and held poll and exits 0.
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tidewire_std::{Channels, ChannelsConfig, HttpRequest, Server, ServerConfig, Upgrade};
+
+const USAGE: &str = "\
+usage: ticker --addr HOST:PORT [--every-ms MS]
+
+Publishes {\"n\":N} on the channel `ticks` every MS milliseconds (tidewire-std) and serves:
+  GET /events?ch=NAME             Server-Sent Events, resumable with Last-Event-ID
+  GET /poll?ch=NAME[&pos=EP:OFF]  polling (ETag / If-None-Match, wait=1 for a long poll)
+Other paths get 404. Prints `listening on ADDR` once ready.
+
+options:
+  --addr HOST:PORT   address to listen on (default 127.0.0.1:8080; port 0 picks one)
+  --every-ms MS      publishing interval in milliseconds (default 1000)
+  -h, --help         this help
+
+Ctrl-C or SIGTERM ends every stream and held poll and exits 0.";
+
+/// The channel the ticker publishes on.
+const CHANNEL: &str = "ticks";
+
+struct Args {
+    addr: String,
+    every: Duration,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args { addr: "127.0.0.1:8080".into(), every: Duration::from_secs(1) };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--addr" => args.addr = value()?,
+            "--every-ms" => {
+                let v = value()?;
+                let ms: u64 = v.parse().map_err(|_| format!("bad --every-ms {v}"))?;
+                if ms == 0 {
+                    return Err("--every-ms must be at least 1".into());
+                }
+                args.every = Duration::from_millis(ms);
+            }
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown flag {other} (try --help)")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() {
+    let args = parse_args().unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2);
+    });
+    let server = Server::bind(&args.addr, ServerConfig::default()).unwrap_or_else(|e| {
+        eprintln!("cannot bind {}: {e}", args.addr);
+        std::process::exit(1);
+    });
+    let channels = Channels::new(ChannelsConfig::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = server.handle();
+    let stopping = Arc::clone(&stop);
+    if let Err(e) = ctrlc::set_handler(move || {
+        stopping.store(true, Ordering::SeqCst);
+        let report = handle.shutdown(Duration::from_secs(5));
+        eprintln!("shut down: {} closed, {} dropped", report.closed, report.dropped);
+    }) {
+        eprintln!("cannot install the signal handler: {e}");
+        std::process::exit(1);
+    }
+
+    let publisher = {
+        let channels = channels.clone();
+        let stop = Arc::clone(&stop);
+        let every = args.every;
+        std::thread::spawn(move || {
+            let mut next = Instant::now() + every;
+            let mut n: u64 = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let now = Instant::now();
+                if now < next {
+                    std::thread::sleep((next - now).min(Duration::from_millis(100)));
+                    continue;
+                }
+                next += every;
+                n += 1;
+                if let Err(e) = channels.publish(CHANNEL, format!("{{\"n\":{n}}}")) {
+                    eprintln!("publish failed: {e}");
+                }
+            }
+        })
+    };
+
+    println!("listening on {}", server.local_addr());
+    let _ = std::io::stdout().flush();
+    let result = server.serve_with(
+        |upgrade: Upgrade| {
+            let _ = upgrade.reject(404, &[], b"no WebSocket endpoint here\n");
+        },
+        move |req| serve(&channels, req),
+    );
+    stop.store(true, Ordering::SeqCst);
+    let _ = publisher.join();
+    if let Err(e) = result {
+        eprintln!("server error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn serve(channels: &Channels, req: HttpRequest) {
+    let r = req.request();
+    let cors = [("Access-Control-Allow-Origin", "*")];
+    let route = r.path_only().to_owned();
+    if !matches!(route.as_str(), "/events" | "/poll") {
+        let _ = req.respond(404, &[], b"not found\n");
+        return;
+    }
+    if r.method() != "GET" {
+        let _ = req.respond(405, &[("Allow", "GET")], b"GET only\n");
+        return;
+    }
+    if route == "/poll" {
+        let _ = channels.serve_poll(req);
+        return;
+    }
+    match r.query_param("ch").filter(|c| !c.is_empty()) {
+        Some(ch) => {
+            let _ = channels.serve_sse(req, &ch, &cors);
+        }
+        None => {
+            let _ = req.respond(400, &[], b"missing ch parameter\n");
+        }
+    }
+}

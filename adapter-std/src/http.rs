@@ -1,0 +1,342 @@
+//! Plain HTTP on the server: reading a request head under the handshake deadline, and
+//! [`HttpRequest`], one request handed to the application's HTTP handler.
+
+use std::io::{self, ErrorKind, Read as _, Write as _};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tidewire::http::{Request, RequestParser, response};
+use tidewire::ws::handshake::error_response;
+use tidewire::ws::{HandshakeError, WsConfig};
+
+use crate::server::{Held, Role, Shared, Tracked};
+
+/// Bytes read from the socket at a time while a head or a body arrives.
+const CHUNK: usize = 8 << 10;
+/// The most bytes a lingering close reads (and discards) before it gives up on the peer.
+const LINGER_BYTES: usize = 1 << 20;
+/// The longest a lingering close waits for the peer's end of the connection.
+const LINGER_MAX: Duration = Duration::from_secs(2);
+
+/// Timeouts of plain HTTP requests, taken from the server's `WsConfig`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HttpLimits {
+    /// `handshake_timeout`: the time a request body has to arrive.
+    pub(crate) body_timeout: Duration,
+    /// `send_timeout`: a write that makes no progress this long fails.
+    pub(crate) send_timeout: Option<Duration>,
+    /// `close_timeout` (at most 2 s): how long a closing connection waits for the peer's end.
+    pub(crate) linger: Duration,
+}
+
+impl HttpLimits {
+    pub(crate) fn from_ws(cfg: &WsConfig) -> Self {
+        Self {
+            body_timeout: cfg.handshake_timeout,
+            send_timeout: cfg.send_timeout,
+            linger: cfg.close_timeout.min(LINGER_MAX),
+        }
+    }
+
+    /// The socket write timeout of a blocking write.
+    fn write_timeout(&self) -> Duration {
+        self.send_timeout.unwrap_or(Duration::from_secs(30)).max(Duration::from_millis(1))
+    }
+}
+
+/// What reading a request head gave.
+pub(crate) enum Head {
+    /// A complete head, and the bytes that followed it (the start of a body or of
+    /// WebSocket frames).
+    Request(Request, Vec<u8>),
+    /// The head was malformed, too large or too slow: this response (400, 408, 431, 505…)
+    /// must be written before closing.
+    Answer(Bytes),
+    /// The peer left (or the socket was shut down).
+    Gone,
+}
+
+/// Reads one request head of at most `max_head` bytes before `deadline`.
+pub(crate) fn read_head(stream: &TcpStream, max_head: usize, deadline: Instant) -> Head {
+    let mut parser = RequestParser::new(max_head);
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Head::Answer(error_response(HandshakeError::Timeout));
+        }
+        let wait = (deadline - now).max(Duration::from_millis(1));
+        if stream.set_read_timeout(Some(wait)).is_err() {
+            return Head::Gone;
+        }
+        match (&*stream).read(&mut chunk) {
+            Ok(0) => return Head::Gone,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                match parser.parse(&buf) {
+                    Ok(None) => {}
+                    Ok(Some((req, len))) => return Head::Request(req, buf.split_off(len)),
+                    Err(e) => return Head::Answer(error_response(HandshakeError::from(e))),
+                }
+            }
+            Err(e) if is_retry(&e) => {}
+            Err(_) => return Head::Gone,
+        }
+    }
+}
+
+fn is_retry(e: &io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted)
+}
+
+/// Writes a complete response, then closes without losing it (see [`linger_close`]).
+pub(crate) fn answer_and_close(stream: &TcpStream, response: &[u8], limits: &HttpLimits) {
+    if write_all(stream, response, limits).is_ok() {
+        linger_close(stream, limits.linger);
+    } else {
+        let _ = stream.shutdown(Shutdown::Both);
+    }
+}
+
+fn write_all(stream: &TcpStream, bytes: &[u8], limits: &HttpLimits) -> io::Result<()> {
+    stream.set_write_timeout(Some(limits.write_timeout()))?;
+    (&*stream).write_all(bytes)
+}
+
+/// Closes after a response: sends FIN, then reads and discards what the peer still sends
+/// until its end of file (at most `linger`, 1 MiB). Closing a socket with unread input sends
+/// a reset, which can destroy the response before the peer read it.
+pub(crate) fn linger_close(stream: &TcpStream, linger: Duration) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let until = Instant::now() + linger;
+    let mut chunk = [0u8; 1024];
+    let mut discarded = 0;
+    while discarded < LINGER_BYTES {
+        let now = Instant::now();
+        if now >= until {
+            break;
+        }
+        if stream.set_read_timeout(Some((until - now).max(Duration::from_millis(1)))).is_err() {
+            break;
+        }
+        match (&*stream).read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => discarded += n,
+            Err(e) if is_retry(&e) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+fn invalid_input(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(ErrorKind::InvalidInput, e.to_string())
+}
+
+/// One plain HTTP request (not a WebSocket upgrade), handed to the handler of
+/// [`Server::serve_with`](crate::Server::serve_with) on the connection's own thread.
+///
+/// Answer it once: with [`respond`](Self::respond), or by handing it to
+/// [`Channels::serve_sse`](crate::Channels::serve_sse) or
+/// [`Channels::serve_poll`](crate::Channels::serve_poll). Authenticate before that (a `401`
+/// or `403` with `respond`), exactly as for upgrades. The connection closes after the
+/// response (one request per connection, `Connection: close`). Dropping the request
+/// unanswered drops the connection.
+pub struct HttpRequest {
+    request: Request,
+    /// Bytes read after the head: the start of the body.
+    early: Vec<u8>,
+    peer: SocketAddr,
+    tracked: Arc<Tracked>,
+    shared: Arc<Shared>,
+    limits: HttpLimits,
+    /// A response was written (or the connection given up): nothing more may be sent.
+    answered: bool,
+}
+
+impl std::fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpRequest")
+            .field("peer", &self.peer)
+            .field("method", &self.request.method())
+            .field("path", &self.request.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpRequest {
+    pub(crate) fn new(
+        request: Request,
+        early: Vec<u8>,
+        peer: SocketAddr,
+        tracked: Arc<Tracked>,
+        shared: &Arc<Shared>,
+        limits: HttpLimits,
+    ) -> Self {
+        Self { request, early, peer, tracked, shared: Arc::clone(shared), limits, answered: false }
+    }
+
+    /// The request head: method, path, query parameters, headers, credentials
+    /// ([`token`](Request::token)), `Last-Event-ID`…
+    #[must_use]
+    pub fn request(&self) -> &Request {
+        &self.request
+    }
+
+    /// The peer's address.
+    #[must_use]
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Reads the body announced by `Content-Length` (empty without one), at most `max`
+    /// bytes, within the server's `WsConfig::handshake_timeout` from this call. Answers
+    /// `100 Continue` first when the client sent `Expect: 100-continue`.
+    ///
+    /// When the body cannot be read this call answers the request itself and closes the
+    /// connection: `413` for a body over `max`, `400` for a malformed `Content-Length` or any
+    /// `Transfer-Encoding` (chunked request bodies are not supported), `408` when it does not
+    /// arrive in time. A later [`respond`](Self::respond) then fails with `NotConnected`.
+    ///
+    /// # Errors
+    /// `InvalidData` (answered 413 or 400), `TimedOut` (answered 408), or the socket's error
+    /// (the peer left); `NotConnected` if the request was answered already.
+    pub fn read_body(&mut self, max: usize) -> io::Result<Bytes> {
+        if self.answered {
+            return Err(ErrorKind::NotConnected.into());
+        }
+        let len = match self.request.content_length() {
+            Ok(None) => return Ok(Bytes::new()),
+            Ok(Some(len)) => len,
+            Err(e) => {
+                self.answer_error(400, "malformed Content-Length, or Transfer-Encoding\n");
+                return Err(io::Error::new(ErrorKind::InvalidData, e));
+            }
+        };
+        let len = match usize::try_from(len) {
+            Ok(len) if len <= max => len,
+            _ => {
+                self.answer_error(413, "request body too large\n");
+                return Err(io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!("request body of {len} bytes over the limit of {max}"),
+                ));
+            }
+        };
+        let mut body = BytesMut::with_capacity(len);
+        let early = self.early.len().min(len);
+        body.extend_from_slice(&self.early[..early]);
+        self.early.clear();
+        if body.len() < len && self.request.has_token("expect", "100-continue") {
+            let stream = &self.tracked.stream;
+            if let Err(e) = write_all(stream, b"HTTP/1.1 100 Continue\r\n\r\n", &self.limits) {
+                self.give_up();
+                return Err(e);
+            }
+        }
+        let deadline = Instant::now() + self.limits.body_timeout;
+        let mut chunk = vec![0u8; CHUNK.min(len - body.len()).max(1)];
+        while body.len() < len {
+            let now = Instant::now();
+            if now >= deadline {
+                self.answer_error(408, "request body timed out\n");
+                return Err(ErrorKind::TimedOut.into());
+            }
+            let stream = &self.tracked.stream;
+            stream.set_read_timeout(Some((deadline - now).max(Duration::from_millis(1))))?;
+            let want = (len - body.len()).min(chunk.len());
+            match (&**stream).read(&mut chunk[..want]) {
+                Ok(0) => {
+                    self.give_up();
+                    return Err(ErrorKind::UnexpectedEof.into());
+                }
+                Ok(n) => body.extend_from_slice(&chunk[..n]),
+                Err(e) if is_retry(&e) => {}
+                Err(e) => {
+                    self.give_up();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(body.freeze())
+    }
+
+    /// Answers with `status`, extra `headers` and `body`, then closes the connection.
+    /// `Content-Length` and `Connection: close` are set here; `Content-Type` defaults to
+    /// `text/plain; charset=utf-8`.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a status outside 200–599 or a header that cannot be written
+    /// (the connection is then dropped), `NotConnected` if the request was answered
+    /// already, or the socket's error.
+    pub fn respond(self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> io::Result<()> {
+        let bytes = response(status, headers, body).map_err(invalid_input)?;
+        self.send(&bytes)
+    }
+
+    /// Writes a complete response, then closes.
+    pub(crate) fn send(mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.answered {
+            return Err(ErrorKind::NotConnected.into());
+        }
+        self.answered = true;
+        let stream = &self.tracked.stream;
+        match write_all(stream, bytes, &self.limits) {
+            Ok(()) => {
+                linger_close(stream, self.limits.linger);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = stream.shutdown(Shutdown::Both);
+                Err(e)
+            }
+        }
+    }
+
+    fn answer_error(&mut self, status: u16, text: &str) {
+        if let Ok(bytes) = response(status, &[], text.as_bytes()) {
+            self.answered = true;
+            answer_and_close(&self.tracked.stream, &bytes, &self.limits);
+        } else {
+            self.give_up();
+        }
+    }
+
+    fn give_up(&mut self) {
+        self.answered = true;
+        let _ = self.tracked.stream.shutdown(Shutdown::Both);
+    }
+
+    /// The socket, for a long-lived response written by its owner.
+    pub(crate) fn socket(&self) -> &TcpStream {
+        &self.tracked.stream
+    }
+
+    pub(crate) fn limits(&self) -> HttpLimits {
+        self.limits
+    }
+
+    /// Registers a long-lived response with the server's shutdown. Returns whether a
+    /// shutdown has begun already (the caller then ends the response at once).
+    pub(crate) fn hold(&self, held: Arc<dyn Held>) -> bool {
+        self.tracked.set_role(Role::Held(held));
+        self.shared.is_stopping()
+    }
+
+    /// The long-lived response ended: the connection is closed when the request drops.
+    pub(crate) fn finish(mut self) {
+        self.answered = true;
+        let _ = self.tracked.stream.shutdown(Shutdown::Both);
+    }
+}
+
+impl Drop for HttpRequest {
+    fn drop(&mut self) {
+        if !self.answered {
+            let _ = self.tracked.stream.shutdown(Shutdown::Both);
+        }
+    }
+}
