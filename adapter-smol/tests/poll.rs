@@ -282,7 +282,7 @@ fn serve_answers_non_upgrade_requests_as_before() {
         }));
         // The core's handshake error responses, as before routing.
         let (status, _, body) = get(&handle, "/", "").await;
-        assert_eq!(status, 400);
+        assert_eq!(status, 426);
         assert!(body.contains("Upgrade"), "{body}");
         assert_eq!(request(&handle, "POST / HTTP/1.1\r\nHost: x\r\n\r\n").await.0, 405);
         handle.shutdown(Duration::from_secs(1)).await;

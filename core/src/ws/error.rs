@@ -154,7 +154,7 @@ impl HandshakeError {
             Self::HeadTooLarge | Self::TooManyHeaders => 431,
             Self::MethodNotGet => 405,
             Self::HttpVersion => 505,
-            Self::UnsupportedVersion => 426,
+            Self::UnsupportedVersion | Self::MissingUpgrade => 426,
             Self::Timeout => 408,
             Self::Status(s) => s,
             _ => 400,

@@ -278,16 +278,18 @@ pub fn reject_response(
 
 /// The automatic rejection of a request that failed validation: status
 /// [`err.status()`](HandshakeError::status) (400 if that is not an error status), the error's
-/// message as a one-line plain-text body, `Sec-WebSocket-Version: 13` with 426 (RFC 6455
-/// §4.4) and `Allow: GET` with 405 (RFC 9110 §15.5.6).
+/// message as a one-line plain-text body, `Upgrade: websocket` and `Sec-WebSocket-Version: 13`
+/// with 426 (a plain request to a WebSocket endpoint, or another version: RFC 9110
+/// §15.5.22, RFC 6455 §4.4) and `Allow: GET` with 405 (RFC 9110 §15.5.6).
 #[must_use]
 pub fn error_response(err: HandshakeError) -> Bytes {
     let status = match err.status() {
         s @ 400..=599 => s,
         _ => 400,
     };
+    // RFC 9110 §15.5.22: a 426 names the protocol to upgrade to.
     let headers: &[(&str, &str)] = match status {
-        426 => &[("Sec-WebSocket-Version", "13")],
+        426 => &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")],
         405 => &[("Allow", "GET")],
         _ => &[],
     };

@@ -336,7 +336,8 @@ fn error_responses() {
     assert!(text.contains("\r\nSec-WebSocket-Version: 13\r\n"));
     let body = format!("{}\n", HandshakeError::UnsupportedVersion);
     assert!(text.ends_with(&format!(
-        "Content-Length: {}\r\nConnection: close\r\nSec-WebSocket-Version: 13\r\n\r\n{body}",
+        "Content-Length: {}\r\nConnection: close\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n{body}",
         body.len()
     )));
 
@@ -347,6 +348,7 @@ fn error_responses() {
     for (err, line) in [
         (HandshakeError::HeadTooLarge, "HTTP/1.1 431 Request Header Fields Too Large\r\n"),
         (HandshakeError::HttpVersion, "HTTP/1.1 505 HTTP Version Not Supported\r\n"),
+        (HandshakeError::MissingUpgrade, "HTTP/1.1 426 Upgrade Required\r\n"),
         (HandshakeError::InvalidKey, "HTTP/1.1 400 Bad Request\r\n"),
         (HandshakeError::Timeout, "HTTP/1.1 408 Request Timeout\r\n"),
         (HandshakeError::Status(101), "HTTP/1.1 400 Bad Request\r\n"),
