@@ -129,6 +129,7 @@ impl PollRequest {
 pub struct Poll {
     cfg: PollConfig,
     req: PollRequest,
+    headers: Vec<(String, String)>,
     deadline: Option<Instant>,
     answered: bool,
 }
@@ -138,7 +139,29 @@ impl Poll {
     #[must_use]
     pub fn new(cfg: PollConfig, now: Instant, req: PollRequest) -> Self {
         let deadline = req.wait.then(|| now + cfg.long_poll);
-        Self { cfg, req, deadline, answered: false }
+        Self { cfg, req, headers: Vec::new(), deadline, answered: false }
+    }
+
+    /// Adds headers to the response (e.g. CORS). Names and values that cannot be written
+    /// are dropped.
+    #[must_use]
+    pub fn with_headers(mut self, headers: &[(&str, &str)]) -> Self {
+        self.headers = headers
+            .iter()
+            .filter(|(n, v)| http::check_header(n, v).is_ok())
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect();
+        self
+    }
+
+    fn respond<'a>(
+        &'a self,
+        status: u16,
+        mut headers: Vec<(&'a str, &'a str)>,
+        body: &[u8],
+    ) -> Bytes {
+        headers.extend(self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        http::response(status, &headers, body).unwrap_or_default()
     }
 
     /// The request.
@@ -173,7 +196,11 @@ impl Poll {
                 } else if self.req.conditional {
                     self.answered = true;
                     let etag = format!("\"{pos}\"");
-                    http::response(304, &[("ETag", &etag), ("Cache-Control", "no-cache")], b"").ok()
+                    Some(self.respond(
+                        304,
+                        vec![("ETag", &etag), ("Cache-Control", "no-cache")],
+                        b"",
+                    ))
                 } else {
                     Some(self.answer(pos, true, &[]))
                 }
@@ -218,12 +245,12 @@ impl Poll {
         let body = PollBody { ch: &self.req.channel, pos: pos.to_string(), recovered, events };
         let body = serde_json::to_vec(&body).unwrap_or_default();
         let etag = format!("\"{pos}\"");
-        let headers = [
+        let headers = vec![
             ("Content-Type", "application/json"),
             ("Cache-Control", "no-cache"),
             ("ETag", etag.as_str()),
         ];
-        http::response(200, &headers, &body).unwrap_or_default()
+        self.respond(200, headers, &body)
     }
 }
 

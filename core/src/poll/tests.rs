@@ -146,6 +146,18 @@ fn data_that_is_not_json_is_carried_as_a_string() {
 }
 
 #[test]
+fn extra_headers_are_added_and_bad_ones_dropped() {
+    let t0 = crate::time::test_epoch();
+    let log = log_with(1, t0);
+    let mut p = Poll::new(PollConfig::default(), t0, request("/poll?ch=t", "").unwrap())
+        .with_headers(&[("Access-Control-Allow-Origin", "*"), ("Bad Name", "x")]);
+    let resp = p.check(t0, &log).unwrap();
+    let text = String::from_utf8_lossy(&resp);
+    assert!(text.contains("\r\nAccess-Control-Allow-Origin: *\r\n"), "{text}");
+    assert!(!text.contains("Bad Name"));
+}
+
+#[test]
 fn bad_requests() {
     assert_eq!(request("/poll", ""), Err(PollError::MissingChannel));
     assert_eq!(request("/poll?ch=", ""), Err(PollError::MissingChannel));

@@ -65,6 +65,11 @@ pub struct SseStreamConfig {
     /// Bounds and slow-consumer policy of the queue toward this client (default 1 MiB,
     /// 4096 events, disconnect).
     pub outbox: OutboxConfig,
+    /// How long queued bytes may wait without the adapter pulling any (default 30 s):
+    /// past it the client is not reading and the stream ends as [`StreamEnd::TooSlow`].
+    /// With keep-alives on, a reader that stopped on an idle stream is found within
+    /// `keepalive + send_timeout`. `None` waits forever.
+    pub send_timeout: Option<Duration>,
 }
 
 impl Default for SseStreamConfig {
@@ -73,6 +78,7 @@ impl Default for SseStreamConfig {
             keepalive: Some(Duration::from_secs(15)),
             retry: None,
             outbox: OutboxConfig::default(),
+            send_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -121,6 +127,9 @@ pub enum Sent {
 #[derive(Debug)]
 pub struct SseStream {
     clock: Monotonic,
+    send_timeout: Option<Duration>,
+    /// Since when bytes have waited in `out` without a pull.
+    waiting_since: Option<Instant>,
     out: Outbox<Box<str>>,
     keepalive: Option<Heartbeat>,
     cursor: Option<Position>,
@@ -152,6 +161,8 @@ impl SseStream {
         let head = http::stream_head(200, &all)?;
         let mut stream = Self {
             clock: Monotonic::new(now),
+            send_timeout: cfg.send_timeout,
+            waiting_since: None,
             out: Outbox::new(cfg.outbox),
             keepalive: cfg
                 .keepalive
@@ -264,11 +275,27 @@ impl SseStream {
         self.push(now, frame, None)
     }
 
+    /// Ends the stream at once for a reason the adapter found (e.g. a write that cannot
+    /// progress: [`StreamEnd::TooSlow`]); what is queued is dropped and `Shutdown` follows.
+    pub fn end(&mut self, now: Instant, why: StreamEnd) {
+        self.clock.advance(now);
+        self.abort(why);
+    }
+
+    fn abort(&mut self, why: StreamEnd) {
+        while self.out.pop().is_some() {}
+        self.waiting_since = None;
+        self.finish(why);
+        if self.shutdown == Shutdown::No {
+            self.shutdown = Shutdown::AfterDrain;
+        }
+    }
+
     /// Ends the stream after what is queued has been written.
     pub fn close(&mut self, now: Instant) {
         self.clock.advance(now);
         if !self.ended {
-            self.end(StreamEnd::Closed);
+            self.finish(StreamEnd::Closed);
             self.shutdown = Shutdown::AfterDrain;
         }
     }
@@ -303,11 +330,14 @@ impl SseStream {
         if let Some(hb) = &mut self.keepalive {
             hb.on_outbound(now);
         }
+        if self.out.is_empty() {
+            self.waiting_since = Some(now);
+        }
         match self.out.push(frame, key) {
             PushOutcome::Dropped => Sent::Skipped,
             PushOutcome::Disconnect => {
                 // Nothing more can reach this client in order: end now, without draining.
-                self.end(StreamEnd::TooSlow);
+                self.finish(StreamEnd::TooSlow);
                 self.shutdown = Shutdown::AfterDrain;
                 Sent::Ended
             }
@@ -315,7 +345,7 @@ impl SseStream {
         }
     }
 
-    fn end(&mut self, why: StreamEnd) {
+    fn finish(&mut self, why: StreamEnd) {
         if !self.ended {
             self.ended = true;
             self.keepalive = None;
@@ -335,7 +365,7 @@ impl Machine for SseStream {
     /// The client went away: the stream ends and the transport is shut down.
     fn handle_eof(&mut self, now: Instant) {
         self.clock.advance(now);
-        self.end(StreamEnd::ClientGone);
+        self.finish(StreamEnd::ClientGone);
         if self.shutdown == Shutdown::No {
             self.shutdown = Shutdown::AfterDrain;
         }
@@ -344,6 +374,12 @@ impl Machine for SseStream {
     /// Sends the keep-alive comment when the stream has been quiet for `keepalive`.
     fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock.advance(now);
+        if let (Some(since), Some(limit)) = (self.waiting_since, self.send_timeout)
+            && self.shutdown != Shutdown::Done
+            && now >= since + limit
+        {
+            return self.abort(StreamEnd::TooSlow);
+        }
         let beat = self.keepalive.as_mut().and_then(|hb| hb.handle_timeout(now));
         if let Some(Beat::SendPing(_)) = beat {
             self.push(now, Bytes::from_static(b":\n"), None);
@@ -354,6 +390,8 @@ impl Machine for SseStream {
     /// May return something new after every command and `handle_*` call.
     fn poll_transmit(&mut self) -> Option<Transmit> {
         if let Some(frame) = self.out.pop() {
+            // Progress: whatever is still queued waits from now on.
+            self.waiting_since = (!self.out.is_empty()).then(|| self.clock.now());
             return Some(Transmit::Bytes(frame));
         }
         if self.shutdown == Shutdown::AfterDrain {
@@ -367,9 +405,17 @@ impl Machine for SseStream {
         self.events.pop_front()
     }
 
-    /// The next keep-alive deadline.
+    /// The next keep-alive, or the moment queued bytes have waited `send_timeout`.
     fn poll_timeout(&self) -> Option<Instant> {
-        self.keepalive.as_ref().and_then(Heartbeat::poll_timeout)
+        let keepalive = self.keepalive.as_ref().and_then(Heartbeat::poll_timeout);
+        let stall = match (self.waiting_since, self.send_timeout) {
+            (Some(since), Some(limit)) if self.shutdown != Shutdown::Done => Some(since + limit),
+            _ => None,
+        };
+        match (keepalive, stall) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 

@@ -215,3 +215,50 @@ fn eof_and_close_end_exactly_once() {
     assert_eq!(s.poll_event(), Some(SseStreamEvent::Ended(StreamEnd::ClientGone)));
     assert_eq!(s.poll_event(), None);
 }
+
+#[test]
+fn a_reader_that_stopped_on_an_idle_stream_is_ended_by_send_timeout() {
+    let t0 = crate::time::test_epoch();
+    let log = log_with(0, LogLimits::default(), t0);
+    let cfg = SseStreamConfig { send_timeout: Some(Duration::from_secs(30)), ..Default::default() };
+    let mut s = SseStream::new(cfg, t0, &[]).unwrap();
+    s.resume(t0, &log, None, None).unwrap();
+    drain(&mut s); // the head and the cursor went out
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(15)), "only the keep-alive");
+    // The keep-alive is queued but the adapter cannot write it: nobody pulls.
+    s.handle_timeout(t0 + Duration::from_secs(15));
+    assert_eq!(s.buffered(), 2);
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(30)), "the next keep-alive");
+    s.handle_timeout(t0 + Duration::from_secs(30));
+    assert_eq!(s.buffered(), 4);
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(45)), "waiting since 15 s");
+    s.handle_timeout(t0 + Duration::from_secs(44));
+    assert_eq!(s.poll_event(), None);
+    s.handle_timeout(t0 + Duration::from_secs(45));
+    assert_eq!(s.poll_event(), Some(SseStreamEvent::Ended(StreamEnd::TooSlow)));
+    assert_eq!(drain(&mut s), (vec![], true), "queued bytes dropped, then shutdown");
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn pulling_resets_the_send_timeout_and_end_aborts() {
+    let t0 = crate::time::test_epoch();
+    let cfg = SseStreamConfig {
+        keepalive: None,
+        send_timeout: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let mut s = SseStream::new(cfg, t0, &[]).unwrap();
+    s.send_frame(t0, Bytes::from_static(b"data: a\n\n"));
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+    let t3 = t0 + Duration::from_secs(3);
+    s.handle_timeout(t3); // advances the clock; nothing due
+    let _ = s.poll_transmit(); // the head: progress at t3, one frame still waits
+    assert_eq!(s.poll_timeout(), Some(t3 + Duration::from_secs(5)));
+    let _ = s.poll_transmit();
+    assert_eq!(s.poll_timeout(), None, "nothing queued, nothing to time");
+    s.send_frame(t3, Bytes::from_static(b"data: b\n\n"));
+    s.end(t3, StreamEnd::TooSlow);
+    assert_eq!(s.poll_event(), Some(SseStreamEvent::Ended(StreamEnd::TooSlow)));
+    assert_eq!(drain(&mut s), (vec![], true));
+}
