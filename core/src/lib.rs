@@ -7,8 +7,9 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`client`] | [`client::ClientSession`]: the reconnecting, transport-falling-back client |
 //! | [`feed`] | named channels with replay logs and subscribers, for SSE streams and polls |
-//! | [`hub`] | the hub: the envelope protocol (more to come) |
+//! | [`hub`] | the [`Hub`](hub::Hub): connections over any transport, channels with replay, authz, presence, the envelope protocol |
 //! | [`http`] | HTTP/1.1 request and response heads: routing, credentials, responses |
 //! | [`ws`] | WebSocket (RFC 6455): frame codec, masking, UTF-8, handshake, close codes, [`ws::WsConnection`] |
 //! | [`sse`] | Server-Sent Events: the event-stream encoder and the WHATWG parser |
@@ -109,6 +110,7 @@
 //! ([`ws::ProtocolError::close_code`]) or HTTP status ([`ws::HandshakeError::status`]).
 //! Commands return [`ws::SendError`]; the end of a connection is a [`ws::CloseInfo`].
 
+pub mod client;
 pub mod feed;
 pub mod http;
 pub mod hub;

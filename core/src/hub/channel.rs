@@ -1,0 +1,62 @@
+//! One channel: its replay log, its members and its presence list.
+
+use std::collections::BTreeSet;
+
+use super::conn::ConnId;
+use super::presence::Presence;
+use crate::policy::outbox::SlowConsumer;
+use crate::replay::ReplayLog;
+
+#[derive(Debug)]
+pub(crate) struct Channel {
+    /// The key of its log-trim timer.
+    pub(crate) id: u64,
+    pub(crate) log: ReplayLog,
+    pub(crate) policy: SlowConsumer,
+    /// Ordered, so that fan-out (and the events it causes) is deterministic.
+    pub(crate) members: BTreeSet<ConnId>,
+    pub(crate) presence: Presence,
+}
+
+impl Channel {
+    /// Whether the channel holds nothing worth keeping: no member, no presence (not even in
+    /// grace) and no retained message.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.members.is_empty() && self.presence.is_empty() && self.log.is_empty()
+    }
+}
+
+/// Whether `name` can be a channel: non-empty, at most `max` bytes, no control character
+/// (it becomes an SSE `event:` field and travels in URLs and JSON).
+pub(crate) fn valid_name(name: &str, max: usize) -> bool {
+    !name.is_empty() && name.len() <= max && !name.chars().any(char::is_control)
+}
+
+/// The policy of the first rule whose prefix starts `name`; `Disconnect` without one.
+pub(crate) fn policy_for(rules: &[(String, SlowConsumer)], name: &str) -> SlowConsumer {
+    rules
+        .iter()
+        .find(|(prefix, _)| name.starts_with(prefix.as_str()))
+        .map(|&(_, p)| p)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_policies() {
+        for bad in ["", "a\nb", "a\rb", "a\0", &"x".repeat(9)] {
+            assert!(!valid_name(bad, 8), "{bad:?}");
+        }
+        assert!(valid_name("chat:é", 8));
+        let rules = vec![
+            ("dash:".to_owned(), SlowConsumer::Conflate),
+            ("feed:".to_owned(), SlowConsumer::DropOldest),
+        ];
+        assert_eq!(policy_for(&rules, "dash:cpu"), SlowConsumer::Conflate);
+        assert_eq!(policy_for(&rules, "feed:x"), SlowConsumer::DropOldest);
+        assert_eq!(policy_for(&rules, "chat:x"), SlowConsumer::Disconnect);
+    }
+}

@@ -1,0 +1,126 @@
+//! What a [`Hub`](super::Hub) reports: refusals, subscriptions, events and counters.
+
+use std::sync::Arc;
+
+use super::conn::ConnId;
+use crate::replay::Position;
+use crate::ws::CloseCode;
+
+/// Why a subscribe or publish was refused; nothing changed. Over WebSocket it becomes an
+/// `err` reply with [`code`](Self::code).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HubError {
+    /// No such connection (never connected, or already gone).
+    #[error("unknown connection")]
+    UnknownConn,
+    /// The channel name is empty, too long or holds a control character.
+    #[error("invalid channel name")]
+    BadChannel,
+    /// The authorization policy refused.
+    #[error("not allowed")]
+    Forbidden,
+    /// The connection has joined `max_channels_per_conn` channels already.
+    #[error("too many channels on this connection")]
+    TooManyChannels,
+    /// The hub holds `max_channels` channels already.
+    #[error("too many channels on this server")]
+    ChannelLimit,
+    /// The client message id is longer than `max_id_len`.
+    #[error("message id too long")]
+    BadId,
+    /// The data of a server-side publish is not one JSON value.
+    #[error("data is not JSON")]
+    BadJson,
+}
+
+impl HubError {
+    /// The `code` of the `err` reply: `unknown_conn`, `bad_channel`, `forbidden`,
+    /// `too_many_channels`, `channel_limit`, `bad_message` or `bad_json`.
+    #[must_use]
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::UnknownConn => "unknown_conn",
+            Self::BadChannel => "bad_channel",
+            Self::Forbidden => "forbidden",
+            Self::TooManyChannels => "too_many_channels",
+            Self::ChannelLimit => "channel_limit",
+            Self::BadId => "bad_message",
+            Self::BadJson => "bad_json",
+        }
+    }
+}
+
+/// What a subscription started with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    /// The channel's head: the position the subscriber stands at once the replay is read.
+    pub pos: Position,
+    /// `false` when the position brought is gone: the subscriber MUST refetch the state
+    /// and continue from `pos`; nothing was replayed.
+    pub recovered: bool,
+    /// Messages replayed (queued before any live message).
+    pub replayed: usize,
+}
+
+/// What the application and the adapter learn from the hub, pulled with
+/// [`Hub::poll_event`](super::Hub::poll_event).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HubEvent {
+    /// The adapter MUST close this connection: with `code` and `reason` on WebSocket
+    /// (4100 "too slow", 1008 "rate limit exceeded"), by ending the response on SSE. The
+    /// hub has already dropped it (its presence entries are in grace); a later
+    /// [`Hub::disconnect`](super::Hub::disconnect) is a no-op.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// The WebSocket close code.
+        code: CloseCode,
+        /// The close reason.
+        reason: &'static str,
+    },
+    /// A polling client stopped polling and was dropped (its presence entries are in
+    /// grace).
+    Expired {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// A message was appended to a channel (wake held polls; forward to other instances).
+    Published {
+        /// The channel.
+        ch: Arc<str>,
+        /// The message's position.
+        pos: Position,
+    },
+    /// A name appeared in a channel's presence list.
+    Joined {
+        /// The channel.
+        ch: Arc<str>,
+        /// The presence name.
+        member: Arc<str>,
+    },
+    /// A name left a channel's presence list (at once on `unsub`, after the grace period
+    /// when its last connection dropped).
+    Left {
+        /// The channel.
+        ch: Arc<str>,
+        /// The presence name.
+        member: Arc<str>,
+    },
+}
+
+/// Hub-wide counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HubStats {
+    /// Messages appended to logs (client and server publishes).
+    pub published: u64,
+    /// Client publishes recognized as duplicates by their id (acknowledged, not published).
+    pub duplicates: u64,
+    /// Connections closed with 4100 because a queue overflowed under `Disconnect`.
+    pub too_slow: u64,
+    /// Connections closed with 1008 by the inbound rate limit.
+    pub rate_limited: u64,
+    /// Polling clients expired.
+    pub expired: u64,
+}

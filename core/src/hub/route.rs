@@ -1,0 +1,494 @@
+//! The hub's internals: joining and leaving, fan-out, presence announcements, replies and
+//! deadlines. Every frame goes through [`enqueue`], which routes it to the connection's
+//! lane and marks the connection ready.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::channel::{self, Channel};
+use super::conn::{Conn, ConnId, Scope, Transport};
+use super::envelope::ServerMessage;
+use super::presence::{Arrival, Departure};
+use super::{Hub, HubError, HubEvent, Subscription, Timer};
+use crate::policy::heartbeat::Beat;
+use crate::policy::outbox::{PushOutcome, SlowConsumer};
+use crate::replay::{Epoch, Position, ReplayLog};
+use crate::sse::SseStream;
+use crate::sse::encode;
+use crate::time::Instant;
+use crate::ws::{CloseCode, Utf8Bytes};
+
+/// Queues `frame` for `id`; `false` when the queue overflowed under `Disconnect` (the
+/// caller MUST close the connection with 4100).
+fn enqueue(
+    conns: &mut HashMap<ConnId, Conn>,
+    ready: &mut VecDeque<ConnId>,
+    id: ConnId,
+    policy: SlowConsumer,
+    frame: Bytes,
+    key: Option<Arc<str>>,
+) -> bool {
+    let Some(conn) = conns.get_mut(&id) else { return true };
+    let outcome = conn.out.push(policy, frame, key);
+    if outcome == PushOutcome::Disconnect {
+        return false;
+    }
+    if !conn.ready && !conn.out.is_empty() {
+        conn.ready = true;
+        ready.push_back(id);
+    }
+    true
+}
+
+/// The `ref` of an envelope, for answering a refused `sub` (whose decoded form drops it).
+pub(super) fn peek_ref(frame: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Peek {
+        #[serde(default, rename = "ref")]
+        reference: Option<u64>,
+    }
+    serde_json::from_slice::<Peek>(frame).ok()?.reference
+}
+
+/// The SSE block that tells a stream its position is gone.
+fn sse_reset(ch: &str, head: Position) -> Option<Bytes> {
+    #[derive(Serialize)]
+    struct Reset<'a> {
+        ch: &'a str,
+        pos: String,
+        recovered: bool,
+    }
+    let data = serde_json::to_vec(&Reset { ch, pos: head.to_string(), recovered: false }).ok()?;
+    SseStream::encode(head, Some("reset"), &Bytes::from(data)).ok()
+}
+
+/// A `presence` frame in both formats (SSE: `event: presence`, the envelope as data).
+fn presence_frames(ch: &str, join: &[String], leave: &[String]) -> (Bytes, Option<Bytes>) {
+    let ws = ServerMessage::Presence { ch, join, leave }.encode();
+    let sse = Utf8Bytes::try_from_bytes(ws.clone())
+        .ok()
+        .and_then(|d| encode::event(None, Some("presence"), d).ok())
+        .map(|e| e.to_bytes());
+    (ws, sse)
+}
+
+/// The WebSocket `msg` of a logged message.
+fn ws_msg(ch: &str, pos: Position, data: &Bytes) -> Option<Bytes> {
+    let data: &RawValue = serde_json::from_slice(data).ok()?;
+    Some(ServerMessage::Msg { ch, pos, data }.encode())
+}
+
+/// A frame and its conflation key.
+type Keyed = (Bytes, Option<Arc<str>>);
+
+/// What a subscription starts with, before any live message: whether `pos` could be
+/// served, how many messages were missed, and the frames that say so in `transport`'s format
+/// (WebSocket: `subscribed` then the replay; SSE: the replay, a `reset` block, or an id-only
+/// block with the head; polling: nothing).
+fn opening(
+    log: &ReplayLog,
+    ch: &Arc<str>,
+    transport: Transport,
+    pos: Option<Position>,
+    conflate: Option<&Arc<str>>,
+) -> (bool, usize, Vec<Keyed>) {
+    let head = log.head();
+    let missed = pos.map(|p| log.since(p));
+    let recovered = !matches!(missed, Some(Err(_)));
+    let mut frames = Vec::new();
+    if transport == Transport::Poll {
+        return (recovered, 0, frames);
+    }
+    if transport == Transport::WebSocket {
+        frames.push((ServerMessage::Subscribed { ch, recovered, pos: head }.encode(), None));
+    }
+    let mut replayed = 0;
+    match missed {
+        Some(Ok(it)) => {
+            for (p, data) in it {
+                let frame = match transport {
+                    Transport::WebSocket => ws_msg(ch, p, data),
+                    _ => SseStream::encode(p, Some(ch), data).ok(),
+                };
+                replayed += 1;
+                frames.extend(frame.map(|f| (f, conflate.cloned())));
+            }
+        }
+        Some(Err(_)) if transport == Transport::Sse => {
+            frames.extend(sse_reset(ch, head).map(|f| (f, None)));
+        }
+        None if transport == Transport::Sse => {
+            frames.extend(encode::id_only(&head.to_string()).ok().map(|f| (f, None)));
+        }
+        _ => {}
+    }
+    (recovered, replayed, frames)
+}
+
+impl Hub {
+    /// The channel named `ch`, created (with a fresh epoch) if needed.
+    fn channel_entry(&mut self, ch: &str) -> Result<Arc<str>, HubError> {
+        if !channel::valid_name(ch, self.cfg.max_channel_name) {
+            return Err(HubError::BadChannel);
+        }
+        if let Some((key, _)) = self.channels.get_key_value(ch) {
+            return Ok(key.clone());
+        }
+        if self.channels.len() >= self.cfg.max_channels {
+            return Err(HubError::ChannelLimit);
+        }
+        let key: Arc<str> = Arc::from(ch);
+        let id = self.next_channel;
+        self.next_channel += 1;
+        // A zero epoch is avoided so that "0:0" never matches by accident.
+        let epoch = Epoch(self.rng.next_u64().max(1));
+        let c = Channel {
+            id,
+            log: ReplayLog::new(epoch, self.cfg.log),
+            policy: channel::policy_for(&self.cfg.slow_consumers, ch),
+            members: std::collections::BTreeSet::new(),
+            presence: super::presence::Presence::default(),
+        };
+        self.channels.insert(key.clone(), c);
+        self.channel_ids.insert(id, key.clone());
+        Ok(key)
+    }
+
+    /// Drops `ch` when it holds nothing any more.
+    fn collect(&mut self, ch: &str) {
+        if self.channels.get(ch).is_some_and(Channel::is_idle)
+            && let Some(c) = self.channels.remove(ch)
+        {
+            self.timers.cancel(Timer::Trim(c.id));
+            self.channel_ids.remove(&c.id);
+        }
+    }
+
+    pub(super) fn join(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        ch: &str,
+        pos: Option<Position>,
+    ) -> Result<Subscription, HubError> {
+        let conn = self.conns.get(&id).ok_or(HubError::UnknownConn)?;
+        if !channel::valid_name(ch, self.cfg.max_channel_name) {
+            return Err(HubError::BadChannel);
+        }
+        if !self.auth.can_read(&conn.principal, ch) {
+            return Err(HubError::Forbidden);
+        }
+        let transport = conn.transport;
+        if conn.channels.contains_key(ch) {
+            let head = self.channels.get(ch).map(|c| c.log.head()).ok_or(HubError::BadChannel)?;
+            if transport == Transport::WebSocket {
+                let frame = ServerMessage::Subscribed { ch, recovered: true, pos: head }.encode();
+                self.reply(now, id, frame);
+            }
+            return Ok(Subscription { pos: head, recovered: true, replayed: 0 });
+        }
+        if conn.channels.len() >= self.cfg.max_channels_per_conn {
+            return Err(HubError::TooManyChannels);
+        }
+        let name = conn.name.clone();
+        let key = self.channel_entry(ch)?;
+        let Some(c) = self.channels.get_mut(&key) else { return Err(HubError::BadChannel) };
+        let head = c.log.head();
+        let policy = c.policy;
+        let conflate = (policy == SlowConsumer::Conflate).then(|| key.clone());
+
+        let (recovered, replayed, mut frames) =
+            opening(&c.log, &key, transport, pos, conflate.as_ref());
+        c.members.insert(id);
+
+        // Presence: a new name is announced to the others; the joiner gets the list.
+        let mut held = None;
+        let mut joined = None;
+        if let Some(name) = name {
+            match c.presence.arrive(&name, self.cfg.max_presence) {
+                Arrival::Joined => {
+                    joined = Some(name.clone());
+                    held = Some(name);
+                }
+                Arrival::Kept(grace) => {
+                    if let Some(g) = grace {
+                        self.timers.cancel(Timer::Grace(g));
+                        self.graces.remove(&g);
+                    }
+                    held = Some(name);
+                }
+                Arrival::Full => {}
+            }
+        }
+        if transport != Transport::Poll && !c.presence.is_empty() {
+            let names: Vec<String> = c.presence.names().map(ToString::to_string).collect();
+            let (ws, sse) = presence_frames(&key, &names, &[]);
+            let frame = if transport == Transport::WebSocket { Some(ws) } else { sse };
+            frames.extend(frame.map(|f| (f, None)));
+        }
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.channels.insert(key.clone(), held);
+        }
+        let mut ok = true;
+        for (frame, k) in frames {
+            ok = ok && enqueue(&mut self.conns, &mut self.ready, id, policy, frame, k);
+        }
+        if let Some(name) = joined {
+            self.announce(now, &key, Some(id), &[name.to_string()], &[]);
+            self.events.push_back(HubEvent::Joined { ch: key.clone(), member: name });
+        }
+        if !ok {
+            self.too_slow(now, id);
+        }
+        Ok(Subscription { pos: head, recovered, replayed })
+    }
+
+    /// `id` is no longer in `ch`; `held` is the presence name it held there.
+    pub(super) fn leave(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        ch: &str,
+        held: Option<Arc<str>>,
+        grace: bool,
+    ) {
+        let Some(c) = self.channels.get_mut(ch) else { return };
+        c.members.remove(&id);
+        if let Some(name) = held {
+            let timer = (grace && !self.cfg.presence_grace.is_zero()).then(|| {
+                self.next_grace += 1;
+                self.next_grace
+            });
+            match c.presence.depart(&name, timer) {
+                Departure::Left => {
+                    let key = self.channels.get_key_value(ch).map(|(k, _)| k.clone());
+                    self.announce(now, ch, None, &[], &[name.to_string()]);
+                    if let Some(key) = key {
+                        self.events.push_back(HubEvent::Left { ch: key, member: name });
+                    }
+                }
+                Departure::Grace(g) => {
+                    if let Some((key, _)) = self.channels.get_key_value(ch) {
+                        self.graces.insert(g, (key.clone(), name));
+                        self.timers.set(Timer::Grace(g), now + self.cfg.presence_grace);
+                    }
+                }
+                Departure::Stays => {}
+            }
+        }
+        self.collect(ch);
+    }
+
+    /// Drops a connection from every channel (presence in grace when `grace`).
+    pub(super) fn remove(&mut self, now: Instant, id: ConnId, grace: bool) -> bool {
+        let Some(conn) = self.conns.remove(&id) else { return false };
+        self.timers.cancel(Timer::Poll(id));
+        for (ch, held) in conn.channels {
+            self.leave(now, id, &ch, held, grace);
+        }
+        true
+    }
+
+    /// Drops a connection and asks the adapter to close it.
+    pub(super) fn close(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        code: CloseCode,
+        reason: &'static str,
+    ) {
+        if self.remove(now, id, true) {
+            self.events.push_back(HubEvent::Close { conn: id, code, reason });
+        }
+    }
+
+    fn too_slow(&mut self, now: Instant, id: ConnId) {
+        if self.conns.contains_key(&id) {
+            self.stats.too_slow += 1;
+            self.close(now, id, CloseCode::TOO_SLOW, "too slow");
+        }
+    }
+
+    /// Queues a reply that belongs to no channel.
+    pub(super) fn reply(&mut self, now: Instant, id: ConnId, frame: Bytes) {
+        if !enqueue(&mut self.conns, &mut self.ready, id, SlowConsumer::Disconnect, frame, None) {
+            self.too_slow(now, id);
+        }
+    }
+
+    pub(super) fn reply_err(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        reference: Option<u64>,
+        code: &str,
+        msg: &str,
+    ) {
+        self.reply(now, id, ServerMessage::Err { reference, code, msg }.encode());
+    }
+
+    /// A `pub` envelope: authorize, dedup by client id, append, acknowledge.
+    pub(super) fn client_publish(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        ch: &str,
+        msg_id: Option<String>,
+        data: &RawValue,
+        reference: Option<u64>,
+    ) {
+        let Some(conn) = self.conns.get(&id) else { return };
+        let checked = if !channel::valid_name(ch, self.cfg.max_channel_name) {
+            Err(HubError::BadChannel)
+        } else if !self.auth.can_write(&conn.principal, ch) {
+            Err(HubError::Forbidden)
+        } else if msg_id.as_ref().is_some_and(|m| m.len() > self.cfg.max_id_len) {
+            Err(HubError::BadId)
+        } else {
+            Ok(msg_id.map(|m| (conn.scope.clone(), m.into_boxed_str())))
+        };
+        let key = match checked {
+            Ok(key) => key,
+            Err(e) => return self.reply_err(now, id, reference, e.code(), &e.to_string()),
+        };
+        if let Some(k) = &key
+            && self.dedup.contains(k)
+        {
+            self.stats.duplicates += 1;
+            let pos = self.dedup_pos.get(k).copied();
+            return self.reply(now, id, ServerMessage::Ack { reference, pos }.encode());
+        }
+        match self.append(now, ch, data) {
+            Ok(pos) => {
+                if let Some(k) = key {
+                    self.remember(k, pos);
+                }
+                self.reply(now, id, ServerMessage::Ack { reference, pos: Some(pos) }.encode());
+            }
+            Err(e) => self.reply_err(now, id, reference, e.code(), &e.to_string()),
+        }
+    }
+
+    fn remember(&mut self, key: (Scope, Box<str>), pos: Position) {
+        self.dedup.check_and_insert(key.clone());
+        self.dedup_pos.insert(key, pos);
+        if self.dedup_pos.len() > 2 * self.dedup.capacity() {
+            let dedup = &self.dedup;
+            self.dedup_pos.retain(|k, _| dedup.contains(k));
+        }
+    }
+
+    /// Appends to `ch` and fans the message out, encoded once per format.
+    pub(super) fn append(
+        &mut self,
+        now: Instant,
+        ch: &str,
+        data: &RawValue,
+    ) -> Result<Position, HubError> {
+        let key = self.channel_entry(ch)?;
+        let Some(c) = self.channels.get_mut(&key) else { return Err(HubError::BadChannel) };
+        let bytes = Bytes::copy_from_slice(data.get().as_bytes());
+        let pos = c.log.append(now, bytes.clone());
+        if self.timers.get(Timer::Trim(c.id)).is_none()
+            && let Some(at) = c.log.poll_timeout()
+        {
+            self.timers.set(Timer::Trim(c.id), at);
+        }
+        let conflate = (c.policy == SlowConsumer::Conflate).then(|| key.clone());
+        let mut ws: Option<Bytes> = None;
+        let mut sse: Option<Option<Bytes>> = None;
+        let mut slow = Vec::new();
+        for &m in &c.members {
+            let Some(conn) = self.conns.get(&m) else { continue };
+            let frame = match conn.transport {
+                Transport::WebSocket => ws
+                    .get_or_insert_with(|| ServerMessage::Msg { ch: &key, pos, data }.encode())
+                    .clone(),
+                Transport::Sse => {
+                    let f =
+                        sse.get_or_insert_with(|| SseStream::encode(pos, Some(&key), &bytes).ok());
+                    let Some(f) = f else { continue };
+                    f.clone()
+                }
+                Transport::Poll => continue,
+            };
+            if !enqueue(&mut self.conns, &mut self.ready, m, c.policy, frame, conflate.clone()) {
+                slow.push(m);
+            }
+        }
+        self.stats.published += 1;
+        self.events.push_back(HubEvent::Published { ch: key, pos });
+        for m in slow {
+            self.too_slow(now, m);
+        }
+        Ok(pos)
+    }
+
+    /// Tells the members of `ch` (but `except`) that names joined or left.
+    fn announce(
+        &mut self,
+        now: Instant,
+        ch: &str,
+        except: Option<ConnId>,
+        join: &[String],
+        leave: &[String],
+    ) {
+        let Some(c) = self.channels.get(ch) else { return };
+        let (ws, sse) = presence_frames(ch, join, leave);
+        let mut slow = Vec::new();
+        for &m in &c.members {
+            let Some(conn) = self.conns.get(&m) else { continue };
+            let frame = match conn.transport {
+                Transport::WebSocket => ws.clone(),
+                Transport::Sse => match &sse {
+                    Some(f) => f.clone(),
+                    None => continue,
+                },
+                Transport::Poll => continue,
+            };
+            if Some(m) != except
+                && !enqueue(&mut self.conns, &mut self.ready, m, c.policy, frame, None)
+            {
+                slow.push(m);
+            }
+        }
+        for m in slow {
+            self.too_slow(now, m);
+        }
+    }
+
+    pub(super) fn poll_deadline(&mut self, now: Instant, id: ConnId) {
+        let Some(hb) = self.conns.get_mut(&id).and_then(|c| c.expiry.as_mut()) else { return };
+        if hb.handle_timeout(now) == Some(Beat::Expired) {
+            self.stats.expired += 1;
+            self.remove(now, id, true);
+            self.events.push_back(HubEvent::Expired { conn: id });
+        } else if let Some(at) = hb.poll_timeout() {
+            self.timers.set(Timer::Poll(id), at);
+        }
+    }
+
+    pub(super) fn grace_deadline(&mut self, now: Instant, g: u64) {
+        let Some((ch, name)) = self.graces.remove(&g) else { return };
+        let Some(c) = self.channels.get_mut(&ch) else { return };
+        if c.presence.expire(&name, g) {
+            self.announce(now, &ch, None, &[], &[name.to_string()]);
+            self.events.push_back(HubEvent::Left { ch: ch.clone(), member: name });
+        }
+        self.collect(&ch);
+    }
+
+    pub(super) fn trim_deadline(&mut self, now: Instant, cid: u64) {
+        let Some(ch) = self.channel_ids.get(&cid).cloned() else { return };
+        let Some(c) = self.channels.get_mut(&ch) else { return };
+        c.log.handle_timeout(now);
+        if let Some(at) = c.log.poll_timeout() {
+            self.timers.set(Timer::Trim(cid), at);
+        }
+        self.collect(&ch);
+    }
+}
