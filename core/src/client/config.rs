@@ -1,0 +1,124 @@
+//! The settings of a [`ClientSession`](super::ClientSession).
+
+use crate::policy::BackoffConfig;
+use crate::sse::ParserLimits;
+use crate::time::Duration;
+use crate::ws::WsConfig;
+
+/// A way to reach the server, best first: WebSocket, then SSE (plus HTTP publish), then
+/// long polling (plus HTTP publish).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Transport {
+    /// One WebSocket at `{base}/ws` speaking the envelope protocol.
+    WebSocket,
+    /// One `GET {base}/events?ch=NAME` event stream per channel; publishes are
+    /// `POST {base}/api/publish?ch=NAME`.
+    Sse,
+    /// One `GET {base}/poll?ch=NAME&pos=EP:OFF&wait=1` long poll per channel at a time;
+    /// publishes are `POST {base}/api/publish?ch=NAME`.
+    Polling,
+}
+
+/// How the token travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum TokenPlacement {
+    /// `Authorization: Bearer <token>` on every request (default).
+    #[default]
+    Bearer,
+    /// `?token=<token>` on every URL (for servers or proxies that drop the header).
+    Query,
+}
+
+/// Settings of a session. Build one with [`SessionConfig::new`] and change the fields you
+/// need; every buffer and every wait has a bound here.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SessionConfig {
+    /// The server's host name (for the adapter's `Connect` and the `Host` header).
+    pub host: String,
+    /// The server's TCP port.
+    pub port: u16,
+    /// A path prefix for every endpoint, e.g. `/realtime` (default empty): `{base}/ws`,
+    /// `{base}/events`, `{base}/poll`, `{base}/api/publish`.
+    pub base_path: String,
+    /// The credentials, if any; replace them later with
+    /// [`set_credentials`](super::ClientSession::set_credentials).
+    pub token: Option<String>,
+    /// How the token travels (default `Authorization: Bearer`).
+    pub token_placement: TokenPlacement,
+    /// The transports the session may use, best first (default all three). Must not be
+    /// empty (an empty list is treated as `[WebSocket]`).
+    pub transports: Vec<Transport>,
+    /// A transport that fails to open this many times in a row is given up for the next one
+    /// in [`transports`](Self::transports) (default 2: "blocked by a proxy"). After the last
+    /// one fails as often, the session starts again from the first.
+    pub fallback_after: u32,
+    /// While on a worse transport than the first, try WebSocket again this often (default
+    /// 60 s), without dropping the working transport until the new one is open. `None`
+    /// never tries.
+    pub upgrade_every: Option<Duration>,
+    /// The delays between connection attempts (default base 1 s, cap 30 s, full jitter,
+    /// healthy after 10 s, no limit).
+    pub backoff: BackoffConfig,
+    /// The WebSocket settings (limits, keepalive, extra headers). Its `rng_seed` is
+    /// replaced by one drawn from the session's generator for each connection.
+    pub ws: WsConfig,
+    /// Limits of the event-stream parser of each SSE stream.
+    pub sse_limits: ParserLimits,
+    /// An SSE stream that delivers no byte for this long is dropped as dead (default 45 s:
+    /// three times Tidewire's 15 s keep-alive).
+    pub sse_idle_timeout: Duration,
+    /// A long poll unanswered for this long is dropped as dead (default 40 s: the server
+    /// holds it up to 25 s).
+    pub poll_timeout: Duration,
+    /// The shortest time between two polls of one channel (default 500 ms), so that a
+    /// server that answers at once (short polling) is not polled in a busy loop.
+    pub poll_interval: Duration,
+    /// Time for an HTTP response head (publish, or the start of an SSE stream) to arrive
+    /// after the request (default 10 s).
+    pub request_timeout: Duration,
+    /// The largest HTTP response head (default 16 KiB).
+    pub max_head: usize,
+    /// The largest HTTP response body of a poll or a publish (default 4 MiB).
+    pub max_body: usize,
+    /// Publishes kept while not acknowledged (queued offline or in flight) at most (default
+    /// 1000). Past it the oldest is dropped and counted.
+    pub max_queued: usize,
+    /// Bytes of channel names and data kept for unacknowledged publishes at most (default
+    /// 1 MiB). Past it the oldest are dropped and counted.
+    pub max_queued_bytes: usize,
+    /// Seed of the session's ChaCha generator (backoff jitter, WebSocket keys and masks,
+    /// the publish id prefix). Adapters MUST fill it from OS entropy; tests use a constant.
+    pub rng_seed: [u8; 32],
+}
+
+impl SessionConfig {
+    /// The defaults for a server at `host:port`.
+    #[must_use]
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            base_path: String::new(),
+            token: None,
+            token_placement: TokenPlacement::Bearer,
+            transports: vec![Transport::WebSocket, Transport::Sse, Transport::Polling],
+            fallback_after: 2,
+            upgrade_every: Some(Duration::from_secs(60)),
+            backoff: BackoffConfig::default(),
+            ws: WsConfig::default(),
+            sse_limits: ParserLimits::default(),
+            sse_idle_timeout: Duration::from_secs(45),
+            poll_timeout: Duration::from_secs(40),
+            poll_interval: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(10),
+            max_head: 16 << 10,
+            max_body: 4 << 20,
+            max_queued: 1000,
+            max_queued_bytes: 1 << 20,
+            rng_seed: [0; 32],
+        }
+    }
+}

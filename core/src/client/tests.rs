@@ -1,0 +1,286 @@
+//! Session-level unit tests with hand-written server bytes. The full scripted server (real
+//! `WsConnection`, `SseStream`, `Poll`) is in `tests/tests/client_session.rs`.
+
+use super::*;
+use crate::machine::{Machine, Transmit};
+use crate::replay::Position;
+use crate::time::{Duration, Instant, test_epoch};
+use crate::ws::{CloseCode, Message, WsConfig, WsConnection, WsEvent};
+
+fn cfg() -> SessionConfig {
+    let mut c = SessionConfig::new("h", 80);
+    c.rng_seed = [3; 32];
+    c.backoff.jitter = crate::policy::Jitter::None;
+    c
+}
+
+fn connect(s: &mut ClientSession, now: Instant) -> SockId {
+    let mut action = s.poll_action();
+    while let Some(SessionAction::Close { .. }) = action {
+        action = s.poll_action();
+    }
+    match action {
+        Some(SessionAction::Connect { sock, host, port }) => {
+            assert_eq!((host.as_str(), port), ("h", 80));
+            s.handle_connected(now, sock);
+            sock
+        }
+        other => panic!("expected Connect, got {other:?}"),
+    }
+}
+
+fn written(s: &mut ClientSession) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some((_, b)) = s.poll_transmit() {
+        out.extend_from_slice(&b);
+    }
+    out
+}
+
+fn events(s: &mut ClientSession) -> Vec<SessionEvent> {
+    std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+fn states(evs: &[SessionEvent]) -> Vec<(SessionState, Reason)> {
+    evs.iter()
+        .filter_map(|e| match e {
+            SessionEvent::State(s) => Some((s.state, s.reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Opens the session's WebSocket against a server connection; returns both.
+fn open_ws(s: &mut ClientSession, now: Instant) -> (SockId, WsConnection, Vec<String>) {
+    let sock = connect(s, now);
+    let mut server = WsConnection::server(WsConfig::default(), now);
+    server.handle_read(now, &written(s));
+    assert!(matches!(server.poll_event(), Some(WsEvent::UpgradeRequested(_))));
+    server.accept(now, None, &[]).unwrap();
+    let frames = pump(s, sock, &mut server, now);
+    (sock, server, frames)
+}
+
+/// Moves bytes both ways until quiet; returns the text frames the server received.
+fn pump(
+    s: &mut ClientSession,
+    sock: SockId,
+    server: &mut WsConnection,
+    now: Instant,
+) -> Vec<String> {
+    let mut got = Vec::new();
+    loop {
+        let mut moved = false;
+        while let Some(Transmit::Bytes(b)) = server.poll_transmit() {
+            moved = true;
+            s.handle_read(now, sock, &b);
+        }
+        let out = written(s);
+        if !out.is_empty() {
+            moved = true;
+            server.handle_read(now, &out);
+        }
+        while let Some(ev) = server.poll_event() {
+            if let WsEvent::Message(m) = ev {
+                got.push(m.as_text().unwrap().to_owned());
+            }
+        }
+        if !moved {
+            return got;
+        }
+    }
+}
+
+#[test]
+fn websocket_request_carries_the_token_and_subscriptions_follow_the_open() {
+    let now = test_epoch();
+    let mut c = cfg();
+    c.token = Some("tok".into());
+    let mut s = ClientSession::new(c, now);
+    s.subscribe_from(now, "a", Some("a1:5".parse().unwrap())).unwrap();
+    let sock = connect(&mut s, now);
+    let head = String::from_utf8(written(&mut s)).unwrap();
+    assert!(head.starts_with("GET /ws HTTP/1.1\r\nHost: h\r\n"), "{head}");
+    assert!(head.contains("Authorization: Bearer tok\r\n"));
+    let mut server = WsConnection::server(WsConfig::default(), now);
+    server.handle_read(now, head.as_bytes());
+    let _ = server.poll_event();
+    server.accept(now, None, &[]).unwrap();
+    let frames = pump(&mut s, sock, &mut server, now);
+    assert_eq!(frames, [r#"{"op":"sub","ch":"a","pos":{"ep":"a1","off":5},"ref":1}"#]);
+    assert_eq!(states(&events(&mut s)).last(), Some(&(SessionState::Open, Reason::Connected)));
+}
+
+#[test]
+fn unreachable_server_keeps_the_transport_but_a_refused_upgrade_falls_back() {
+    let now = test_epoch();
+    let mut s = ClientSession::new(cfg(), now);
+    s.subscribe(now, "a").unwrap();
+    let mut t = now;
+    for _ in 0..4 {
+        let Some(SessionAction::Connect { sock, .. }) = s.poll_action() else { panic!() };
+        s.handle_error(t, sock);
+        t = s.next_retry_at().unwrap();
+        s.handle_timeout(t);
+    }
+    assert_eq!(s.transport(), Some(Transport::WebSocket));
+    for _ in 0..2 {
+        let sock = connect(&mut s, t);
+        let _ = written(&mut s);
+        s.handle_read(t, sock, b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+        t = s.next_retry_at().unwrap();
+        s.handle_timeout(t);
+    }
+    assert_eq!(s.transport(), Some(Transport::Sse));
+    let sock = connect(&mut s, t);
+    let req = String::from_utf8(written(&mut s)).unwrap();
+    assert!(req.starts_with("GET /events?ch=a HTTP/1.1\r\n"), "{req}");
+    assert!(req.contains("Accept: text/event-stream\r\n"));
+    assert!(!req.contains("Last-Event-ID"));
+    let _ = sock;
+}
+
+#[test]
+fn retry_after_on_a_refused_upgrade_raises_the_floor() {
+    let now = test_epoch();
+    let mut s = ClientSession::new(cfg(), now);
+    let sock = connect(&mut s, now);
+    let _ = written(&mut s);
+    s.handle_read(now, sock, b"HTTP/1.1 503 Busy\r\nRetry-After: 20\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(s.state(), SessionState::Reconnecting);
+    assert_eq!(s.next_retry_at(), Some(now + Duration::from_secs(20)));
+}
+
+/// The SSE events one stream body yields, fed in chunks of `step` bytes.
+fn sse_run(body: &[u8], step: usize) -> (Vec<SessionEvent>, Option<Position>) {
+    let now = test_epoch();
+    let mut c = cfg();
+    c.transports = vec![Transport::Sse];
+    let mut s = ClientSession::new(c, now);
+    s.subscribe_from(now, "a", Some("a1:1".parse().unwrap())).unwrap();
+    let sock = connect(&mut s, now);
+    let req = String::from_utf8(written(&mut s)).unwrap();
+    assert!(req.contains("Last-Event-ID: a1:1\r\n"));
+    let _ = events(&mut s);
+    for chunk in body.chunks(step) {
+        s.handle_read(now, sock, chunk);
+    }
+    let evs = events(&mut s).into_iter().filter(|e| !matches!(e, SessionEvent::State(_))).collect();
+    (evs, s.position("a"))
+}
+
+#[test]
+fn sse_streams_give_the_same_events_however_split() {
+    let body = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n\
+        id: a1:1\nevent: a\ndata: 1\n\n\
+        id: a1:2\nevent: a\ndata: 2\n\n\
+        : keep-alive\n\
+        id: b2:7\n\n\
+        event: reset\ndata: {\"ch\":\"a\",\"pos\":\"b2:7\",\"recovered\":false}\n\n\
+        id: b2:8\nevent: a\ndata: {\"x\":8}\n\n\
+        id: b2:9\n\n";
+    let whole = sse_run(body, body.len());
+    let p = |s: &str| s.parse::<Position>().unwrap();
+    assert_eq!(
+        whole.0,
+        [
+            SessionEvent::Message { ch: "a".into(), pos: p("a1:2"), data: "2".into() },
+            SessionEvent::RefetchNeeded { ch: "a".into(), pos: p("b2:7") },
+            SessionEvent::Message { ch: "a".into(), pos: p("b2:8"), data: "{\"x\":8}".into() },
+        ]
+    );
+    assert_eq!(whole.1, Some(p("b2:9")));
+    assert_eq!(sse_run(body, 1), whole);
+    assert_eq!(sse_run(body, 7), whole);
+}
+
+#[test]
+fn a_chunked_stream_is_a_protocol_failure() {
+    let (evs, _) = sse_run(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 100);
+    assert!(evs.is_empty());
+    let now = test_epoch();
+    let mut c = cfg();
+    c.transports = vec![Transport::Sse];
+    let mut s = ClientSession::new(c, now);
+    s.subscribe(now, "a").unwrap();
+    let sock = connect(&mut s, now);
+    s.handle_read(now, sock, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+    assert_eq!(
+        states(&events(&mut s)).last(),
+        Some(&(SessionState::Reconnecting, Reason::Protocol))
+    );
+}
+
+#[test]
+fn polls_carry_the_position_and_recovered_false_refetches() {
+    let now = test_epoch();
+    let mut c = cfg();
+    c.transports = vec![Transport::Polling];
+    let mut s = ClientSession::new(c, now);
+    s.subscribe_from(now, "a", Some("a1:3".parse().unwrap())).unwrap();
+    let sock = connect(&mut s, now);
+    let req = String::from_utf8(written(&mut s)).unwrap();
+    assert!(req.starts_with("GET /poll?ch=a&pos=a1:3&wait=1 HTTP/1.1\r\n"), "{req}");
+    let body = r#"{"ch":"a","pos":"b2:4","recovered":false,"events":[]}"#;
+    let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    s.handle_read(now, sock, resp.as_bytes());
+    let evs = events(&mut s);
+    assert!(
+        evs.contains(&SessionEvent::RefetchNeeded { ch: "a".into(), pos: "b2:4".parse().unwrap() })
+    );
+    assert_eq!(s.state(), SessionState::Open);
+    // The next poll waits for the poll interval, then asks from the new position.
+    assert!(matches!(s.poll_action(), Some(SessionAction::Close { .. })));
+    assert_eq!(s.poll_timeout(), Some(now + Duration::from_millis(500)));
+    s.handle_timeout(now + Duration::from_millis(500));
+    let _ = connect(&mut s, now + Duration::from_millis(500));
+    let req = String::from_utf8(written(&mut s)).unwrap();
+    assert!(req.starts_with("GET /poll?ch=a&pos=b2:4&wait=1 "), "{req}");
+}
+
+#[test]
+fn time_going_backwards_and_unknown_sockets_are_harmless() {
+    let now = test_epoch() + Duration::from_secs(100);
+    let mut s = ClientSession::new(cfg(), now);
+    let (sock, mut server, _) = open_ws(&mut s, now);
+    s.handle_timeout(now - Duration::from_secs(50));
+    s.handle_read(now - Duration::from_secs(60), SockId(999), b"garbage");
+    s.handle_eof(now, SockId(998));
+    assert_eq!(s.state(), SessionState::Open);
+    // Garbage JSON in a text frame is ignored; a binary frame too.
+    server.send(now, Message::text("not json")).unwrap();
+    server.send(now, Message::binary(&b"\x00"[..])).unwrap();
+    pump(&mut s, sock, &mut server, now);
+    assert_eq!(s.state(), SessionState::Open);
+    server.close(now, CloseCode::GOING_AWAY, "bye").unwrap();
+    pump(&mut s, sock, &mut server, now);
+    let evs = events(&mut s);
+    let reason = Reason::Closed { code: CloseCode::GOING_AWAY, reason: "bye".into() };
+    assert_eq!(states(&evs).last(), Some(&(SessionState::Reconnecting, reason)));
+    assert_eq!(s.timeout_reason(), Some(SessionTimer::Reconnect));
+}
+
+#[test]
+fn publish_over_websocket_uses_the_session_nonce_and_the_same_id_on_resend() {
+    let now = test_epoch();
+    let mut s = ClientSession::new(cfg(), now);
+    let id = s.publish(now, "a", r#"{"n":1}"#).unwrap();
+    let (sock, _server, first) = open_ws(&mut s, now);
+    assert_eq!(first.len(), 1);
+    assert!(first[0].starts_with(r#"{"op":"pub","ch":"a","id":""#), "{first:?}");
+    // No ack: after a reconnection the same frame (same id and ref) is sent again.
+    s.handle_eof(now, sock);
+    let t = s.next_retry_at().unwrap();
+    s.handle_timeout(t);
+    let (sock2, mut server2, again) = open_ws(&mut s, t);
+    assert_eq!(again, first);
+    assert_eq!(s.queued_publishes(), 1);
+    server2
+        .send(t, Message::text(format!(r#"{{"op":"ack","ref":{},"ep":"a1","off":1}}"#, id.0)))
+        .unwrap();
+    pump(&mut s, sock2, &mut server2, t);
+    assert!(
+        events(&mut s).contains(&SessionEvent::Acked { id, pos: Some("a1:1".parse().unwrap()) })
+    );
+    assert_eq!(s.queued_publishes(), 0);
+}
