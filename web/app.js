@@ -1,0 +1,307 @@
+// The Tidewire live demo page: a ticking dashboard card, a chat room with presence and
+// typing indicators, and a connection banner. Uses only tidewire.js (window.Tidewire).
+(function () {
+  'use strict';
+
+  var TICKS = 'public:ticks';
+  var CHAT = 'chat:lobby';
+  var NAME_KEY = 'tidewire.demo.name';
+  var TYPING_EVERY = 2000; // publish "typing" at most this often
+  var TYPING_SHOWN = 4000; // and show someone's "typing" this long
+  var OFFLINE = 'Offline — messages will be sent when back';
+
+  var $ = function (id) { return document.getElementById(id); };
+  var params = new URLSearchParams(location.search);
+
+  // ----- who am I: ?token= wins, else the name stored in localStorage ---------------------------
+
+  function storage(op, value) {
+    try {
+      if (op === 'get') return localStorage.getItem(NAME_KEY);
+      localStorage.setItem(NAME_KEY, value);
+    } catch (e) { /* storage disabled: the name lasts for this page only */ }
+    return null;
+  }
+  var token = params.get('token') || null;
+  if (!token && storage('get')) token = 'user:' + storage('get');
+  var me = token && token.indexOf('user:') === 0 ? token.slice(5) : null;
+
+  // ?transport=ws|sse|poll forces one transport (for tests).
+  var forced = params.get('transport');
+  var transports = ['ws', 'sse', 'poll'].indexOf(forced) >= 0 ? [forced] : ['ws', 'sse', 'poll'];
+
+  var client = new Tidewire.Client({ url: location.origin, token: token, transports: transports });
+  window.tidewireDemo = { client: client };
+
+  // ----- the dashboard card ---------------------------------------------------------------------
+
+  var ticks = { last: null, gaps: 0, dups: 0, refetches: 0, recent: [] };
+
+  client.subscribe(TICKS, function (data) {
+    var n = Number(data && typeof data === 'object' ? data.n : data);
+    if (!Number.isFinite(n)) return;
+    if (ticks.last !== null) {
+      if (n > ticks.last + 1) ticks.gaps += n - ticks.last - 1;
+      else if (n <= ticks.last) ticks.dups += 1;
+    }
+    if (ticks.last === null || n > ticks.last) ticks.last = n;
+    ticks.recent.push({ n: n, v: data && typeof data.v === 'number' ? data.v : n });
+    if (ticks.recent.length > 10) ticks.recent.shift();
+    renderTicks();
+  });
+
+  function renderTicks() {
+    $('tick-latest').textContent = ticks.last === null ? '—' : String(ticks.last);
+    $('tick-gaps').textContent = String(ticks.gaps);
+    $('tick-dups').textContent = String(ticks.dups);
+    $('tick-refetches').textContent = String(ticks.refetches);
+    var list = $('tick-list');
+    list.textContent = '';
+    ticks.recent.forEach(function (t) {
+      var li = document.createElement('li');
+      li.textContent = String(t.n);
+      list.appendChild(li);
+    });
+    // Sparkline of the last 10 values, scaled to the box.
+    var vs = ticks.recent.map(function (t) { return t.v; });
+    var lo = Math.min.apply(null, vs);
+    var hi = Math.max.apply(null, vs);
+    var points = vs.map(function (v, i) {
+      var x = vs.length > 1 ? (i * 100) / (vs.length - 1) : 50;
+      var y = hi === lo ? 12 : 22 - ((v - lo) * 20) / (hi - lo);
+      return x.toFixed(1) + ',' + y.toFixed(1);
+    });
+    $('tick-spark').querySelector('polyline').setAttribute('points', points.join(' '));
+  }
+
+  // ----- chat -------------------------------------------------------------------------------------
+
+  var shown = new Map(); // client message id -> its <li>
+  var typing = new Map(); // user -> until (ms)
+  var lastTypingSent = 0;
+
+  function messageLi(data) {
+    var li = document.createElement('li');
+    li.dataset.id = data.id;
+    var who = document.createElement('span');
+    who.className = 'who';
+    who.textContent = String(data.user || '?') + ':';
+    li.appendChild(who);
+    li.appendChild(document.createTextNode(String(data.text || '')));
+    return li;
+  }
+
+  function append(li) {
+    var log = $('chat-log');
+    var atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
+    log.appendChild(li);
+    while (log.children.length > 200) log.removeChild(log.firstChild);
+    if (atBottom) log.scrollTop = log.scrollHeight;
+  }
+
+  function onChat(data) {
+    if (!data || typeof data !== 'object') return;
+    if (data.type === 'typing') {
+      // A typing notice replayed after a reconnect is old news: only fresh ones show.
+      var fresh = typeof data.at === 'number' && Math.abs(Date.now() - data.at) < TYPING_SHOWN;
+      if (fresh && data.user && data.user !== me) typing.set(String(data.user), Date.now() + TYPING_SHOWN);
+      renderTyping();
+      return;
+    }
+    if (data.type !== 'chat' || typeof data.id !== 'string') return;
+    typing.delete(String(data.user));
+    renderTyping();
+    var li = shown.get(data.id);
+    if (li && li.dataset.state !== 'shown') {
+      li.dataset.state = 'shown'; // our own message, now delivered
+      li.classList.remove('pending', 'failed');
+    } else if (li) {
+      // Delivered twice: never hidden, so that "exactly once" is checkable.
+      var dup = messageLi(data);
+      dup.classList.add('duplicate');
+      append(dup);
+    } else {
+      li = messageLi(data);
+      li.dataset.state = 'shown';
+      shown.set(data.id, li);
+      append(li);
+    }
+  }
+
+  function renderTyping() {
+    var now = Date.now();
+    var names = [];
+    typing.forEach(function (until, user) {
+      if (until > now) names.push(user);
+      else typing.delete(user);
+    });
+    $('typing').textContent = names.length === 0 ? ''
+      : names.join(', ') + (names.length === 1 ? ' is typing…' : ' are typing…');
+  }
+
+  function send() {
+    var input = $('chat-input');
+    var text = input.value.trim();
+    if (!text || !me) return;
+    var id = client.newId();
+    var data = { type: 'chat', id: id, user: me, text: text, at: Date.now() };
+    try {
+      client.publish(CHAT, data, { id: id });
+    } catch (e) {
+      $('chat-notice').textContent = 'Message too large.';
+      return;
+    }
+    var li = messageLi(data);
+    li.dataset.state = 'pending';
+    li.classList.add('pending');
+    shown.set(id, li);
+    append(li);
+    input.value = '';
+    lastTypingSent = 0;
+    renderBanner();
+  }
+
+  function typed() {
+    var now = Date.now();
+    if (!me || client.state !== 'open' || now - lastTypingSent < TYPING_EVERY) return;
+    lastTypingSent = now;
+    client.publish(CHAT, { type: 'typing', user: me, at: now }); // a demo convention, not the library's
+  }
+
+  client.on('ack', function (ev) {
+    var li = shown.get(ev.id);
+    if (li && li.dataset.state === 'pending') li.dataset.state = 'sent';
+    renderBanner();
+  });
+
+  client.on('error', function (ev) {
+    var li = ev.id && shown.get(ev.id);
+    if (li && li.dataset.state !== 'shown') {
+      li.dataset.state = 'failed';
+      li.classList.remove('pending');
+      li.classList.add('failed');
+      li.title = 'Not sent: ' + ev.code;
+    }
+    if (ev.ch === CHAT && !ev.id && ev.code === 'forbidden') {
+      $('chat-notice').textContent = 'The server refused the chat subscription.';
+    }
+    renderBanner();
+  });
+
+  client.on('refetch', function (ev) {
+    if (ev.ch === TICKS) {
+      ticks.refetches += 1;
+      ticks.last = null; // announced loss: the next tick starts a new baseline
+      renderTicks();
+    } else if (ev.ch === CHAT) {
+      $('chat-notice').textContent = 'Some earlier messages could not be recovered.';
+    }
+  });
+
+  // ----- presence (WebSocket only: SSE and polling carry no presence) ------------------------------
+
+  var here = new Set();
+  var snapshotNext = true;
+
+  client.on('presence', function (ev) {
+    if (ev.ch !== CHAT) return;
+    ev.join.forEach(function (n) { here.add(n); });
+    ev.leave.forEach(function (n) { here.delete(n); });
+    if (!snapshotNext) {
+      var parts = [];
+      if (ev.join.length) parts.push(ev.join.join(', ') + ' joined');
+      if (ev.leave.length) parts.push(ev.leave.join(', ') + ' left');
+      $('presence-events').textContent = parts.join('; ');
+    }
+    snapshotNext = false;
+    renderPresence();
+  });
+
+  function renderPresence() {
+    var ul = $('presence');
+    ul.textContent = '';
+    Array.from(here).sort().forEach(function (n) {
+      var li = document.createElement('li');
+      li.textContent = n + (n === me ? ' (you)' : '');
+      ul.appendChild(li);
+    });
+  }
+
+  // ----- connection state and the banner --------------------------------------------------------
+
+  client.on('state', function (ev) {
+    $('transport').textContent = ev.transport || '—';
+    $('state').textContent = ev.state;
+    document.body.dataset.state = ev.state;
+    if (ev.state === 'open') {
+      // A new connection: the server sends the full list again after the resubscription.
+      here.clear();
+      snapshotNext = true;
+      renderPresence();
+      $('presence-events').textContent = ev.transport === 'ws' ? '' : 'Presence needs a WebSocket.';
+    }
+    renderBanner();
+  });
+
+  function bannerText() {
+    var s = client.state;
+    var offline = s !== 'open' && client.queued > 0;
+    if (s === 'open') return '';
+    if (s === 'reconnecting') {
+      var secs = Math.max(0, Math.ceil((client.nextRetryAt - Date.now()) / 1000));
+      return (offline ? OFFLINE + '. ' : '') + 'Reconnecting in ' + secs + ' s…';
+    }
+    if (s === 'closed') {
+      var last = lastClose;
+      if (last && last.reason === 'auth') return 'Signed out: the server refused the credentials. Choose a name to sign in again.';
+      return 'Disconnected' + (last && last.code ? ' (code ' + last.code + ')' : '') + '. Reload the page to reconnect.';
+    }
+    return (offline ? OFFLINE + '. ' : '') + 'Connecting…';
+  }
+
+  var lastClose = null;
+  client.on('state', function (ev) { if (ev.state === 'closed') lastClose = ev; });
+
+  function renderBanner() {
+    var banner = $('banner');
+    var text = bannerText();
+    if (banner.textContent !== text) banner.textContent = text; // only real changes are announced
+    banner.hidden = text === '';
+    banner.dataset.kind = client.state === 'closed' ? 'closed' : 'warn';
+  }
+
+  setInterval(function () { renderBanner(); renderTyping(); }, 250);
+  window.addEventListener('online', function () { client.retryNow(); });
+
+  // ----- wiring ------------------------------------------------------------------------------------
+
+  function showChat() {
+    $('chat-area').hidden = !me;
+    $('name-save').textContent = me ? 'Rename' : 'Join chat';
+    if (me) $('name-input').value = me;
+  }
+
+  $('name-form').addEventListener('submit', function (e) {
+    e.preventDefault();
+    var name = $('name-input').value.trim();
+    if (!name || name === me) return;
+    storage('set', name);
+    var first = !me;
+    me = name;
+    client.setToken('user:' + name); // reconnects so that the server knows the new name
+    if (first) client.subscribe(CHAT, onChat);
+    showChat();
+    $('chat-input').focus();
+  });
+
+  $('chat-form').addEventListener('submit', function (e) {
+    e.preventDefault();
+    send();
+  });
+  $('chat-input').addEventListener('input', typed);
+
+  if (me) client.subscribe(CHAT, onChat);
+  showChat();
+  renderTicks();
+  renderBanner();
+})();
