@@ -273,10 +273,11 @@ impl Server {
         let reference = ref_of(text);
         let mut replies = Vec::new();
         match ClientMessage::decode(text.as_bytes()).unwrap() {
-            ClientMessage::Sub { ch, pos } => {
+            ClientMessage::Sub { ch, pos, reference: sub_ref } => {
+                assert_eq!(sub_ref, reference, "the decoded sub keeps its ref");
                 self.subs_seen.push((ch.clone(), pos));
                 if self.forbidden.contains(&ch) {
-                    let r = reference.unwrap();
+                    let r = sub_ref.unwrap();
                     replies
                         .push(format!(r#"{{"op":"err","ref":{r},"code":"forbidden","msg":"no"}}"#));
                 } else {
@@ -300,7 +301,7 @@ impl Server {
                     }
                 }
             }
-            ClientMessage::Unsub { ch } => {
+            ClientMessage::Unsub { ch, .. } => {
                 if let Conn::Ws { subs, .. } = &mut c.conn {
                     subs.remove(&ch);
                 }

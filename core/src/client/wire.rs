@@ -341,14 +341,14 @@ mod tests {
     #[test]
     fn client_frames_decode_on_the_hub() {
         let sub = ClientFrame::Sub { ch: "a\"b", pos: Some(pos("a1:17")), reference: Some(2) };
-        let ClientMessage::Sub { ch, pos: p } =
+        let ClientMessage::Sub { ch, pos: p, .. } =
             ClientMessage::decode(sub.encode().as_bytes()).unwrap()
         else {
             panic!()
         };
         assert_eq!((ch.as_str(), p), ("a\"b", Some(pos("a1:17"))));
         let m = ClientMessage::decode(ClientFrame::Unsub { ch: "c" }.encode().as_bytes()).unwrap();
-        assert!(matches!(m, ClientMessage::Unsub { ref ch } if ch == "c"));
+        assert!(matches!(m, ClientMessage::Unsub { ref ch, .. } if ch == "c"));
         let p = ClientFrame::Pub { ch: "c", id: "x-1", data: r#"{"n":[1,2]}"#, reference: Some(9) };
         assert_eq!(p.encode(), r#"{"op":"pub","ch":"c","id":"x-1","data":{"n":[1,2]},"ref":9}"#);
         let ClientMessage::Pub { id, data, reference, .. } =

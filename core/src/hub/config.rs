@@ -29,7 +29,7 @@ pub struct HubConfig {
     pub poll_expiry: HeartbeatConfig,
     /// Each channel's replay log (default 1000 messages, 1 MiB, 2 min).
     pub log: LogLimits,
-    /// Bounds of each connection's outbound queues (default 1 MiB, 4096 frames). Its
+    /// Bounds of each connection's outbound queues (default 2 MiB, 4096 frames). Its
     /// `policy` is not used: each channel's policy comes from
     /// [`slow_consumers`](Self::slow_consumers). A connection has one queue per policy in
     /// use (at most three), each with these bounds. A resume replays up to a whole log in
@@ -61,7 +61,8 @@ impl Default for HubConfig {
             presence_grace: Duration::from_secs(5),
             poll_expiry: HeartbeatConfig::expiry(Duration::from_secs(60)),
             log: LogLimits::default(),
-            outbox: OutboxConfig::default(),
+            // A whole default log (1 MiB) plus its envelopes must fit for a resume.
+            outbox: OutboxConfig { max_bytes: 2 << 20, ..OutboxConfig::default() },
             slow_consumers: Vec::new(),
             rate_limit: Some(RateLimitConfig { rate_per_sec: 50, burst: 100 }),
             dedup_window: 1 << 16,

@@ -16,7 +16,7 @@
 //! use tidewire::replay::Position;
 //!
 //! let m = ClientMessage::decode(br#"{"op":"sub","ch":"orders:42","pos":{"ep":"a1","off":17}}"#).unwrap();
-//! let ClientMessage::Sub { ch, pos } = m else { panic!() };
+//! let ClientMessage::Sub { ch, pos, .. } = m else { panic!() };
 //! assert_eq!((ch.as_str(), pos.unwrap().to_string()), ("orders:42", "a1:17".to_string()));
 //!
 //! let data = serde_json::value::RawValue::from_string(r#"{"total":3}"#.into()).unwrap();
@@ -43,11 +43,15 @@ pub enum ClientMessage {
         ch: String,
         /// The last position the client has.
         pos: Option<Position>,
+        /// Echoed in the `err` if the join is refused.
+        reference: Option<u64>,
     },
     /// Leave a channel.
     Unsub {
         /// The channel.
         ch: String,
+        /// The client's correlation number (unsub gets no reply).
+        reference: Option<u64>,
     },
     /// Publish `data` to a channel.
     Pub {
@@ -156,13 +160,13 @@ impl ClientMessage {
             "sub" => {
                 extra(w.id.is_some(), "id")?;
                 extra(w.data.is_some(), "data")?;
-                Ok(Self::Sub { ch: need(w.ch, "ch")?, pos: w.pos })
+                Ok(Self::Sub { ch: need(w.ch, "ch")?, pos: w.pos, reference: w.reference })
             }
             "unsub" => {
                 extra(w.pos.is_some(), "pos")?;
                 extra(w.id.is_some(), "id")?;
                 extra(w.data.is_some(), "data")?;
-                Ok(Self::Unsub { ch: need(w.ch, "ch")? })
+                Ok(Self::Unsub { ch: need(w.ch, "ch")?, reference: w.reference })
             }
             "pub" => {
                 extra(w.pos.is_some(), "pos")?;
@@ -311,10 +315,12 @@ mod tests {
 
     #[test]
     fn decodes_every_client_op() {
-        let m = ClientMessage::decode(br#"{"op":"sub","ch":"a"}"#).unwrap();
-        assert!(matches!(m, ClientMessage::Sub { ref ch, pos: None } if ch == "a"));
+        let m = ClientMessage::decode(br#"{"op":"sub","ch":"a","ref":2}"#).unwrap();
+        assert!(
+            matches!(m, ClientMessage::Sub { ref ch, pos: None, reference: Some(2) } if ch == "a")
+        );
         let m = ClientMessage::decode(br#"{"op":"unsub","ch":"a"}"#).unwrap();
-        assert!(matches!(m, ClientMessage::Unsub { ref ch } if ch == "a"));
+        assert!(matches!(m, ClientMessage::Unsub { ref ch, reference: None } if ch == "a"));
         let m = ClientMessage::decode(
             br#"{"op":"pub","ch":"c","id":"m1","data":[1,{"x":null}],"ref":7}"#,
         )

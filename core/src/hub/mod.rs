@@ -328,14 +328,12 @@ impl Hub {
         }
         match ClientMessage::decode(frame) {
             Err(e) => self.reply_err(now, conn, e.reference, e.code, &e.msg),
-            Ok(ClientMessage::Sub { ch, pos }) => {
+            Ok(ClientMessage::Sub { ch, pos, reference }) => {
                 if let Err(e) = self.join(now, conn, &ch, pos) {
-                    // `ClientMessage::Sub` does not keep the `ref`: read it again.
-                    let reference = route::peek_ref(frame);
                     self.reply_err(now, conn, reference, e.code(), &e.to_string());
                 }
             }
-            Ok(ClientMessage::Unsub { ch }) => {
+            Ok(ClientMessage::Unsub { ch, .. }) => {
                 self.unsubscribe(now, conn, &ch);
             }
             Ok(ClientMessage::Pub { ch, id, data, reference }) => {

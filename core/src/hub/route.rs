@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::channel::{self, Channel};
@@ -42,16 +42,6 @@ fn enqueue(
         ready.push_back(id);
     }
     true
-}
-
-/// The `ref` of an envelope, for answering a refused `sub` (whose decoded form drops it).
-pub(super) fn peek_ref(frame: &[u8]) -> Option<u64> {
-    #[derive(Deserialize)]
-    struct Peek {
-        #[serde(default, rename = "ref")]
-        reference: Option<u64>,
-    }
-    serde_json::from_slice::<Peek>(frame).ok()?.reference
 }
 
 /// The SSE block that tells a stream its position is gone.
