@@ -166,6 +166,18 @@ impl Feeds {
         Ok(Published { pos, sse, subscribers: ch.subscribers.clone() })
     }
 
+    /// Restores `channel` after a restart: an empty log continuing after `last` (see
+    /// [`ReplayLog::continuing`]), so that clients that saw up to `last` resume exactly.
+    /// Replaces the channel's log if it existed.
+    ///
+    /// # Errors
+    /// [`FeedError`] for a bad name or too many channels.
+    pub fn restore(&mut self, channel: &str, last: Position) -> Result<(), FeedError> {
+        let limits = self.cfg.log;
+        self.channel(channel)?.log = ReplayLog::continuing(last, limits);
+        Ok(())
+    }
+
     /// Adds a subscriber to `channel` (creating the channel). Subscribing twice is a no-op.
     ///
     /// # Errors
@@ -273,6 +285,18 @@ mod tests {
         f.unsubscribe("a", SubscriberId(1));
         assert_eq!(f.len(), 1);
         f.subscribe("c", SubscriberId(1)).unwrap();
+    }
+
+    #[test]
+    fn a_restored_channel_continues_its_positions() {
+        let t0 = crate::time::test_epoch();
+        let mut f = Feeds::new(FeedsConfig::default(), 1);
+        let last = Position { epoch: Epoch(0xab), offset: 9 };
+        f.restore("t", last).unwrap();
+        let p = f.publish(t0, "t", Bytes::from_static(b"1")).unwrap();
+        assert_eq!(p.pos, Position { epoch: Epoch(0xab), offset: 10 });
+        assert!(p.sse.starts_with(b"id: ab:10\n"));
+        assert_eq!(f.log("t").unwrap().since(last).unwrap().count(), 1);
     }
 
     #[test]

@@ -145,6 +145,17 @@ impl ReplayLog {
         Self { epoch, limits, clock: None, entries: VecDeque::new(), first: 1, bytes: 0 }
     }
 
+    /// An empty log that continues an earlier life of the same epoch after `last`: the
+    /// next message gets `last.offset + 1`. A server that persisted its channel's position
+    /// (not the messages) uses it after a restart, so that clients which had seen up to
+    /// `last` resume exactly instead of refetching; positions before it are gone.
+    #[must_use]
+    pub fn continuing(last: Position, limits: LogLimits) -> Self {
+        let mut log = Self::new(last.epoch, limits);
+        log.first = last.offset.saturating_add(1);
+        log
+    }
+
     /// The epoch of this log.
     #[must_use]
     pub fn epoch(&self) -> Epoch {
@@ -320,6 +331,18 @@ mod tests {
         // Offsets keep counting through trimming.
         assert_eq!(log.head().offset, 6);
         assert_eq!(log.append(t0, Bytes::new()).offset, 7);
+    }
+
+    #[test]
+    fn a_continuing_log_serves_clients_of_its_earlier_life() {
+        let t0 = crate::time::test_epoch();
+        let last = Position { epoch: Epoch(7), offset: 41 };
+        let mut log = ReplayLog::continuing(last, LogLimits::default());
+        assert_eq!(log.head(), last);
+        assert_eq!(log.append(t0, Bytes::from_static(b"x")).offset, 42);
+        assert_eq!(offsets(&log, last), Ok(vec![42]));
+        let older = Position { epoch: Epoch(7), offset: 40 };
+        assert!(log.since(older).is_err(), "41 is not in this life's log");
     }
 
     #[test]
