@@ -23,6 +23,11 @@ impl fmt::Display for ConnId {
     }
 }
 
+/// The hub's connections by id. Ids are the hub's own sequential numbers, not peer input,
+/// so a fast non-DoS-resistant hash is safe here; it is what every receiver of a broadcast
+/// looks up.
+pub(crate) type ConnMap = rustc_hash::FxHashMap<ConnId, Conn>;
+
 /// How a connection reaches its client; decides the format of the frames pulled for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]

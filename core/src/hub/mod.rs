@@ -155,7 +155,7 @@ use crate::rng::Rng;
 use crate::time::{Instant, Monotonic, TimerQueue};
 use crate::ws::CloseCode;
 use channel::Channel;
-use conn::{Conn, Lanes, Scope};
+use conn::{Conn, ConnMap, Lanes, Scope};
 use envelope::{ClientMessage, ServerMessage};
 
 /// The deadlines of the hub, one [`TimerQueue`] for all of them.
@@ -176,7 +176,7 @@ pub struct Hub {
     auth: Box<dyn Authorize + Send>,
     clock: Option<Monotonic>,
     rng: Rng,
-    conns: HashMap<ConnId, Conn>,
+    conns: ConnMap,
     next_conn: u64,
     channels: HashMap<Arc<str>, Channel>,
     /// Channel id → name, for trim timers.
@@ -217,7 +217,7 @@ impl Hub {
             auth: Box::new(auth),
             clock: None,
             rng: Rng::from_u64(seed),
-            conns: HashMap::new(),
+            conns: ConnMap::default(),
             next_conn: 1,
             channels: HashMap::new(),
             channel_ids: HashMap::new(),

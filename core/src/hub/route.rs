@@ -2,7 +2,7 @@
 //! deadlines. Every frame goes through [`enqueue`], which routes it to the connection's
 //! lane and marks the connection ready.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::channel::{self, Channel};
-use super::conn::{Conn, ConnId, Scope, Transport};
+use super::conn::{Conn, ConnId, ConnMap, Scope, Transport};
 use super::envelope::ServerMessage;
 use super::presence::{Arrival, Departure};
 use super::{Hub, HubError, HubEvent, Subscription, Timer};
@@ -25,7 +25,7 @@ use crate::ws::{CloseCode, Utf8Bytes};
 /// Queues `frame` for `id`; `false` when the queue overflowed under `Disconnect` (the
 /// caller MUST close the connection with 4100).
 fn enqueue(
-    conns: &mut HashMap<ConnId, Conn>,
+    conns: &mut ConnMap,
     ready: &mut VecDeque<ConnId>,
     id: ConnId,
     policy: SlowConsumer,
@@ -33,8 +33,20 @@ fn enqueue(
     key: Option<Arc<str>>,
 ) -> bool {
     let Some(conn) = conns.get_mut(&id) else { return true };
-    let outcome = conn.out.push(policy, frame, key);
-    if outcome == PushOutcome::Disconnect {
+    queue(conn, ready, id, policy, frame, key)
+}
+
+/// Queues `frame` on `conn` (whose id is `id`) and marks it ready; `false` on overflow under
+/// `Disconnect`.
+fn queue(
+    conn: &mut Conn,
+    ready: &mut VecDeque<ConnId>,
+    id: ConnId,
+    policy: SlowConsumer,
+    frame: Bytes,
+    key: Option<Arc<str>>,
+) -> bool {
+    if conn.out.push(policy, frame, key) == PushOutcome::Disconnect {
         return false;
     }
     if !conn.ready && !conn.out.is_empty() {
@@ -393,7 +405,8 @@ impl Hub {
         let mut sse: Option<Option<Bytes>> = None;
         let mut slow = Vec::new();
         for &m in &c.members {
-            let Some(conn) = self.conns.get(&m) else { continue };
+            // One lookup per receiver: this loop is the fan-out's hot path.
+            let Some(conn) = self.conns.get_mut(&m) else { continue };
             let frame = match conn.transport {
                 Transport::WebSocket => ws
                     .get_or_insert_with(|| ServerMessage::Msg { ch: &key, pos, data }.encode())
@@ -406,7 +419,7 @@ impl Hub {
                 }
                 Transport::Poll => continue,
             };
-            if !enqueue(&mut self.conns, &mut self.ready, m, c.policy, frame, conflate.clone()) {
+            if !queue(conn, &mut self.ready, m, c.policy, frame, conflate.clone()) {
                 slow.push(m);
             }
         }
