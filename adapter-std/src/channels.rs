@@ -160,6 +160,18 @@ impl Channels {
         &self.inner.cfg
     }
 
+    /// Restores `channel` after a restart of the server: its log becomes empty and continues
+    /// after `last`, the position of the last message the earlier process published (saved
+    /// by the application), so that the next publish gets `last.offset + 1` in the same epoch
+    /// and a client that resumes from `last` or later (`Last-Event-ID`, `?pos=`) gets exactly
+    /// what it missed. Call it before serving the channel. See [`Feeds::restore`].
+    ///
+    /// # Errors
+    /// [`FeedError`]: a bad channel name or too many channels.
+    pub fn restore(&self, channel: &str, last: Position) -> Result<(), FeedError> {
+        lock(&self.inner.hub).feeds.restore(channel, last)
+    }
+
     /// Appends `data` (JSON text) to `channel`'s log, hands its one encoded SSE frame to
     /// every stream of the channel (a clone of the same `Bytes` each) and wakes the held
     /// long polls. Returns the message's position.
@@ -394,7 +406,7 @@ fn reset_frame(channel: &str, head: Position) -> Bytes {
 }
 
 /// `s` as a JSON string literal.
-fn json_string(s: &str) -> String {
+pub(crate) fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
@@ -411,7 +423,7 @@ fn json_string(s: &str) -> String {
 
 /// A seed when the OS has no entropy to give: the clock and an address, enough for epochs
 /// to differ across restarts.
-fn fallback_seed() -> u64 {
+pub(crate) fn fallback_seed() -> u64 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -528,7 +540,7 @@ fn run_stream(cell: &StreamCell, sock: &TcpStream, stall: Option<Duration>) -> S
 }
 
 /// Moves queued chunks of the stream into `batch` (bounded), noting a `Shutdown`.
-fn pull(stream: &mut SseStream, batch: &mut VecDeque<Bytes>, shutdown: &mut bool) {
+pub(crate) fn pull(stream: &mut SseStream, batch: &mut VecDeque<Bytes>, shutdown: &mut bool) {
     let mut bytes = 0;
     while batch.len() < MAX_IOV && bytes < BATCH_BYTES {
         match stream.poll_transmit() {
@@ -548,7 +560,7 @@ fn pull(stream: &mut SseStream, batch: &mut VecDeque<Bytes>, shutdown: &mut bool
 }
 
 /// Writes from `batch` once (vectored), dropping what was written.
-fn write_batch(sock: &TcpStream, batch: &mut VecDeque<Bytes>) -> io::Result<()> {
+pub(crate) fn write_batch(sock: &TcpStream, batch: &mut VecDeque<Bytes>) -> io::Result<()> {
     let mut slices = [IoSlice::new(&[]); MAX_IOV];
     let n = batch.len().min(MAX_IOV);
     for (slot, chunk) in slices.iter_mut().zip(batch.iter()) {
@@ -572,7 +584,7 @@ fn write_batch(sock: &TcpStream, batch: &mut VecDeque<Bytes>) -> io::Result<()> 
 
 /// Whether the client closed its end (or the connection broke), without blocking. A client
 /// sends nothing after its request; anything it does send is read and discarded.
-fn peer_closed(sock: &TcpStream) -> bool {
+pub(crate) fn peer_closed(sock: &TcpStream) -> bool {
     if sock.set_nonblocking(true).is_err() {
         return false;
     }

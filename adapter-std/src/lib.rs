@@ -16,6 +16,14 @@
 //!   Server-Sent Events streams ([`Channels::serve_sse`], resumable with `Last-Event-ID`)
 //!   and polls ([`Channels::serve_poll`]), fed by [`Channels::publish`]; [`sse::connect`]
 //!   is the matching reconnecting event-stream client.
+//! - The hub: [`HubHandle`] hosts the core [`Hub`](tidewire::hub::Hub) (channels with a
+//!   replay log, presence, authorization, slow-consumer policies) for a server, serving
+//!   WebSocket envelopes ([`HubHandle::serve_ws`]), SSE ([`HubHandle::serve_sse`]), polls
+//!   ([`HubHandle::serve_poll`]) and HTTP publishes ([`HubHandle::serve_publish`]) from one
+//!   log per channel.
+//! - The reconnecting client: [`Session`] drives the core
+//!   [`ClientSession`](tidewire::client::ClientSession) on its own thread (WebSocket, else
+//!   SSE, else polling; resume, refetch, queued publishes).
 //! - A [`WebSocket`] is app-driven, like `tungstenite`: the connection makes progress while
 //!   a thread is inside [`WebSocket::recv`] / [`WebSocket::recv_event`] (and while a `send`
 //!   writes). [`Sender`]s send from other threads.
@@ -108,7 +116,9 @@ mod channels;
 mod client;
 mod conn;
 mod http;
+mod hub;
 mod server;
+mod session;
 mod socket;
 pub mod sse;
 
@@ -116,7 +126,9 @@ pub use bytes::Bytes;
 pub use channels::{Channels, ChannelsConfig};
 pub use client::{ClientOptions, ConnectError, connect};
 pub use http::HttpRequest;
+pub use hub::{HubHandle, HubOptions, ROOM_POLL};
 pub use server::{Server, ServerConfig, ServerHandle, ShutdownReport, Upgrade};
+pub use session::{Session, SessionOptions};
 pub use socket::{Event, RecvError, Sender, WebSocket};
 pub use tidewire;
 pub use tidewire::sse::StreamEnd;
