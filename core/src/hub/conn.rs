@@ -48,6 +48,8 @@ pub enum Transport {
 pub(crate) enum Scope {
     User(Arc<str>),
     Conn(ConnId),
+    /// Anonymous publishes made without a connection (HTTP): one shared scope.
+    Anonymous,
 }
 
 /// The lane of a slow-consumer policy: one bounded queue per policy in use, so that a

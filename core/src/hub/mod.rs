@@ -337,7 +337,7 @@ impl Hub {
                 self.unsubscribe(now, conn, &ch);
             }
             Ok(ClientMessage::Pub { ch, id, data, reference }) => {
-                self.client_publish(now, conn, &ch, id, &data, reference);
+                self.client_publish(now, conn, &ch, id.as_deref(), &data, reference);
             }
             Ok(ClientMessage::Ping { reference }) => {
                 self.reply(now, conn, ServerMessage::Pong { reference }.encode());
@@ -421,6 +421,43 @@ impl Hub {
     ) -> Result<Position, HubError> {
         let data: &RawValue = serde_json::from_slice(json).map_err(|_| HubError::BadJson)?;
         self.publish(now, ch, data)
+    }
+
+    /// A client's publish that arrived without a hub connection (e.g. `POST
+    /// /api/publish` with the client's credentials): checked by the [`Authorize`] policy and
+    /// deduplicated by `id` in the same window as WebSocket publishes of the same user (an
+    /// anonymous principal's ids share one scope). A duplicate returns the position of the
+    /// first (or the channel's head, when the window no longer holds that position).
+    ///
+    /// # Errors
+    /// [`HubError::Forbidden`], [`HubError::BadChannel`], [`HubError::BadId`],
+    /// [`HubError::BadJson`] and the errors of [`publish`](Self::publish).
+    pub fn publish_as(
+        &mut self,
+        now: Instant,
+        principal: &Principal,
+        ch: &str,
+        id: Option<&str>,
+        json: &[u8],
+    ) -> Result<Position, HubError> {
+        let now = self.advance(now);
+        let data: &RawValue = serde_json::from_slice(json).map_err(|_| HubError::BadJson)?;
+        let scope =
+            principal.user.as_deref().map_or(Scope::Anonymous, |u| Scope::User(Arc::from(u)));
+        let pos = self.checked_publish(now, principal, scope, ch, id, data)?;
+        Ok(pos.unwrap_or_else(|| {
+            self.log(ch).map_or(Position::start(crate::replay::Epoch(0)), ReplayLog::head)
+        }))
+    }
+
+    /// Whether `principal` may read or write `ch` by the hub's policy (for answering 403
+    /// before an SSE 200 or a poll without joining).
+    #[must_use]
+    pub fn authorize(&self, principal: &Principal, ch: &str, access: Access) -> bool {
+        match access {
+            Access::Read => self.auth.can_read(principal, ch),
+            _ => self.auth.can_write(principal, ch),
+        }
     }
 
     // -----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::authz::Principal;
 use super::channel::{self, Channel};
 use super::conn::{Conn, ConnId, ConnMap, Scope, Transport};
 use super::envelope::ServerMessage;
@@ -339,40 +340,50 @@ impl Hub {
         now: Instant,
         id: ConnId,
         ch: &str,
-        msg_id: Option<String>,
+        msg_id: Option<&str>,
         data: &RawValue,
         reference: Option<u64>,
     ) {
         let Some(conn) = self.conns.get(&id) else { return };
-        let checked = if !channel::valid_name(ch, self.cfg.max_channel_name) {
-            Err(HubError::BadChannel)
-        } else if !self.auth.can_write(&conn.principal, ch) {
-            Err(HubError::Forbidden)
-        } else if msg_id.as_ref().is_some_and(|m| m.len() > self.cfg.max_id_len) {
-            Err(HubError::BadId)
-        } else {
-            Ok(msg_id.map(|m| (conn.scope.clone(), m.into_boxed_str())))
-        };
-        let key = match checked {
-            Ok(key) => key,
-            Err(e) => return self.reply_err(now, id, reference, e.code(), &e.to_string()),
-        };
+        let (principal, scope) = (conn.principal.clone(), conn.scope.clone());
+        match self.checked_publish(now, &principal, scope, ch, msg_id, data) {
+            Ok(pos) => self.reply(now, id, ServerMessage::Ack { reference, pos }.encode()),
+            Err(e) => self.reply_err(now, id, reference, e.code(), &e.to_string()),
+        }
+    }
+
+    /// A client publish: name, policy, id length, dedup (a duplicate returns the first
+    /// position, `None` when that was forgotten), append.
+    pub(super) fn checked_publish(
+        &mut self,
+        now: Instant,
+        principal: &Principal,
+        scope: Scope,
+        ch: &str,
+        msg_id: Option<&str>,
+        data: &RawValue,
+    ) -> Result<Option<Position>, HubError> {
+        if !channel::valid_name(ch, self.cfg.max_channel_name) {
+            return Err(HubError::BadChannel);
+        }
+        if !self.auth.can_write(principal, ch) {
+            return Err(HubError::Forbidden);
+        }
+        if msg_id.is_some_and(|m| m.len() > self.cfg.max_id_len) {
+            return Err(HubError::BadId);
+        }
+        let key = msg_id.map(|m| (scope, Box::<str>::from(m)));
         if let Some(k) = &key
             && self.dedup.contains(k)
         {
             self.stats.duplicates += 1;
-            let pos = self.dedup_pos.get(k).copied();
-            return self.reply(now, id, ServerMessage::Ack { reference, pos }.encode());
+            return Ok(self.dedup_pos.get(k).copied());
         }
-        match self.append(now, ch, data) {
-            Ok(pos) => {
-                if let Some(k) = key {
-                    self.remember(k, pos);
-                }
-                self.reply(now, id, ServerMessage::Ack { reference, pos: Some(pos) }.encode());
-            }
-            Err(e) => self.reply_err(now, id, reference, e.code(), &e.to_string()),
+        let pos = self.append(now, ch, data)?;
+        if let Some(k) = key {
+            self.remember(k, pos);
         }
+        Ok(Some(pos))
     }
 
     fn remember(&mut self, key: (Scope, Box<str>), pos: Position) {

@@ -111,6 +111,31 @@ fn forbidden_joins_and_publishes_change_nothing() {
     assert!(h.publish(t0, "admin:x", &raw("1")).is_ok());
 }
 
+#[test]
+fn publishes_without_a_connection_are_checked_and_deduplicated() {
+    let t0 = crate::time::test_epoch();
+    let mut h = Hub::new(HubConfig::default(), DemoAuth, 1);
+    let ann = Principal::user("ann");
+    let anon = Principal::anonymous();
+    assert!(h.authorize(&anon, "public:ticks", Access::Read));
+    assert!(!h.authorize(&anon, "chat:lobby", Access::Read));
+    assert!(h.authorize(&ann, "chat:lobby", Access::Write));
+    assert!(!h.authorize(&ann, "public:ticks", Access::Write));
+    assert_eq!(h.publish_as(t0, &anon, "chat:lobby", None, b"1"), Err(HubError::Forbidden));
+    assert_eq!(h.publish_as(t0, &ann, "chat:lobby", None, b"{oops"), Err(HubError::BadJson));
+    let first = h.publish_as(t0, &ann, "chat:lobby", Some("m-1"), b"\"hi\"").unwrap();
+    // A retry over HTTP, then the same id over WebSocket: acked with the same position.
+    assert_eq!(h.publish_as(t0, &ann, "chat:lobby", Some("m-1"), b"\"hi\""), Ok(first));
+    let c = ws(&mut h, t0, Some("ann"));
+    send(&mut h, t0, c, r#"{"op":"pub","ch":"chat:lobby","id":"m-1","data":"hi","ref":9}"#);
+    let ack = &envelopes(&mut h, c)[0];
+    assert_eq!((ack["op"].as_str(), ack["off"].as_u64()), (Some("ack"), Some(first.offset)));
+    assert_eq!(h.log("chat:lobby").unwrap().len(), 1, "published once");
+    // Another user's id is another message.
+    let bob = Principal::user("bob");
+    assert_ne!(h.publish_as(t0, &bob, "chat:lobby", Some("m-1"), b"2").unwrap(), first);
+}
+
 // ---------------------------------------------------------------------------------------
 // Replay
 
