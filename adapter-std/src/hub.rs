@@ -523,13 +523,17 @@ impl HubHandle {
     ///
     /// # Errors
     /// The socket's error, or the refusal after answering it.
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "the same shape as serve_ws/serve_sse/serve_poll, which keep the principal"
+    )]
     pub fn serve_publish(
         &self,
         req: crate::HttpRequest,
         principal: Principal,
         trusted: bool,
     ) -> io::Result<()> {
-        http::serve_publish(self.inner(), req, principal, trusted)
+        http::serve_publish(self.inner(), req, &principal, trusted)
     }
 }
 

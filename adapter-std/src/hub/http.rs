@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tidewire::Machine as _;
-use tidewire::client::wire::{ServerFrame, is_json};
+use tidewire::client::wire::is_json;
 use tidewire::hub::{ConnId, HubError, Principal, Transport};
 use tidewire::poll::{Poll, PollRequest};
 use tidewire::replay::{Epoch, Position};
@@ -249,7 +249,7 @@ type Published = Result<Option<Position>, (u16, String)>;
 pub(super) fn serve_publish(
     inner: &Arc<Inner>,
     mut req: HttpRequest,
-    principal: Principal,
+    principal: &Principal,
     trusted: bool,
 ) -> io::Result<()> {
     if req.request().method() != "POST" {
@@ -285,33 +285,19 @@ pub(super) fn serve_publish(
     }
 }
 
-/// A user publish through the hub's client path (authorization, dedup by the user's id):
-/// one envelope on a connection that lives for this request only.
+/// A user publish through the hub's client path: authorization, and dedup by the user's
+/// id in the same window as WebSocket publishes.
 fn client_publish(
     inner: &Inner,
-    principal: Principal,
+    principal: &Principal,
     ch: &str,
     id: Option<&str>,
     data: &str,
 ) -> Published {
-    let id = id.map_or_else(String::new, |i| format!(r#""id":{},"#, json_string(i)));
-    let envelope = format!(r#"{{"op":"pub","ch":{},{id}"data":{data},"ref":1}}"#, json_string(ch));
-    let frames: Vec<Bytes> = inner.with(|st, now| {
-        let conn = st.hub.connect(now, Transport::WebSocket, principal);
-        st.hub.set_presence_name(conn, None);
-        st.hub.handle_envelope(now, conn, envelope.as_bytes());
-        let frames = std::iter::from_fn(|| st.hub.pull(conn)).collect();
-        st.hub.disconnect(now, conn);
-        frames
-    });
-    for frame in frames {
-        match ServerFrame::decode(&frame) {
-            Ok(ServerFrame::Ack { pos, .. }) => return Ok(pos),
-            Ok(ServerFrame::Err { code, .. }) => return Err((status_of(&code), code)),
-            _ => {}
-        }
-    }
-    Err((500, "no_answer".to_owned()))
+    inner
+        .with(|st, now| st.hub.publish_as(now, principal, ch, id, data.as_bytes()))
+        .map(Some)
+        .map_err(|e| (status_of(e.code()), e.code().to_owned()))
 }
 
 /// The HTTP status of a hub refusal.
