@@ -4,6 +4,9 @@
 //!
 //! `cargo run --release -p tidewire-smol --example echo-client -- --url ws://127.0.0.1:9001 --agent NAME`
 
+use std::sync::Arc;
+
+use smol::Executor;
 use tidewire_smol::{ClientOptions, CloseCode, ConnectError, Message, WebSocket, connect};
 
 const USAGE: &str = "\
@@ -16,16 +19,17 @@ options:
   --agent NAME           the agent name in the reports (default tidewire-smol)
   -h, --help             this text";
 
-fn options() -> ClientOptions {
+fn options(ex: &Arc<Executor<'static>>) -> ClientOptions {
     let mut opts = ClientOptions::default();
+    opts.executor = Some(ex.clone());
     opts.ws.keepalive = None;
     opts.ws.max_message = 64 << 20;
     opts.ws.max_frame = 64 << 20;
     opts
 }
 
-async fn open(url: &str) -> Result<WebSocket, ConnectError> {
-    connect(url, options()).await
+async fn open(ex: &Arc<Executor<'static>>, url: &str) -> Result<WebSocket, ConnectError> {
+    connect(url, options(ex)).await
 }
 
 fn main() {
@@ -53,14 +57,20 @@ fn main() {
         }
     }
     let url = url.trim_end_matches('/').to_owned();
-    if let Err(e) = smol::block_on(run(&url, &agent)) {
+    // One thread: `block_on` drives the reactor while the executor runs the driver tasks.
+    let ex = Arc::new(Executor::new());
+    if let Err(e) = smol::block_on(ex.run(run(&ex, &url, &agent))) {
         eprintln!("echo-client: {e}");
         std::process::exit(1);
     }
 }
 
-async fn run(url: &str, agent: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let mut ws = open(&format!("{url}/getCaseCount")).await?;
+async fn run(
+    ex: &Arc<Executor<'static>>,
+    url: &str,
+    agent: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut ws = open(ex, &format!("{url}/getCaseCount")).await?;
     let count: u32 = match ws.recv().await? {
         Message::Text(t) => t.as_str().trim().parse()?,
         Message::Binary(_) => return Err("getCaseCount: binary answer".into()),
@@ -70,7 +80,7 @@ async fn run(url: &str, agent: &str) -> Result<(), Box<dyn std::error::Error>> {
     println!("running {count} cases");
 
     for case in 1..=count {
-        match open(&format!("{url}/runCase?case={case}&agent={agent}")).await {
+        match open(ex, &format!("{url}/runCase?case={case}&agent={agent}")).await {
             Ok(mut ws) => {
                 while let Ok(msg) = ws.recv().await {
                     if ws.send(msg).await.is_err() {
@@ -84,7 +94,7 @@ async fn run(url: &str, agent: &str) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
-    let mut ws = open(&format!("{url}/updateReports?agent={agent}")).await?;
+    let mut ws = open(ex, &format!("{url}/updateReports?agent={agent}")).await?;
     let _ = ws.close(CloseCode::NORMAL, "");
     while ws.recv().await.is_ok() {}
     println!("reports updated");

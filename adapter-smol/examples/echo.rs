@@ -1,4 +1,6 @@
-//! A WebSocket echo server on smol: one driver task per connection on the global executor.
+//! A WebSocket echo server on smol, on one thread: one `smol::Executor` runs the accept loop,
+//! every connection's tasks (handshake, handler, driver) and the reactor, like tokio's
+//! current-thread runtime.
 //!
 //! `cargo run --release -p tidewire-smol --example echo -- --addr 127.0.0.1:9001 [--token T]
 //! [--origin O]… [--protocol P]… [--no-keepalive] [--max-message BYTES]`
@@ -6,9 +8,11 @@
 //! Ctrl-C or SIGTERM closes every connection with 1001 (5 s grace) and exits 0.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_signal::{Signal, Signals};
+use smol::Executor;
 use smol::stream::StreamExt;
 use tidewire_smol::{Server, ServerConfig, Upgrade};
 
@@ -105,11 +109,14 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let code = smol::block_on(run(args));
+    // One thread: `block_on` drives the reactor while the executor runs every task. `run`
+    // is a task too, so that it is polled only when it was woken.
+    let ex = Arc::new(Executor::new());
+    let code = smol::block_on(ex.run(ex.spawn(run(args, ex.clone()))));
     std::process::exit(code);
 }
 
-async fn run(args: Args) -> i32 {
+async fn run(args: Args, ex: Arc<Executor<'static>>) -> i32 {
     let mut signals = match Signals::new([Signal::Int, Signal::Term]) {
         Ok(s) => s,
         Err(e) => {
@@ -118,6 +125,7 @@ async fn run(args: Args) -> i32 {
         }
     };
     let mut cfg = ServerConfig::default();
+    cfg.executor = Some(ex.clone());
     if !args.keepalive {
         cfg.ws.keepalive = None;
     }
@@ -136,8 +144,8 @@ async fn run(args: Args) -> i32 {
     println!("listening on {}", server.local_addr());
     let _ = std::io::stdout().flush();
 
-    let args = std::sync::Arc::new(args);
-    let serving = smol::spawn(server.serve(move |upgrade| {
+    let args = Arc::new(args);
+    let serving = ex.spawn(server.serve(move |upgrade| {
         let args = args.clone();
         async move { echo(upgrade, &args).await }
     }));

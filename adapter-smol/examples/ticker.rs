@@ -9,12 +9,13 @@
 //! every stream (5 s grace) and exits 0.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_signal::{Signal, Signals};
-use smol::Timer;
 use smol::future;
 use smol::stream::StreamExt;
+use smol::{Executor, Timer};
 use tidewire_smol::{Channels, ChannelsConfig, HttpRequest, Server, ServerConfig, Upgrade};
 
 const USAGE: &str = "\
@@ -87,11 +88,14 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let code = smol::block_on(run(args));
+    // One thread: `block_on` drives the reactor while the executor runs every task. `run`
+    // is a task too, so that it is polled only when it was woken.
+    let ex = Arc::new(Executor::new());
+    let code = smol::block_on(ex.run(ex.spawn(run(args, ex.clone()))));
     std::process::exit(code);
 }
 
-async fn run(args: Args) -> i32 {
+async fn run(args: Args, ex: Arc<Executor<'static>>) -> i32 {
     let mut signals = match Signals::new([Signal::Int, Signal::Term]) {
         Ok(s) => s,
         Err(e) => {
@@ -99,7 +103,9 @@ async fn run(args: Args) -> i32 {
             return 1;
         }
     };
-    let server = match Server::bind(args.addr.as_str(), ServerConfig::default()).await {
+    let mut cfg = ServerConfig::default();
+    cfg.executor = Some(ex.clone());
+    let server = match Server::bind(args.addr.as_str(), cfg).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("cannot bind {}: {e}", args.addr);
@@ -114,7 +120,7 @@ async fn run(args: Args) -> i32 {
     let publisher = {
         let channels = channels.clone();
         let every = args.every;
-        smol::spawn(async move {
+        ex.spawn(async move {
             let mut n: u64 = 0;
             loop {
                 Timer::after(every).await;
@@ -123,7 +129,7 @@ async fn run(args: Args) -> i32 {
             }
         })
     };
-    let serving = smol::spawn(server.serve_with(
+    let serving = ex.spawn(server.serve_with(
         |up: Upgrade| async move {
             let _ = up.reject(404, &[], b"no WebSocket here\n").await;
         },

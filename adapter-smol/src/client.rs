@@ -5,14 +5,14 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smol::{Async, Timer, future};
+use smol::{Async, Executor, Timer, future};
 use tidewire::ws::{CloseInfo, ConnError, HandshakeError, WsConfig, WsConnection};
 use url::{Host, Url};
 
 use crate::conn::{Shared, WebSocket};
 use crate::driver::Driver;
 
-/// Read buffer of a client connection.
+/// Read buffer of a client connection at most (it starts smaller and grows while reads fill it).
 const CLIENT_READ_BUFFER: usize = 64 << 10;
 
 /// Client settings. Build it with `ClientOptions::default()` and change the fields you need.
@@ -25,11 +25,15 @@ pub struct ClientOptions {
     pub ws: WsConfig,
     /// Time for resolving the host and connecting TCP (default 10 s).
     pub connect_timeout: Duration,
+    /// The executor that runs the connection's driver task. `None` (the default): smol's
+    /// global executor. Give the executor that the application runs on (e.g.
+    /// `smol::block_on(ex.run(..))`) to keep the connection on one thread.
+    pub executor: Option<Arc<Executor<'static>>>,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        Self { ws: WsConfig::default(), connect_timeout: Duration::from_secs(10) }
+        Self { ws: WsConfig::default(), connect_timeout: Duration::from_secs(10), executor: None }
     }
 }
 
@@ -53,7 +57,8 @@ pub enum ConnectError {
 }
 
 /// Connects to a `ws://host[:port]/path?query` URL and completes the opening handshake.
-/// The connection's driver task is spawned on smol's global executor.
+/// The connection's driver task is spawned on `opts.executor` (default: smol's global
+/// executor).
 ///
 /// # Errors
 /// [`ConnectError::Url`] for a malformed or non-`ws` URL, [`ConnectError::Io`] when TCP
@@ -99,6 +104,7 @@ pub async fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, Connec
         read_buffer: CLIENT_READ_BUFFER,
         close_timeout,
         registration: None,
+        executor: opts.executor,
     }
     .spawn();
 

@@ -46,6 +46,8 @@ pub(crate) struct Inner {
     pub(crate) aborted: bool,
     /// The server forces the connection down, whatever its state.
     pub(crate) killed: bool,
+    /// The driver is done with the socket (shut down): only now is `Closed` reported.
+    pub(crate) finished: bool,
 }
 
 impl Inner {
@@ -67,6 +69,7 @@ impl Shared {
                 read_paused: false,
                 aborted: false,
                 killed: false,
+                finished: false,
             }),
             inbound: Notify::new(),
             room: Notify::new(),
@@ -80,7 +83,8 @@ impl Shared {
     }
 
     /// Moves the core's events to the application's queue and wakes whoever waits for them.
-    pub(crate) fn absorb_events(&self, inner: &mut Inner) {
+    /// Returns whether that woke a waiting receiver.
+    pub(crate) fn absorb_events(&self, inner: &mut Inner) -> bool {
         let mut arrived = false;
         let mut closed = false;
         while let Some(ev) = inner.conn.poll_event() {
@@ -103,12 +107,11 @@ impl Shared {
             }
             arrived = true;
         }
-        if arrived {
-            self.inbound.notify(usize::MAX);
-        }
+        let woke = arrived && self.inbound.notify(usize::MAX) > 0;
         if closed {
             self.room.notify(usize::MAX);
         }
+        woke
     }
 
     /// Runs a command on the core and wakes the driver to write what it queued.
@@ -189,7 +192,11 @@ impl Shared {
                     }
                     return ev;
                 }
-                if let Some(info) = &inner.closed {
+                // `Closed` once the driver is done with the socket: a client has then seen the
+                // server's end of TCP (or waited `close_timeout` for it).
+                if inner.finished
+                    && let Some(info) = &inner.closed
+                {
                     return Event::Closed(info.clone());
                 }
                 self.inbound.listen()
@@ -228,7 +235,9 @@ impl WebSocket {
     /// The next data message, skipping pongs. Waits until one arrives.
     ///
     /// # Errors
-    /// [`RecvError::Closed`] once the connection has ended, on this and every later call.
+    /// [`RecvError::Closed`] once the connection has ended and its socket is shut down (a
+    /// client after a clean close waits for the server to end TCP first, at most
+    /// `WsConfig::close_timeout`), on this and every later call.
     pub async fn recv(&mut self) -> Result<Message, RecvError> {
         loop {
             match self.shared.recv_event().await {
@@ -239,8 +248,9 @@ impl WebSocket {
         }
     }
 
-    /// The next event: a message, a pong, or the close. After `Closed` it returns
-    /// `Closed` with the same info on every call.
+    /// The next event: a message, a pong, or the close (once the socket is shut down, as
+    /// for [`recv`](Self::recv)). After `Closed` it returns `Closed` with the same info on
+    /// every call.
     pub async fn recv_event(&mut self) -> Event {
         self.shared.recv_event().await
     }

@@ -1,16 +1,25 @@
 //! The driver task: one per connection, it owns the socket and runs the core's run loop
 //! (read → one mutation → drain events and transmits → re-arm the one timer).
+//!
+//! The socket is non-blocking: the driver writes and reads it directly, and waits for
+//! readiness only after the kernel said `WouldBlock` (or a read came back short, which
+//! means the receive queue was empty). The readiness futures, the timer and the wake-up
+//! listener live across iterations, so a wake-up for one reason does not re-register the
+//! others.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use smol::future;
-use smol::{Async, Timer};
-use tidewire::ws::WsState;
+use smol::{Async, Executor, Timer};
+use tidewire::ws::{CloseCode, CloseInfo, Initiator, Utf8Bytes, WsState};
 use tidewire::{Machine, Transmit};
 
 use crate::conn::Shared;
@@ -21,6 +30,26 @@ pub(crate) const MAX_SLICES: usize = 64;
 /// Bytes pulled from the core into one write batch at most (the rest stays in the core's
 /// bounded outbox, where it counts against `max_outbound`).
 pub(crate) const BATCH_BYTES: usize = 256 << 10;
+/// Passes of the loop that made progress without waiting, after which the driver yields to
+/// the executor once (fairness between connections on one thread).
+const BUDGET: u32 = 32;
+/// First size of a connection's read buffer; it doubles (up to the configured size) while
+/// reads fill it, so an idle connection keeps little memory.
+const INITIAL_READ: usize = 4 << 10;
+/// Waits for readability that register at once after a deferred read found nothing (see
+/// `Driver::run`), before the driver tries deferring again.
+const DEFER_COOLDOWN: u32 = 8;
+
+/// Spawns `task` on `executor`, or on smol's global executor when there is none.
+pub(crate) fn spawn_on<F>(executor: Option<&Arc<Executor<'static>>>, task: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    match executor {
+        Some(ex) => ex.spawn(task).detach(),
+        None => smol::spawn(task).detach(),
+    }
+}
 
 /// Everything a driver task owns.
 pub(crate) struct Driver {
@@ -31,25 +60,74 @@ pub(crate) struct Driver {
     pub(crate) close_timeout: Duration,
     /// Server connections: deregisters when the task ends.
     pub(crate) registration: Option<Registration>,
+    /// Where the task runs (`None`: smol's global executor).
+    pub(crate) executor: Option<Arc<Executor<'static>>>,
 }
 
-enum Wake {
-    Read(io::Result<usize>),
-    Wrote(io::Result<usize>),
-    Timer,
-    Notified,
+/// Runs when the driver ends, however it ends (even when its executor drops the task): the
+/// socket is shut down, then the application learns that the connection is over.
+struct Finish {
+    stream: Arc<Async<TcpStream>>,
+    shared: Arc<Shared>,
+    registration: Option<Registration>,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        let _ = self.stream.get_ref().shutdown(Shutdown::Both);
+        {
+            let mut inner = self.shared.lock();
+            if inner.conn.state() != WsState::Closed {
+                inner.conn.handle_eof(Instant::now());
+                self.shared.absorb_events(&mut inner);
+            }
+            // The core always reports `Closed` by now; never let a receiver hang on it.
+            inner.closed.get_or_insert_with(abnormal);
+            inner.finished = true;
+        }
+        // Wake everyone still waiting on this connection: it is over.
+        self.shared.inbound.notify(usize::MAX);
+        self.shared.room.notify(usize::MAX);
+        drop(self.registration.take());
+    }
+}
+
+/// How a connection ended when the core did not say (it always does; kept so that a
+/// missing `Closed` never hangs a receiver).
+fn abnormal() -> CloseInfo {
+    CloseInfo {
+        code: CloseCode::ABNORMAL,
+        reason: Utf8Bytes::default(),
+        initiator: Initiator::Local,
+        clean: false,
+        error: None,
+    }
+}
+
+/// What woke a waiting driver.
+#[derive(Default)]
+struct Woke {
+    readable: bool,
+    writable: bool,
+    timer: bool,
 }
 
 impl Driver {
-    /// Spawns the driver on smol's global executor.
-    pub(crate) fn spawn(self) {
-        smol::spawn(self.run()).detach();
+    /// Spawns the driver on its executor.
+    pub(crate) fn spawn(mut self) {
+        let executor = self.executor.take();
+        spawn_on(executor.as_ref(), self.run());
     }
 
+    #[allow(clippy::too_many_lines)] // one run loop, kept in one place
     async fn run(self) {
-        let stream = &*self.stream;
-        let shared = &*self.shared;
-        let mut rbuf = vec![0u8; self.read_buffer.max(1)];
+        let Driver { stream, shared, read_buffer, close_timeout, registration, .. } = self;
+        let finish = Finish { stream, shared, registration };
+        let stream = &*finish.stream;
+        let sock = stream.get_ref();
+        let shared = &*finish.shared;
+        let max_read = read_buffer.max(1);
+        let mut rbuf = vec![0u8; INITIAL_READ.min(max_read)];
         let mut wbuf: VecDeque<Bytes> = VecDeque::new();
         let mut wbuf_bytes = 0usize;
         let mut timer = Timer::never();
@@ -58,10 +136,25 @@ impl Driver {
         let mut write_failed = false;
         let mut shutdown_pulled = false;
         let mut linger: Option<Instant> = None;
+        // Whether a read / write may progress without waiting (no `WouldBlock` since the
+        // last readiness).
+        let mut can_read = true;
+        let mut can_write = true;
+        // Kept across passes: registered once, dropped only when they fired.
+        let mut readable = None;
+        let mut writable = None;
+        let mut listener = None;
+        let mut budget = BUDGET;
+        // Before registering for readability, the driver yields once and reads again: under
+        // load the peer's next message has often arrived meanwhile, which saves the
+        // registration (a system call) and a trip through the reactor. When that read finds
+        // nothing, the next few waits register at once.
+        let mut retry_pending = false;
+        let mut cooldown = 0u32;
 
         loop {
             let now = Instant::now();
-            let (listener, read_ok, deadline, unclean, closed) = {
+            let (read_ok, deadline, unclean, closed) = {
                 let mut inner = shared.lock();
                 let state = inner.conn.state();
                 if inner.killed
@@ -69,7 +162,6 @@ impl Driver {
                 {
                     inner.conn.handle_eof(now);
                     shared.absorb_events(&mut inner);
-                    drop(inner);
                     break;
                 }
                 if inner.conn.poll_timeout().is_some_and(|d| d <= now) {
@@ -101,20 +193,27 @@ impl Driver {
                 }
                 let read_ok = !eof && (closed || !inner.inbound_full());
                 inner.read_paused = !eof && !read_ok;
-                let listener = shared.wake.listen();
-                (listener, read_ok, inner.conn.poll_timeout(), unclean, closed)
+                if listener.is_some() && shared.wake.is_notified() {
+                    // Only this task listens: what notified it is handled in this pass.
+                    listener = None;
+                }
+                if listener.is_none() {
+                    // Registered under the lock: a command after this check cannot be missed.
+                    listener = Some(shared.wake.listen());
+                }
+                (read_ok, inner.conn.poll_timeout(), unclean, closed)
             };
 
             if unclean {
                 // Failed: one non-blocking attempt to get the close frame out, then down.
-                flush_now(stream.get_ref(), &mut wbuf);
+                flush_now(sock, &mut wbuf);
                 break;
             }
             if shutdown_pulled && wbuf.is_empty() {
                 break;
             }
             if closed && linger.is_none() {
-                linger = Some(now + self.close_timeout);
+                linger = Some(now + close_timeout);
             }
             if linger.is_some_and(|l| l <= now) {
                 break;
@@ -126,74 +225,156 @@ impl Driver {
             if deadline.is_some_and(|d| d <= now) {
                 continue;
             }
-            if deadline != armed {
-                match deadline {
-                    Some(d) => timer.set_at(d),
-                    None => timer = Timer::never(),
+
+            // Write what the socket takes now.
+            let mut progressed = false;
+            while can_write && !wbuf.is_empty() {
+                match write_batch(sock, &wbuf) {
+                    Ok(n) if n > 0 => {
+                        wbuf_bytes -= n;
+                        consume(&mut wbuf, n);
+                        progressed = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => can_write = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    _ => {
+                        // The transport failed: nothing more can be written.
+                        write_failed = true;
+                        wbuf.clear();
+                        wbuf_bytes = 0;
+                        shared.lock().conn.handle_eof(Instant::now());
+                        progressed = true;
+                    }
                 }
-                armed = deadline;
+            }
+            if write_failed {
+                continue;
             }
 
-            let wake = {
-                let write = async {
-                    if wbuf.is_empty() {
-                        future::pending().await
-                    } else {
-                        Wake::Wrote(stream.write_with(|s| write_batch(s, &wbuf)).await)
+            // One read, when the application has room for what it brings.
+            let mut delivered = false;
+            let mut retry_failed = false;
+            if !read_ok {
+                // Paused: a readiness registered meanwhile is dropped; try again on resume.
+                readable = None;
+                can_read = true;
+            } else if can_read {
+                let is_retry = std::mem::take(&mut retry_pending);
+                match (&mut &*sock).read(&mut rbuf) {
+                    Ok(n) if n > 0 => {
+                        // A short read emptied the receive queue: wait for readiness next.
+                        can_read = n == rbuf.len();
+                        let mut inner = shared.lock();
+                        inner.conn.handle_read(Instant::now(), &rbuf[..n]);
+                        delivered = shared.absorb_events(&mut inner);
+                        drop(inner);
+                        progressed = true;
+                        if can_read && rbuf.len() < max_read {
+                            rbuf = vec![0u8; (rbuf.len() * 2).min(max_read)];
+                        }
                     }
-                };
-                let read = async {
-                    if read_ok {
-                        Wake::Read(stream.read_with(|s| (&mut &*s).read(&mut rbuf)).await)
-                    } else {
-                        future::pending().await
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        can_read = false;
+                        if is_retry {
+                            // Register now, and at once for the next few waits.
+                            retry_failed = true;
+                            cooldown = DEFER_COOLDOWN;
+                        }
                     }
-                };
-                let fire = async {
-                    (&mut timer).await;
-                    Wake::Timer
-                };
-                let notified = async {
-                    listener.await;
-                    Wake::Notified
-                };
-                future::or(write, future::or(read, future::or(fire, notified))).await
-            };
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    _ => {
+                        eof = true;
+                        let mut inner = shared.lock();
+                        inner.conn.handle_eof(Instant::now());
+                        shared.absorb_events(&mut inner);
+                        progressed = true;
+                    }
+                }
+            }
 
-            match wake {
-                Wake::Wrote(Ok(n)) if n > 0 => {
-                    wbuf_bytes -= n;
-                    consume(&mut wbuf, n);
+            if progressed {
+                budget -= 1;
+                if delivered || budget == 0 {
+                    // A receiver was woken: let it (on this thread, too) take what arrived and
+                    // queue its answer, which is then written in the next pass.
+                    budget = BUDGET;
+                    future::yield_now().await;
                 }
-                Wake::Wrote(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Wake::Wrote(_) => {
-                    // The transport failed: nothing more can be written.
-                    write_failed = true;
-                    wbuf.clear();
-                    wbuf_bytes = 0;
-                    let mut inner = shared.lock();
-                    inner.conn.handle_eof(Instant::now());
+                continue;
+            }
+            budget = BUDGET;
+
+            // Nothing more to do without waiting. A later deadline is picked up when the
+            // earlier one fires, so the timer is re-armed only when the deadline moves earlier.
+            if let Some(d) = deadline
+                && armed.is_none_or(|a| d < a)
+            {
+                timer.set_at(d);
+                armed = Some(d);
+            }
+            let want_write = !can_write && !wbuf.is_empty();
+            let want_read = read_ok && !can_read;
+            if want_read && readable.is_none() && !retry_failed {
+                if cooldown == 0 {
+                    retry_pending = true;
+                    can_read = true;
+                    future::yield_now().await;
+                    continue;
                 }
-                Wake::Read(Ok(n)) if n > 0 => {
-                    let mut inner = shared.lock();
-                    inner.conn.handle_read(Instant::now(), &rbuf[..n]);
+                cooldown -= 1;
+            }
+            if want_write && writable.is_none() {
+                writable = Some(stream.writable());
+            }
+            if want_read && readable.is_none() {
+                readable = Some(stream.readable());
+            }
+            let woke = future::poll_fn(|cx| {
+                let mut woke = Woke::default();
+                let mut any = false;
+                if want_write
+                    && let Some(w) = writable.as_mut()
+                    && Pin::new(w).poll(cx).is_ready()
+                {
+                    woke.writable = true;
+                    any = true;
                 }
-                Wake::Read(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Wake::Read(_) => {
-                    eof = true;
-                    let mut inner = shared.lock();
-                    inner.conn.handle_eof(Instant::now());
+                if want_read
+                    && let Some(r) = readable.as_mut()
+                    && Pin::new(r).poll(cx).is_ready()
+                {
+                    woke.readable = true;
+                    any = true;
                 }
-                Wake::Timer => armed = None,
-                Wake::Notified => {}
+                if armed.is_some() && Pin::new(&mut timer).poll(cx).is_ready() {
+                    woke.timer = true;
+                    any = true;
+                }
+                if let Some(l) = listener.as_mut()
+                    && Pin::new(l).poll(cx).is_ready()
+                {
+                    listener = None;
+                    any = true;
+                }
+                if any { Poll::Ready(woke) } else { Poll::Pending }
+            })
+            .await;
+            // A readiness error shows up again on the next read or write.
+            if woke.writable {
+                writable = None;
+                can_write = true;
+            }
+            if woke.readable {
+                readable = None;
+                can_read = true;
+            }
+            if woke.timer {
+                armed = None;
             }
         }
-
-        let _ = stream.get_ref().shutdown(Shutdown::Both);
-        // Wake everyone still waiting on this connection: it is over.
-        shared.inbound.notify(usize::MAX);
-        shared.room.notify(usize::MAX);
-        drop(self.registration);
+        drop(readable);
+        drop(writable);
+        drop(finish);
     }
 }
 

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use event_listener::Event as Notify;
 use smol::net::{AsyncToSocketAddrs, TcpListener};
-use smol::{Async, Timer, future};
+use smol::{Async, Executor, Timer, future};
 use tidewire::http::{Request, RequestParser};
 use tidewire::ws::{CloseCode, UpgradeRequest, WsConfig, WsConnection, WsEvent};
 use tidewire::{Machine, Transmit};
 
 use crate::conn::{Shared, WebSocket};
-use crate::driver::Driver;
+use crate::driver::{Driver, spawn_on};
 use crate::http::{HttpLink, HttpRequest};
 
 /// Read buffer of a connection while its request head arrives (the head is small; the
@@ -38,13 +38,25 @@ pub struct ServerConfig {
     /// Live TCP connections at most (default 10 000); a connection over it is accepted and
     /// closed at once.
     pub max_connections: usize,
-    /// Size of each open connection's read buffer (default 64 KiB).
+    /// Size of each open connection's read buffer at most (default 64 KiB). It starts at
+    /// 4 KiB and doubles while reads fill it, so idle connections stay small.
     pub read_buffer: usize,
+    /// The executor that runs every task of the server: each connection's handshake task
+    /// (and so the handlers, SSE streams and polls) and each driver task. `None` (the
+    /// default): smol's global executor. Give the executor that the accept loop itself runs
+    /// on (e.g. `smol::block_on(ex.run(server.serve(..)))`) to keep a whole server on one
+    /// thread, where no wake-up has to cross threads.
+    pub executor: Option<Arc<Executor<'static>>>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { ws: WsConfig::default(), max_connections: 10_000, read_buffer: 64 << 10 }
+        Self {
+            ws: WsConfig::default(),
+            max_connections: 10_000,
+            read_buffer: 64 << 10,
+            executor: None,
+        }
     }
 }
 
@@ -199,9 +211,9 @@ impl Server {
     }
 
     /// Runs the accept loop until [`ServerHandle::shutdown`]. Every TCP connection gets its
-    /// own task on smol's global executor: it reads the request head under the handshake
-    /// deadline (answering malformed, oversized or late heads with 400/431/505/408), then
-    /// runs `handler(upgrade)` to completion on that task. The handler decides with
+    /// own task on [`ServerConfig::executor`] (default: smol's global executor): it reads the
+    /// request head under the handshake deadline (answering malformed, oversized or late
+    /// heads with 400/431/505/408), then runs `handler(upgrade)` to completion on that task. The handler decides with
     /// [`Upgrade::accept`] or [`Upgrade::reject`]; the accepted connection is driven by a
     /// task of its own, so the handler may keep the [`WebSocket`] or hand it elsewhere.
     ///
@@ -264,7 +276,7 @@ impl Server {
                         continue;
                     };
                     let task = handshake(stream, peer, registration, handlers.clone());
-                    smol::spawn(task).detach();
+                    spawn_on(shared.cfg.executor.as_ref(), task);
                 }
                 Some(Err(_)) => {
                     Timer::after(ACCEPT_ERROR_PAUSE).await;
@@ -448,12 +460,14 @@ impl Upgrade {
             inner.opened.clone().flatten()
         };
         registration.attach(&shared);
+        let executor = registration.server.cfg.executor.clone();
         Driver {
             stream,
             shared: shared.clone(),
             read_buffer,
             close_timeout,
             registration: Some(registration),
+            executor,
         }
         .spawn();
         Ok(WebSocket::new(shared, subprotocol))

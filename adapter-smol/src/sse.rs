@@ -3,9 +3,9 @@
 //! [`SseClient`] decides (EventSource semantics: server `retry:`, backoff with jitter on
 //! repeated failures, an idle watchdog, terminal statuses).
 //!
-//! A task on smol's global executor drives the core machine: it opens TCP
-//! (`connect_timeout`), writes the `GET` request, reads the response head, feeds the body to
-//! the machine and sleeps until the machine's next deadline. Parsed events go to a bounded
+//! A task on `SseOptions::executor` (default: smol's global executor) drives the core
+//! machine: it opens TCP (`connect_timeout`), writes the `GET` request, reads the response
+//! head, feeds the body to the machine and sleeps until the machine's next deadline. Parsed events go to a bounded
 //! queue (256 events, plus at most one read's worth); while it is full the task stops
 //! reading the socket, so a slow application pushes back on the server through TCP (the idle
 //! watchdog is paused meanwhile: the application, not the network, is the bottleneck).
@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use event_listener::Event as Notify;
-use smol::{Async, Timer, future};
+use smol::{Async, Executor, Timer, future};
 use tidewire::http::ResponseParser;
 use tidewire::policy::parse_retry_after;
 use tidewire::sse::{SseAction, SseClient, SseClientConfig, SseClientEvent, SseState, SseTimer};
@@ -55,6 +55,9 @@ pub struct SseOptions {
     /// Time for resolving the host, connecting TCP and writing the request of one attempt
     /// (default 10 s); past it the attempt fails as a network error.
     pub connect_timeout: Duration,
+    /// The executor that runs the client's task. `None` (the default): smol's global
+    /// executor.
+    pub executor: Option<Arc<Executor<'static>>>,
 }
 
 impl Default for SseOptions {
@@ -63,6 +66,7 @@ impl Default for SseOptions {
             client: SseClientConfig::default(),
             headers: Vec::new(),
             connect_timeout: Duration::from_secs(10),
+            executor: None,
         }
     }
 }
@@ -125,8 +129,8 @@ impl Target {
     }
 }
 
-/// Opens an `http://` event stream. The first attempt starts at once on a task of smol's
-/// global executor; its progress (and every later reconnection) arrives as
+/// Opens an `http://` event stream. The first attempt starts at once on a task of
+/// `opts.executor` (default: smol's global executor); its progress (and every later reconnection) arrives as
 /// [`SseClientEvent::State`] changes from [`SseConnection::next`].
 ///
 /// # Errors
@@ -181,7 +185,7 @@ pub async fn connect(url: &str, opts: SseOptions) -> Result<SseConnection, Conne
         app: Notify::new(),
         task: Notify::new(),
     });
-    smol::spawn(run(shared.clone(), target)).detach();
+    crate::driver::spawn_on(opts.executor.as_ref(), run(shared.clone(), target));
     Ok(SseConnection { shared })
 }
 
