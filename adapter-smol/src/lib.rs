@@ -21,14 +21,37 @@
 //!
 //! # How a connection is driven
 //!
-//! Every connection has one *driver task* on smol's global executor ([`smol::spawn`]). It
-//! owns the socket and runs the core's run loop: it reads the socket, fires the connection's
-//! one timer (an `async_io::Timer` re-armed only when the core's deadline changes, and checked
-//! against `Instant::now()` on wake), and writes what the core queued, in vectored batches.
+//! Every connection has one *driver task*. It owns the socket and runs the core's run loop:
+//! it writes what the core queued (in vectored batches) and reads the socket directly, as
+//! long as the non-blocking socket takes and gives, and only then waits — for readiness,
+//! for the connection's one timer (an `async_io::Timer`, re-armed only when the core's
+//! deadline moves earlier and checked against `Instant::now()` on wake) or for a command.
 //! It runs whether or not the application is inside `recv`, so keepalive pings, pong
-//! replies, close timeouts and writes make progress on their own.
-//! The server's per-connection handshake tasks and handlers run on the same global executor
-//! (its thread count is smol's `SMOL_THREADS`, default 1).
+//! replies, close timeouts and writes make progress on their own. After a read that woke a
+//! receiver it yields once, so that an application on the same thread can answer before the
+//! next write; before it registers for readability it yields once more and reads again
+//! (under load the next message is often there by then).
+//!
+//! Tasks run on the executor of [`ServerConfig::executor`] (the accept loop's per-connection
+//! handshake tasks, handlers, SSE streams, polls, and the drivers) and
+//! [`ClientOptions::executor`] (a client's driver); by default that is smol's global
+//! executor ([`smol::spawn`]; its thread count is smol's `SMOL_THREADS`, default 1). To run
+//! a whole server on one thread, like tokio's current-thread runtime, give it the executor
+//! that runs the accept loop:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use tidewire_smol::{Server, ServerConfig};
+//!
+//! let ex = Arc::new(smol::Executor::new());
+//! let mut cfg = ServerConfig::default();
+//! cfg.executor = Some(ex.clone());
+//! smol::block_on(ex.run(async {
+//!     let server = Server::bind("127.0.0.1:9001", cfg).await?;
+//!     server.serve(|upgrade| async move { drop(upgrade.accept(None, &[]).await) }).await
+//! }))
+//! .unwrap();
+//! ```
 //!
 //! Received events go to a bounded queue (256 events or 4 MiB of payload). When it is full
 //! the driver stops reading the socket, so a slow application pushes back on the peer
@@ -37,9 +60,13 @@
 //! returns [`SendError::Backpressure`] with the message.
 //!
 //! A write that cannot progress never keeps a connection alive past the core's deadlines:
-//! the driver races every write against the timer, and once the connection is closed without
-//! a clean close handshake (or the core asks for `Transmit::Shutdown`) it shuts the socket
-//! down in both directions and ends.
+//! the driver waits for a blocked write and the timer together, and once the connection is
+//! closed without a clean close handshake (or the core asks for `Transmit::Shutdown`, or
+//! `WsConfig::close_timeout` has passed since it closed) it shuts the socket down in both
+//! directions and ends. Only then do [`WebSocket::recv`] and [`WebSocket::recv_event`]
+//! report `Closed`: a client after a clean close has seen the server end TCP first (or
+//! waited `close_timeout` for it), so a new connection made after `Closed` never overlaps
+//! the old one.
 //!
 //! Dropping a [`WebSocket`] while its connection is open *aborts* the connection: the socket
 //! is shut down without a close handshake and [`Sender`]s get [`SendError::Closed`]. Call
@@ -134,7 +161,9 @@ mod client;
 mod conn;
 mod driver;
 mod http;
+mod hub;
 mod server;
+mod session;
 pub mod sse;
 
 use std::io;
@@ -152,7 +181,9 @@ pub use channels::{Channels, ChannelsConfig};
 pub use client::{ClientOptions, ConnectError, connect};
 pub use conn::{Sender, WebSocket};
 pub use http::HttpRequest;
+pub use hub::{HubHandle, HubOptions};
 pub use server::{Server, ServerConfig, ServerHandle, ShutdownReport, Upgrade};
+pub use session::Session;
 
 /// What a [`WebSocket`] receives, in order: messages and pongs, then `Closed` once (and
 /// again on every later call).

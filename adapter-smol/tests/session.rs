@@ -1,0 +1,237 @@
+//! `Session` end to end against a `HubHandle` server on loopback: receive, survive a server
+//! restart (new hub: refetch, then live messages), queue publishes while the server is
+//! down and deliver them once, and fall back to SSE when WebSocket upgrades are refused.
+
+use std::future::Future;
+use std::time::Duration;
+
+use smol::Timer;
+use smol::future;
+use tidewire::client::{SessionConfig, SessionEvent, SessionState, Transport};
+use tidewire::hub::{DemoAuth, HubConfig};
+use tidewire::policy::BackoffConfig;
+use tidewire_smol::{HttpRequest, HubHandle, Server, ServerConfig, ServerHandle, Session, Upgrade};
+
+fn run(secs: u64, test: impl Future<Output = ()>) {
+    smol::block_on(future::or(test, async {
+        Timer::after(Duration::from_secs(secs)).await;
+        panic!("test did not finish within {secs} s");
+    }));
+}
+
+/// Serves `hub` on `addr`; `ws_status` refuses every upgrade with that status.
+async fn start(addr: &str, hub: &HubHandle, ws_status: Option<u16>) -> ServerHandle {
+    let server = Server::bind(addr, ServerConfig::default()).await.unwrap();
+    let handle = server.handle();
+    let (h1, h2) = (hub.clone(), hub.clone());
+    smol::spawn(server.serve_with(
+        move |up: Upgrade| {
+            let hub = h1.clone();
+            async move {
+                if let Some(status) = ws_status {
+                    let _ = up.reject(status, &[], b"").await;
+                    return;
+                }
+                let Some(p) = DemoAuth::authenticate(up.request().request().token().as_deref())
+                else {
+                    let _ = up.reject(401, &[], b"").await;
+                    return;
+                };
+                let Ok(ws) = up.accept(None, &[]).await else { return };
+                let name = p.user.clone();
+                hub.serve_ws(ws, p, name).await;
+            }
+        },
+        move |req: HttpRequest| {
+            let hub = h2.clone();
+            async move {
+                let Some(p) = DemoAuth::authenticate(req.request().token().as_deref()) else {
+                    let _ = req.respond(401, &[], b"bad token\n").await;
+                    return;
+                };
+                match req.request().path_only() {
+                    "/events" => drop(hub.serve_sse(req, p).await),
+                    "/poll" => drop(hub.serve_poll(req, p).await),
+                    "/api/publish" => drop(hub.serve_publish(req, p, false).await),
+                    _ => drop(req.respond(404, &[], b"").await),
+                }
+            }
+        },
+    ))
+    .detach();
+    handle
+}
+
+fn config(port: u16) -> SessionConfig {
+    let mut cfg = SessionConfig::new("127.0.0.1", port);
+    cfg.token = Some("user:ann".into());
+    cfg.backoff = BackoffConfig {
+        base: Duration::from_millis(50),
+        cap: Duration::from_millis(200),
+        restart_floor: Duration::from_millis(100),
+        ..BackoffConfig::default()
+    };
+    cfg
+}
+
+/// Events until `pred` matches one (which is returned); the others are kept in `seen`.
+async fn until(
+    s: &mut Session,
+    seen: &mut Vec<SessionEvent>,
+    pred: impl Fn(&SessionEvent) -> bool,
+) -> SessionEvent {
+    loop {
+        let ev = s.next_event().await.expect("session ended");
+        if pred(&ev) {
+            return ev;
+        }
+        seen.push(ev);
+    }
+}
+
+fn is_open(ev: &SessionEvent) -> bool {
+    matches!(ev, SessionEvent::State(c) if c.state == SessionState::Open)
+}
+
+/// Publishes on `ch` from the server until the hub has a member there (the session's
+/// subscription is in place), then once more with `data`.
+async fn publish_when_joined(hub: &HubHandle, ch: &str, data: &str) {
+    for _ in 0..400 {
+        if hub.head(ch).is_some() {
+            break;
+        }
+        Timer::after(Duration::from_millis(5)).await;
+    }
+    hub.publish(ch, data.as_bytes()).unwrap();
+}
+
+#[test]
+fn session_survives_a_restart_refetches_and_delivers_queued_publishes_once() {
+    run(30, async {
+        let hub = HubHandle::new(HubConfig::default(), DemoAuth);
+        let server = start("127.0.0.1:0", &hub, None).await;
+        let addr = server.local_addr();
+        let mut s = Session::connect(config(addr.port()));
+        s.subscribe("chat:room").unwrap();
+        let mut seen = Vec::new();
+        until(&mut s, &mut seen, is_open).await;
+        assert_eq!(s.transport(), Some(Transport::WebSocket));
+        publish_when_joined(&hub, "chat:room", r#"{"n":1}"#).await;
+        let ev = until(&mut s, &mut seen, |e| matches!(e, SessionEvent::Message { .. })).await;
+        let SessionEvent::Message { data, pos, .. } = ev else { unreachable!() };
+        assert_eq!((data.as_str(), pos.offset), (r#"{"n":1}"#, 1));
+
+        // The server goes away; a publish made meanwhile waits in the queue.
+        server.shutdown(Duration::from_secs(2)).await;
+        drop(hub);
+        until(
+            &mut s,
+            &mut seen,
+            |e| matches!(e, SessionEvent::State(c) if c.state == SessionState::Reconnecting),
+        )
+        .await;
+        let id = s.publish("chat:room", br#"{"queued":true}"#).unwrap();
+        assert_eq!(s.queued_publishes(), 1);
+
+        // A new server (new hub, new epoch) on the same port.
+        let hub = HubHandle::new(HubConfig::default(), DemoAuth);
+        let server = start(&addr.to_string(), &hub, None).await;
+        let mut refetched = false;
+        let mut acked = false;
+        let mut delivered = 0;
+        let mut events = Vec::new();
+        while !(refetched && acked && delivered == 1) {
+            let ev = s.next_event().await.expect("session ended");
+            match &ev {
+                SessionEvent::RefetchNeeded { ch, .. } if ch == "chat:room" => refetched = true,
+                SessionEvent::Acked { id: got, pos } if *got == id => {
+                    acked = true;
+                    assert!(pos.is_some());
+                }
+                SessionEvent::Message { data, .. } if data == r#"{"queued":true}"# => {
+                    delivered += 1;
+                }
+                _ => {}
+            }
+            events.push(ev);
+        }
+        // Live messages follow in the new epoch.
+        hub.publish("chat:room", br#"{"n":"live"}"#).unwrap();
+        let ev = until(&mut s, &mut events, |e| matches!(e, SessionEvent::Message { .. })).await;
+        let SessionEvent::Message { data, pos, .. } = ev else { unreachable!() };
+        assert_eq!(data, r#"{"n":"live"}"#);
+        assert_eq!(Some(pos), hub.head("chat:room"));
+        // The queued publish was published once.
+        assert_eq!(hub.stats().published, 2);
+        let copies = events
+            .iter()
+            .filter(
+                |e| matches!(e, SessionEvent::Message { data, .. } if data == r#"{"queued":true}"#),
+            )
+            .count();
+        assert_eq!(copies, 1);
+        s.close();
+        while s.next_event().await.is_some() {}
+        assert_eq!(s.state(), SessionState::Closed);
+        server.shutdown(Duration::from_secs(2)).await;
+    });
+}
+
+#[test]
+fn session_falls_back_to_sse_when_websocket_is_refused() {
+    run(30, async {
+        let hub = HubHandle::new(HubConfig::default(), DemoAuth);
+        let server = start("127.0.0.1:0", &hub, Some(502)).await;
+        let addr = server.local_addr();
+        let mut cfg = config(addr.port());
+        cfg.token = None;
+        let mut s = Session::connect(cfg);
+        s.subscribe("public:ticks").unwrap();
+        let mut seen = Vec::new();
+        until(&mut s, &mut seen, is_open).await;
+        assert_eq!(s.transport(), Some(Transport::Sse));
+        publish_when_joined(&hub, "public:ticks", r#"{"n":1}"#).await;
+        let ev = until(&mut s, &mut seen, |e| matches!(e, SessionEvent::Message { .. })).await;
+        let SessionEvent::Message { ch, data, .. } = ev else { unreachable!() };
+        assert_eq!((ch.as_str(), data.as_str()), ("public:ticks", r#"{"n":1}"#));
+        hub.publish("public:ticks", br#"{"n":2}"#).unwrap();
+        let ev = until(&mut s, &mut seen, |e| matches!(e, SessionEvent::Message { .. })).await;
+        let SessionEvent::Message { data, .. } = ev else { unreachable!() };
+        assert_eq!(data, r#"{"n":2}"#);
+        s.close();
+        while s.next_event().await.is_some() {}
+        server.shutdown(Duration::from_secs(2)).await;
+    });
+}
+
+#[test]
+fn session_publishes_over_http_when_on_polling() {
+    run(30, async {
+        let hub = HubHandle::new(HubConfig::default(), DemoAuth);
+        let server = start("127.0.0.1:0", &hub, Some(502)).await;
+        let addr = server.local_addr();
+        let mut cfg = config(addr.port());
+        cfg.transports = vec![Transport::Polling];
+        cfg.poll_interval = Duration::from_millis(20);
+        let mut s = Session::connect(cfg);
+        s.subscribe("chat:p").unwrap();
+        let mut seen = Vec::new();
+        until(&mut s, &mut seen, is_open).await;
+        let id = s.publish("chat:p", br#"{"hello":1}"#).unwrap();
+        let mut acked = false;
+        let mut got = 0;
+        while !(acked && got == 1) {
+            match s.next_event().await.expect("session ended") {
+                SessionEvent::Acked { id: a, .. } if a == id => acked = true,
+                SessionEvent::Message { data, .. } if data == r#"{"hello":1}"# => got += 1,
+                _ => {}
+            }
+        }
+        assert_eq!(hub.stats().published, 1);
+        // The polling client is a hub member with presence.
+        assert_eq!(hub.presence("chat:p"), ["ann"]);
+        s.close();
+        while s.next_event().await.is_some() {}
+        server.shutdown(Duration::from_secs(2)).await;
+    });
+}
