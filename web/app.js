@@ -31,7 +31,8 @@
   var transports = ['ws', 'sse', 'poll'].indexOf(forced) >= 0 ? [forced] : ['ws', 'sse', 'poll'];
 
   var client = new Tidewire.Client({ url: location.origin, token: token, transports: transports });
-  window.tidewireDemo = { client: client };
+  // `reloaded`: chat messages shown from a history reload (see reloadChat), for tests.
+  window.tidewireDemo = { client: client, reloaded: 0 };
 
   // ----- the dashboard card ---------------------------------------------------------------------
 
@@ -99,9 +100,16 @@
     if (atBottom) log.scrollTop = log.scrollHeight;
   }
 
+  // One chat message (or typing notice). `place(li)` puts a new <li> in the log: `append` for
+  // live messages, an insertion in order for history reloaded after a refetch.
   function onChat(data) {
+    showMessage(data, null);
+  }
+
+  function showMessage(data, place) {
     if (!data || typeof data !== 'object') return;
     if (data.type === 'typing') {
+      if (place) return; // history: no one is typing any more
       // A typing notice replayed after a reconnect is old news: only fresh ones show.
       var fresh = typeof data.at === 'number' && Math.abs(Date.now() - data.at) < TYPING_SHOWN;
       if (fresh && data.user && data.user !== me) typing.set(String(data.user), Date.now() + TYPING_SHOWN);
@@ -116,6 +124,7 @@
       li.dataset.state = 'shown'; // our own message, now delivered
       li.classList.remove('pending', 'failed');
     } else if (li) {
+      if (place) return; // reloaded history: already on screen
       // Delivered twice: never hidden, so that "exactly once" is checkable.
       var dup = messageLi(data);
       dup.classList.add('duplicate');
@@ -124,8 +133,47 @@
       li = messageLi(data);
       li.dataset.state = 'shown';
       shown.set(data.id, li);
-      append(li);
+      (place || append)(li);
+      if (place) window.tidewireDemo.reloaded += 1;
     }
+  }
+
+  // After a refetch of the chat (the server lost the page's position, e.g. it restarted with
+  // a new epoch), the subscription goes on from the head it was given: what the new epoch
+  // held up to that head was published before the page came back and is never delivered
+  // live (a message sent while this page was offline, by someone who reconnected first).
+  // It is read once from the channel's log with a plain poll from the start of the epoch and
+  // shown in order, before what arrived live since the refetch.
+  var HISTORY_PAGES = 10; // a poll answers up to 100 events
+
+  function reloadChat(head) {
+    var pos = Tidewire.parsePos(head);
+    if (!pos || pos.off === 0 || typeof fetch !== 'function') return;
+    var log = $('chat-log');
+    var anchor = log.lastElementChild; // history goes after what was shown before the refetch
+    var place = function (li) {
+      log.insertBefore(li, anchor ? anchor.nextSibling : log.firstChild);
+      anchor = li;
+      while (log.children.length > 200) log.removeChild(log.firstChild);
+    };
+    var page = function (from, left) {
+      var url = location.origin + '/poll?ch=' + encodeURIComponent(CHAT) + '&pos=' +
+        encodeURIComponent(pos.ep + ':' + from) + (token ? '&token=' + encodeURIComponent(token) : '');
+      return fetch(url, { cache: 'no-store' })
+        .then(function (res) { return res.status === 200 ? res.json() : null; })
+        .then(function (body) {
+          if (!body || body.recovered === false || !Array.isArray(body.events)) return;
+          var last = from;
+          body.events.forEach(function (e) {
+            if (!e || e.ep !== pos.ep || typeof e.off !== 'number' || e.off <= last || e.off > pos.off) return;
+            last = e.off;
+            showMessage(e.data, place);
+          });
+          if (last < pos.off && last > from && left > 1) return page(last, left - 1);
+          return undefined;
+        });
+    };
+    page(0, HISTORY_PAGES).catch(function () { /* the notice already says it */ });
   }
 
   function renderTyping() {
@@ -194,7 +242,9 @@
       ticks.last = null; // announced loss: the next tick starts a new baseline
       renderTicks();
     } else if (ev.ch === CHAT) {
+      // What the old epoch held past this page's position is gone; the new one is reloaded.
       $('chat-notice').textContent = 'Some earlier messages could not be recovered.';
+      reloadChat(ev.pos);
     }
   });
 
@@ -288,7 +338,8 @@
     storage('set', name);
     var first = !me;
     me = name;
-    client.setToken('user:' + name); // reconnects so that the server knows the new name
+    token = 'user:' + name;
+    client.setToken(token); // reconnects so that the server knows the new name
     if (first) client.subscribe(CHAT, onChat);
     showChat();
     $('chat-input').focus();

@@ -567,3 +567,121 @@ pub fn wait_for<T>(
         thread::sleep(Duration::from_millis(10));
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The live demo server (issue 7)
+// ---------------------------------------------------------------------------------------
+
+/// Builds `cargo build -p PACKAGE --example EXAMPLE` and returns the executable cargo reports
+/// (the same way as [`ticker_exe`]).
+pub fn build_example(package: &str, example: &str) -> Result<PathBuf, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "-p",
+        package,
+        "--example",
+        example,
+        "--message-format=json-render-diagnostics",
+    ])
+    .current_dir(repo_root());
+    let what = format!("cargo build -p {package} --example {example}");
+    let out = run_bounded_with(cmd, BUILD_TIMEOUT, &what, false);
+    if !out.success() {
+        return Err(format!("{what} failed:\n{}", out.describe()));
+    }
+    let name = format!(r#""name":"{example}""#);
+    out.stdout
+        .lines()
+        .filter(|l| l.contains(r#""reason":"compiler-artifact""#))
+        .filter(|l| l.contains(&name) && l.contains(r#""kind":["example"]"#))
+        .find_map(json_field_executable)
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .ok_or_else(|| format!("cargo reported no executable for {example}:\n{}", out.describe()))
+}
+
+/// The `live` example of `tidewire-smol`, built once per test binary.
+pub fn live_exe() -> PathBuf {
+    static EXE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match EXE.get_or_init(|| build_example("tidewire-smol", "live")) {
+        Ok(p) => p.clone(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A running `live` example on 127.0.0.1 (it serves the demo page itself). SIGKILLed when
+/// dropped (or by [`LiveServer::kill`]).
+pub struct LiveServer {
+    guard: Guard,
+    pub port: u16,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl LiveServer {
+    /// Starts `live --addr 127.0.0.1:PORT ARGS..` (port 0: a free one) and waits for
+    /// `listening on`. A port just freed by a killed server is tried again for a few seconds.
+    pub fn start(port: u16, args: &[&str]) -> Self {
+        let exe = live_exe();
+        let deadline = Instant::now() + TICKER_START;
+        loop {
+            let mut cmd = Command::new(&exe);
+            cmd.arg("--addr").arg(format!("127.0.0.1:{port}")).args(args);
+            cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            let mut guard = Guard::spawn(cmd, "live");
+            let (stderr, _) =
+                collect(guard.child.stderr.take().expect("piped"), Some("[live stderr] ".into()));
+            let stdout = guard.child.stdout.take().expect("piped");
+            let (tx, rx) = mpsc::channel();
+            thread::spawn(move || {
+                let mut lines = BufReader::new(stdout).lines();
+                let _ = tx.send(lines.next());
+                for line in lines.map_while(Result::ok) {
+                    eprintln!("[live] {line}");
+                }
+            });
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Some(Ok(line))) => {
+                    let port = line
+                        .strip_prefix("listening on ")
+                        .and_then(|a| a.trim().rsplit_once(':'))
+                        .and_then(|(_, p)| p.parse::<u16>().ok())
+                        .unwrap_or_else(|| panic!("the live server printed {line:?}"));
+                    return Self { guard, port, stderr };
+                }
+                _ => {
+                    let status = guard.wait_until(Instant::now() + Duration::from_secs(2));
+                    thread::sleep(Duration::from_millis(50));
+                    let err = text(&stderr);
+                    if port != 0 && err.contains("cannot bind") && Instant::now() < deadline {
+                        thread::sleep(Duration::from_millis(200));
+                        continue;
+                    }
+                    panic!("the live server did not start ({status:?}):\n{err}");
+                }
+            }
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, no shutdown: open connections break as at a crash.
+    pub fn kill(&mut self) {
+        self.guard.kill();
+    }
+
+    /// What it wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        text(&self.stderr)
+    }
+}
+
+/// Milliseconds since the Unix epoch (the browser's `Date.now()` clock).
+pub fn now_ms() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
+}

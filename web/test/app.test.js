@@ -33,8 +33,19 @@ class El {
   get textContent() { return this.text + this.children.map((c) => c.textContent).join(''); }
   set textContent(v) { this.text = String(v); this.children = []; }
   get firstChild() { return this.children[0]; }
-  appendChild(c) { this.children.push(c); return c; }
-  removeChild(c) { this.children.splice(this.children.indexOf(c), 1); }
+  get lastElementChild() { return this.children.at(-1) || null; }
+  get nextSibling() {
+    const sibs = this.parent ? this.parent.children : [];
+    return sibs[sibs.indexOf(this) + 1] || null;
+  }
+  appendChild(c) { this.children.push(c); c.parent = this; return c; }
+  insertBefore(c, ref) {
+    const i = ref ? this.children.indexOf(ref) : -1;
+    this.children.splice(i < 0 ? this.children.length : i, 0, c);
+    c.parent = this;
+    return c;
+  }
+  removeChild(c) { this.children.splice(this.children.indexOf(c), 1); c.parent = null; }
   querySelector(sel) { return (this.child = this.child || new El(sel)); }
   setAttribute(k, v) { this.attrs[k] = v; }
   addEventListener(type, fn) { (this.listeners[type] = this.listeners[type] || []).push(fn); }
@@ -42,7 +53,7 @@ class El {
   focus() {}
 }
 
-function loadPage(search) {
+function loadPage(search, extra = {}) {
   const clock = new FakeClock(Date.now());
   const els = {};
   const sockets = [];
@@ -67,7 +78,8 @@ function loadPage(search) {
     clearTimeout: clock.clearTimeout,
     setInterval: () => 0,
     addEventListener: () => {},
-    console
+    console,
+    ...extra
   };
   sandbox.window = sandbox;
   vm.createContext(sandbox);
@@ -152,4 +164,42 @@ test('the name form stores the name and joins the chat', async () => {
   assert.equal(p.store['tidewire.demo.name'], 'cy');
   assert.equal(p.$('chat-area').hidden, false);
   assert.equal(JSON.stringify(p.client._o.transports), '["sse"]');
+});
+
+test('chat refetch (a new epoch): what the new epoch held up to the head is reloaded once, in order', async () => {
+  const fetches = [];
+  const history = {
+    ch: 'chat:lobby', pos: 'b2:3', recovered: true, events: [
+      { ep: 'b2', off: 1, data: { type: 'chat', id: 'bob-1', user: 'bob', text: 'sent while ann was away' } },
+      { ep: 'b2', off: 2, data: { type: 'typing', user: 'bob', at: 1 } },
+      { ep: 'b2', off: 3, data: { type: 'chat', id: 'live-1', user: 'bob', text: 'live' } }
+    ]
+  };
+  let answer;
+  const fetch = (url) => {
+    fetches.push(url);
+    return new Promise((resolve) => { answer = () => resolve({ status: 200, json: async () => history }); });
+  };
+  const p = loadPage('?token=user:ann', { fetch });
+  await p.clock.advance(0);
+  let ws = p.ws();
+  ws.onopen();
+  ws.onmessage({ data: JSON.stringify({ op: 'msg', ch: 'chat:lobby', ep: 'a1', off: 7, data: { type: 'chat', id: 'old-1', user: 'bob', text: 'before' } }) });
+  ws.onclose({ code: 1006 });
+  await p.clock.advance(60000);
+  ws = p.ws();
+  ws.onopen();
+  const sub = ws.sent.find((m) => m.op === 'sub' && m.ch === 'chat:lobby');
+  assert.deepEqual(sub.pos, { ep: 'a1', off: 7 });
+  ws.onmessage({ data: JSON.stringify({ op: 'subscribed', ch: 'chat:lobby', recovered: false, ep: 'b2', off: 2 }) });
+  assert.deepEqual(fetches, ['http://demo.test/poll?ch=chat%3Alobby&pos=b2%3A0&token=user%3Aann']);
+  assert.equal(p.$('chat-notice').textContent, 'Some earlier messages could not be recovered.');
+  // A live message arrives before the history does: the history goes before it.
+  ws.onmessage({ data: JSON.stringify({ op: 'msg', ch: 'chat:lobby', ep: 'b2', off: 3, data: history.events[2].data }) });
+  answer();
+  await p.clock.advance(0);
+  const log = p.$('chat-log');
+  assert.deepEqual(log.children.map((li) => li.dataset.id), ['old-1', 'bob-1', 'live-1']);
+  assert.ok(log.children.every((li) => !li.classList.contains('duplicate')));
+  assert.equal(p.$('typing').textContent, '', 'an old typing notice is not shown');
 });
