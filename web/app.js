@@ -1,5 +1,9 @@
 // The Tidewire live demo page: a ticking dashboard card, a chat room with presence and
 // typing indicators, and a connection banner. Uses only tidewire.js (window.Tidewire).
+//
+// Two clients, one per job: the dashboard reads `public:ticks` over SSE (polling if SSE
+// fails; it needs nothing a WebSocket adds), the chat uses a WebSocket (presence, acks; SSE
+// and polling as fallbacks). The banner and `#transport` / `#state` speak for both.
 (function () {
   'use strict';
 
@@ -26,19 +30,22 @@
   if (!token && storage('get')) token = 'user:' + storage('get');
   var me = token && token.indexOf('user:') === 0 ? token.slice(5) : null;
 
-  // ?transport=ws|sse|poll forces one transport (for tests).
+  // ?transport=ws|sse|poll forces one transport, for both clients (for tests).
   var forced = params.get('transport');
-  var transports = ['ws', 'sse', 'poll'].indexOf(forced) >= 0 ? [forced] : ['ws', 'sse', 'poll'];
+  var only = ['ws', 'sse', 'poll'].indexOf(forced) >= 0 ? [forced] : null;
 
-  var client = new Tidewire.Client({ url: location.origin, token: token, transports: transports });
+  // The dashboard reads a public channel: it connects anonymously, so a rename (a new token)
+  // reconnects only the chat.
+  var dashboard = new Tidewire.Client({ url: location.origin, transports: only || ['sse', 'poll'] });
+  var chat = new Tidewire.Client({ url: location.origin, token: token, transports: only || ['ws', 'sse', 'poll'] });
   // `reloaded`: chat messages shown from a history reload (see reloadChat), for tests.
-  window.tidewireDemo = { client: client, reloaded: 0 };
+  window.tidewireDemo = { chat: chat, dashboard: dashboard, reloaded: 0 };
 
   // ----- the dashboard card ---------------------------------------------------------------------
 
   var ticks = { last: null, gaps: 0, dups: 0, refetches: 0, recent: [] };
 
-  client.subscribe(TICKS, function (data) {
+  dashboard.subscribe(TICKS, function (data) {
     var n = Number(data && typeof data === 'object' ? data.n : data);
     if (!Number.isFinite(n)) return;
     if (ticks.last !== null) {
@@ -191,10 +198,10 @@
     var input = $('chat-input');
     var text = input.value.trim();
     if (!text || !me) return;
-    var id = client.newId();
+    var id = chat.newId();
     var data = { type: 'chat', id: id, user: me, text: text, at: Date.now() };
     try {
-      client.publish(CHAT, data, { id: id });
+      chat.publish(CHAT, data, { id: id });
     } catch (e) {
       $('chat-notice').textContent = 'Message too large.';
       return;
@@ -211,18 +218,18 @@
 
   function typed() {
     var now = Date.now();
-    if (!me || client.state !== 'open' || now - lastTypingSent < TYPING_EVERY) return;
+    if (!me || chat.state !== 'open' || now - lastTypingSent < TYPING_EVERY) return;
     lastTypingSent = now;
-    client.publish(CHAT, { type: 'typing', user: me, at: now }); // a demo convention, not the library's
+    chat.publish(CHAT, { type: 'typing', user: me, at: now }); // a demo convention, not the library's
   }
 
-  client.on('ack', function (ev) {
+  chat.on('ack', function (ev) {
     var li = shown.get(ev.id);
     if (li && li.dataset.state === 'pending') li.dataset.state = 'sent';
     renderBanner();
   });
 
-  client.on('error', function (ev) {
+  chat.on('error', function (ev) {
     var li = ev.id && shown.get(ev.id);
     if (li && li.dataset.state !== 'shown') {
       li.dataset.state = 'failed';
@@ -236,16 +243,18 @@
     renderBanner();
   });
 
-  client.on('refetch', function (ev) {
-    if (ev.ch === TICKS) {
-      ticks.refetches += 1;
-      ticks.last = null; // announced loss: the next tick starts a new baseline
-      renderTicks();
-    } else if (ev.ch === CHAT) {
-      // What the old epoch held past this page's position is gone; the new one is reloaded.
-      $('chat-notice').textContent = 'Some earlier messages could not be recovered.';
-      reloadChat(ev.pos);
-    }
+  dashboard.on('refetch', function (ev) {
+    if (ev.ch !== TICKS) return;
+    ticks.refetches += 1;
+    ticks.last = null; // announced loss: the next tick starts a new baseline
+    renderTicks();
+  });
+
+  chat.on('refetch', function (ev) {
+    if (ev.ch !== CHAT) return;
+    // What the old epoch held past this page's position is gone; the new one is reloaded.
+    $('chat-notice').textContent = 'Some earlier messages could not be recovered.';
+    reloadChat(ev.pos);
   });
 
   // ----- presence (WebSocket only: SSE and polling carry no presence) ------------------------------
@@ -253,7 +262,7 @@
   var here = new Set();
   var snapshotNext = true;
 
-  client.on('presence', function (ev) {
+  chat.on('presence', function (ev) {
     if (ev.ch !== CHAT) return;
     ev.join.forEach(function (n) { here.add(n); });
     ev.leave.forEach(function (n) { here.delete(n); });
@@ -277,12 +286,11 @@
     });
   }
 
-  // ----- connection state and the banner --------------------------------------------------------
+  // ----- connection state and the banner (both clients) -----------------------------------------
 
-  client.on('state', function (ev) {
-    $('transport').textContent = ev.transport || '—';
-    $('state').textContent = ev.state;
-    document.body.dataset.state = ev.state;
+  var lastClose = new Map(); // client -> its last `closed` state event
+
+  chat.on('state', function (ev) {
     if (ev.state === 'open') {
       // A new connection: the server sends the full list again after the resubscription.
       here.clear();
@@ -290,38 +298,69 @@
       renderPresence();
       $('presence-events').textContent = ev.transport === 'ws' ? '' : 'Presence needs a WebSocket.';
     }
-    renderBanner();
+  });
+  [chat, dashboard].forEach(function (c) {
+    c.on('state', function (ev) {
+      if (ev.state === 'closed') lastClose.set(c, ev);
+      renderConnection();
+    });
   });
 
-  function bannerText() {
-    var s = client.state;
-    var offline = s !== 'open' && client.queued > 0;
-    if (s === 'open') return '';
-    if (s === 'reconnecting') {
-      var secs = Math.max(0, Math.ceil((client.nextRetryAt - Date.now()) / 1000));
-      return (offline ? OFFLINE + '. ' : '') + 'Reconnecting in ' + secs + ' s…';
-    }
-    if (s === 'closed') {
-      var last = lastClose;
-      if (last && last.reason === 'auth') return 'Signed out: the server refused the credentials. Choose a name to sign in again.';
-      return 'Disconnected' + (last && last.code ? ' (code ' + last.code + ')' : '') + '. Reload the page to reconnect.';
-    }
-    return (offline ? OFFLINE + '. ' : '') + 'Connecting…';
+  // `#transport`: "chat: ws · dashboard: sse" (— while a client has no connection);
+  // `#state`: one state when both are in it, else both.
+  function renderConnection() {
+    $('transport').textContent = 'chat: ' + (chat.transport || '—') + ' · dashboard: ' + (dashboard.transport || '—');
+    $('state').textContent = chat.state === dashboard.state ? chat.state
+      : 'chat: ' + chat.state + ' · dashboard: ' + dashboard.state;
+    document.body.dataset.state = overallState();
+    renderBanner();
   }
 
-  var lastClose = null;
-  client.on('state', function (ev) { if (ev.state === 'closed') lastClose = ev; });
+  /** The worse of the two states: closed, reconnecting, connecting / idle, open. */
+  function overallState() {
+    var order = ['closed', 'reconnecting', 'connecting', 'idle', 'open'];
+    return order[Math.min(order.indexOf(chat.state), order.indexOf(dashboard.state))];
+  }
+
+  function bannerText() {
+    if (chat.state === 'open' && dashboard.state === 'open') return '';
+    if (chat.state === 'closed' || dashboard.state === 'closed') return closedText();
+    // Messages wait in the chat client's queue: say so while it is not connected.
+    var offline = chat.state !== 'open' && chat.queued > 0 ? OFFLINE + '. ' : '';
+    // The soonest retry of a client that is waiting out its backoff.
+    var due = null;
+    [chat, dashboard].forEach(function (c) {
+      if (c.state === 'reconnecting' && typeof c.nextRetryAt === 'number' && (due === null || c.nextRetryAt < due)) {
+        due = c.nextRetryAt;
+      }
+    });
+    if (due !== null) {
+      var secs = Math.max(0, Math.ceil((due - Date.now()) / 1000));
+      return offline + 'Reconnecting in ' + secs + ' s…';
+    }
+    return offline + 'Connecting…';
+  }
+
+  function closedText() {
+    var c = chat.state === 'closed' ? chat : dashboard;
+    var last = lastClose.get(c);
+    if (c === chat && last && last.reason === 'auth') {
+      return 'Signed out: the server refused the credentials. Choose a name to sign in again.';
+    }
+    var what = chat.state === dashboard.state ? 'Disconnected' : (c === chat ? 'Chat' : 'Dashboard') + ' disconnected';
+    return what + (last && last.code ? ' (code ' + last.code + ')' : '') + '. Reload the page to reconnect.';
+  }
 
   function renderBanner() {
     var banner = $('banner');
     var text = bannerText();
     if (banner.textContent !== text) banner.textContent = text; // only real changes are announced
     banner.hidden = text === '';
-    banner.dataset.kind = client.state === 'closed' ? 'closed' : 'warn';
+    banner.dataset.kind = chat.state === 'closed' || dashboard.state === 'closed' ? 'closed' : 'warn';
   }
 
   setInterval(function () { renderBanner(); renderTyping(); }, 250);
-  window.addEventListener('online', function () { client.retryNow(); });
+  window.addEventListener('online', function () { chat.retryNow(); dashboard.retryNow(); });
 
   // ----- wiring ------------------------------------------------------------------------------------
 
@@ -339,8 +378,8 @@
     var first = !me;
     me = name;
     token = 'user:' + name;
-    client.setToken(token); // reconnects so that the server knows the new name
-    if (first) client.subscribe(CHAT, onChat);
+    chat.setToken(token); // reconnects the chat so that the server knows the new name
+    if (first) chat.subscribe(CHAT, onChat);
     showChat();
     $('chat-input').focus();
   });
@@ -351,8 +390,8 @@
   });
   $('chat-input').addEventListener('input', typed);
 
-  if (me) client.subscribe(CHAT, onChat);
+  if (me) chat.subscribe(CHAT, onChat);
   showChat();
   renderTicks();
-  renderBanner();
+  renderConnection();
 })();

@@ -3,34 +3,48 @@ for tests/tests/live_browser.rs. Two browser sessions (two Chromium processes, o
 each) open the page the server itself serves; the Rust test owns the server (it kills and
 restarts it) and talks to this script over stdin/stdout, one line each way.
 
-Every page gets a recorder (a MutationObserver) as soon as it is loaded: each change of
+The page has two Tidewire clients (`window.tidewireDemo.chat` and `.dashboard`): the chat
+on WebSocket by default, the dashboard on SSE. `#transport` reads "chat: X · dashboard: Y"
+(X, Y: ws / sse / poll, or — without a connection); the script checks that text against the
+clients' own `transport`, and splits what the recorder saw of it into one sequence each.
+
+Every wait also looks at both pages' banners against their clients (`banner_truthful`):
+hidden exactly when both clients are open; "Offline — messages will be sent when back" exactly
+when the chat client holds queued messages and is not open; "Reconnecting in N s" exactly when
+a client is reconnecting, N counted down to the soonest `nextRetryAt` (allowing for the page's
+250 ms redraw on a loaded machine); else "Connecting…".
+
+Every page gets a recorder (a MutationObserver of the whole document, installed before the
+page's own scripts run, with `Page.addScriptToEvaluateOnNewDocument`): each change of
 `#banner` (text, or null when hidden), of `#transport`, and of the dashboard (`#tick-latest`
 with `#tick-gaps`, `#tick-dups`, `#tick-refetches`) is kept with its `Date.now()`, so that
-what happened between two looks is not lost.
+what happened between two looks (or before the page had loaded) is not lost.
 
 --mode restart (the server runs plain WebSocket):
 
   out  pids chromedriver=PID             (one per session, for the test's diagnosis)
-  out  connected SESSION transport=ws ticks=K latest=N
+  out  connected SESSION chat=ws dashboard=sse chat_seen=ws dashboard_seen=sse ticks=K latest=N
   out  chat ID                           A's message, seen once in both logs
   out  screenshot connected PATH
   out  ready                             the test kills the server now and answers
-  in   killed T_MS                       (Date.now() clock of the kill)
+  in   killed T_MS                       (Date.now() clock, taken just before the kill)
   out  banner SESSION after_ms=D bound_ms=B text=...
   out  offline ID                        a message sent from A while the server is down
   out  countdown SESSION N>N-1 ... dt_ms=D
   out  screenshot reconnecting PATH text=...
   out  down                              the test restarts the server now and answers
   in   restarted T_MS
-  out  reopened SESSION after_ms=D transport=T
+  out  reopened SESSION after_ms=D chat=T dashboard=T
   out  fact SESSION KEY VALUE            ... what the test checks, then
+  out  banner-check SESSION samples=K bad=M [first=...]
   out  done
 
 --mode no-ws (the server answers /ws with 502):
 
-  out  connected SESSION transport=sse ticks=K latest=N
+  out  connected SESSION chat=sse dashboard=sse chat_seen=ws,sse dashboard_seen=sse ticks=K latest=N
   out  chat ID
   out  fact SESSION KEY VALUE ...
+  out  banner-check SESSION samples=K bad=M [first=...]
   out  done
 
 Every wait is bounded (--timeout, or the page's own heartbeat bound); a wait that runs out
@@ -73,27 +87,32 @@ if (!window.__rec) {
     const last = list[list.length - 1];
     if (!last || JSON.stringify(last.v) !== JSON.stringify(v)) list.push({ t: Date.now(), v: v });
   };
-  const banner = () => push(rec.banner, $('banner').hidden ? null : $('banner').textContent);
-  const transport = () => push(rec.transport, $('transport').textContent);
-  const ticks = () => push(rec.ticks, {
-    latest: $('tick-latest').textContent, gaps: Number($('tick-gaps').textContent),
-    dups: Number($('tick-dups').textContent), refetches: Number($('tick-refetches').textContent)
-  });
-  const watch = (el, fn) => new MutationObserver(fn).observe(el,
+  const look = () => {
+    const ids = ['banner', 'transport', 'tick-latest', 'tick-gaps', 'tick-dups', 'tick-refetches'];
+    if (ids.some((id) => !$(id))) return; // still being parsed
+    push(rec.banner, $('banner').hidden ? null : $('banner').textContent);
+    push(rec.transport, $('transport').textContent);
+    push(rec.ticks, {
+      latest: $('tick-latest').textContent, gaps: Number($('tick-gaps').textContent),
+      dups: Number($('tick-dups').textContent), refetches: Number($('tick-refetches').textContent)
+    });
+  };
+  window.__recLook = look;
+  new MutationObserver(look).observe(document,
     { attributes: true, childList: true, characterData: true, subtree: true });
-  watch($('banner'), banner);
-  watch($('transport'), transport);
-  for (const id of ['tick-latest', 'tick-gaps', 'tick-dups', 'tick-refetches']) watch($(id), ticks);
-  banner(); transport(); ticks();
+  look(); // installed late (see Session): what the page shows now
 }
-return true;
 """
 
 STATE = """
 const $ = (id) => document.getElementById(id);
-const c = window.tidewireDemo && window.tidewireDemo.client;
+const c = window.tidewireDemo && window.tidewireDemo.chat;
+const d = window.tidewireDemo && window.tidewireDemo.dashboard;
 return {
-  state: c ? c.state : null,
+  chatState: c ? c.state : null,
+  dashState: d ? d.state : null,
+  chatTransport: c ? c.transport : null,
+  dashTransport: d ? d.transport : null,
   transport: $('transport').textContent,
   queued: c ? c.queued : null,
   banner: $('banner').hidden ? null : $('banner').textContent,
@@ -111,6 +130,53 @@ return {
 """
 
 
+# One look at the banner and both clients, in one turn of the page's event loop.
+BANNER = """
+const d = window.tidewireDemo;
+const $ = (id) => document.getElementById(id);
+const cs = [d.chat, d.dashboard];
+const due = cs.filter((c) => c.state === 'reconnecting' && typeof c.nextRetryAt === 'number')
+  .map((c) => c.nextRetryAt);
+return {
+  text: $('banner').hidden ? null : $('banner').textContent,
+  now: Date.now(),
+  due: due.length ? Math.min(...due) : null,
+  offline: d.chat.state !== 'open' && d.chat.queued > 0,
+  open: cs.every((c) => c.state === 'open'),
+  closed: cs.filter((c) => c.state === 'closed').length,
+  states: cs.map((c) => c.state)
+};
+"""
+
+# The banner's countdown is redrawn every 250 ms: on a loaded machine a redraw may come late.
+REDRAW_SLACK_MS = 1500
+
+
+def banner_truthful(b):
+    """None when the banner `b` (BANNER's answer) says what the clients are doing, else why not."""
+    text = b["text"]
+    if b["closed"]:
+        return f"a client closed: {b['states']}"
+    if b["open"]:
+        return None if text is None else f"shown while both are open: {text!r}"
+    if text is None:
+        return f"hidden while not both open: {b['states']}"
+    if (OFFLINE in text) != b["offline"]:
+        return f"offline notice {OFFLINE in text} but queued-and-not-open {b['offline']}: {text!r}"
+    m = RECONNECTING.search(text)
+    if b["due"] is None:
+        return None if not m and text.endswith("Connecting…") else f"no client reconnecting: {text!r}"
+    if not m:
+        return f"a client reconnecting (due in {b['due'] - b['now']} ms), no countdown: {text!r}"
+    left = b["due"] - b["now"]
+    lo = max(0, -(-left // 1000))
+    hi = max(0, -(-(left + REDRAW_SLACK_MS) // 1000))
+    n = int(m.group(1))
+    if not lo <= n <= hi:
+        return f"countdown {n} s, but the soonest retry is in {left} ms ({b['states']}): {text!r}"
+    return None
+
+
 class Session:
     def __init__(self, name, args, url):
         self.name = name
@@ -125,8 +191,23 @@ class Session:
         say(f"pids chromedriver={self.service.process.pid}")
         self.driver.set_page_load_timeout(args.timeout)
         self.driver.set_script_timeout(args.timeout)
+        self.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORDER})
         self.driver.get(url)
-        self.js(RECORDER)
+        seen = self.js("return window.__rec ? window.__rec.transport.length : -1;")
+        if seen <= 0:
+            # Not seen at document start (a diagnosis line): installed now, it misses only
+            # what happened before.
+            late = self.js(RECORDER + "window.__recLook(); return window.__rec.transport.length;")
+            say(f"recorder {name} late: at load {seen}, now {late}")
+        self.banner_samples = 0
+        self.banner_bad = []
+
+    def look_at_banner(self):
+        """One `banner_truthful` sample, kept for the `banner-check` line."""
+        why = banner_truthful(self.js(BANNER))
+        self.banner_samples += 1
+        if why:
+            self.banner_bad.append(why)
 
     def js(self, script, *a):
         return self.driver.execute_script(script, *a)
@@ -172,6 +253,8 @@ class Session:
 def wait_until(what, limit, cond, sessions):
     deadline = time.monotonic() + limit
     while True:
+        for s in sessions:
+            s.look_at_banner()
         value = cond()
         if value:
             return value
@@ -190,23 +273,45 @@ def ticks_after(s, t_ms):
     ]
 
 
-def opened(s, transport=None):
+def transport_text(chat, dash):
+    return f"chat: {chat or '—'} · dashboard: {dash or '—'}"
+
+
+def seen(rec, who):
+    """What `#transport` said of `who` ('chat' or 'dashboard') over time: its transports in
+    order, repeats and '—' left out."""
+    out = []
+    for e in rec["transport"]:
+        m = re.fullmatch(r"chat: (\S+) · dashboard: (\S+)", e["v"])
+        v = m and m.group(1 if who == "chat" else 2)
+        if v and v != "—" and (not out or out[-1] != v):
+            out.append(v)
+    return out
+
+
+def opened(s, chat=None, dash=None):
+    """Both clients open, no banner, `#transport` true to both (and on `chat` / `dash`)."""
     st = s.state()
-    ok = st["state"] == "open" and st["banner"] is None
-    return ok and (transport is None or st["transport"] == transport)
+    ok = st["chatState"] == "open" and st["dashState"] == "open" and st["banner"] is None
+    ok = ok and st["transport"] == transport_text(st["chatTransport"], st["dashTransport"])
+    return (ok and (chat is None or st["chatTransport"] == chat)
+            and (dash is None or st["dashTransport"] == dash))
 
 
-def wait_connected(sessions, transport, limit, min_ticks=3):
+def wait_connected(sessions, chat, dash, limit, min_ticks=3):
     for s in sessions:
         wait_until(
-            f"{s.name}: open on {transport} with {min_ticks} ticks",
+            f"{s.name}: chat open on {chat}, dashboard on {dash}, with {min_ticks} ticks",
             limit,
-            lambda: opened(s, transport) and len(set(ticks_after(s, 0))) >= min_ticks,
+            lambda: opened(s, chat, dash) and len(set(ticks_after(s, 0))) >= min_ticks,
             sessions,
         )
         st = s.state()
-        say(f"connected {s.name} transport={st['transport']} ticks={len(ticks_after(s, 0))}"
-            f" latest={st['latest']}")
+        rec = s.rec()
+        say(f"connected {s.name} chat={st['chatTransport']} dashboard={st['dashTransport']}"
+            f" chat_seen={','.join(seen(rec, 'chat'))}"
+            f" dashboard_seen={','.join(seen(rec, 'dashboard'))}"
+            f" ticks={len(ticks_after(s, 0))} latest={st['latest']}")
 
 
 def chat_once(sender, others, text, limit, sessions):
@@ -252,17 +357,29 @@ def facts(s, ids, since_ms):
     say(f"fact {s.name} max-dups {max(e['v']['dups'] for e in rec['ticks'])}")
     say(f"fact {s.name} refetches {st['refetches']}")
     say(f"fact {s.name} ticks-after {len(set(ticks_after(s, since_ms)))}")
-    say(f"fact {s.name} transport {st['transport']}")
-    say(f"fact {s.name} transports {','.join(e['v'] for e in rec['transport'])}")
-    say(f"fact {s.name} state {st['state']}")
+    say(f"fact {s.name} transport-text {st['transport']}")
+    say(f"fact {s.name} chat-transport {st['chatTransport']}")
+    say(f"fact {s.name} dashboard-transport {st['dashTransport']}")
+    say(f"fact {s.name} chat-transports {','.join(seen(rec, 'chat'))}")
+    say(f"fact {s.name} dashboard-transports {','.join(seen(rec, 'dashboard'))}")
+    say(f"fact {s.name} chat-state {st['chatState']}")
+    say(f"fact {s.name} dashboard-state {st['dashState']}")
     say(f"fact {s.name} banner {json.dumps(st['banner'], ensure_ascii=False)}")
     say(f"fact {s.name} reloaded {s.js('return window.tidewireDemo.reloaded;')}")
-    say(f"fact {s.name} client-duplicates {s.js('return window.tidewireDemo.client.duplicates;')}")
+    say(f"fact {s.name} chat-duplicates {s.js('return window.tidewireDemo.chat.duplicates;')}")
+    say(f"fact {s.name} dashboard-duplicates"
+        f" {s.js('return window.tidewireDemo.dashboard.duplicates;')}")
+
+
+def banner_checks(sessions):
+    for s in sessions:
+        first = f" first={json.dumps(s.banner_bad[0], ensure_ascii=False)}" if s.banner_bad else ""
+        say(f"banner-check {s.name} samples={s.banner_samples} bad={len(s.banner_bad)}{first}")
 
 
 def run_restart(args, a, b):
     sessions = [a, b]
-    wait_connected(sessions, "ws", args.timeout)
+    wait_connected(sessions, "ws", "sse", args.timeout)
     for s, other in ((a, "bob"), (b, "ann")):
         wait_until(f"{s.name}: presence shows {other}", args.timeout,
                    lambda: any(other in p for p in s.state()["presence"]), sessions)
@@ -278,8 +395,9 @@ def run_restart(args, a, b):
         raise Timeout(f"no `killed T_MS` line from the test (got {line!r})")
     killed_ms = int(line.split()[1])
 
-    # The banner, within the client's own dead-connection bound.
-    c = a.js("const c = window.tidewireDemo.client; return [c._o.pingInterval, c._o.deadAfter];")
+    # The banner, within the chat client's own dead-connection bound (the WebSocket
+    # heartbeat; the dashboard's SSE stream fails as soon as its connection does).
+    c = a.js("const c = window.tidewireDemo.chat; return [c._o.pingInterval, c._o.deadAfter];")
     bound_ms = c[0] + c[1]
     for s in sessions:
         wait_until(f"{s.name}: the banner after the kill", bound_ms / 1000.0,
@@ -327,7 +445,8 @@ def run_restart(args, a, b):
         wait_until(f"{s.name}: reconnected, no banner", args.reconnect_timeout,
                    lambda: opened(s), sessions)
         st = s.state()
-        say(f"reopened {s.name} after_ms={st['now'] - restarted_ms} transport={st['transport']}")
+        say(f"reopened {s.name} after_ms={st['now'] - restarted_ms} chat={st['chatTransport']}"
+            f" dashboard={st['dashTransport']}")
     for s in sessions:
         wait_until(f"{s.name}: the offline message {offline_id} delivered", args.timeout,
                    lambda: any(li["id"] == offline_id and li["state"] == "shown"
@@ -338,11 +457,12 @@ def run_restart(args, a, b):
     time.sleep(1.0)
     for s in sessions:
         facts(s, {"first": first, "offline": offline_id}, restarted_ms)
+    banner_checks(sessions)
 
 
 def run_no_ws(args, a, b):
     sessions = [a, b]
-    wait_connected(sessions, "sse", args.timeout)
+    wait_connected(sessions, "sse", "sse", args.timeout)
     msg = chat_once(a, [b], "hello over a fallback", args.timeout, sessions)
     back = chat_once(b, [a], "and back", args.timeout, sessions)
     started = int(time.time() * 1000)
@@ -351,6 +471,7 @@ def run_no_ws(args, a, b):
                    lambda: len(set(ticks_after(s, started))) >= 3, sessions)
     for s in sessions:
         facts(s, {"msg": msg, "back": back}, started)
+    banner_checks(sessions)
 
 
 def main():
@@ -384,6 +505,10 @@ def main():
                     say("console", s.name, m)
                 for kind in ("banner", "transport", "ticks"):
                     say("record", s.name, kind, json.dumps(s.rec()[kind])[-3000:])
+            banner_checks(sessions)
+            for s in sessions:
+                for why in s.banner_bad[:5]:
+                    say("banner-bad", s.name, why)
             if args.failed_png:
                 try:
                     screenshot(sessions[0], args.failed_png)

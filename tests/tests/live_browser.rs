@@ -2,8 +2,16 @@
 //! driven over WebDriver by selenium (`tests/browser/live.py`), against the page that the
 //! smol `live` example serves itself.
 //!
+//! The page runs two Tidewire clients: the dashboard (`public:ticks`) on SSE by default
+//! (transports `sse`, `poll`), the chat (`chat:lobby`) on WebSocket (`ws`, `sse`, `poll`);
+//! `#transport` reads "chat: ws · dashboard: sse". Throughout both tests the script also
+//! checks each page's banner against its two clients many times (`banner-check`): hidden
+//! exactly when both are open, the offline notice exactly when the chat client holds queued
+//! messages and is not open, the countdown to the soonest retry of a reconnecting client.
+//!
 //! - [`live_page_survives_a_server_restart`]: two browser sessions (ann and bob) load the
-//!   page; ticks arrive over WebSocket; ann's chat message shows once in both. The server is
+//!   page; the chat opens on WebSocket and the dashboard on SSE (neither ever on anything
+//!   else before the kill); ticks arrive; ann's chat message shows once in both. The server is
 //!   killed (SIGKILL): the banner appears in both pages within the client's heartbeat bound
 //!   and counts down ("Reconnecting in N s"); a message ann sends meanwhile is queued
 //!   ("Offline — messages will be sent when back"). The server is restarted on the same port
@@ -11,7 +19,9 @@
 //!   go, the dashboards never count a gap or a duplicate tick, and the offline message shows
 //!   exactly once in both chat logs.
 //! - [`live_page_falls_back_when_websocket_is_blocked`]: the server runs with `--no-ws`
-//!   (`/ws` answers 502): the pages fall back to SSE and keep working (ticks, chat both ways).
+//!   (`/ws` answers 502): the chat tries WebSocket, then falls back to SSE; the dashboard is
+//!   on SSE from the start (it never tries WebSocket); both keep working (ticks, chat both
+//!   ways).
 //!
 //! Screenshots (test artifacts): `target/browser/live-connected.png` (the page open, with
 //! ticks, the chat message and presence) and `target/browser/live-reconnecting.png` (the
@@ -75,6 +85,21 @@ fn facts(lines: &[String]) -> BTreeMap<(String, String), String> {
         .collect()
 }
 
+/// The `banner-check SESSION samples=K bad=M` lines: many looks, none false.
+fn check_banners(lines: &[String], transcript: &str, min_samples: u64) {
+    for s in ["A", "B"] {
+        let line = lines
+            .iter()
+            .find(|l| l.starts_with(&format!("banner-check {s} ")))
+            .unwrap_or_else(|| panic!("no `banner-check {s}`:\n{transcript}"));
+        let samples: u64 = kv(line, "samples").and_then(|v| v.parse().ok()).expect(line);
+        let bad: u64 = kv(line, "bad").and_then(|v| v.parse().ok()).expect(line);
+        assert_eq!(bad, 0, "the banner of {s} disagreed with its clients: {line}\n{transcript}");
+        assert!(samples >= min_samples, "only {samples} looks at the banner of {s}: {line}");
+        eprintln!("{line}");
+    }
+}
+
 /// `key=VALUE` in a line of the script.
 fn kv<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split(' ').find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
@@ -132,9 +157,12 @@ fn live_page_survives_a_server_restart() {
     eprintln!("pages up, chat delivered after {:?}", started.elapsed());
 
     // 2. Kill the server: the banners, the countdown, a message queued offline.
-    server.kill();
+    // The time of the kill is taken before it: the pages may see their connections end
+    // (the dashboard's SSE stream at once) before `kill` has reaped the process.
+    let killed_ms = now_ms();
     let killed = Instant::now();
-    script.send_line(&format!("killed {}", now_ms()));
+    server.kill();
+    script.send_line(&format!("killed {killed_ms}"));
     // The banner's bound (the client's heartbeat: 45 s), then the script's own waits.
     let wait = Duration::from_secs(45 + SCRIPT_WAIT_S * 4);
     script.expect_line("the banner counting down, the offline message", wait, |l| l == "down");
@@ -152,13 +180,16 @@ fn live_page_survives_a_server_restart() {
     let lines = script.seen.clone();
     let f = Facts { map: facts(&lines), transcript: transcript.clone() };
 
-    // Ticks over WebSocket at first.
+    // The chat on WebSocket, the dashboard (ticks) on SSE, each from the start.
     for s in ["A", "B"] {
         let line = lines
             .iter()
             .find(|l| l.starts_with(&format!("connected {s} ")))
             .unwrap_or_else(|| panic!("no `connected {s}`:\n{transcript}"));
-        assert_eq!(kv(line, "transport"), Some("ws"), "{line}");
+        assert_eq!(kv(line, "chat"), Some("ws"), "{line}");
+        assert_eq!(kv(line, "dashboard"), Some("sse"), "{line}");
+        assert_eq!(kv(line, "chat_seen"), Some("ws"), "{line}");
+        assert_eq!(kv(line, "dashboard_seen"), Some("sse"), "{line}");
     }
     // The banner came within the client's heartbeat bound (ping interval + dead-after); the
     // kill closes the TCP connections, so in practice at once.
@@ -197,9 +228,19 @@ fn live_page_survives_a_server_restart() {
         f.expect(s, "max-dups", 0);
         assert!(f.num(s, "refetches") >= 1, "{s}: no refetch after the restart:\n{transcript}");
         assert!(f.num(s, "ticks-after") >= 3, "{s}: ticks after the restart:\n{transcript}");
-        assert_eq!(f.get(s, "state"), "open", "{s}:\n{transcript}");
+        assert_eq!(f.get(s, "chat-state"), "open", "{s}:\n{transcript}");
+        assert_eq!(f.get(s, "dashboard-state"), "open", "{s}:\n{transcript}");
         assert_eq!(f.get(s, "banner"), "null", "{s}: the banner stays:\n{transcript}");
+        // After the outage either client may be back on another transport of its list (the
+        // rotation goes on while the server is down), but the dashboard never on WebSocket.
+        let dash = f.get(s, "dashboard-transports");
+        assert!(
+            dash.starts_with("sse") && !dash.contains("ws"),
+            "{s} dashboard {dash}:\n{transcript}"
+        );
+        assert!(f.get(s, "chat-transports").starts_with("ws"), "{s}:\n{transcript}");
     }
+    check_banners(&lines, &transcript, 20);
     eprintln!("the server was down for {down_for:?}");
     for l in lines.iter().filter(|l| l.starts_with("reopened ")) {
         eprintln!("{l}");
@@ -229,12 +270,24 @@ fn live_page_falls_back_when_websocket_is_blocked() {
     drop(server);
     let f = Facts { map: facts(&script.seen), transcript: transcript.clone() };
 
-    // The WebSocket was tried, refused (502), and the pages fell back to SSE.
+    // The chat tried WebSocket, was refused (502), and fell back to SSE; the dashboard was on
+    // SSE from the start.
     assert!(log.contains("ws refused") && log.contains("502 (--no-ws)"), "server log:\n{log}");
     for s in ["A", "B"] {
-        assert_eq!(f.get(s, "transport"), "sse", "{s}:\n{transcript}");
-        assert!(f.get(s, "transports").contains("ws"), "{s} never tried ws:\n{transcript}");
-        assert_eq!(f.get(s, "state"), "open", "{s}:\n{transcript}");
+        let line = script
+            .seen
+            .iter()
+            .find(|l| l.starts_with(&format!("connected {s} ")))
+            .unwrap_or_else(|| panic!("no `connected {s}`:\n{transcript}"));
+        assert_eq!(kv(line, "chat_seen"), Some("ws,sse"), "{line}");
+        assert_eq!(kv(line, "dashboard_seen"), Some("sse"), "{line}");
+        assert_eq!(f.get(s, "chat-transport"), "sse", "{s}:\n{transcript}");
+        assert_eq!(f.get(s, "dashboard-transport"), "sse", "{s}:\n{transcript}");
+        assert_eq!(f.get(s, "transport-text"), "chat: sse · dashboard: sse", "{s}:\n{transcript}");
+        assert_eq!(f.get(s, "chat-transports"), "ws,sse", "{s} never tried ws:\n{transcript}");
+        assert_eq!(f.get(s, "dashboard-transports"), "sse", "{s}:\n{transcript}");
+        assert_eq!(f.get(s, "chat-state"), "open", "{s}:\n{transcript}");
+        assert_eq!(f.get(s, "dashboard-state"), "open", "{s}:\n{transcript}");
         assert_eq!(f.get(s, "banner"), "null", "{s}:\n{transcript}");
         f.expect(s, "count-msg", 1);
         f.expect(s, "count-back", 1);
@@ -244,5 +297,6 @@ fn live_page_falls_back_when_websocket_is_blocked() {
         f.expect(s, "refetches", 0);
         assert!(f.num(s, "ticks-after") >= 3, "{s}: ticks on SSE:\n{transcript}");
     }
+    check_banners(&script.seen, &transcript, 10);
     eprintln!("the whole test took {:?}", started.elapsed());
 }

@@ -1,5 +1,6 @@
-// A smoke test of the demo page's script (app.js) against a tiny fake DOM and a fake
-// WebSocket server: tick counters, chat rendered exactly once per client id, the banner.
+// A smoke test of the demo page's script (app.js) against a tiny fake DOM, a fake WebSocket
+// server (the chat) and fake EventSources (the dashboard): tick counters, chat rendered
+// exactly once per client id, the banner and `#transport` of the two clients.
 'use strict';
 
 const test = require('node:test');
@@ -7,7 +8,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
 const vm = require('node:vm');
-const { FakeClock } = require('./fakes.js');
+const { FakeClock, makeEventSource } = require('./fakes.js');
 
 class El {
   constructor(tag, id) {
@@ -57,6 +58,8 @@ function loadPage(search, extra = {}) {
   const clock = new FakeClock(Date.now());
   const els = {};
   const sockets = [];
+  const sources = [];
+  const intervals = [];
   class WebSocket {
     constructor(url) { this.url = url; this.sent = []; sockets.push(this); }
     send(t) { this.sent.push(JSON.parse(t)); }
@@ -74,9 +77,10 @@ function loadPage(search, extra = {}) {
     localStorage: { getItem: (k) => store[k] ?? null, setItem: (k, v) => { store[k] = String(v); } },
     URLSearchParams,
     WebSocket,
+    EventSource: makeEventSource(sources),
     setTimeout: clock.setTimeout,
     clearTimeout: clock.clearTimeout,
-    setInterval: () => 0,
+    setInterval: (fn) => { intervals.push(fn); return intervals.length; },
     addEventListener: () => {},
     console,
     ...extra
@@ -87,35 +91,97 @@ function loadPage(search, extra = {}) {
   vm.runInContext(fs.readFileSync(path.join(dir, 'tidewire.js'), 'utf8'), sandbox);
   vm.runInContext(fs.readFileSync(path.join(dir, 'app.js'), 'utf8'), sandbox);
   const $ = (id) => sandbox.document.getElementById(id);
-  return { clock, $, sockets, ws: () => sockets.at(-1), store, client: sandbox.tidewireDemo.client };
+  const demo = sandbox.tidewireDemo;
+  return {
+    clock, $, sockets, sources, store, chat: demo.chat, dashboard: demo.dashboard,
+    ws: () => sockets.at(-1),
+    // The newest EventSource of a channel.
+    es: (ch) => sources.filter((e) => e.url.includes('ch=' + encodeURIComponent(ch))).at(-1),
+    tick: () => intervals.forEach((fn) => fn()) // the page's 250 ms redraw
+  };
 }
+
+// The dashboard's SSE: `event: public:ticks`, `id: EP:OFF`.
+const tick = (es, off, n, ep = 'a1') => es.emit('public:ticks', { n }, ep + ':' + off);
 
 const msg = (ch, off, data) => ({ data: JSON.stringify({ op: 'msg', ch, ep: 'a1', off, data }) });
 
-test('ticks: latest, last 10, gaps and duplicates from consecutive n', async () => {
+test('two clients: the dashboard on SSE, the chat on WebSocket; ticks, gaps and duplicates', async () => {
   const p = loadPage('');
+  assert.equal(JSON.stringify(p.dashboard._o.transports), '["sse","poll"]');
+  assert.equal(JSON.stringify(p.chat._o.transports), '["ws","sse","poll"]');
+  assert.equal(p.$('transport').textContent, 'chat: — · dashboard: —');
   await p.clock.advance(0);
   assert.equal(p.$('banner').textContent, 'Connecting…');
+  assert.equal(p.$('transport').textContent, 'chat: ws · dashboard: sse');
   const ws = p.ws();
   assert.equal(ws.url, 'ws://demo.test/ws');
+  assert.equal(p.sockets.length, 1, 'one WebSocket: the chat');
+  const es = p.es('public:ticks');
+  assert.equal(es.url, 'http://demo.test/events?ch=public%3Aticks');
+  assert.equal(p.sources.length, 1, 'one EventSource: the dashboard');
   ws.onopen();
+  assert.deepEqual(ws.sent.map((m) => m.ch), [], 'anonymous: no chat, and no ticks over the WebSocket');
+  assert.equal(p.$('banner').textContent, 'Connecting…', 'the dashboard is not open yet');
+  assert.equal(p.$('state').textContent, 'chat: open · dashboard: connecting');
+  es.open();
   assert.equal(p.$('banner').hidden, true);
-  assert.equal(p.$('transport').textContent, 'ws');
-  assert.deepEqual(ws.sent.map((m) => m.ch), ['public:ticks'], 'anonymous: no chat');
+  assert.equal(p.$('banner').textContent, '');
+  assert.equal(p.$('state').textContent, 'open');
   let off = 0;
-  for (const n of [1, 2, 3, 5, 5, 6]) ws.onmessage(msg('public:ticks', ++off, { n }));
+  for (const n of [1, 2, 3, 5, 5, 6]) tick(es, ++off, n);
   assert.equal(p.$('tick-latest').textContent, '6');
   assert.equal(p.$('tick-gaps').textContent, '1');
   assert.equal(p.$('tick-dups').textContent, '1');
   assert.equal(p.$('tick-list').children.length, 6);
-  for (let n = 7; n < 20; n++) ws.onmessage(msg('public:ticks', ++off, { n }));
+  for (let n = 7; n < 20; n++) tick(es, ++off, n);
   assert.equal(p.$('tick-list').children.length, 10);
   // A duplicate by offset never reaches the page.
-  ws.onmessage(msg('public:ticks', off, { n: 19 }));
+  tick(es, off, 19);
   assert.equal(p.$('tick-dups').textContent, '1');
-  ws.onclose({ code: 1006 });
+  // The dashboard's stream drops: the banner counts down to its retry; the chat stays open.
+  es.error(0);
+  assert.equal(p.dashboard.state, 'reconnecting');
+  assert.equal(p.chat.state, 'open');
   assert.match(p.$('banner').textContent, /^Reconnecting in \d+ s…$/);
   assert.equal(p.$('banner').hidden, false);
+  assert.equal(p.$('transport').textContent, 'chat: ws · dashboard: —');
+  // It resumes from its position on a new stream.
+  await p.clock.advance(60000);
+  const es2 = p.es('public:ticks');
+  assert.notEqual(es2, es);
+  assert.equal(es2.url, 'http://demo.test/events?ch=public%3Aticks&pos=a1%3A' + off);
+  es2.open();
+  assert.equal(p.$('banner').hidden, true);
+  assert.equal(p.$('transport').textContent, 'chat: ws · dashboard: sse');
+});
+
+test('the banner counts down to the soonest retry of a reconnecting client', async () => {
+  const p = loadPage('');
+  await p.clock.advance(0);
+  p.ws().onopen();
+  p.es('public:ticks').open();
+  p.ws().onclose({ code: 1006 });
+  p.es('public:ticks').error(0);
+  assert.equal(p.chat.state, 'reconnecting');
+  assert.equal(p.dashboard.state, 'reconnecting');
+  assert.equal(p.$('state').textContent, 'reconnecting');
+  const now = Date.now();
+  p.chat.nextRetryAt = now + 7400;
+  p.dashboard.nextRetryAt = now + 2400;
+  p.tick();
+  assert.equal(p.$('banner').textContent, 'Reconnecting in 3 s…');
+  p.chat.nextRetryAt = now + 1400;
+  p.tick();
+  assert.equal(p.$('banner').textContent, 'Reconnecting in 2 s…');
+  // A client that is connecting has no retry time: the other one's still counts.
+  await p.clock.advance(60000);
+  assert.equal(p.chat.state, 'connecting');
+  assert.equal(p.dashboard.state, 'connecting');
+  assert.equal(p.$('banner').textContent, 'Connecting…');
+  p.ws().onclose({ code: 1006 });
+  assert.equal(p.chat.state, 'reconnecting');
+  assert.match(p.$('banner').textContent, /^Reconnecting in \d+ s…$/);
 });
 
 test('chat: one li per client id, pending until delivered; offline banner', async () => {
@@ -123,8 +189,13 @@ test('chat: one li per client id, pending until delivered; offline banner', asyn
   await p.clock.advance(0);
   const ws = p.ws();
   assert.equal(ws.url, 'ws://demo.test/ws?token=user%3Aann');
+  // The dashboard connects anonymously: it reads a public channel.
+  const es = p.es('public:ticks');
+  assert.equal(es.url, 'http://demo.test/events?ch=public%3Aticks');
   ws.onopen();
-  assert.deepEqual(ws.sent.map((m) => m.ch), ['public:ticks', 'chat:lobby']);
+  es.open();
+  assert.equal(p.$('banner').hidden, true);
+  assert.deepEqual(ws.sent.map((m) => m.ch), ['chat:lobby']);
   p.$('chat-input').value = 'hello';
   p.$('chat-form').fire('submit');
   const pub = ws.sent.find((m) => m.op === 'pub' && m.data.type === 'chat');
@@ -153,17 +224,83 @@ test('chat: one li per client id, pending until delivered; offline banner', asyn
   p.$('chat-form').fire('submit');
   assert.match(p.$('banner').textContent, /^Offline — messages will be sent when back\. Reconnecting in \d+ s…$/);
   assert.equal(log.children.length, 3);
-  assert.equal(p.client.queued, 1);
+  assert.equal(p.chat.queued, 1);
+  assert.equal(p.$('transport').textContent, 'chat: — · dashboard: sse');
+  // Trying again: still offline, and said so.
+  await p.clock.advance(60000);
+  assert.equal(p.chat.state, 'connecting');
+  assert.equal(p.$('banner').textContent, 'Offline — messages will be sent when back. Connecting…');
+  // Open again: the queued message goes out, nothing shows while it is in flight.
+  const ws2 = p.ws();
+  ws2.onopen();
+  assert.equal(p.$('banner').hidden, true);
+  const again = ws2.sent.find((m) => m.op === 'pub' && m.data.text === 'later');
+  assert.ok(again, 'the queued message is sent on the new connection');
+  // The dashboard dropping alone does not make the chat "offline".
+  es.error(0);
+  assert.equal(p.chat.queued, 1);
+  assert.match(p.$('banner').textContent, /^Reconnecting in \d+ s…$/);
+  ws2.onmessage({ data: JSON.stringify({ op: 'ack', ref: again.ref, ep: 'a1', off: 4 }) });
+  assert.equal(p.chat.queued, 0);
 });
 
-test('the name form stores the name and joins the chat', async () => {
+test('the name form stores the name and joins the chat; ?transport= forces both clients', async () => {
   const p = loadPage('?transport=sse');
+  assert.equal(JSON.stringify(p.chat._o.transports), '["sse"]');
+  assert.equal(JSON.stringify(p.dashboard._o.transports), '["sse"]');
+  await p.clock.advance(0);
+  assert.equal(p.$('transport').textContent, 'chat: sse · dashboard: sse');
+  const ticks = p.es('public:ticks');
+  ticks.open();
+  assert.equal(p.chat.state, 'open', 'no channel yet: open at once');
+  assert.equal(p.$('banner').hidden, true);
   assert.equal(p.$('chat-area').hidden, true);
   p.$('name-input').value = 'cy';
   p.$('name-form').fire('submit');
   assert.equal(p.store['tidewire.demo.name'], 'cy');
   assert.equal(p.$('chat-area').hidden, false);
-  assert.equal(JSON.stringify(p.client._o.transports), '["sse"]');
+  // Only the chat reconnects with the new token; the dashboard's stream goes on.
+  const chatEs = p.es('chat:lobby');
+  assert.equal(chatEs.url, 'http://demo.test/events?ch=chat%3Alobby&token=user%3Acy');
+  assert.equal(ticks.closed, false);
+  assert.equal(p.es('public:ticks'), ticks);
+  chatEs.open();
+  assert.equal(p.$('banner').hidden, true);
+  assert.equal(p.$('presence-events').textContent, 'Presence needs a WebSocket.');
+
+  const w = loadPage('?transport=ws');
+  assert.equal(JSON.stringify(w.chat._o.transports), '["ws"]');
+  assert.equal(JSON.stringify(w.dashboard._o.transports), '["ws"]');
+  const bogus = loadPage('?transport=carrier-pigeon');
+  assert.equal(JSON.stringify(bogus.chat._o.transports), '["ws","sse","poll"]');
+  assert.equal(JSON.stringify(bogus.dashboard._o.transports), '["sse","poll"]');
+});
+
+test('a dashboard refetch (SSE reset) counts once and starts a new baseline', async () => {
+  const p = loadPage('');
+  await p.clock.advance(0);
+  p.ws().onopen();
+  const es = p.es('public:ticks');
+  es.open();
+  for (let off = 1; off <= 5; off++) tick(es, off, off + 100);
+  es.emit('reset', { ch: 'public:ticks', pos: 'b2:0', recovered: false });
+  assert.equal(p.$('tick-refetches').textContent, '1');
+  tick(es, 1, 1, 'b2');
+  tick(es, 2, 2, 'b2');
+  assert.equal(p.$('tick-latest').textContent, '2');
+  assert.equal(p.$('tick-gaps').textContent, '0');
+  assert.equal(p.$('tick-dups').textContent, '0', 'n went down, but after an announced loss');
+});
+
+test('a closed chat says why; the dashboard goes on', async () => {
+  const p = loadPage('?token=user:ann');
+  await p.clock.advance(0);
+  p.ws().onopen();
+  p.es('public:ticks').open();
+  p.ws().onclose({ code: 4000 });
+  assert.equal(p.chat.state, 'closed');
+  assert.equal(p.$('banner').textContent, 'Chat disconnected (code 4000). Reload the page to reconnect.');
+  assert.equal(p.$('banner').dataset.kind, 'closed');
 });
 
 test('chat refetch (a new epoch): what the new epoch held up to the head is reloaded once, in order', async () => {

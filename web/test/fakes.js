@@ -194,4 +194,4 @@ function query(url) {
   return Object.fromEntries(new URL(url, 'http://x').searchParams);
 }
 
-module.exports = { Tidewire, FakeClock, scriptedRandom, setup, settle, query };
+module.exports = { Tidewire, FakeClock, scriptedRandom, setup, settle, query, makeEventSource };
