@@ -431,6 +431,12 @@ impl HubHandle {
         self.inner.lock().hub.stats()
     }
 
+    /// Reads the hub under its lock (members, per-connection counters, logs…). Keep `f`
+    /// short: every connection waits for it.
+    pub fn inspect<T>(&self, f: impl FnOnce(&tidewire::hub::Hub) -> T) -> T {
+        f(&self.inner.lock().hub)
+    }
+
     /// Connections of the hub (WebSocket, SSE, kept polling clients).
     #[must_use]
     pub fn connections(&self) -> usize {
