@@ -2,10 +2,25 @@
 
 use std::collections::BTreeSet;
 
+use super::bus::Held;
 use super::conn::ConnId;
 use super::presence::Presence;
 use crate::policy::outbox::SlowConsumer;
-use crate::replay::ReplayLog;
+use crate::replay::{Position, ReplayLog};
+
+/// Where a channel's log comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Follow {
+    /// This hub numbers the channel's messages (no bus).
+    Local,
+    /// A mirror of the bus's log that is loading: joins wait, live messages are held.
+    Syncing,
+    /// A mirror that is up to date with the live feed.
+    Live,
+    /// A mirror that missed offsets of the live feed: they are loading, later live
+    /// messages are held.
+    Filling,
+}
 
 #[derive(Debug)]
 pub(crate) struct Channel {
@@ -16,13 +31,21 @@ pub(crate) struct Channel {
     /// Ordered, so that fan-out (and the events it causes) is deterministic.
     pub(crate) members: BTreeSet<ConnId>,
     pub(crate) presence: Presence,
+    pub(crate) follow: Follow,
+    /// Live messages held while the mirror loads.
+    pub(crate) held: Held,
+    /// Joins waiting for the mirror: `(connection, position brought)`.
+    pub(crate) waiting: Vec<(ConnId, Option<Position>)>,
 }
 
 impl Channel {
     /// Whether the channel holds nothing worth keeping: no member, no presence (not even in
     /// grace) and no retained message.
     pub(crate) fn is_idle(&self) -> bool {
-        self.members.is_empty() && self.presence.is_empty() && self.log.is_empty()
+        self.members.is_empty()
+            && self.presence.is_empty()
+            && self.log.is_empty()
+            && self.waiting.is_empty()
     }
 }
 

@@ -124,6 +124,7 @@
 //! ```
 
 mod authz;
+pub mod bus;
 mod channel;
 mod config;
 mod conn;
@@ -142,6 +143,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 pub use authz::{Access, AllowAll, Authorize, DemoAuth, Principal};
+pub use bus::{BusAction, BusHistory, BusToken};
 pub use config::HubConfig;
 pub use conn::{ConnId, Transport};
 pub use outcome::{HubError, HubEvent, HubStats, Subscription};
@@ -192,6 +194,8 @@ pub struct Hub {
     ready: VecDeque<ConnId>,
     events: VecDeque<HubEvent>,
     stats: HubStats,
+    /// With a bus ([`Hub::with_bus`]).
+    bus: Option<bus::BusState>,
 }
 
 impl fmt::Debug for Hub {
@@ -230,6 +234,7 @@ impl Hub {
             ready: VecDeque::new(),
             events: VecDeque::new(),
             stats: HubStats::default(),
+            bus: None,
         }
     }
 

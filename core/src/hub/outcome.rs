@@ -32,11 +32,17 @@ pub enum HubError {
     /// The data of a server-side publish is not one JSON value.
     #[error("data is not JSON")]
     BadJson,
+    /// The bus this hub publishes through is down (or, for [`Hub::submit`], there is no
+    /// bus; for the local publishes, there is one): nothing was published.
+    ///
+    /// [`Hub::submit`]: super::Hub::submit
+    #[error("the message bus is unavailable")]
+    Unavailable,
 }
 
 impl HubError {
     /// The `code` of the `err` reply: `unknown_conn`, `bad_channel`, `forbidden`,
-    /// `too_many_channels`, `channel_limit`, `bad_message` or `bad_json`.
+    /// `too_many_channels`, `channel_limit`, `bad_message`, `bad_json` or `unavailable`.
     #[must_use]
     pub fn code(self) -> &'static str {
         match self {
@@ -47,6 +53,7 @@ impl HubError {
             Self::ChannelLimit => "channel_limit",
             Self::BadId => "bad_message",
             Self::BadJson => "bad_json",
+            Self::Unavailable => "unavailable",
         }
     }
 }
@@ -61,6 +68,10 @@ pub struct Subscription {
     pub recovered: bool,
     /// Messages replayed (queued before any live message).
     pub replayed: usize,
+    /// With a bus: the channel's log is still loading; the join completes (its
+    /// `subscribed` or SSE opening, its replay) when it is, and `pos`, `recovered` and
+    /// `replayed` say nothing yet.
+    pub pending: bool,
 }
 
 /// What the application and the adapter learn from the hub, pulled with
@@ -107,6 +118,18 @@ pub enum HubEvent {
         ch: Arc<str>,
         /// The presence name.
         member: Arc<str>,
+    },
+    /// With a bus: the answer to [`Hub::submit`](super::Hub::submit).
+    Submitted {
+        /// The submit's token.
+        token: super::BusToken,
+        /// The message's position (the first one's for a repeated id), or why it failed.
+        result: Result<Position, super::HubError>,
+    },
+    /// With a bus: `ch`'s log is loaded; polls waiting for it can be answered.
+    Synced {
+        /// The channel.
+        ch: Arc<str>,
     },
 }
 

@@ -10,7 +10,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::authz::Principal;
-use super::channel::{self, Channel};
+use super::bus::{BusAction, Held};
+use super::channel::{self, Channel, Follow};
 use super::conn::{Conn, ConnId, ConnMap, Scope, Transport};
 use super::envelope::ServerMessage;
 use super::presence::{Arrival, Departure};
@@ -149,12 +150,25 @@ impl Hub {
         self.next_channel += 1;
         // A zero epoch is avoided so that "0:0" never matches by accident.
         let epoch = Epoch(self.rng.next_u64().max(1));
+        let follow = match self.bus.as_mut() {
+            None => Follow::Local,
+            Some(bus) => {
+                // With a bus the log is a mirror: ask for it (now, or once the bus is up).
+                if bus.up {
+                    bus.actions.push_back(BusAction::Follow { ch: key.clone(), epoch });
+                }
+                Follow::Syncing
+            }
+        };
         let c = Channel {
             id,
             log: ReplayLog::new(epoch, self.cfg.log),
             policy: channel::policy_for(&self.cfg.slow_consumers, ch),
             members: std::collections::BTreeSet::new(),
             presence: super::presence::Presence::default(),
+            follow,
+            held: Held::default(),
+            waiting: Vec::new(),
         };
         self.channels.insert(key.clone(), c);
         self.channel_ids.insert(id, key.clone());
@@ -168,6 +182,13 @@ impl Hub {
         {
             self.timers.cancel(Timer::Trim(c.id));
             self.channel_ids.remove(&c.id);
+            if let Some(bus) = self.bus.as_mut() {
+                let name: Arc<str> = Arc::from(ch);
+                bus.actions.retain(|a| !matches!(a, BusAction::Follow { ch, .. } | BusAction::Fetch { ch, .. } if *ch == name));
+                if bus.up {
+                    bus.actions.push_back(BusAction::Unfollow { ch: name });
+                }
+            }
         }
     }
 
@@ -192,7 +213,7 @@ impl Hub {
                 let frame = ServerMessage::Subscribed { ch, recovered: true, pos: head }.encode();
                 self.reply(now, id, frame);
             }
-            return Ok(Subscription { pos: head, recovered: true, replayed: 0 });
+            return Ok(Subscription { pos: head, recovered: true, replayed: 0, pending: false });
         }
         if conn.channels.len() >= self.cfg.max_channels_per_conn {
             return Err(HubError::TooManyChannels);
@@ -200,6 +221,15 @@ impl Hub {
         let name = conn.name.clone();
         let key = self.channel_entry(ch)?;
         let Some(c) = self.channels.get_mut(&key) else { return Err(HubError::BadChannel) };
+        if c.follow == Follow::Syncing {
+            // The mirror is loading: the join completes when it is (`bus_history`).
+            let head = c.log.head();
+            c.waiting.push((id, pos));
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.channels.insert(key, None);
+            }
+            return Ok(Subscription { pos: head, recovered: true, replayed: 0, pending: true });
+        }
         let head = c.log.head();
         let policy = c.policy;
         let conflate = (policy == SlowConsumer::Conflate).then(|| key.clone());
@@ -247,7 +277,7 @@ impl Hub {
         if !ok {
             self.too_slow(now, id);
         }
-        Ok(Subscription { pos: head, recovered, replayed })
+        Ok(Subscription { pos: head, recovered, replayed, pending: false })
     }
 
     /// `id` is no longer in `ch`; `held` is the presence name it held there.
@@ -344,6 +374,12 @@ impl Hub {
         data: &RawValue,
         reference: Option<u64>,
     ) {
+        if self.bus.is_some() {
+            if let Err(e) = self.bus_client_publish(id, ch, msg_id, data, reference) {
+                self.reply_err(now, id, reference, e.code(), &e.to_string());
+            }
+            return;
+        }
         let Some(conn) = self.conns.get(&id) else { return };
         let (principal, scope) = (conn.principal.clone(), conn.scope.clone());
         match self.checked_publish(now, &principal, scope, ch, msg_id, data) {
@@ -363,15 +399,7 @@ impl Hub {
         msg_id: Option<&str>,
         data: &RawValue,
     ) -> Result<Option<Position>, HubError> {
-        if !channel::valid_name(ch, self.cfg.max_channel_name) {
-            return Err(HubError::BadChannel);
-        }
-        if !self.auth.can_write(principal, ch) {
-            return Err(HubError::Forbidden);
-        }
-        if msg_id.is_some_and(|m| m.len() > self.cfg.max_id_len) {
-            return Err(HubError::BadId);
-        }
+        self.check_publish(Some(principal), ch, msg_id)?;
         let key = msg_id.map(|m| (scope, Box::<str>::from(m)));
         if let Some(k) = &key
             && self.dedup.contains(k)
@@ -384,6 +412,26 @@ impl Hub {
             self.remember(k, pos);
         }
         Ok(Some(pos))
+    }
+
+    /// The checks of every publish: the channel's name, the policy (unless trusted: no
+    /// principal), the id's length.
+    pub(super) fn check_publish(
+        &self,
+        principal: Option<&Principal>,
+        ch: &str,
+        msg_id: Option<&str>,
+    ) -> Result<(), HubError> {
+        if !channel::valid_name(ch, self.cfg.max_channel_name) {
+            return Err(HubError::BadChannel);
+        }
+        if principal.is_some_and(|p| !self.auth.can_write(p, ch)) {
+            return Err(HubError::Forbidden);
+        }
+        if msg_id.is_some_and(|m| m.len() > self.cfg.max_id_len) {
+            return Err(HubError::BadId);
+        }
+        Ok(())
     }
 
     fn remember(&mut self, key: (Scope, Box<str>), pos: Position) {
@@ -402,9 +450,26 @@ impl Hub {
         ch: &str,
         data: &RawValue,
     ) -> Result<Position, HubError> {
+        if self.bus.is_some() {
+            // With a bus, only the bus numbers messages (`submit`).
+            return Err(HubError::Unavailable);
+        }
         let key = self.channel_entry(ch)?;
-        let Some(c) = self.channels.get_mut(&key) else { return Err(HubError::BadChannel) };
         let bytes = Bytes::copy_from_slice(data.get().as_bytes());
+        self.log_and_fan_out(now, &key, &bytes, data).ok_or(HubError::BadChannel)
+    }
+
+    /// Appends to `key`'s log (a channel that exists) and fans the message out, encoded
+    /// once per format. `None` for an unknown channel.
+    pub(super) fn log_and_fan_out(
+        &mut self,
+        now: Instant,
+        key: &Arc<str>,
+        bytes: &Bytes,
+        data: &RawValue,
+    ) -> Option<Position> {
+        let key = key.clone();
+        let c = self.channels.get_mut(&key)?;
         let pos = c.log.append(now, bytes.clone());
         if self.timers.get(Timer::Trim(c.id)).is_none()
             && let Some(at) = c.log.poll_timeout()
@@ -424,7 +489,7 @@ impl Hub {
                     .clone(),
                 Transport::Sse => {
                     let f =
-                        sse.get_or_insert_with(|| SseStream::encode(pos, Some(&key), &bytes).ok());
+                        sse.get_or_insert_with(|| SseStream::encode(pos, Some(&key), bytes).ok());
                     let Some(f) = f else { continue };
                     f.clone()
                 }
@@ -439,7 +504,35 @@ impl Hub {
         for m in slow {
             self.too_slow(now, m);
         }
-        Ok(pos)
+        Some(pos)
+    }
+
+    /// Tells every member of `key` that its position is gone (the bus's log started over):
+    /// `subscribed{recovered:false}` on WebSocket, the `reset` block on SSE.
+    pub(super) fn reset_members(&mut self, now: Instant, key: &Arc<str>) {
+        let Some(c) = self.channels.get(key) else { return };
+        let head = c.log.head();
+        let policy = c.policy;
+        let members: Vec<ConnId> = c.members.iter().copied().collect();
+        let ws = ServerMessage::Subscribed { ch: key, recovered: false, pos: head }.encode();
+        let sse = sse_reset(key, head);
+        let mut slow = Vec::new();
+        for m in members {
+            let frame = match self.conns.get(&m).map(|c| c.transport) {
+                Some(Transport::WebSocket) => ws.clone(),
+                Some(Transport::Sse) => match &sse {
+                    Some(f) => f.clone(),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            if !enqueue(&mut self.conns, &mut self.ready, m, policy, frame, None) {
+                slow.push(m);
+            }
+        }
+        for m in slow {
+            self.too_slow(now, m);
+        }
     }
 
     /// Tells the members of `ch` (but `except`) that names joined or left.

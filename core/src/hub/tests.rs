@@ -164,7 +164,12 @@ fn a_position_brings_exactly_the_missed_messages_after_subscribed() {
     let s = h.subscribe(t0, b, "c", None).unwrap();
     assert_eq!(
         s,
-        Subscription { pos: Position { epoch: p1.epoch, offset: 5 }, recovered: true, replayed: 0 }
+        Subscription {
+            pos: Position { epoch: p1.epoch, offset: 5 },
+            recovered: true,
+            replayed: 0,
+            pending: false
+        }
     );
     assert_eq!(ops(&envelopes(&mut h, b)), ["subscribed"]);
 }
@@ -189,7 +194,11 @@ fn a_gone_position_is_told_never_partially_replayed() {
     for pos in cases {
         let a = ws(&mut h, t0, None);
         let s = h.subscribe(t0, a, "c", Some(pos)).unwrap();
-        assert_eq!(s, Subscription { pos: head, recovered: false, replayed: 0 }, "{pos}");
+        assert_eq!(
+            s,
+            Subscription { pos: head, recovered: false, replayed: 0, pending: false },
+            "{pos}"
+        );
         let got = envelopes(&mut h, a);
         assert_eq!(ops(&got), ["subscribed"]);
         assert_eq!((got[0]["recovered"].as_bool(), got[0]["off"].as_u64()), (Some(false), Some(5)));

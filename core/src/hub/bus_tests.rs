@@ -1,0 +1,338 @@
+//! Bus mode on virtual time: several hubs over an in-memory bus that behaves like the Redis
+//! implementation (one owner numbers each channel, a live feed, a bounded shared log,
+//! dedup by id, and a restart that loses everything).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde_json::Value;
+
+use super::*;
+use crate::hub::{AllowAll, ConnId, HubConfig, Transport};
+use crate::replay::LogLimits;
+
+/// The shared log of one channel on the bus.
+#[derive(Default)]
+struct Shared {
+    epoch: Option<Epoch>,
+    head: u64,
+    entries: Vec<(u64, Bytes)>,
+}
+
+/// An in-memory bus between hubs (indexes into `hubs`).
+#[derive(Default)]
+struct Bus {
+    chans: BTreeMap<String, Shared>,
+    ids: HashMap<String, Position>,
+    followers: HashMap<String, HashSet<usize>>,
+    keep: usize,
+    /// Live messages not delivered to hub `.0` (to make gaps).
+    drop_next_for: Option<usize>,
+}
+
+impl Bus {
+    fn history(&mut self, ch: &str, proposed: Epoch, after: Option<u64>) -> BusHistory {
+        let s = self.chans.entry(ch.to_owned()).or_default();
+        let epoch = *s.epoch.get_or_insert(proposed);
+        let entries = s.entries.iter().filter(|e| after.is_none_or(|a| e.0 > a)).cloned().collect();
+        BusHistory { epoch, head: s.head, entries }
+    }
+
+    /// Runs every action of every hub until all are quiet.
+    fn run(&mut self, hubs: &mut [Hub], now: Instant) {
+        loop {
+            let mut busy = false;
+            for i in 0..hubs.len() {
+                while let Some(a) = hubs[i].poll_bus() {
+                    busy = true;
+                    self.act(hubs, i, a, now);
+                }
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    fn act(&mut self, hubs: &mut [Hub], i: usize, a: BusAction, now: Instant) {
+        match a {
+            BusAction::Follow { ch, epoch } => {
+                self.followers.entry(ch.to_string()).or_default().insert(i);
+                let h = self.history(&ch, epoch, None);
+                hubs[i].bus_history(now, &ch, h);
+            }
+            BusAction::Unfollow { ch } => {
+                self.followers.entry(ch.to_string()).or_default().remove(&i);
+            }
+            BusAction::Fetch { ch, after } => {
+                let h = self.history(&ch, after.epoch, Some(after.offset));
+                hubs[i].bus_history(now, &ch, h);
+            }
+            BusAction::Publish { token, ch, data, id, epoch } => {
+                if let Some(pos) = id.as_deref().and_then(|id| self.ids.get(id)) {
+                    hubs[i].bus_published(now, token, Ok(*pos));
+                    return;
+                }
+                let keep = self.keep;
+                let s = self.chans.entry(ch.to_string()).or_default();
+                let epoch = *s.epoch.get_or_insert(epoch);
+                s.head += 1;
+                s.entries.push((s.head, data.clone()));
+                if s.entries.len() > keep {
+                    s.entries.remove(0);
+                }
+                let pos = Position { epoch, offset: s.head };
+                if let Some(id) = id {
+                    self.ids.insert(id.to_string(), pos);
+                }
+                let mut to: Vec<usize> =
+                    self.followers.get(&*ch).into_iter().flatten().copied().collect();
+                to.sort_unstable();
+                for f in to {
+                    if self.drop_next_for == Some(f) {
+                        self.drop_next_for = None;
+                        continue;
+                    }
+                    hubs[f].bus_message(now, &ch, pos, data.clone());
+                }
+                hubs[i].bus_published(now, token, Ok(pos));
+            }
+        }
+    }
+}
+
+fn cfg() -> HubConfig {
+    HubConfig { log: LogLimits { max_count: 50, ..LogLimits::default() }, ..HubConfig::default() }
+}
+
+fn up(n: usize) -> (Vec<Hub>, Bus, Instant) {
+    let t0 = crate::time::test_epoch();
+    let mut hubs: Vec<Hub> =
+        (0..n).map(|i| Hub::with_bus(cfg(), AllowAll, 100 + i as u64)).collect();
+    for h in &mut hubs {
+        h.bus_up(t0);
+    }
+    (hubs, Bus { keep: 50, ..Bus::default() }, t0)
+}
+
+fn ws(h: &mut Hub, now: Instant, user: &str) -> ConnId {
+    h.connect(now, Transport::WebSocket, Principal::user(user))
+}
+
+fn envelopes(h: &mut Hub, conn: ConnId) -> Vec<Value> {
+    std::iter::from_fn(|| h.pull(conn)).map(|b| serde_json::from_slice(&b).unwrap()).collect()
+}
+
+/// `(offset, data["n"])` of every `msg` in `env`.
+fn msgs(env: &[Value]) -> Vec<(u64, u64)> {
+    env.iter()
+        .filter(|e| e["op"] == "msg")
+        .map(|e| (e["off"].as_u64().unwrap(), e["data"]["n"].as_u64().unwrap()))
+        .collect()
+}
+
+fn publish(h: &mut Hub, now: Instant, conn: ConnId, ch: &str, n: u64, id: Option<&str>) {
+    let id = id.map(|i| format!(r#","id":"{i}""#)).unwrap_or_default();
+    let text = format!(r#"{{"op":"pub","ch":"{ch}","data":{{"n":{n}}},"ref":{n}{id}}}"#);
+    h.handle_envelope(now, conn, text.as_bytes());
+}
+
+#[test]
+fn publishes_on_two_instances_reach_everyone_in_one_order() {
+    let (mut hubs, mut bus, t0) = up(2);
+    let a = ws(&mut hubs[0], t0, "ann");
+    let b = ws(&mut hubs[1], t0, "bob");
+    hubs[0].handle_envelope(t0, a, br#"{"op":"sub","ch":"room"}"#);
+    hubs[1].handle_envelope(t0, b, br#"{"op":"sub","ch":"room"}"#);
+    // The joins wait for the channel's log.
+    assert!(envelopes(&mut hubs[0], a).is_empty());
+    assert!(!hubs[0].is_synced("room"));
+    bus.run(&mut hubs, t0);
+    assert!(hubs[0].is_synced("room") && hubs[1].is_synced("room"));
+    let first = envelopes(&mut hubs[0], a);
+    assert_eq!(first[0]["op"], "subscribed");
+    let epoch = first[0]["pos"]["ep"].clone();
+    assert_eq!(envelopes(&mut hubs[1], b)[0]["pos"]["ep"], epoch, "one epoch for both");
+
+    for n in 1..=10 {
+        let (h, c) = if n % 2 == 0 { (0, a) } else { (1, b) };
+        publish(&mut hubs[h], t0, c, "room", n, None);
+    }
+    bus.run(&mut hubs, t0);
+    let (ea, eb) = (envelopes(&mut hubs[0], a), envelopes(&mut hubs[1], b));
+    // The bus's order, the same on both instances, gap-free.
+    let (ma, mb) = (msgs(&ea), msgs(&eb));
+    assert_eq!(ma, mb);
+    assert_eq!(ma.iter().map(|m| m.0).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
+    let mut ns: Vec<u64> = ma.iter().map(|m| m.1).collect();
+    ns.sort_unstable();
+    assert_eq!(ns, (1..=10).collect::<Vec<_>>());
+    // Each publisher got its acks, with the bus's positions.
+    let acks: Vec<u64> =
+        ea.iter().filter(|e| e["op"] == "ack").map(|e| e["off"].as_u64().unwrap()).collect();
+    let mine: Vec<u64> = ma.iter().filter(|m| m.1 % 2 == 0).map(|m| m.0).collect();
+    assert_eq!(acks, mine);
+    assert_eq!(hubs[0].log("room").unwrap().head(), hubs[1].log("room").unwrap().head());
+}
+
+#[test]
+fn a_client_moving_to_another_instance_resumes_exactly() {
+    let (mut hubs, mut bus, t0) = up(2);
+    let a = ws(&mut hubs[0], t0, "ann");
+    hubs[0].handle_envelope(t0, a, br#"{"op":"sub","ch":"feed"}"#);
+    bus.run(&mut hubs, t0);
+    for n in 1..=5 {
+        publish(&mut hubs[0], t0, a, "feed", n, None);
+    }
+    bus.run(&mut hubs, t0);
+    let seen = msgs(&envelopes(&mut hubs[0], a));
+    assert_eq!(seen.len(), 5);
+    let epoch = hubs[0].log("feed").unwrap().epoch();
+    // Gone after offset 3; meanwhile 6..8 are published on instance A.
+    hubs[0].disconnect(t0, a);
+    let p = ws(&mut hubs[0], t0, "pat");
+    hubs[0].handle_envelope(t0, p, br#"{"op":"sub","ch":"feed"}"#);
+    for n in 6..=8 {
+        publish(&mut hubs[0], t0, p, "feed", n, None);
+    }
+    bus.run(&mut hubs, t0);
+    // Instance B never had the channel: it loads it, then replays 4..8.
+    let b = ws(&mut hubs[1], t0, "ann");
+    let sub = format!(r#"{{"op":"sub","ch":"feed","pos":{{"ep":"{epoch}","off":3}}}}"#);
+    hubs[1].handle_envelope(t0, b, sub.as_bytes());
+    bus.run(&mut hubs, t0);
+    let got = envelopes(&mut hubs[1], b);
+    assert_eq!(got[0]["op"], "subscribed");
+    assert_eq!(got[0]["recovered"], true);
+    assert_eq!(msgs(&got), (4..=8).map(|n| (n, n)).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_gap_in_the_live_feed_is_filled_from_the_log() {
+    let (mut hubs, mut bus, t0) = up(2);
+    let a = ws(&mut hubs[0], t0, "ann");
+    let b = ws(&mut hubs[1], t0, "bob");
+    hubs[0].handle_envelope(t0, a, br#"{"op":"sub","ch":"g"}"#);
+    hubs[1].handle_envelope(t0, b, br#"{"op":"sub","ch":"g"}"#);
+    bus.run(&mut hubs, t0);
+    publish(&mut hubs[0], t0, a, "g", 1, None);
+    bus.drop_next_for = Some(1);
+    publish(&mut hubs[0], t0, a, "g", 2, None);
+    publish(&mut hubs[0], t0, a, "g", 3, None);
+    bus.run(&mut hubs, t0);
+    assert_eq!(msgs(&envelopes(&mut hubs[1], b)), [(1, 1), (2, 2), (3, 3)]);
+    assert!(hubs[1].is_synced("g"));
+}
+
+#[test]
+fn repeated_ids_are_published_once_across_instances() {
+    let (mut hubs, mut bus, t0) = up(2);
+    let a = ws(&mut hubs[0], t0, "ann");
+    hubs[0].handle_envelope(t0, a, br#"{"op":"sub","ch":"d"}"#);
+    bus.run(&mut hubs, t0);
+    publish(&mut hubs[0], t0, a, "d", 1, Some("m1"));
+    bus.run(&mut hubs, t0);
+    // Ann's connection dropped before the ack; her retry goes to the other instance.
+    let a2 = ws(&mut hubs[1], t0, "ann");
+    publish(&mut hubs[1], t0, a2, "d", 1, Some("m1"));
+    bus.run(&mut hubs, t0);
+    let ack = envelopes(&mut hubs[1], a2);
+    assert_eq!(ack.len(), 1, "{ack:?}");
+    assert_eq!((ack[0]["op"].as_str(), ack[0]["off"].as_u64()), (Some("ack"), Some(1)));
+    assert_eq!(hubs[0].log("d").unwrap().head().offset, 1);
+}
+
+#[test]
+fn bus_down_refuses_publishes_clearly_and_up_catches_up() {
+    let (mut hubs, mut bus, t0) = up(2);
+    let a = ws(&mut hubs[0], t0, "ann");
+    let b = ws(&mut hubs[1], t0, "bob");
+    hubs[0].handle_envelope(t0, a, br#"{"op":"sub","ch":"c"}"#);
+    hubs[1].handle_envelope(t0, b, br#"{"op":"sub","ch":"c"}"#);
+    bus.run(&mut hubs, t0);
+    envelopes(&mut hubs[1], b);
+    // A publish in flight when the bus drops fails, and so does one made while down.
+    publish(&mut hubs[1], t0, b, "c", 1, Some("x"));
+    hubs[1].bus_down(t0);
+    publish(&mut hubs[1], t0, b, "c", 2, None);
+    let errs = envelopes(&mut hubs[1], b);
+    assert_eq!(errs.len(), 2);
+    assert!(errs.iter().all(|e| e["op"] == "err" && e["code"] == "unavailable"), "{errs:?}");
+    assert_eq!(hubs[1].submit(t0, None, "c", None, b"{}"), Err(HubError::Unavailable));
+    let _ = hubs[1].poll_bus(); // the dropped publish never reached the bus
+    // Meanwhile instance A publishes; B's members get it once B is back.
+    publish(&mut hubs[0], t0, a, "c", 3, None);
+    bus.followers.get_mut("c").unwrap().remove(&1);
+    bus.run(&mut hubs, t0);
+    hubs[1].bus_up(t0);
+    bus.run(&mut hubs, t0);
+    assert_eq!(msgs(&envelopes(&mut hubs[1], b)), [(1, 3)]);
+}
+
+#[test]
+fn a_bus_that_lost_its_data_starts_a_new_epoch_and_members_are_reset() {
+    let (mut hubs, mut bus, t0) = up(1);
+    let a = ws(&mut hubs[0], t0, "ann");
+    hubs[0].handle_envelope(t0, a, br#"{"op":"sub","ch":"r"}"#);
+    bus.run(&mut hubs, t0);
+    publish(&mut hubs[0], t0, a, "r", 1, None);
+    bus.run(&mut hubs, t0);
+    let old = hubs[0].log("r").unwrap().epoch();
+    envelopes(&mut hubs[0], a);
+    // Redis restarts empty.
+    hubs[0].bus_down(t0);
+    bus = Bus { keep: 50, ..Bus::default() };
+    hubs[0].bus_up(t0);
+    bus.run(&mut hubs, t0);
+    let new = hubs[0].log("r").unwrap().epoch();
+    assert_ne!(old, new);
+    let got = envelopes(&mut hubs[0], a);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0]["op"].as_str(), got[0]["recovered"].as_bool()),
+        (Some("subscribed"), Some(false))
+    );
+    // Live messages continue in the new epoch.
+    publish(&mut hubs[0], t0, a, "r", 2, None);
+    bus.run(&mut hubs, t0);
+    let got = envelopes(&mut hubs[0], a);
+    assert_eq!(msgs(&got), [(1, 2)]);
+    assert_eq!(got.iter().find(|e| e["op"] == "msg").unwrap()["ep"], new.to_string());
+}
+
+#[test]
+fn trusted_submits_are_answered_by_event_and_local_publish_is_refused() {
+    let (mut hubs, mut bus, t0) = up(1);
+    let d = b"{\"n\":1}";
+    assert_eq!(hubs[0].publish_json(t0, "x", d), Err(HubError::Unavailable));
+    let token = hubs[0].submit(t0, None, "x", Some("t1"), d).unwrap();
+    assert_eq!(
+        hubs[0].submit(t0, Some(&Principal::anonymous()), "x\n", None, d),
+        Err(HubError::BadChannel)
+    );
+    bus.run(&mut hubs, t0);
+    let evs: Vec<HubEvent> = std::iter::from_fn(|| hubs[0].poll_event()).collect();
+    assert!(evs.iter().any(|e| matches!(e, HubEvent::Submitted { token: t, result: Ok(p) } if *t == token && p.offset == 1)), "{evs:?}");
+    // The hub never followed "x" (nobody joined), so it holds no mirror of it.
+    assert!(hubs[0].log("x").is_none());
+}
+
+#[test]
+fn sse_joins_wait_for_the_log_then_replay() {
+    let (mut hubs, mut bus, t0) = up(1);
+    let a = ws(&mut hubs[0], t0, "ann");
+    hubs[0].handle_envelope(t0, a, br#"{"op":"sub","ch":"s"}"#);
+    bus.run(&mut hubs, t0);
+    for n in 1..=3 {
+        publish(&mut hubs[0], t0, a, "s", n, None);
+    }
+    bus.run(&mut hubs, t0);
+    let epoch = hubs[0].log("s").unwrap().epoch();
+    let s = hubs[0].connect(t0, Transport::Sse, Principal::anonymous());
+    let sub = hubs[0].subscribe(t0, s, "s", Some(Position { epoch, offset: 1 })).unwrap();
+    assert!(!sub.pending, "a loaded channel answers at once");
+    assert_eq!(sub.replayed, 2);
+    let frames: Vec<String> = std::iter::from_fn(|| hubs[0].pull(s))
+        .map(|b| String::from_utf8(b.to_vec()).unwrap())
+        .collect();
+    assert!(frames[0].starts_with(&format!("id: {epoch}:2\n")), "{frames:?}");
+}
