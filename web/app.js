@@ -34,10 +34,18 @@
   var forced = params.get('transport');
   var only = ['ws', 'sse', 'poll'].indexOf(forced) >= 0 ? [forced] : null;
 
+  // ?upgrade=MS: how often a client that fell back to a worse transport tries its better
+  // ones again (default 60 s; for tests).
+  var upgrade = /^[0-9]+$/.test(params.get('upgrade') || '') ? Number(params.get('upgrade')) : undefined;
+
   // The dashboard reads a public channel: it connects anonymously, so a rename (a new token)
   // reconnects only the chat.
-  var dashboard = new Tidewire.Client({ url: location.origin, transports: only || ['sse', 'poll'] });
-  var chat = new Tidewire.Client({ url: location.origin, token: token, transports: only || ['ws', 'sse', 'poll'] });
+  var dashboard = new Tidewire.Client({
+    url: location.origin, transports: only || ['sse', 'poll'], upgradeRetryMs: upgrade
+  });
+  var chat = new Tidewire.Client({
+    url: location.origin, token: token, transports: only || ['ws', 'sse', 'poll'], upgradeRetryMs: upgrade
+  });
   // `reloaded`: chat messages shown from a history reload (see reloadChat), for tests.
   window.tidewireDemo = { chat: chat, dashboard: dashboard, reloaded: 0 };
 

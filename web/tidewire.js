@@ -7,8 +7,14 @@
  *    EventSource per channel at `/events?ch=..&pos=..`) with HTTP publish, then long polling
  *    (`/poll?ch=..&pos=..&wait=1`, ETag / If-None-Match) with HTTP publish. A transport
  *    that fails to *open* `wsFailuresBeforeFallback` times in a row is given up for the
- *    next one (after the last, the list starts over). While open on a worse transport, a
- *    WebSocket is tried again every `upgradeRetryMs` without dropping the working one.
+ *    next one (after the last, the list starts over). While open on a worse transport than
+ *    the first of the list, the better ones are tried again every `upgradeRetryMs`, best
+ *    first (one attempt each, down to the current one), without dropping the working link
+ *    until the new one is open: a WebSocket probe is open once its upgrade is; an SSE or
+ *    polling candidate once every channel's stream opened / first poll was answered. The
+ *    candidate resumes each channel from its position and its messages are delivered as
+ *    they come (dedup by offset makes the overlap harmless), so a switch neither loses nor
+ *    repeats a message. (The Rust session, as of this writing, only probes WebSocket.)
  *  - Reconnection with capped exponential backoff and FULL jitter:
  *    delay = random(0, min(cap, base * 2^attempt)). The attempt counter resets only after
  *    a connection stayed up for `backoff.healthyAfter` (10 s). Close 1012/1013 raise the
@@ -43,7 +49,7 @@
     transports: ['ws', 'sse', 'poll'],
     backoff: { base: 1000, cap: 30000, healthyAfter: 10000, restartFloor: 5000, maxAttempts: Infinity },
     wsFailuresBeforeFallback: 2,
-    upgradeRetryMs: 60000, // 0 or null: never try to move back to WebSocket
+    upgradeRetryMs: 60000, // 0 or null: never try to move back to a better transport
     offlineQueue: { maxCount: 100, maxBytes: 65536 },
     pingInterval: 25000, // WebSocket: an app-level ping after this much inbound silence
     deadAfter: 20000, // ... and the socket is dead after this much more
@@ -159,7 +165,8 @@
     this._tIndex = 0;
     this._openFailures = 0;
     this._link = null;
-    this._probe = null;
+    this._probe = null; // a WebSocket trying to replace a worse link
+    this._candidate = null; // an SSE / polling link trying to replace a worse one
     this._awaitingAuth = false;
     this._closedReason = null;
     this._ref = 0;
@@ -229,12 +236,22 @@
           this._openChannel(link, ch);
         }
       }
+      var cand = this._candidate;
+      if (cand) {
+        cand.waiting.add(ch);
+        this._openChannel(cand, ch);
+      }
     }
     return function () { self.unsubscribe(ch); };
   };
 
   Client.prototype.unsubscribe = function (ch) {
     if (!this._channels.delete(ch)) return;
+    var cand = this._candidate;
+    if (cand) {
+      this._closeChannel(cand, ch);
+      cand.waiting.delete(ch);
+    }
     var link = this._link;
     if (!link) return;
     if (link.transport === 'ws') {
@@ -242,6 +259,7 @@
     } else {
       this._closeChannel(link, ch);
     }
+    if (cand && this._candidate === cand && cand.waiting.size === 0) this._promoteCandidate(cand);
   };
 
   /** A fresh client message id (to embed in the data before publishing it with `{id}`). */
@@ -370,10 +388,7 @@
     this._clearTimer('retry');
     this._teardown();
     var transport = this._o.transports[this._tIndex];
-    var link = {
-      transport: transport, open: false, openedAt: 0, ws: null,
-      sources: new Map(), polls: new Map(), publishing: null, lastInbound: 0
-    };
+    var link = newLink(transport);
     this._link = link;
     this.nextRetryAt = null;
     this._setState('connecting', { reason: reason });
@@ -406,6 +421,22 @@
     this._flush();
   };
 
+  function newLink(transport) {
+    return {
+      transport: transport, open: false, openedAt: 0, ws: null,
+      sources: new Map(), polls: new Map(), publishing: null, lastInbound: 0,
+      waiting: null, rank: 0 // a candidate's: channels not yet open, its index in the list
+    };
+  }
+
+  /** Closes every socket, stream, poll and publish of `link`. */
+  function dropLink(link) {
+    if (link.ws) closeQuietly(link.ws);
+    link.sources.forEach(function (es) { es.close(); });
+    link.polls.forEach(function (p) { p.stop(); });
+    if (link.publishing) link.publishing.abort();
+  }
+
   /** Drops every socket, stream and poll of the current link; unacked publishes go again. */
   Client.prototype._teardown = function () {
     var link = this._link;
@@ -415,18 +446,38 @@
     this._clearTimer('heartbeat');
     this._clearTimer('pubRetry');
     for (var i = 0; i < this._outbox.length; i++) this._outbox[i].sent = false;
-    if (!link) return;
-    if (link.ws) closeQuietly(link.ws);
-    link.sources.forEach(function (es) { es.close(); });
-    link.polls.forEach(function (p) { p.stop(); });
-    if (link.publishing) link.publishing.abort();
+    if (link) dropLink(link);
   };
 
+  /** Ends an upgrade attempt (a WebSocket probe or an SSE / polling candidate). */
   Client.prototype._closeProbe = function () {
     if (this._probe) {
       closeQuietly(this._probe);
       this._probe = null;
     }
+    var cand = this._candidate;
+    if (cand) {
+      this._candidate = null;
+      dropLink(cand);
+    }
+  };
+
+  /** The current link or the upgrade candidate: streams and polls of either are live. */
+  Client.prototype._owns = function (link) {
+    return link === this._link || (link !== null && link === this._candidate);
+  };
+
+  /** A stream opened / a poll was answered on `link` for `ch`. */
+  Client.prototype._channelOpened = function (link, ch) {
+    if (link !== this._candidate) return this._linkOpened(link, 'connected');
+    link.waiting.delete(ch);
+    if (link.waiting.size === 0) this._promoteCandidate(link);
+  };
+
+  /** A stream or poll of `link` failed: the link goes down, or the candidate is given up. */
+  Client.prototype._linkFailed = function (link, why) {
+    if (link === this._candidate) return this._candidateFailed(link);
+    this._linkDown(link, why, 'retry');
   };
 
   function closeQuietly(ws) {
@@ -532,7 +583,7 @@
       if (!live()) return;
       if (h.role === 'probe') {
         self._probe = null;
-        self._armUpgrade();
+        self._startProbe(h.rank + 1); // the next better transport, if any
         return;
       }
       var code = ev && ev.code;
@@ -551,10 +602,10 @@
     this._teardown();
     var now = this._now();
     this._backoff.onConnected(now);
-    var link = {
-      transport: 'ws', open: true, openedAt: now, ws: ws,
-      sources: new Map(), polls: new Map(), publishing: null, lastInbound: now
-    };
+    var link = newLink('ws');
+    link.open = true;
+    link.openedAt = link.lastInbound = now;
+    link.ws = ws;
     h.role = 'link';
     h.link = link;
     this._link = link;
@@ -568,21 +619,73 @@
     this._flush();
   };
 
+  /** While open on a worse transport than the first of the list: try better ones later. */
   Client.prototype._armUpgrade = function () {
     var link = this._link;
     var o = this._o;
-    if (link && link.open && link.transport !== 'ws' && o.upgradeRetryMs && o.transports.indexOf('ws') >= 0) {
+    if (link && link.open && link.transport !== o.transports[0] && o.upgradeRetryMs) {
       this._timer('upgrade', o.upgradeRetryMs, this._startProbe);
     } else {
       this._clearTimer('upgrade');
     }
   };
 
-  Client.prototype._startProbe = function () {
+  /**
+   * Tries the transport at index `rank` of the list (default the best), if it is better
+   * than the current one: a WebSocket probe, or an SSE / polling candidate link (skipped
+   * while there is no channel: it would have nothing to prove). Each failure tries the
+   * next better one; when none is left, the next round is in `upgradeRetryMs`.
+   */
+  Client.prototype._startProbe = function (rank) {
     var link = this._link;
-    if (this._probe || !link || !link.open || link.transport === 'ws') return;
-    this._probe = this._openWs({ role: 'probe', link: null });
-    if (!this._probe) this._armUpgrade();
+    var o = this._o;
+    if (this._probe || this._candidate || !link || !link.open) return;
+    rank = rank || 0;
+    var current = o.transports.indexOf(link.transport);
+    for (; rank < current; rank++) {
+      var t = o.transports[rank];
+      if (t === 'ws') {
+        this._probe = this._openWs({ role: 'probe', link: null, rank: rank });
+        if (this._probe) return;
+      } else if (this._channels.size > 0) {
+        var cand = newLink(t);
+        cand.waiting = new Set(this._channels.keys());
+        cand.rank = rank;
+        this._candidate = cand;
+        var self = this;
+        Array.from(cand.waiting).forEach(function (ch) {
+          if (self._candidate === cand) self._openChannel(cand, ch);
+        });
+        return;
+      }
+    }
+    this._armUpgrade();
+  };
+
+  /** Every channel of the candidate opened: it becomes the link, the worse one goes. */
+  Client.prototype._promoteCandidate = function (cand) {
+    this._candidate = null;
+    this._teardown(); // unacknowledged publishes go again, with the same ids
+    var now = this._now();
+    cand.open = true;
+    cand.openedAt = cand.lastInbound = now;
+    cand.waiting = null;
+    this._link = cand;
+    this._tIndex = cand.rank;
+    this._openFailures = 0;
+    this._backoff.onConnected(now);
+    this._setState('open', { reason: 'upgraded' });
+    if (this._link !== cand) return;
+    this._armUpgrade();
+    this._flush();
+  };
+
+  /** The candidate failed to open: it goes, the working link stays; the next one is tried. */
+  Client.prototype._candidateFailed = function (cand) {
+    if (this._candidate !== cand) return;
+    this._candidate = null;
+    dropLink(cand);
+    this._startProbe(cand.rank + 1);
   };
 
   /** WebSocket liveness: ping after `pingInterval` of silence, dead `deadAfter` later. */
@@ -735,12 +838,12 @@
     var url = this._url('/events', { ch: ch, pos: c && c.pos ? formatPos(c.pos) : null });
     var es = new this._EventSource(url);
     var opened = false;
-    var live = function () { return self._link === link && link.sources.get(ch) === es; };
+    var live = function () { return self._owns(link) && link.sources.get(ch) === es; };
     link.sources.set(ch, es);
     es.onopen = function () {
       if (!live()) return;
       opened = true;
-      self._linkOpened(link, 'connected');
+      self._channelOpened(link, ch);
     };
     var onEvent = function (ev) {
       if (!live()) return;
@@ -762,7 +865,8 @@
       var refused = es.readyState === 2;
       es.close();
       link.sources.delete(ch);
-      if (!opened && refused) self._diagnose(link, ch, url);
+      if (link === self._candidate) self._candidateFailed(link);
+      else if (!opened && refused) self._diagnose(link, ch, url);
       else self._linkDown(link, { reason: 'network' }, 'retry');
     };
   };
@@ -784,6 +888,7 @@
 
   /** A stream or poll answered with an error status. */
   Client.prototype._httpFailure = function (link, ch, res) {
+    if (link === this._candidate) return this._candidateFailed(link);
     var status = res.status;
     if (status === 401) return this._linkDown(link, { reason: 'status', status: status }, 'auth');
     if (status === 403) {
@@ -806,7 +911,7 @@
   Client.prototype._poll = function (link, ch, first) {
     var self = this;
     var c = this._channels.get(ch);
-    if (!c || this._link !== link) return;
+    if (!c || !this._owns(link)) return;
     var params = { ch: ch, pos: c.pos ? formatPos(c.pos) : null, wait: first ? null : '1' };
     var headers = {};
     if (c.pos) headers['If-None-Match'] = '"' + formatPos(c.pos) + '"';
@@ -818,13 +923,13 @@
       if (state.timer !== null) self._clearTimeout(state.timer);
       if (ctl) ctl.abort();
     };
-    var live = function () { return !state.stopped && self._link === link && link.polls.get(ch) === state; };
+    var live = function () { return !state.stopped && self._owns(link) && link.polls.get(ch) === state; };
     link.polls.set(ch, state);
     var timedOut = false;
     state.timer = this._setTimeout(function () {
       timedOut = true;
       if (ctl) ctl.abort();
-      if (live()) self._linkDown(link, { reason: 'timeout' }, 'retry');
+      if (live()) self._linkFailed(link, { reason: 'timeout' });
     }, this._o.pollTimeout);
     this._fetch(this._url('/poll', params), { headers: headers, cache: 'no-store', signal: ctl && ctl.signal })
       .then(function (res) {
@@ -843,7 +948,7 @@
         state.timer = null;
         if (r.status === 200) {
           var pos = parsePos(r.body && r.body.pos);
-          if (!pos) return self._linkDown(link, { reason: 'protocol' }, 'retry');
+          if (!pos) return self._linkFailed(link, { reason: 'protocol' });
           if (r.body.recovered === false) {
             self._refetch(ch, pos);
           } else {
@@ -855,7 +960,7 @@
             self._cursor(ch, pos);
           }
         }
-        self._linkOpened(link, 'connected');
+        self._channelOpened(link, ch);
         if (!live()) return;
         var wait = Math.max(0, started + self._o.pollInterval - self._now());
         state.timer = self._setTimeout(function () {
@@ -866,7 +971,7 @@
       .catch(function () {
         if (live() && !timedOut) {
           self._clearTimeout(state.timer);
-          self._linkDown(link, { reason: 'network' }, 'retry');
+          self._linkFailed(link, { reason: 'network' });
         }
       });
   };

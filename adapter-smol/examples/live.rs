@@ -13,15 +13,16 @@
 //!
 //! Everything runs on one thread: one `smol::Executor` driven by `block_on`.
 
-use std::io::Write as _;
+use std::collections::HashMap;
+use std::io::{ErrorKind, Write as _};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_signal::{Signal, Signals};
 use smol::stream::StreamExt;
 use smol::{Executor, Timer, future};
-use tidewire::hub::{DemoAuth, HubConfig, HubEvent, Principal};
+use tidewire::hub::{ConnId, DemoAuth, HubConfig, HubEvent, Principal, Transport};
 use tidewire::policy::SlowConsumer;
 use tidewire_smol::{HttpRequest, HubHandle, HubOptions, Server, ServerConfig, Upgrade};
 
@@ -65,9 +66,13 @@ options:
   --tick-ms MS        interval of the public:ticks ticker (default 1000)
   -h, --help          this text
 
-Prints `listening on ADDR` once ready and one line per connection opened or closed
-(with the reason) on stderr. Ctrl-C or SIGTERM closes every WebSocket with 1001, ends
-every stream and held poll (5 s grace) and exits 0.";
+Prints `listening on ADDR` once ready, and on stderr one line per connection opened,
+refused or closed, with the reason: `ws open` / `ws closed ... code= reason= by=`,
+`sse open` / `sse closed ... reason=` (ClientGone, TooSlow, Closed), `poll open` (once per
+polling client: the hub keeps one connection per user and channel between polls) /
+`poll closed ... reason=expired` (no poll for a minute), `... refused ...: WHY`.
+Ctrl-C or SIGTERM closes every WebSocket with 1001, ends every stream and held poll (5 s
+grace) and exits 0.";
 
 struct Args {
     addr: String,
@@ -119,6 +124,56 @@ struct App {
     hub: HubHandle,
     admin_token: Option<String>,
     no_ws: bool,
+    /// The polling clients the hub keeps between polls, for their `poll closed` lines.
+    polls: Mutex<HashMap<ConnId, PollClient>>,
+    /// How long a polling client may go without a poll (the hub's `poll_expiry`).
+    poll_expiry: Option<Duration>,
+}
+
+/// Who a kept polling connection is, as its `poll open` line said.
+struct PollClient {
+    peer: SocketAddr,
+    user: String,
+    ch: String,
+}
+
+impl App {
+    /// Logs `poll open` for each polling connection of `principal` on `ch` not seen before
+    /// (the hub made it for this poll), and `poll closed` for the connections seen before
+    /// that the hub no longer has although it announced no expiry or close (so that the
+    /// list cannot grow).
+    fn note_polls(&self, peer: SocketAddr, principal: &Principal, ch: &str) {
+        let mut polls = self.polls.lock().unwrap_or_else(PoisonError::into_inner);
+        let (conns, gone): (Vec<ConnId>, Vec<ConnId>) = self.hub.inspect(|h| {
+            let conns = h
+                .members(ch)
+                .filter(|&c| {
+                    h.transport(c) == Some(Transport::Poll) && h.principal(c) == Some(principal)
+                })
+                .collect();
+            (conns, polls.keys().copied().filter(|&c| !h.is_connected(c)).collect())
+        });
+        for conn in gone {
+            if let Some(p) = polls.remove(&conn) {
+                eprintln!(
+                    "poll closed {} {conn} user={} ch={:?} reason=gone (no event)",
+                    p.peer, p.user, p.ch
+                );
+            }
+        }
+        for conn in conns {
+            polls.entry(conn).or_insert_with(|| {
+                let user = who(principal).to_owned();
+                eprintln!("poll open {peer} {conn} user={user} ch={ch:?}");
+                PollClient { peer, user, ch: ch.to_owned() }
+            });
+        }
+    }
+
+    /// The kept polling connection `conn` is gone: its `poll closed` line, if it had one.
+    fn poll_gone(&self, conn: ConnId) -> Option<PollClient> {
+        self.polls.lock().unwrap_or_else(PoisonError::into_inner).remove(&conn)
+    }
 }
 
 fn who(p: &Principal) -> &str {
@@ -152,7 +207,13 @@ async fn on_upgrade(app: Arc<App>, up: Upgrade) {
         let _ = up.reject(401, &[("WWW-Authenticate", "Bearer")], b"bad token\n").await;
         return;
     };
-    let Ok(ws) = up.accept(None, &[]).await else { return };
+    let ws = match up.accept(None, &[]).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            eprintln!("ws refused {peer}: handshake failed ({e})");
+            return;
+        }
+    };
     let user = who(&principal).to_owned();
     eprintln!("ws open {peer} user={user}");
     let name = principal.user.clone();
@@ -207,7 +268,7 @@ async fn on_http(app: Arc<App>, req: HttpRequest) {
             };
             let ch = req.request().query_param("ch").unwrap_or_default();
             let user = who(&principal).to_owned();
-            eprintln!("sse request {peer} user={user} ch={ch:?}");
+            eprintln!("sse open {peer} user={user} ch={ch:?}");
             match app.hub.serve_sse(req, principal).await {
                 Ok(end) => eprintln!("sse closed {peer} user={user} ch={ch:?} reason={end:?}"),
                 Err(e) => eprintln!("sse refused {peer} user={user} ch={ch:?}: {e}"),
@@ -218,10 +279,20 @@ async fn on_http(app: Arc<App>, req: HttpRequest) {
                 eprintln!("poll refused {peer}: 401 (bad token)");
                 return unauthorized(req).await;
             };
-            if let Err(e) = app.hub.serve_poll(req, principal).await
-                && e.kind() != std::io::ErrorKind::NotConnected
-            {
-                eprintln!("poll from {peer} failed: {e}");
+            let ch = req.request().query_param("ch").unwrap_or_default();
+            let user = who(&principal).to_owned();
+            match app.hub.serve_poll(req, principal.clone()).await {
+                // Answered 400 / 403 / 503: no connection was kept.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::InvalidInput | ErrorKind::PermissionDenied | ErrorKind::Other
+                    ) =>
+                {
+                    eprintln!("poll refused {peer} user={user} ch={ch:?}: {e}");
+                }
+                // Answered, or the client went away meanwhile: the hub keeps its connection.
+                _ => app.note_polls(peer, &principal, &ch),
             }
         }
         "/api/publish" => {
@@ -252,13 +323,28 @@ async fn on_http(app: Arc<App>, req: HttpRequest) {
 }
 
 /// Logs what the hub itself decides: closes, expiries, presence.
-async fn log_hub_events(hub: HubHandle) {
+async fn log_hub_events(app: Arc<App>) {
+    let hub = app.hub.clone();
     loop {
         match hub.event().await {
-            HubEvent::Close { conn, code, reason } => {
-                eprintln!("hub closed {conn}: {} {reason}", code.0);
+            HubEvent::Close { conn, code, reason } => match app.poll_gone(conn) {
+                Some(p) => eprintln!(
+                    "poll closed {} {conn} user={} ch={:?} reason={} {reason}",
+                    p.peer, p.user, p.ch, code.0
+                ),
+                None => eprintln!("hub closed {conn}: {} {reason}", code.0),
+            },
+            HubEvent::Expired { conn } => {
+                let idle =
+                    app.poll_expiry.map_or_else(String::new, |d| format!(" (no poll for {d:?})"));
+                match app.poll_gone(conn) {
+                    Some(p) => eprintln!(
+                        "poll closed {} {conn} user={} ch={:?} reason=expired{idle}",
+                        p.peer, p.user, p.ch
+                    ),
+                    None => eprintln!("poll closed {conn} reason=expired{idle}"),
+                }
             }
-            HubEvent::Expired { conn } => eprintln!("poll client {conn} expired"),
             HubEvent::Joined { ch, member } => eprintln!("presence {ch}: {member} joined"),
             HubEvent::Left { ch, member } => eprintln!("presence {ch}: {member} left"),
             _ => {}
@@ -296,6 +382,7 @@ async fn run(args: Args, ex: Arc<Executor<'static>>) -> i32 {
     };
     let mut opts = HubOptions::default();
     opts.executor = Some(ex.clone());
+    let poll_expiry = cfg.poll_expiry.timeout;
     let hub = HubHandle::with_options(cfg, DemoAuth, opts);
 
     let mut server_cfg = ServerConfig::default();
@@ -325,8 +412,14 @@ async fn run(args: Args, ex: Arc<Executor<'static>>) -> i32 {
             }
         })
     };
-    let logger = ex.spawn(log_hub_events(hub.clone()));
-    let app = Arc::new(App { hub, admin_token: args.admin_token, no_ws: args.no_ws });
+    let app = Arc::new(App {
+        hub,
+        admin_token: args.admin_token,
+        no_ws: args.no_ws,
+        polls: Mutex::new(HashMap::new()),
+        poll_expiry,
+    });
+    let logger = ex.spawn(log_hub_events(app.clone()));
     let ws_app = app.clone();
     let serving = ex.spawn(server.serve_with(
         move |up: Upgrade| on_upgrade(ws_app.clone(), up),

@@ -35,6 +35,9 @@ what happened between two looks (or before the page had loaded) is not lost.
   out  down                              the test restarts the server now and answers
   in   restarted T_MS
   out  reopened SESSION after_ms=D chat=T dashboard=T
+  out  best SESSION after_ms=D           both clients back on ws / sse (a client that came
+                                         back on a worse transport of its list moves up
+                                         after --upgrade-ms), and ticking there
   out  fact SESSION KEY VALUE            ... what the test checks, then
   out  banner-check SESSION samples=K bad=M [first=...]
   out  done
@@ -46,6 +49,9 @@ what happened between two looks (or before the page had loaded) is not lost.
   out  fact SESSION KEY VALUE ...
   out  banner-check SESSION samples=K bad=M [first=...]
   out  done
+
+The pages load with `?upgrade=MS` (--upgrade-ms): how often a client that fell back tries
+its better transports again.
 
 Every wait is bounded (--timeout, or the page's own heartbeat bound); a wait that runs out
 prints `timeout WHAT: page state`, the browser consoles and the recorders, saves page A's
@@ -453,6 +459,16 @@ def run_restart(args, a, b):
                                for li in s.state()["chat"]), sessions)
         wait_until(f"{s.name}: 3 ticks after the restart", args.timeout,
                    lambda: len(set(ticks_after(s, restarted_ms))) >= 3, sessions)
+    # Back on the best transport of each list: a client that came back on a worse one (the
+    # rotation went on while the server was down) tries its better ones every --upgrade-ms,
+    # and moves without losing or repeating a tick (the counters of the facts below).
+    for s in sessions:
+        wait_until(f"{s.name}: back on ws (chat) and sse (dashboard)", args.timeout,
+                   lambda: opened(s, "ws", "sse"), sessions)
+        best_ms = s.state()["now"]
+        wait_until(f"{s.name}: 2 ticks on sse", args.timeout,
+                   lambda: len(set(ticks_after(s, best_ms))) >= 2, sessions)
+        say(f"best {s.name} after_ms={best_ms - restarted_ms}")
     # A little longer, for a late duplicate to show.
     time.sleep(1.0)
     for s in sessions:
@@ -486,13 +502,17 @@ def main():
     ap.add_argument("--failed-png", help="page A when a wait ran out (a diagnosis)")
     ap.add_argument("--timeout", type=float, default=20.0, help="bound of each wait, s")
     ap.add_argument("--reconnect-timeout", type=float, default=45.0)
+    ap.add_argument("--upgrade-ms", type=int, help="the page's ?upgrade= (default: the client's)")
     args = ap.parse_args()
 
     sessions = []
     try:
         users = ("ann", "bob") if args.mode == "restart" else ("cat", "dan")
         for name, user in zip("AB", users):
-            sessions.append(Session(name, args, f"{args.base}/?token=user:{user}"))
+            url = f"{args.base}/?token=user:{user}"
+            if args.upgrade_ms is not None:
+                url += f"&upgrade={args.upgrade_ms}"
+            sessions.append(Session(name, args, url))
         try:
             if args.mode == "restart":
                 run_restart(args, *sessions)

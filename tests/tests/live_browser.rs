@@ -17,11 +17,14 @@
 //!   ("Offline — messages will be sent when back"). The server is restarted on the same port
 //!   (a new hub: a new epoch, so the pages get `recovered:false` and refetch): the banners
 //!   go, the dashboards never count a gap or a duplicate tick, and the offline message shows
-//!   exactly once in both chat logs.
+//!   exactly once in both chat logs. The pages load with `?upgrade=3000`: a client that came
+//!   back on a worse transport of its list (the rotation goes on while the server is down)
+//!   tries its better ones every 3 s, so both pages end with the chat on WebSocket and the
+//!   dashboard on SSE again (ticking there, still without a gap or a duplicate).
 //! - [`live_page_falls_back_when_websocket_is_blocked`]: the server runs with `--no-ws`
 //!   (`/ws` answers 502): the chat tries WebSocket, then falls back to SSE; the dashboard is
 //!   on SSE from the start (it never tries WebSocket); both keep working (ticks, chat both
-//!   ways).
+//!   ways), while the chat's WebSocket probes (every 3 s) keep failing unseen.
 //!
 //! Screenshots (test artifacts): `target/browser/live-connected.png` (the page open, with
 //! ticks, the chat message and presence) and `target/browser/live-reconnecting.png` (the
@@ -50,6 +53,8 @@ const SCRIPT_WAIT_S: u64 = 25;
 /// while the server was down (full jitter, up to 2^attempt s), and the rotation through
 /// the transports may need one more round.
 const RECONNECT_S: u64 = 45;
+/// The page's `?upgrade=`: how often a client that fell back tries its better transports.
+const UPGRADE_MS: &str = "3000";
 
 fn live_script(setup: &Setup, scratch: &Scratch, base: &str, mode: &str) -> Command {
     let mut cmd = Command::new(&setup.python);
@@ -63,6 +68,7 @@ fn live_script(setup: &Setup, scratch: &Scratch, base: &str, mode: &str) -> Comm
         .args(["--base", base, "--mode", mode])
         .args(["--timeout", &SCRIPT_WAIT_S.to_string()])
         .args(["--reconnect-timeout", &RECONNECT_S.to_string()])
+        .args(["--upgrade-ms", UPGRADE_MS])
         .arg("--failed-png")
         .arg(target_dir().join(format!("browser/live-{mode}-failed.png")))
         .env("PYTHONUNBUFFERED", "1")
@@ -239,10 +245,14 @@ fn live_page_survives_a_server_restart() {
             "{s} dashboard {dash}:\n{transcript}"
         );
         assert!(f.get(s, "chat-transports").starts_with("ws"), "{s}:\n{transcript}");
+        // In the end each is back on the best transport of its list.
+        assert_eq!(f.get(s, "chat-transport"), "ws", "{s}:\n{transcript}");
+        assert_eq!(f.get(s, "dashboard-transport"), "sse", "{s}:\n{transcript}");
+        assert_eq!(f.get(s, "transport-text"), "chat: ws · dashboard: sse", "{s}:\n{transcript}");
     }
     check_banners(&lines, &transcript, 20);
     eprintln!("the server was down for {down_for:?}");
-    for l in lines.iter().filter(|l| l.starts_with("reopened ")) {
+    for l in lines.iter().filter(|l| l.starts_with("reopened ") || l.starts_with("best ")) {
         eprintln!("{l}");
     }
 
@@ -273,6 +283,8 @@ fn live_page_falls_back_when_websocket_is_blocked() {
     // The chat tried WebSocket, was refused (502), and fell back to SSE; the dashboard was on
     // SSE from the start.
     assert!(log.contains("ws refused") && log.contains("502 (--no-ws)"), "server log:\n{log}");
+    let refused = log.lines().filter(|l| l.starts_with("ws refused")).count();
+    eprintln!("WebSocket attempts refused (fallbacks and upgrade probes): {refused}");
     for s in ["A", "B"] {
         let line = script
             .seen

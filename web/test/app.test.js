@@ -340,3 +340,47 @@ test('chat refetch (a new epoch): what the new epoch held up to the head is relo
   assert.ok(log.children.every((li) => !li.classList.contains('duplicate')));
   assert.equal(p.$('typing').textContent, '', 'an old typing notice is not shown');
 });
+
+test('?upgrade=MS: a dashboard that fell back to polling is back on SSE after MS, counting no gap', async () => {
+  assert.equal(loadPage('').dashboard._o.upgradeRetryMs, 60000);
+  assert.equal(loadPage('?upgrade=x').chat._o.upgradeRetryMs, 60000);
+  const polls = [];
+  const fetch = (url) => new Promise((resolve) => polls.push({ url, resolve }));
+  const answer = (status, body) => polls.filter((c) => !c.done).forEach((c) => {
+    c.done = true;
+    c.resolve({ status, headers: { get: () => null }, json: () => Promise.resolve(body) });
+  });
+  const p = loadPage('?upgrade=5000', { fetch });
+  assert.equal(p.chat._o.upgradeRetryMs, 5000);
+  assert.equal(p.dashboard._o.upgradeRetryMs, 5000);
+  await p.clock.advance(0);
+  const first = p.es('public:ticks');
+  first.open();
+  tick(first, 1, 1);
+  // The server goes away: the stream ends and SSE fails to open twice: polling.
+  first.error(0);
+  for (let i = 0; i < 2; i++) {
+    await p.clock.advance(2000);
+    p.es('public:ticks').error(0);
+  }
+  await p.clock.advance(4000);
+  assert.equal(p.dashboard.transport, 'poll');
+  answer(200, { ch: 'public:ticks', pos: 'a1:3', recovered: true, events: [2, 3].map((n) => ({ ep: 'a1', off: n, data: { n } })) });
+  await p.clock.advance(0);
+  assert.match(p.$('transport').textContent, /dashboard: poll$/);
+  const sources = p.sources.length;
+  for (let i = 0; i < 5; i++) {
+    answer(304);
+    await p.clock.advance(1000);
+  }
+  assert.equal(p.sources.length, sources + 1, 'SSE tried again after 5 s');
+  const back = p.es('public:ticks');
+  assert.match(back.url, /pos=a1%3A3/);
+  back.open();
+  assert.match(p.$('transport').textContent, /dashboard: sse$/);
+  tick(back, 3, 3); // the overlap: dropped by the client
+  tick(back, 4, 4);
+  assert.equal(p.$('tick-latest').textContent, '4');
+  assert.equal(p.$('tick-gaps').textContent, '0');
+  assert.equal(p.$('tick-dups').textContent, '0');
+});
