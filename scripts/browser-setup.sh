@@ -30,39 +30,7 @@ find_browser() {
 # ----- Chromium and ChromeDriver (Debian's packages) -----
 
 install_browser() {
-  local sudo=()
-  if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-      sudo=(sudo -n)
-    else
-      log "chromium/chromedriver are missing and installing them needs root (or sudo -n)"
-      exit 1
-    fi
-  fi
-  if ! command -v apt-get >/dev/null 2>&1; then
-    log "chromium/chromedriver are missing and there is no apt-get to install them"
-    exit 1
-  fi
-  local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -qq -y
-    -o DPkg::Lock::Timeout=300 -o Dpkg::Use-Pty=0)
-  local candidate
-  candidate=$(apt-cache policy chromium-driver 2>/dev/null | awk '/Candidate:/ {print $2}')
-  local updated=no
-  if [ -z "$candidate" ] || [ "$candidate" = "(none)" ]; then
-    log "apt-get update (no candidate for chromium-driver yet)"
-    "${apt[@]}" update >&2
-    updated=yes
-  fi
-  log "apt-get install ${PACKAGES[*]}"
-  if ! "${apt[@]}" install --no-install-recommends "${PACKAGES[@]}" >&2; then
-    if [ "$updated" = yes ]; then
-      log "apt-get install failed"
-      exit 1
-    fi
-    log "apt-get install failed; apt-get update (stale lists?) and trying again"
-    "${apt[@]}" update >&2
-    "${apt[@]}" install --no-install-recommends "${PACKAGES[@]}" >&2
-  fi
+  ./scripts/apt-install.sh chromium-driver "${PACKAGES[@]}"
 }
 
 if ! find_browser; then

@@ -24,6 +24,7 @@ use smol::stream::StreamExt;
 use smol::{Executor, Timer, future};
 use tidewire::hub::{ConnId, DemoAuth, HubConfig, HubEvent, Principal, Transport};
 use tidewire::policy::SlowConsumer;
+use tidewire::redis::RedisConfig;
 use tidewire_smol::{HttpRequest, HubHandle, HubOptions, Server, ServerConfig, Upgrade};
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
@@ -32,7 +33,7 @@ const APP_JS: &str = include_str!("../../web/app.js");
 const APP_CSS: &str = include_str!("../../web/app.css");
 
 const USAGE: &str = "\
-usage: live [--addr HOST:PORT] [--admin-token T] [--no-ws] [--tick-ms MS]
+usage: live [--addr HOST:PORT] [--admin-token T] [--no-ws] [--tick-ms MS] [--redis URL]
 
 The Tidewire live demo: one hub served over WebSocket, Server-Sent Events and polling.
 
@@ -64,6 +65,12 @@ options:
   --no-ws             answer /ws with 502 (as a proxy that blocks WebSocket would), so that
                       clients fall back to SSE / polling
   --tick-ms MS        interval of the public:ticks ticker (default 1000)
+  --redis URL         share every channel with the other instances on this Redis
+                      (redis://HOST[:PORT], e.g. redis://127.0.0.1:6379): publishes go
+                      through Redis, which numbers them, so a client can move between
+                      instances and resume exactly; while Redis is down publishes fail
+                      with 503 / `unavailable` and clients keep what they have. Every
+                      instance ticks; each tick slot is published once (its id is the slot)
   -h, --help          this text
 
 Prints `listening on ADDR` once ready, and on stderr one line per connection opened,
@@ -74,11 +81,19 @@ polling client: the hub keeps one connection per user and channel between polls)
 Ctrl-C or SIGTERM closes every WebSocket with 1001, ends every stream and held poll (5 s
 grace) and exits 0.";
 
+/// The wall-clock slot of a tick of length `every` (the same on every instance).
+fn tick_slot(every: Duration) -> u128 {
+    let since =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    since.as_millis() / every.as_millis().max(1)
+}
+
 struct Args {
     addr: String,
     admin_token: Option<String>,
     no_ws: bool,
     tick: Duration,
+    redis: Option<RedisConfig>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -87,6 +102,7 @@ fn parse_args() -> Result<Args, String> {
         admin_token: None,
         no_ws: false,
         tick: Duration::from_secs(1),
+        redis: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -108,6 +124,11 @@ fn parse_args() -> Result<Args, String> {
                     return Err("--tick-ms must be at least 1".into());
                 }
                 args.tick = Duration::from_millis(ms);
+            }
+            "--redis" => {
+                let v = value()?;
+                let cfg = RedisConfig::from_url(&v).map_err(|e| format!("--redis {v}: {e}"))?;
+                args.redis = Some(cfg);
             }
             "--help" | "-h" => {
                 println!("{USAGE}");
@@ -382,6 +403,8 @@ async fn run(args: Args, ex: Arc<Executor<'static>>) -> i32 {
     };
     let mut opts = HubOptions::default();
     opts.executor = Some(ex.clone());
+    let shared = args.redis.is_some();
+    opts.redis = args.redis.clone();
     let poll_expiry = cfg.poll_expiry.timeout;
     let hub = HubHandle::with_options(cfg, DemoAuth, opts);
 
@@ -406,7 +429,15 @@ async fn run(args: Args, ex: Arc<Executor<'static>>) -> i32 {
             loop {
                 Timer::after(every).await;
                 n += 1;
-                if let Err(e) = hub.publish("public:ticks", format!("{{\"n\":{n}}}").as_bytes()) {
+                let r = if shared {
+                    // Every instance ticks; the slot is the id, so each slot is stored once.
+                    let slot = tick_slot(every);
+                    let data = format!("{{\"n\":{slot}}}");
+                    hub.submit_once("public:ticks", &format!("tick-{slot}"), data.as_bytes()).await
+                } else {
+                    hub.publish("public:ticks", format!("{{\"n\":{n}}}").as_bytes())
+                };
+                if let Err(e) = r {
                     eprintln!("ticker: {e}");
                 }
             }

@@ -13,14 +13,16 @@ use event_listener::Event as Notify;
 use serde_json::value::RawValue;
 use smol::{Async, Executor, Timer, future};
 use tidewire::hub::{
-    Authorize, ConnId, Hub, HubConfig, HubError, HubEvent, HubStats, Principal, Transport,
+    Authorize, BusToken, ConnId, Hub, HubConfig, HubError, HubEvent, HubStats, Principal, Transport,
 };
 use tidewire::poll::{Poll, PollConfig, PollRequest};
+use tidewire::redis::RedisBus;
 use tidewire::replay::{Epoch, Position};
 use tidewire::sse::{SseStream, SseStreamConfig, SseStreamEvent, StreamEnd};
 use tidewire::ws::{CloseCode, CloseInfo, Message, SendError, Utf8Bytes};
 use tidewire::{Machine, Transmit};
 
+use crate::bus::BusLink;
 use crate::{HttpRequest, RecvError, Sender, WebSocket};
 
 /// A position no log ever has (the hub never draws epoch 0): resuming from it is "gone".
@@ -56,6 +58,9 @@ pub struct HubOptions {
     pub trusted_dedup: usize,
     /// The executor that runs the hub's timer task (`None`: smol's global executor).
     pub executor: Option<Arc<Executor<'static>>>,
+    /// Share every channel with other instances through this Redis server (see
+    /// [`tidewire::redis`] and [`HubHandle`]'s "Scale-out"). `None`: an in-process hub.
+    pub redis: Option<tidewire::redis::RedisConfig>,
 }
 
 impl Default for HubOptions {
@@ -68,6 +73,7 @@ impl Default for HubOptions {
             max_poll_clients: 4096,
             trusted_dedup: 4096,
             executor: None,
+            redis: None,
         }
     }
 }
@@ -151,12 +157,16 @@ pub struct HubHandle {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     opts: HubOptions,
     state: Mutex<State>,
     timer: Arc<TimerSignal>,
     /// A hub event was queued for the application.
     events_ready: Notify,
+    /// With Redis: the bus task and the sockets' writers.
+    pub(crate) bus: Option<BusLink>,
+    /// With Redis: a submitted publish was answered.
+    submitted: Notify,
 }
 
 /// How the state reaches the timer task without keeping the hub alive.
@@ -181,8 +191,12 @@ struct PollKey {
     sid: Option<Box<str>>,
 }
 
-struct State {
-    hub: Hub,
+pub(crate) struct State {
+    pub(crate) hub: Hub,
+    /// With Redis: the bus machine.
+    pub(crate) redis: Option<RedisBus>,
+    /// With Redis: answers of submitted publishes not yet picked up.
+    submits: HashMap<BusToken, Result<Position, HubError>>,
     /// WebSocket and SSE connections, by hub id.
     cells: HashMap<ConnId, Arc<ConnCell>>,
     /// Held polls, by channel.
@@ -246,15 +260,56 @@ impl Drop for WaiterGuard<'_> {
 }
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Spawns a task of the hub on its executor.
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        match &self.opts.executor {
+            Some(ex) => ex.spawn(task).detach(),
+            None => smol::spawn(task).detach(),
+        }
+    }
+
+    /// Publishes through the bus (or locally without one) and waits for the position.
+    async fn submit(
+        &self,
+        principal: Option<&Principal>,
+        ch: &str,
+        id: Option<&str>,
+        json: &[u8],
+    ) -> Result<Position, HubError> {
+        let token = {
+            let mut st = self.lock();
+            let r = st.hub.submit(Instant::now(), principal, ch, id, json);
+            self.settle(&mut st);
+            r?
+        };
+        loop {
+            let listener = self.submitted.listen();
+            if let Some(r) = self.lock().submits.remove(&token) {
+                return r;
+            }
+            listener.await;
+        }
+    }
+
     /// The adapter's drain after a mutation: events, ready connections, the timer.
-    fn settle(&self, st: &mut State) {
+    pub(crate) fn settle(&self, st: &mut State) {
         let mut queued = false;
         while let Some(ev) = st.hub.poll_event() {
             match &ev {
+                HubEvent::Submitted { token, result } => {
+                    st.submits.insert(*token, *result);
+                    self.submitted.notify(usize::MAX);
+                    continue;
+                }
+                HubEvent::Synced { ch } => {
+                    if let Some(n) = st.waiters.get(&**ch) {
+                        n.notify(usize::MAX);
+                    }
+                }
                 HubEvent::Close { conn, code, reason } => {
                     if let Some(cell) = st.cells.get(conn) {
                         *cell.close.lock().unwrap_or_else(PoisonError::into_inner) =
@@ -292,6 +347,11 @@ impl Inner {
         if next != st.armed {
             st.armed = next;
             self.timer.wake.notify(1);
+        }
+        if st.hub.has_bus_actions()
+            && let Some(link) = &self.bus
+        {
+            link.wake.notify(1);
         }
     }
 
@@ -331,7 +391,7 @@ impl Inner {
 fn status_of(e: HubError) -> u16 {
     match e {
         HubError::Forbidden => 403,
-        HubError::TooManyChannels | HubError::ChannelLimit => 503,
+        HubError::TooManyChannels | HubError::ChannelLimit | HubError::Unavailable => 503,
         HubError::UnknownConn => 500,
         _ => 400,
     }
@@ -341,7 +401,7 @@ fn status_of(e: HubError) -> u16 {
 fn status_of_code(code: &str) -> u16 {
     match code {
         "forbidden" => 403,
-        "too_many_channels" | "channel_limit" => 503,
+        "too_many_channels" | "channel_limit" | "unavailable" => 503,
         _ => 400,
     }
 }
@@ -381,8 +441,23 @@ impl HubHandle {
                 .unwrap_or_default()
                 .to_le_bytes();
         }
+        let seed = u64::from_le_bytes(seed);
+        let redis = opts.redis.clone().map(|mut r| {
+            if r.rng_seed == [0; 32] {
+                r.rng_seed[..8].copy_from_slice(&seed.to_le_bytes());
+                r.rng_seed[8..16].copy_from_slice(&(!seed).to_le_bytes());
+            }
+            RedisBus::new(r, Instant::now())
+        });
+        let hub = if redis.is_some() {
+            Hub::with_bus(cfg, auth, seed)
+        } else {
+            Hub::new(cfg, auth, seed)
+        };
         let state = State {
-            hub: Hub::new(cfg, auth, u64::from_le_bytes(seed)),
+            hub,
+            redis,
+            submits: HashMap::new(),
             cells: HashMap::new(),
             waiters: HashMap::new(),
             poll_clients: HashMap::new(),
@@ -392,17 +467,18 @@ impl HubHandle {
             trusted_order: VecDeque::new(),
             armed: None,
         };
-        let executor = opts.executor.clone();
+        let with_bus = state.redis.is_some();
         let inner = Arc::new(Inner {
             opts,
             state: Mutex::new(state),
             timer: Arc::new(TimerSignal::default()),
             events_ready: Notify::new(),
+            bus: with_bus.then(BusLink::default),
+            submitted: Notify::new(),
         });
-        let task = run_timer(Arc::downgrade(&inner), inner.timer.clone());
-        match executor {
-            Some(ex) => ex.spawn(task).detach(),
-            None => smol::spawn(task).detach(),
+        inner.spawn(run_timer(Arc::downgrade(&inner), inner.timer.clone()));
+        if with_bus {
+            inner.spawn(crate::bus::run_bus(Arc::downgrade(&inner)));
         }
         HubHandle { inner }
     }
@@ -423,6 +499,41 @@ impl HubHandle {
         let r = st.hub.publish_json(Instant::now(), ch, json);
         self.inner.settle(&mut st);
         r
+    }
+
+    /// The trusted server-side publish that works with and without Redis: with
+    /// [`HubOptions::redis`] it goes through the bus (which numbers it) and waits for its
+    /// position; without, it is [`publish`](Self::publish).
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish); with Redis, [`HubError::Unavailable`] while Redis is
+    /// unreachable (nothing was published, or the connection broke before the answer:
+    /// retry with an id to stay idempotent, see [`serve_publish`](Self::serve_publish)).
+    pub async fn submit(&self, ch: &str, json: &[u8]) -> Result<Position, HubError> {
+        if self.inner.bus.is_none() {
+            return self.publish(ch, json);
+        }
+        self.inner.submit(None, ch, None, json).await
+    }
+
+    /// [`submit`](Self::submit) with an id: with Redis, every publish of the same `id`
+    /// (from any instance, for a while: `RedisConfig::dedup_ttl`) is stored once and
+    /// answered with the first one's position; without Redis it is
+    /// [`publish`](Self::publish) (the id is not kept).
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit); [`HubError::BadId`] for an id over the hub's bound.
+    pub async fn submit_once(&self, ch: &str, id: &str, json: &[u8]) -> Result<Position, HubError> {
+        if self.inner.bus.is_none() {
+            return self.publish(ch, json);
+        }
+        self.inner.submit(None, ch, Some(id), json).await
+    }
+
+    /// Whether the hub's bus is connected (`false` without Redis).
+    #[must_use]
+    pub fn bus_is_up(&self) -> bool {
+        self.inner.lock().hub.bus_is_up()
     }
 
     /// Hub-wide counters.
@@ -610,7 +721,7 @@ impl HubHandle {
             Err(e) => return Err(refuse(&mut req, e).await),
         };
         // A connection for this request only leaves with it.
-        let _guard = once.then_some(ConnGuard { inner, conn });
+        let _guard = once.then(|| ConnGuard { inner, conn });
         let mut waiter = WaiterGuard { inner, ch: &ch, notify: None };
         let mut poll = Poll::new(inner.opts.poll, Instant::now(), preq);
         let mut rbuf = [0u8; WATCH_READ];
@@ -637,7 +748,12 @@ impl HubHandle {
                     }
                 };
                 let listener = notify.listen();
-                let answer = st.hub.log(&ch).map(|log| poll.check(at, log));
+                // With a bus, the channel's log may still be loading: wait for it.
+                let answer = if st.hub.is_synced(&ch) {
+                    st.hub.log(&ch).map(|log| poll.check(at, log))
+                } else {
+                    Some(None)
+                };
                 inner.settle(&mut st);
                 (answer, listener)
             };
@@ -720,7 +836,14 @@ impl HubHandle {
             req.fail(400, "body is not one JSON value").await;
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "body is not JSON"));
         };
-        let result = {
+        let result = if inner.bus.is_some() {
+            // With Redis the bus numbers and deduplicates (across instances).
+            let who = (!trusted).then_some(&principal);
+            inner
+                .submit(who, &ch, id.as_deref(), &body)
+                .await
+                .map_err(|e| (status_of(e), e.to_string()))
+        } else {
             let mut st = inner.lock();
             let now = Instant::now();
             let r = if trusted {

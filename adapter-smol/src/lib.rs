@@ -156,6 +156,7 @@
 //! .unwrap();
 //! ```
 
+mod bus;
 mod channels;
 mod client;
 mod conn;

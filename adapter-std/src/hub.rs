@@ -36,13 +36,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tidewire::hub::{
-    Authorize, ConnId, Hub, HubConfig, HubError, HubEvent, HubStats, Principal, Transport,
+    Authorize, BusToken, ConnId, Hub, HubConfig, HubError, HubEvent, HubStats, Principal, Transport,
 };
 use tidewire::poll::PollConfig;
+use tidewire::redis::RedisBus;
 use tidewire::replay::Position;
 use tidewire::sse::SseStreamConfig;
 use tidewire::ws::{CloseCode, Message, Utf8Bytes};
 
+use crate::bus::BusLink;
 use crate::conn::lock;
 use crate::server::Held;
 use crate::socket::{Event, Sender, WebSocket};
@@ -71,6 +73,9 @@ pub struct HubOptions {
     /// Hub events kept for [`HubHandle::next_event`] (default 1024); the oldest is dropped
     /// when full.
     pub max_events: usize,
+    /// Share every channel with other instances through this Redis server (see
+    /// [`tidewire::redis`]). `None`: an in-process hub.
+    pub redis: Option<tidewire::redis::RedisConfig>,
 }
 
 impl Default for HubOptions {
@@ -81,6 +86,7 @@ impl Default for HubOptions {
             push_buffer: 64 << 10,
             max_publish_body: 64 << 10,
             max_events: 1024,
+            redis: None,
         }
     }
 }
@@ -169,6 +175,9 @@ impl Drop for Owner {
             st.stop = true;
         }
         self.inner.timer_cv.notify_all();
+        if let Some(link) = &self.inner.bus {
+            link.cv.notify_all();
+        }
         if let Some(t) = lock(&self.timer).take() {
             let _ = t.join();
         }
@@ -180,10 +189,18 @@ pub(crate) struct Inner {
     /// Wakes the timer thread: a new earlier deadline, or the end.
     timer_cv: Condvar,
     opts: HubOptions,
+    /// With Redis: the bus thread's wake-up and the sockets' writers.
+    pub(crate) bus: Option<BusLink>,
+    /// With Redis: a submitted publish was answered.
+    submitted: Condvar,
 }
 
-struct State {
-    hub: Hub,
+pub(crate) struct State {
+    pub(crate) hub: Hub,
+    /// With Redis: the bus machine.
+    pub(crate) redis: Option<RedisBus>,
+    /// With Redis: answers of submitted publishes not yet picked up.
+    submits: HashMap<BusToken, Result<Position, HubError>>,
     /// The wake-up slot of every connection served here (WebSocket, SSE).
     slots: HashMap<ConnId, Arc<Slot>>,
     /// Held long polls by channel.
@@ -191,7 +208,7 @@ struct State {
     events: VecDeque<HubEvent>,
     /// The deadline the timer thread sleeps until.
     deadline: Option<Instant>,
-    stop: bool,
+    pub(crate) stop: bool,
 }
 
 /// The wake-up of one connection: set under the hub lock, waited on by its thread.
@@ -254,14 +271,46 @@ impl Held for Slot {
 }
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
     }
 
+    /// Publishes through the bus (or locally without one) and waits for the position.
+    fn submit(
+        &self,
+        principal: Option<&Principal>,
+        ch: &str,
+        id: Option<&str>,
+        json: &[u8],
+    ) -> Result<Position, HubError> {
+        let mut st = self.lock();
+        let token = st.hub.submit(Instant::now(), principal, ch, id, json);
+        self.settle(&mut st);
+        let token = token?;
+        loop {
+            if let Some(r) = st.submits.remove(&token) {
+                return r;
+            }
+            st = self.submitted.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
     /// The adapter's run loop after a mutation, under the hub lock (see the module docs).
-    fn settle(&self, st: &mut State) {
+    pub(crate) fn settle(&self, st: &mut State) {
         while let Some(ev) = st.hub.poll_event() {
             match &ev {
+                HubEvent::Submitted { token, result } => {
+                    st.submits.insert(*token, *result);
+                    self.submitted.notify_all();
+                    continue;
+                }
+                HubEvent::Synced { ch } => {
+                    if let Some(held) = st.polls.get(ch) {
+                        for slot in held.values() {
+                            slot.notify(|f| f.news = true);
+                        }
+                    }
+                }
                 HubEvent::Close { conn, code, reason } => {
                     if let Some(slot) = st.slots.get(conn) {
                         let (code, reason) = (*code, *reason);
@@ -298,6 +347,11 @@ impl Inner {
             if earlier {
                 self.timer_cv.notify_all();
             }
+        }
+        if st.hub.has_bus_actions()
+            && let Some(link) = &self.bus
+        {
+            link.cv.notify_all();
         }
     }
 
@@ -378,15 +432,43 @@ impl HubHandle {
         opts: HubOptions,
     ) -> Self {
         let seed = getrandom::u64().unwrap_or_else(|_| crate::channels::fallback_seed());
+        let redis = opts.redis.clone().map(|mut r| {
+            if r.rng_seed == [0; 32] {
+                r.rng_seed[..8].copy_from_slice(&seed.to_le_bytes());
+                r.rng_seed[8..16].copy_from_slice(&(!seed).to_le_bytes());
+            }
+            RedisBus::new(r, Instant::now())
+        });
+        let hub = if redis.is_some() {
+            Hub::with_bus(cfg, auth, seed)
+        } else {
+            Hub::new(cfg, auth, seed)
+        };
         let state = State {
-            hub: Hub::new(cfg, auth, seed),
+            hub,
+            redis,
+            submits: HashMap::new(),
             slots: HashMap::new(),
             polls: HashMap::new(),
             events: VecDeque::new(),
             deadline: None,
             stop: false,
         };
-        let inner = Arc::new(Inner { state: Mutex::new(state), timer_cv: Condvar::new(), opts });
+        let with_bus = state.redis.is_some();
+        let inner = Arc::new(Inner {
+            state: Mutex::new(state),
+            timer_cv: Condvar::new(),
+            opts,
+            bus: with_bus.then(BusLink::default),
+            submitted: Condvar::new(),
+        });
+        if with_bus {
+            let weak = Arc::downgrade(&inner);
+            std::thread::Builder::new()
+                .name("tidewire-hub-bus".into())
+                .spawn(move || crate::bus::run_bus(&weak))
+                .expect("spawn the hub's bus thread");
+        }
         let timer = {
             let inner = Arc::clone(&inner);
             std::thread::Builder::new()
@@ -412,8 +494,21 @@ impl HubHandle {
     ///
     /// # Errors
     /// [`HubError::BadJson`], [`HubError::BadChannel`], [`HubError::ChannelLimit`].
+    ///
+    /// With [`HubOptions::redis`] the message goes through the bus, which numbers it: the
+    /// call waits for Redis's answer, and fails with [`HubError::Unavailable`] while Redis is
+    /// unreachable (nothing is silently lost).
     pub fn publish(&self, ch: &str, json: impl AsRef<[u8]>) -> Result<Position, HubError> {
+        if self.inner().bus.is_some() {
+            return self.inner().submit(None, ch, None, json.as_ref());
+        }
         self.inner().with(|st, now| st.hub.publish_json(now, ch, json.as_ref()))
+    }
+
+    /// Whether the hub's bus is connected (`false` without Redis).
+    #[must_use]
+    pub fn bus_is_up(&self) -> bool {
+        self.inner().lock().hub.bus_is_up()
     }
 
     /// Hub-wide counters.

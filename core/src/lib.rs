@@ -117,6 +117,8 @@ pub mod hub;
 pub mod machine;
 pub mod policy;
 pub mod poll;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod replay;
 pub mod rng;
 pub mod sse;

@@ -13,240 +13,19 @@
 //! - unauthorized joins are refused (over WebSocket and over SSE) and leave no trace;
 //! - presence: a member that drops and comes back within the grace period causes no leave.
 
+#[macro_use]
 mod e2e;
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use e2e::{Backend, Client, Gates, Next, session_config, settle, within};
+use e2e::scenario::{CHANNELS, Inbox, Publisher, Site, hub_config, joined, publish_rounds};
+use e2e::{Backend, Client, settle, within};
 use tidewire::client::wire::ServerFrame;
-use tidewire::client::{SessionConfig, SessionEvent, SessionState, StateChange, Transport};
+use tidewire::client::{SessionState, Transport};
 use tidewire::hub::{Hub, HubConfig};
 use tidewire::policy::outbox::{OutboxConfig, OutboxCounters, SlowConsumer};
 use tidewire::replay::{Position, ReplayLog};
-
-const CHANNELS: &[&str] = &["chat:a", "chat:b", "chat:c"];
-
-/// What a session delivered, in arrival order.
-#[derive(Default)]
-struct Inbox {
-    /// Per channel: position, the publisher's sequence number `i`, the transport in use.
-    msgs: HashMap<String, Vec<(Position, u64, Option<Transport>)>>,
-    refetch: Vec<(String, Position)>,
-    states: Vec<StateChange>,
-    presence: Vec<(String, Vec<String>, Vec<String>)>,
-    failed: Vec<(String, String)>,
-    total: usize,
-}
-
-/// The sequence number of a test message `{"i":N}`.
-fn seq(data: &str) -> u64 {
-    data.strip_prefix(r#"{"i":"#)
-        .and_then(|s| s.strip_suffix('}'))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not a test message: {data}"))
-}
-
-impl Inbox {
-    fn record(&mut self, ev: SessionEvent, transport: Option<Transport>) {
-        match ev {
-            SessionEvent::Message { ch, pos, data } => {
-                self.msgs.entry(ch).or_default().push((pos, seq(&data), transport));
-                self.total += 1;
-            }
-            SessionEvent::RefetchNeeded { ch, pos } => self.refetch.push((ch, pos)),
-            SessionEvent::State(change) => self.states.push(change),
-            SessionEvent::Presence { ch, join, leave } => self.presence.push((ch, join, leave)),
-            SessionEvent::SubscribeFailed { ch, code } => self.failed.push((ch, code)),
-            _ => {}
-        }
-    }
-
-    /// Records events until `done` holds; fails after `secs`.
-    fn pump(&mut self, c: &mut impl Client, secs: u64, what: &str, done: impl Fn(&Inbox) -> bool) {
-        let end = Instant::now() + Duration::from_secs(secs);
-        while !done(self) {
-            let left = end.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out waiting for {what}: {}", self.summary());
-            self.step(c, left.min(Duration::from_millis(100)), what);
-        }
-    }
-
-    /// Records every event that arrives within `d`.
-    fn pump_for(&mut self, c: &mut impl Client, d: Duration) {
-        let end = Instant::now() + d;
-        while let Some(left) = end.checked_duration_since(Instant::now()) {
-            if left.is_zero() {
-                break;
-            }
-            self.step(c, left, "a quiet period");
-        }
-    }
-
-    fn step(&mut self, c: &mut impl Client, wait: Duration, what: &str) {
-        match c.next(wait) {
-            Next::Event(ev) => self.record(ev, c.transport()),
-            Next::Timeout => {}
-            Next::Ended => panic!("session ended while waiting for {what}: {}", self.summary()),
-        }
-    }
-
-    fn count(&self, ch: &str) -> usize {
-        self.msgs.get(ch).map_or(0, Vec::len)
-    }
-
-    fn last_seq(&self, ch: &str) -> Option<u64> {
-        self.msgs.get(ch).and_then(|m| m.last()).map(|m| m.1)
-    }
-
-    fn opens(&self) -> usize {
-        self.states.iter().filter(|s| s.state == SessionState::Open).count()
-    }
-
-    fn saw(&self, state: SessionState) -> bool {
-        self.states.iter().any(|s| s.state == state)
-    }
-
-    fn carried(&self, t: Transport) -> usize {
-        self.msgs.values().flatten().filter(|m| m.2 == Some(t)).count()
-    }
-
-    fn summary(&self) -> String {
-        let per: Vec<_> = CHANNELS
-            .iter()
-            .map(|ch| format!("{ch}: {} (last {:?})", self.count(ch), self.last_seq(ch)))
-            .collect();
-        let states: Vec<_> = self
-            .states
-            .iter()
-            .map(|s| format!("{:?}/{:?}/{:?}", s.state, s.transport, s.reason))
-            .collect();
-        format!(
-            "{} messages [{}], refetch {:?}, failed {:?}, states {:?}",
-            self.total,
-            per.join(", "),
-            self.refetch,
-            self.failed,
-            states
-        )
-    }
-
-    /// `ch` got exactly the sequence numbers `from..to`, in order, at consecutive offsets
-    /// of one epoch.
-    fn assert_exact(
-        &self,
-        ch: &str,
-        from: u64,
-        to: u64,
-        msgs: &[(Position, u64, Option<Transport>)],
-    ) {
-        let seqs: Vec<u64> = msgs.iter().map(|m| m.1).collect();
-        assert_eq!(seqs, (from..to).collect::<Vec<_>>(), "{ch}: {}", self.summary());
-        for w in msgs.windows(2) {
-            assert_eq!(w[0].0.epoch, w[1].0.epoch, "{ch}: epoch changed without a refetch");
-            assert_eq!(w[0].0.offset + 1, w[1].0.offset, "{ch}: offsets not consecutive");
-        }
-    }
-}
-
-/// Publishes `{"i":N}` on every channel, N = 0, 1, …, every `every`, until finished.
-struct Publisher {
-    stop: Arc<AtomicBool>,
-    thread: thread::JoinHandle<u64>,
-}
-
-impl Publisher {
-    fn start<B: Backend>(hub: &B::Hub, every: Duration) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (hub, flag) = (hub.clone(), stop.clone());
-        let thread = thread::spawn(move || {
-            let mut i = 0;
-            while !flag.load(Ordering::SeqCst) {
-                for ch in CHANNELS {
-                    B::publish(&hub, ch, &format!(r#"{{"i":{i}}}"#));
-                }
-                i += 1;
-                thread::sleep(every);
-            }
-            i
-        });
-        Self { stop, thread }
-    }
-
-    /// Stops publishing; returns how many rounds were published.
-    fn finish(self) -> u64 {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread.join().unwrap()
-    }
-}
-
-fn hub_config() -> HubConfig {
-    HubConfig { presence_grace: Duration::from_millis(800), ..HubConfig::default() }
-}
-
-/// Waits until `user` is in the presence list of every channel of `chans`.
-fn joined<B: Backend>(hub: &B::Hub, chans: &[&str], user: &str) {
-    let ok =
-        settle(|| B::inspect(hub, |h| chans.iter().all(|ch| h.presence(ch).any(|n| n == user))));
-    assert!(ok, "{user} never joined {chans:?}");
-}
-
-/// A hub served on a loopback port, behind [`Gates`].
-struct Site<B: Backend> {
-    gates: Arc<Gates>,
-    hub: B::Hub,
-    server: Option<B::Server>,
-    addr: std::net::SocketAddr,
-}
-
-impl<B: Backend> Site<B> {
-    fn start(cfg: HubConfig) -> Self {
-        let gates = Arc::new(Gates::default());
-        let hub = B::hub(cfg);
-        let server = B::serve(&hub, "127.0.0.1:0", &gates);
-        let addr = B::addr(&server);
-        Self { gates, hub, server: Some(server), addr }
-    }
-
-    fn stop(&mut self) {
-        B::stop(self.server.take().expect("running"));
-    }
-
-    /// Serves the hub again on the same port.
-    fn serve(&mut self) {
-        self.server = Some(B::serve(&self.hub, &self.addr.to_string(), &self.gates));
-    }
-
-    /// A session of `user` (or anonymous) for this site, with `tune` applied.
-    fn session(&self, user: Option<&str>, tune: impl FnOnce(&mut SessionConfig)) -> B::Client {
-        let token = user.map(|u| format!("user:{u}"));
-        let mut cfg = session_config(self.addr.port(), token.as_deref());
-        tune(&mut cfg);
-        B::session(cfg)
-    }
-
-    /// Ann's session, subscribed to [`CHANNELS`] (and joined there).
-    fn ann_on_channels(&self, tune: impl FnOnce(&mut SessionConfig)) -> B::Client {
-        let c = self.session(Some("ann"), tune);
-        for ch in CHANNELS {
-            c.subscribe(ch);
-        }
-        joined::<B>(&self.hub, CHANNELS, "ann");
-        c
-    }
-}
-
-/// Publishes `{"i":N}` for each N of `seqs` on every channel of [`CHANNELS`].
-fn publish_rounds<B: Backend>(hub: &B::Hub, seqs: std::ops::Range<u64>) {
-    for i in seqs {
-        for ch in CHANNELS {
-            B::publish(hub, ch, &format!(r#"{{"i":{i}}}"#));
-        }
-    }
-}
 
 fn restart_keeps_the_log<B: Backend + 'static>() {
     within(60, || {
@@ -569,17 +348,6 @@ fn a_quick_reconnect_shows_no_leave<B: Backend + 'static>() {
         bob.close();
         site.stop();
     });
-}
-
-macro_rules! in_both_adapters {
-    ($($scenario:ident),* $(,)?) => {
-        mod std_adapter {
-            $(#[test] fn $scenario() { super::$scenario::<super::e2e::std_adapter::Std>() })*
-        }
-        mod smol_adapter {
-            $(#[test] fn $scenario() { super::$scenario::<super::e2e::smol_adapter::Smol>() })*
-        }
-    };
 }
 
 in_both_adapters!(

@@ -192,7 +192,12 @@ pub(super) fn serve_poll(
             st.hub.disconnect(now, conn);
             return Err(e);
         }
-        let answer = st.hub.log(&ch).and_then(|log| poll.check(now, log));
+        // With a bus, the channel's log may still be loading: then hold.
+        let answer = if st.hub.is_synced(&ch) {
+            st.hub.log(&ch).and_then(|log| poll.check(now, log))
+        } else {
+            None
+        };
         if answer.is_some() {
             st.hub.disconnect(now, conn);
         } else {
@@ -222,8 +227,13 @@ pub(super) fn serve_poll(
             let st = inner.lock();
             let Some(log) = st.hub.log(&ch) else { break None };
             let at = if stop { poll.poll_timeout().map_or(now, |d| d.max(now)) } else { now };
-            if let Some(answer) = poll.check(at, log) {
+            if st.hub.is_synced(&ch)
+                && let Some(answer) = poll.check(at, log)
+            {
                 break Some(answer);
+            }
+            if stop && !st.hub.is_synced(&ch) {
+                break None;
             }
         }
         let deadline = poll.poll_timeout().unwrap_or(now);
@@ -264,7 +274,14 @@ pub(super) fn serve_publish(
     let Some(data) = std::str::from_utf8(&body).ok().filter(|t| is_json(t)) else {
         return reply_error(req, 400, "bad_json");
     };
-    let outcome: Published = if trusted {
+    let outcome: Published = if inner.bus.is_some() {
+        // With Redis the bus numbers and deduplicates (across instances).
+        let who = (!trusted).then_some(principal);
+        inner
+            .submit(who, &ch, id.as_deref(), data.as_bytes())
+            .map(Some)
+            .map_err(|e| (status_of(e.code()), e.code().to_owned()))
+    } else if trusted {
         inner
             .with(|st, now| st.hub.publish_json(now, &ch, data.as_bytes()))
             .map(Some)
@@ -304,7 +321,7 @@ fn client_publish(
 fn status_of(code: &str) -> u16 {
     match code {
         "forbidden" => 403,
-        "channel_limit" | "too_many_channels" => 503,
+        "channel_limit" | "too_many_channels" | "unavailable" => 503,
         _ if code == HubError::UnknownConn.code() => 500,
         _ => 400,
     }

@@ -166,6 +166,13 @@ impl Hub {
         self.bus.as_mut()?.actions.pop_front()
     }
 
+    /// Whether [`poll_bus`](Self::poll_bus) has something (for an adapter's drain: wake
+    /// the task that runs the bus).
+    #[must_use]
+    pub fn has_bus_actions(&self) -> bool {
+        self.bus.as_ref().is_some_and(|b| !b.actions.is_empty())
+    }
+
     /// Whether `ch`'s log is loaded (always, without a bus, for an existing channel): a
     /// poll of a channel that is not must wait for [`HubEvent::Synced`].
     #[must_use]
@@ -307,6 +314,10 @@ impl Hub {
         let Some(bus) = self.bus.as_mut() else { return };
         bus.up = false;
         bus.actions.retain(|a| !matches!(a, BusAction::Publish { .. }));
+        // What the live feed gave before the break is loaded again after `bus_up`.
+        for c in self.channels.values_mut() {
+            c.held.msgs.clear();
+        }
         let mut waiting: Vec<_> = bus.waiting.drain().collect();
         waiting.sort_by_key(|(t, _)| *t);
         for (token, waiter) in waiting {
@@ -384,7 +395,11 @@ impl Hub {
             .into_iter()
             .map(|(off, d)| (Position { epoch: history.epoch, offset: off }, d))
             .collect();
-        pending.extend(std::mem::take(&mut c.held.msgs));
+        // Held live messages of another epoch predate the history (the bus lost the
+        // channel meanwhile): a newer epoch's next live message asks again by itself.
+        pending.extend(
+            std::mem::take(&mut c.held.msgs).into_iter().filter(|m| m.0.epoch == history.epoch),
+        );
         c.follow = Follow::Live;
         let mut gap = None;
         for (pos, data) in pending {

@@ -6,6 +6,24 @@
 //! `/api/publish`. [`Gates`] can refuse the WebSocket upgrade or the event stream with 502
 //! (a proxy that blocks them), so a test can push a session down the transport ladder.
 
+// Each test crate that uses this module uses part of it.
+#![allow(dead_code)]
+
+pub(crate) mod scenario;
+
+/// `in_both_adapters!(a, b, …)`: a `#[test]` per scenario for each adapter, in modules
+/// `std_adapter` and `smol_adapter` (each scenario is `fn name<B: Backend>()`).
+macro_rules! in_both_adapters {
+    ($($scenario:ident),* $(,)?) => {
+        mod std_adapter {
+            $(#[test] fn $scenario() { super::$scenario::<super::e2e::std_adapter::Std>() })*
+        }
+        mod smol_adapter {
+            $(#[test] fn $scenario() { super::$scenario::<super::e2e::smol_adapter::Smol>() })*
+        }
+    };
+}
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,8 +31,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tidewire::client::{ClientMsgId, SessionConfig, SessionEvent, SessionState, Transport};
-use tidewire::hub::{DemoAuth, Hub, HubConfig};
+use tidewire::hub::{DemoAuth, Hub, HubConfig, HubError};
 use tidewire::policy::BackoffConfig;
+use tidewire::redis::RedisConfig;
 use tidewire::replay::Position;
 
 /// Paths a proxy in front of the server blocks (502), switched at run time.
@@ -55,12 +74,17 @@ pub(crate) trait Backend {
     type Server;
     type Client: Client;
     fn hub(cfg: HubConfig) -> Self::Hub;
+    /// A hub that shares its channels through the Redis server on `port`.
+    fn hub_on_redis(cfg: HubConfig, port: u16) -> Self::Hub;
     /// Serves `hub` on `addr` (`127.0.0.1:0`, or the address of a stopped server).
     fn serve(hub: &Self::Hub, addr: &str, gates: &Arc<Gates>) -> Self::Server;
     fn addr(server: &Self::Server) -> SocketAddr;
     /// Graceful shutdown (1001 to every connection); returns when the port is free.
     fn stop(server: Self::Server);
-    fn publish(hub: &Self::Hub, ch: &str, json: &str) -> Position;
+    fn try_publish(hub: &Self::Hub, ch: &str, json: &str) -> Result<Position, HubError>;
+    fn publish(hub: &Self::Hub, ch: &str, json: &str) -> Position {
+        Self::try_publish(hub, ch, json).unwrap()
+    }
     fn inspect<T>(hub: &Self::Hub, f: impl FnOnce(&Hub) -> T) -> T;
     fn session(cfg: SessionConfig) -> Self::Client;
 }
@@ -134,7 +158,7 @@ pub(crate) fn route(gates: &Gates, path: &str) -> Route {
 pub(crate) mod std_adapter {
     use super::*;
     use tidewire_std::{
-        HttpRequest, HubHandle, Server, ServerConfig, ServerHandle, Session, Upgrade,
+        HttpRequest, HubHandle, HubOptions, Server, ServerConfig, ServerHandle, Session, Upgrade,
     };
 
     pub(crate) enum Std {}
@@ -173,6 +197,12 @@ pub(crate) mod std_adapter {
 
         fn hub(cfg: HubConfig) -> HubHandle {
             HubHandle::new(cfg, DemoAuth)
+        }
+
+        fn hub_on_redis(cfg: HubConfig, port: u16) -> HubHandle {
+            let mut opts = HubOptions::default();
+            opts.redis = Some(RedisConfig { port, ..RedisConfig::default() });
+            HubHandle::with_options(cfg, DemoAuth, opts)
         }
 
         fn serve(hub: &HubHandle, addr: &str, gates: &Arc<Gates>) -> Running {
@@ -222,8 +252,8 @@ pub(crate) mod std_adapter {
             server.thread.join().unwrap().unwrap();
         }
 
-        fn publish(hub: &HubHandle, ch: &str, json: &str) -> Position {
-            hub.publish(ch, json).unwrap()
+        fn try_publish(hub: &HubHandle, ch: &str, json: &str) -> Result<Position, HubError> {
+            hub.publish(ch, json)
         }
 
         fn inspect<T>(hub: &HubHandle, f: impl FnOnce(&Hub) -> T) -> T {
@@ -241,7 +271,7 @@ pub(crate) mod smol_adapter {
     use super::*;
     use smol::future;
     use tidewire_smol::{
-        HttpRequest, HubHandle, Server, ServerConfig, ServerHandle, Session, Upgrade,
+        HttpRequest, HubHandle, HubOptions, Server, ServerConfig, ServerHandle, Session, Upgrade,
     };
 
     pub(crate) enum Smol {}
@@ -282,6 +312,12 @@ pub(crate) mod smol_adapter {
 
         fn hub(cfg: HubConfig) -> HubHandle {
             HubHandle::new(cfg, DemoAuth)
+        }
+
+        fn hub_on_redis(cfg: HubConfig, port: u16) -> HubHandle {
+            let mut opts = HubOptions::default();
+            opts.redis = Some(RedisConfig { port, ..RedisConfig::default() });
+            HubHandle::with_options(cfg, DemoAuth, opts)
         }
 
         fn serve(hub: &HubHandle, addr: &str, gates: &Arc<Gates>) -> Running {
@@ -337,8 +373,8 @@ pub(crate) mod smol_adapter {
             });
         }
 
-        fn publish(hub: &HubHandle, ch: &str, json: &str) -> Position {
-            hub.publish(ch, json.as_bytes()).unwrap()
+        fn try_publish(hub: &HubHandle, ch: &str, json: &str) -> Result<Position, HubError> {
+            smol::block_on(hub.submit(ch, json.as_bytes()))
         }
 
         fn inspect<T>(hub: &HubHandle, f: impl FnOnce(&Hub) -> T) -> T {
