@@ -923,6 +923,38 @@ fn a_degraded_session_upgrades_back_to_websocket() {
     assert!(!net.srv.conns.values().any(|c| matches!(c.conn, Conn::Sse { .. })));
 }
 
+#[test]
+fn a_session_on_polling_moves_up_to_sse_while_websocket_stays_blocked() {
+    let mut srv = Server::new();
+    srv.ws_gate = Gate::Status(502);
+    srv.sse_gate = Gate::Status(502);
+    let mut net = Net::with_server(config(), srv);
+    net.c.subscribe(net.now, "a").unwrap();
+    net.secs(30);
+    assert_eq!(net.c.transport(), Some(Transport::Polling));
+    net.publish_srv("a", r#"{"n":1}"#);
+    // The first upgrade probes WebSocket (still blocked), the next one tries SSE, which is
+    // still blocked too: one failed attempt and the session is back on polling.
+    net.secs(125);
+    let tried: Vec<_> = net.srv.paths.iter().filter(|p| p.starts_with("/events")).collect();
+    assert!(tried.len() >= 3, "two at the fall back, one upgrade attempt: {tried:?}");
+    net.secs(10);
+    assert_eq!((net.c.state(), net.c.transport()), (SessionState::Open, Some(Transport::Polling)));
+    net.publish_srv("a", r#"{"n":2}"#);
+    net.secs(2);
+    assert_eq!(net.messages("a"), nums(1..=2));
+    // SSE comes back: within two more periods (a WebSocket probe, then SSE) the session
+    // is on SSE, with every message once and in order.
+    net.srv.sse_gate = Gate::Open;
+    net.publish_srv("a", r#"{"n":3}"#);
+    net.secs(125);
+    assert_eq!((net.c.state(), net.c.transport()), (SessionState::Open, Some(Transport::Sse)));
+    net.publish_srv("a", r#"{"n":4}"#);
+    net.secs(1);
+    assert_eq!(net.messages("a"), nums(1..=4));
+    assert!(net.srv.conns.values().any(|c| matches!(c.conn, Conn::Sse { .. })));
+}
+
 // ---------------------------------------------------------------------------------------
 // The offline queue
 

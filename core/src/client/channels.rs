@@ -117,6 +117,12 @@ impl Channels {
         data: String,
     ) {
         let Some(c) = self.map.get_mut(ch) else { return };
+        // Offset 0 is the start of an epoch, never a message: a server that sends one is
+        // wrong, and "refetch, then what follows 0" could not be kept.
+        if pos.offset == 0 {
+            self.duplicates += 1;
+            return;
+        }
         match c.pos {
             Some(cur) if cur.epoch == pos.epoch && pos.offset <= cur.offset => {
                 self.duplicates += 1;
@@ -219,5 +225,19 @@ mod tests {
             kinds(&ev),
             ["ma1:1", "ma1:2", "ma1:4", "rb2:9", "mb2:10", "rc3:4", "mc3:5", "rd4:1"]
         );
+    }
+
+    /// Fuzz regression (`client_session`): a message at offset 0 of another epoch was
+    /// delivered right after `RefetchNeeded` at that same position ("what follows a1:0").
+    #[test]
+    fn a_message_at_offset_zero_is_never_delivered() {
+        let mut c = Channels::default();
+        let mut ev = VecDeque::new();
+        c.add("a", Some(p("b2:13")));
+        c.deliver(&mut ev, "a", p("a1:0"), "x".into());
+        assert_eq!(kinds(&ev), Vec::<String>::new());
+        assert_eq!((c.duplicates, c.position("a")), (1, Some(p("b2:13"))));
+        c.deliver(&mut ev, "a", p("a1:1"), "x".into());
+        assert_eq!(kinds(&ev), ["ra1:0", "ma1:1"]);
     }
 }

@@ -55,8 +55,12 @@ pub struct SessionConfig {
     /// in [`transports`](Self::transports) (default 2: "blocked by a proxy"). After the last
     /// one fails as often, the session starts again from the first.
     pub fallback_after: u32,
-    /// While on a worse transport than the first, try WebSocket again this often (default
-    /// 60 s), without dropping the working transport until the new one is open. `None`
+    /// While on a worse transport than the first, try a better one this often (default
+    /// 60 s). WebSocket is probed beside the working transport, which is dropped only once
+    /// the WebSocket is open. Another better transport (SSE, from polling) is tried when
+    /// WebSocket is not in the list before it, or its last probe failed: the session
+    /// re-opens on it, resuming every channel from its position, and goes back at once
+    /// when the attempt fails (delivery pauses for the attempt; nothing is lost). `None`
     /// never tries.
     pub upgrade_every: Option<Duration>,
     /// The delays between connection attempts (default base 1 s, cap 30 s, full jitter,

@@ -173,6 +173,9 @@ pub struct ClientSession {
     generation: u64,
     link: Option<Link>,
     probe: Option<SockId>,
+    /// The last WebSocket probe failed: the next upgrade tries the better non-WebSocket
+    /// transport (SSE from polling) instead, if there is one.
+    probe_failed: bool,
     timers: TimerTable<Timer, 3>,
     actions: VecDeque<SessionAction>,
     events: VecDeque<SessionEvent>,
@@ -223,6 +226,7 @@ impl ClientSession {
             generation: 0,
             link: None,
             probe: None,
+            probe_failed: false,
             timers: TimerTable::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
@@ -480,7 +484,13 @@ impl ClientSession {
     /// sockets' own timers. Spurious calls are no-ops.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock.advance(now);
+        // Take what is due first: a timer re-armed by this call (at `now` when its interval
+        // is zero) fires at a later call, not again in this loop.
+        let mut due = Vec::new();
         while let Some(t) = self.timers.pop_expired(now) {
+            due.push(t);
+        }
+        for t in due {
             match t {
                 Timer::Reconnect => self.retry_due(now),
                 Timer::Upgrade => self.start_probe(now),
@@ -791,8 +801,8 @@ impl ClientSession {
     }
 
     fn arm_upgrade(&mut self, now: Instant) {
-        let better = self.cfg.transports.contains(&Transport::WebSocket)
-            && self.current() != Transport::WebSocket;
+        // The list is in order of preference: anything before the current one is better.
+        let better = self.transport > 0;
         match self.cfg.upgrade_every {
             Some(every) if better => self.timers.set(Timer::Upgrade, now + every),
             _ => self.timers.clear(Timer::Upgrade),
@@ -904,15 +914,35 @@ impl ClientSession {
     // -----------------------------------------------------------------------------------
     // Upgrading back to WebSocket
 
+    /// The upgrade timer: try a better transport than the current one. WebSocket is
+    /// probed beside the open link (the session moves when it opens); another transport
+    /// (SSE, from polling) is tried when WebSocket is not better or its last probe failed:
+    /// the link is re-opened on it, resuming every channel from its position, and a
+    /// failure falls back again at once (nothing is lost, delivery pauses for the attempt).
     fn start_probe(&mut self, now: Instant) {
-        let open_degraded =
-            self.link.as_ref().is_some_and(|l| l.open) && self.current() != Transport::WebSocket;
-        if self.probe.is_some() || !open_degraded {
+        let open = self.link.as_ref().is_some_and(|l| l.open);
+        if self.probe.is_some() || !open || self.transport == 0 {
             return;
         }
-        self.probe = self.open_ws(now, Owner::Probe);
-        if self.probe.is_none() {
-            self.arm_upgrade(now);
+        let better = &self.cfg.transports[..self.transport];
+        let ws_better = better.contains(&Transport::WebSocket);
+        let other = better.iter().position(|t| *t != Transport::WebSocket);
+        match other {
+            Some(i) if !ws_better || self.probe_failed => {
+                self.probe_failed = false;
+                self.teardown_link();
+                self.transport = i;
+                // One failed attempt is enough to fall back to where the session was.
+                self.open_failures = self.cfg.fallback_after.max(1) - 1;
+                self.start_attempt(now, Reason::Upgraded);
+            }
+            _ => {
+                self.probe_failed = false;
+                self.probe = self.open_ws(now, Owner::Probe);
+                if self.probe.is_none() {
+                    self.arm_upgrade(now);
+                }
+            }
         }
     }
 

@@ -284,3 +284,22 @@ fn publish_over_websocket_uses_the_session_nonce_and_the_same_id_on_resend() {
     );
     assert_eq!(s.queued_publishes(), 0);
 }
+
+/// Fuzz regression (`client_session`): a probe that cannot be written (a token with a line
+/// break) re-armed a zero `upgrade_every` at `now` inside `handle_timeout`, which then
+/// fired it again forever. That session listed SSE before WebSocket: the list is in order
+/// of preference, so on SSE there is nothing better to try and no upgrade timer at all;
+/// `handle_timeout` also takes the due timers before running them.
+#[test]
+fn a_timer_rearmed_at_now_fires_at_the_next_call_not_in_a_loop() {
+    let now = test_epoch();
+    let mut c = cfg();
+    c.transports = vec![Transport::Sse, Transport::WebSocket];
+    c.upgrade_every = Some(Duration::ZERO);
+    c.token = Some("a\nb".into());
+    let mut s = ClientSession::new(c, now);
+    assert_eq!(s.state(), SessionState::Open); // no channel: the SSE link needs no request
+    assert_eq!(s.poll_timeout(), None, "SSE is the preferred transport: no upgrade");
+    s.handle_timeout(now);
+    assert_eq!(s.state(), SessionState::Open);
+}

@@ -125,6 +125,7 @@ impl ClientSession {
                 let blocked = if reached { Fail::Blocked } else { Fail::Retry };
                 if owner == Owner::Probe {
                     self.probe = None;
+                    self.probe_failed = true;
                     self.arm_upgrade(now);
                     return;
                 }
