@@ -14,10 +14,9 @@
 //! A held long poll registers as a subscriber of its channel; a publish wakes it and it
 //! re-runs `Poll::check`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read as _};
-use std::net::Shutdown;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -30,8 +29,9 @@ use tidewire::replay::{Epoch, Position, ReplayLog};
 use tidewire::sse::{SseStream, SseStreamConfig, SseStreamEvent, StreamEnd, encode};
 use tidewire::{Machine, Transmit};
 
-use crate::driver::{BATCH_BYTES, MAX_SLICES, consume, flush_now, write_batch};
+use crate::driver::{BATCH_BYTES, MAX_SLICES};
 use crate::http::HttpRequest;
+use crate::stream_io::{StreamIo, Woke};
 
 /// Settings of [`Channels`]. Build it with `ChannelsConfig::default()` and change the fields
 /// you need.
@@ -479,27 +479,13 @@ async fn refuse(req: &mut HttpRequest, e: FeedError) -> io::Error {
     }
 }
 
-enum Wake {
-    Read(io::Result<usize>),
-    Wrote(io::Result<usize>),
-    Timer,
-    Notified,
-}
-
 /// The stream's task: writes what the core queues, fires keep-alives, watches the socket
 /// for the client going away and the server for its shutdown. Returns how it ended.
 async fn run_stream(req: &mut HttpRequest, cell: &StreamCell) -> StreamEnd {
-    let stream = req.take_stream();
+    let mut io = StreamIo::new(req.take_stream());
     let close_timeout = req.close_timeout();
     let link = req.link().clone();
-    let mut rbuf = [0u8; WATCH_READ];
-    let mut wbuf: VecDeque<Bytes> = VecDeque::new();
-    let mut wbuf_bytes = 0usize;
-    let mut timer = Timer::never();
-    let mut armed: Option<Instant> = None;
     let mut end: Option<StreamEnd> = None;
-    let mut eof = false;
-    let mut write_failed = false;
     let mut shutdown_pulled = false;
     // Once the stream ended: how long its last bytes may take to go out.
     let mut linger: Option<Instant> = None;
@@ -520,14 +506,9 @@ async fn run_stream(req: &mut HttpRequest, cell: &StreamCell) -> StreamEnd {
                     end.get_or_insert(why);
                 }
             }
-            while !shutdown_pulled && wbuf_bytes < BATCH_BYTES && wbuf.len() < MAX_SLICES {
+            while !shutdown_pulled && io.queued() < BATCH_BYTES && io.chunks() < MAX_SLICES {
                 match s.poll_transmit() {
-                    Some(Transmit::Bytes(b)) => {
-                        if !write_failed && !b.is_empty() {
-                            wbuf_bytes += b.len();
-                            wbuf.push_back(b);
-                        }
-                    }
+                    Some(Transmit::Bytes(b)) => io.push(b),
                     Some(Transmit::Shutdown) => shutdown_pulled = true,
                     Some(_) => {}
                     None => break,
@@ -539,10 +520,10 @@ async fn run_stream(req: &mut HttpRequest, cell: &StreamCell) -> StreamEnd {
 
         if end == Some(StreamEnd::TooSlow) {
             // The reader is too slow: whatever the socket takes now, then down.
-            flush_now(stream.get_ref(), &mut wbuf);
+            io.flush_now();
             break;
         }
-        if shutdown_pulled && wbuf.is_empty() {
+        if shutdown_pulled && io.is_flushed() {
             break;
         }
         if shutdown_pulled && linger.is_none() {
@@ -558,62 +539,12 @@ async fn run_stream(req: &mut HttpRequest, cell: &StreamCell) -> StreamEnd {
         if deadline.is_some_and(|d| d <= now) {
             continue;
         }
-        if deadline != armed {
-            match deadline {
-                Some(d) => timer.set_at(d),
-                None => timer = Timer::never(),
-            }
-            armed = deadline;
-        }
-
-        let wake = {
-            let write = async {
-                if wbuf.is_empty() {
-                    future::pending().await
-                } else {
-                    Wake::Wrote(stream.write_with(|s| write_batch(s, &wbuf)).await)
-                }
-            };
-            let read = async {
-                if eof {
-                    future::pending().await
-                } else {
-                    Wake::Read(stream.read_with(|s| (&mut &*s).read(&mut rbuf)).await)
-                }
-            };
-            let fire = async {
-                (&mut timer).await;
-                Wake::Timer
-            };
-            let notified = async {
-                future::or(listener, stop).await;
-                Wake::Notified
-            };
-            future::or(write, future::or(read, future::or(fire, notified))).await
-        };
-
-        match wake {
-            Wake::Wrote(Ok(n)) if n > 0 => {
-                wbuf_bytes -= n;
-                consume(&mut wbuf, n);
-            }
-            Wake::Wrote(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-            Wake::Wrote(_) => {
-                write_failed = true;
-                wbuf.clear();
-                wbuf_bytes = 0;
-                cell.lock().handle_eof(Instant::now());
-            }
-            Wake::Read(Ok(n)) if n > 0 => cell.lock().handle_read(Instant::now(), &rbuf[..n]),
-            Wake::Read(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-            Wake::Read(_) => {
-                eof = true;
-                cell.lock().handle_eof(Instant::now());
-            }
-            Wake::Timer => armed = None,
-            Wake::Notified => {}
+        match io.wait(deadline, future::or(listener, stop)).await {
+            Woke::Read(bytes) => cell.lock().handle_read(Instant::now(), bytes),
+            Woke::Gone => cell.lock().handle_eof(Instant::now()),
+            Woke::Other => {}
         }
     }
-    let _ = stream.get_ref().shutdown(Shutdown::Both);
+    io.shutdown();
     end.unwrap_or(StreamEnd::ClientGone)
 }

@@ -2,16 +2,15 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::io::{self, IoSlice, Read as _, Write as _};
-use std::net::{Shutdown, TcpStream};
+use std::io::{self, Read as _};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Instant;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use event_listener::Event as Notify;
 use serde_json::value::RawValue;
-use smol::{Async, Executor, Timer, future};
+use smol::{Executor, Timer, future};
 use tidewire::hub::{
     Authorize, BusToken, ConnId, Hub, HubConfig, HubError, HubEvent, HubStats, Principal, Transport,
 };
@@ -23,6 +22,7 @@ use tidewire::ws::{CloseCode, CloseInfo, Message, SendError, Utf8Bytes};
 use tidewire::{Machine, Transmit};
 
 use crate::bus::BusLink;
+use crate::stream_io::{StreamIo, Woke};
 use crate::{HttpRequest, RecvError, Sender, WebSocket};
 
 /// A position no log ever has (the hub never draws epoch 0): resuming from it is "gone".
@@ -1058,33 +1058,6 @@ async fn write_ws(inner: &Inner, conn: ConnId, cell: &ConnCell, sender: &Sender)
     }
 }
 
-enum Wake {
-    Read(io::Result<usize>),
-    Wrote(io::Result<usize>),
-    Timer,
-    Notified,
-}
-
-/// Writes as much of `bufs` as the socket takes in one vectored write.
-fn write_some(s: &TcpStream, bufs: &VecDeque<Bytes>) -> io::Result<usize> {
-    let slices: Vec<IoSlice<'_>> = bufs.iter().take(MAX_SLICES).map(|b| IoSlice::new(b)).collect();
-    (&mut &*s).write_vectored(&slices)
-}
-
-/// Drops `n` written bytes from the front of `bufs`.
-fn consume(bufs: &mut VecDeque<Bytes>, mut n: usize) {
-    while n > 0 {
-        let Some(front) = bufs.front_mut() else { return };
-        if front.len() <= n {
-            n -= front.len();
-            bufs.pop_front();
-        } else {
-            front.advance(n);
-            n = 0;
-        }
-    }
-}
-
 /// The SSE response of a hub connection: writes the head, the hub's frames (pulled while
 /// there is room) and keep-alives; watches the socket for the client going away, the hub
 /// for a close and the server for its shutdown.
@@ -1093,17 +1066,10 @@ async fn run_sse(inner: &Inner, req: &mut HttpRequest, conn: ConnId, cell: &Conn
         req.fail(500, "invalid response header").await;
         return StreamEnd::Closed;
     };
-    let stream: Arc<Async<TcpStream>> = req.take_stream();
+    let mut io = StreamIo::new(req.take_stream());
     let close_timeout = req.close_timeout();
     let link = req.link().clone();
-    let mut rbuf = [0u8; WATCH_READ];
-    let mut wbuf: VecDeque<Bytes> = VecDeque::new();
-    let mut wbuf_bytes = 0usize;
-    let mut timer = Timer::never();
-    let mut armed: Option<Instant> = None;
     let mut end: Option<StreamEnd> = None;
-    let mut eof = false;
-    let mut write_failed = false;
     let mut shutdown_pulled = false;
     let mut linger: Option<Instant> = None;
 
@@ -1125,11 +1091,11 @@ async fn run_sse(inner: &Inner, req: &mut HttpRequest, conn: ConnId, cell: &Conn
         if sse.poll_timeout().is_some_and(|d| d <= now) {
             sse.handle_timeout(now);
         }
-        if !sse.is_ended() && sse.buffered() + wbuf_bytes < SSE_ROOM {
+        if !sse.is_ended() && sse.buffered() + io.queued() < SSE_ROOM {
             let mut st = inner.lock();
             while let Some(frame) = st.hub.pull(conn) {
                 sse.send_frame(now, frame);
-                if sse.buffered() + wbuf_bytes >= SSE_ROOM {
+                if sse.buffered() + io.queued() >= SSE_ROOM {
                     break;
                 }
             }
@@ -1139,23 +1105,18 @@ async fn run_sse(inner: &Inner, req: &mut HttpRequest, conn: ConnId, cell: &Conn
                 end.get_or_insert(why);
             }
         }
-        while !shutdown_pulled && wbuf.len() < MAX_SLICES {
+        while !shutdown_pulled && io.chunks() < MAX_SLICES {
             match sse.poll_transmit() {
-                Some(Transmit::Bytes(b)) => {
-                    if !write_failed && !b.is_empty() {
-                        wbuf_bytes += b.len();
-                        wbuf.push_back(b);
-                    }
-                }
+                Some(Transmit::Bytes(b)) => io.push(b),
                 Some(Transmit::Shutdown) => shutdown_pulled = true,
                 Some(_) => {}
                 None => break,
             }
         }
-        if end == Some(StreamEnd::TooSlow) && wbuf.is_empty() {
+        if end == Some(StreamEnd::TooSlow) && io.is_flushed() {
             break;
         }
-        if shutdown_pulled && wbuf.is_empty() {
+        if shutdown_pulled && io.is_flushed() {
             break;
         }
         if shutdown_pulled && linger.is_none() {
@@ -1171,60 +1132,12 @@ async fn run_sse(inner: &Inner, req: &mut HttpRequest, conn: ConnId, cell: &Conn
         if deadline.is_some_and(|d| d <= now) {
             continue;
         }
-        if deadline != armed {
-            match deadline {
-                Some(d) => timer.set_at(d),
-                None => timer = Timer::never(),
-            }
-            armed = deadline;
-        }
-        let wake = {
-            let write = async {
-                if wbuf.is_empty() {
-                    future::pending().await
-                } else {
-                    Wake::Wrote(stream.write_with(|s| write_some(s, &wbuf)).await)
-                }
-            };
-            let read = async {
-                if eof {
-                    future::pending().await
-                } else {
-                    Wake::Read(stream.read_with(|s| (&mut &*s).read(&mut rbuf)).await)
-                }
-            };
-            let fire = async {
-                (&mut timer).await;
-                Wake::Timer
-            };
-            let notified = async {
-                future::or(listener, stop).await;
-                Wake::Notified
-            };
-            future::or(write, future::or(read, future::or(fire, notified))).await
-        };
-        match wake {
-            Wake::Wrote(Ok(n)) if n > 0 => {
-                wbuf_bytes -= n;
-                consume(&mut wbuf, n);
-            }
-            Wake::Wrote(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-            Wake::Wrote(_) => {
-                write_failed = true;
-                wbuf.clear();
-                wbuf_bytes = 0;
-                sse.handle_eof(Instant::now());
-            }
-            Wake::Read(Ok(n)) if n > 0 => sse.handle_read(Instant::now(), &rbuf[..n]),
-            Wake::Read(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-            Wake::Read(_) => {
-                eof = true;
-                sse.handle_eof(Instant::now());
-            }
-            Wake::Timer => armed = None,
-            Wake::Notified => {}
+        match io.wait(deadline, future::or(listener, stop)).await {
+            Woke::Read(bytes) => sse.handle_read(Instant::now(), bytes),
+            Woke::Gone => sse.handle_eof(Instant::now()),
+            Woke::Other => {}
         }
     }
-    let _ = stream.get_ref().shutdown(Shutdown::Both);
+    io.shutdown();
     end.unwrap_or(StreamEnd::ClientGone)
 }

@@ -166,6 +166,7 @@ mod hub;
 mod server;
 mod session;
 pub mod sse;
+mod stream_io;
 
 use std::io;
 
