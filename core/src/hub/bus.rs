@@ -64,6 +64,11 @@ pub enum BusAction {
         ch: Arc<str>,
         /// The epoch to create when the bus has none for `ch`.
         epoch: Epoch,
+        /// The newest position this hub holds of `ch` (`None`: it holds none yet). The
+        /// history may start after it; and a bus whose offset for that epoch is *behind*
+        /// it went back in time (restored from an older snapshot): it must start a new
+        /// epoch, or it would hand out offsets the clients have seen.
+        known: Option<Position>,
     },
     /// Stop receiving `ch`'s live messages.
     Unfollow {
@@ -291,13 +296,21 @@ impl Hub {
         if self.bus.is_none() {
             return;
         }
-        let mut names: Vec<Arc<str>> = self.channels.keys().cloned().collect();
-        names.sort();
+        let mut names: Vec<(Arc<str>, Option<Position>)> = self
+            .channels
+            .iter()
+            .map(|(k, c)| (k.clone(), (c.follow != Follow::Syncing).then(|| c.log.head())))
+            .collect();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
         // Fresh proposals: a bus that lost a channel must not revive the old epoch, whose
         // offsets the clients have seen already.
         let follows: Vec<BusAction> = names
             .into_iter()
-            .map(|ch| BusAction::Follow { ch, epoch: Epoch(self.rng.next_u64().max(1)) })
+            .map(|(ch, known)| BusAction::Follow {
+                ch,
+                epoch: Epoch(self.rng.next_u64().max(1)),
+                known,
+            })
             .collect();
         let Some(bus) = self.bus.as_mut() else { return };
         bus.up = true;

@@ -155,7 +155,11 @@ impl Hub {
             Some(bus) => {
                 // With a bus the log is a mirror: ask for it (now, or once the bus is up).
                 if bus.up {
-                    bus.actions.push_back(BusAction::Follow { ch: key.clone(), epoch });
+                    bus.actions.push_back(BusAction::Follow {
+                        ch: key.clone(),
+                        epoch,
+                        known: None,
+                    });
                 }
                 Follow::Syncing
             }

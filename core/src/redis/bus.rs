@@ -60,6 +60,9 @@ pub(super) enum Want {
     Tail(Epoch),
     /// The entries after a position (a `Fetch`).
     After(Position),
+    /// The entries after what the hub holds (a `Follow` again, after a reconnection),
+    /// proposing this epoch if the channel has none or went back in time.
+    Resume(Epoch, Position),
 }
 
 /// A channel the hub follows.
@@ -200,7 +203,10 @@ impl RedisBus {
                     self.events.push_back(RedisEvent::Published { token, result });
                 }
             }
-            BusAction::Follow { ch, epoch } => self.follow(now, ch, Want::Tail(epoch)),
+            BusAction::Follow { ch, epoch, known: None } => self.follow(now, ch, Want::Tail(epoch)),
+            BusAction::Follow { ch, epoch, known: Some(known) } => {
+                self.follow(now, ch, Want::Resume(epoch, known));
+            }
             BusAction::Fetch { ch, after } => {
                 if up && self.followed.contains_key(&ch) {
                     self.follow(now, ch, Want::After(after));
@@ -228,7 +234,8 @@ impl RedisBus {
             // Subscribe first: the history is loaded once the subscription is confirmed.
             f.want = match (f.want, want) {
                 (_, Want::Tail(e)) => Some(Want::Tail(e)),
-                (Some(Want::Tail(e)), Want::After(_)) => Some(Want::Tail(e)),
+                (_, Want::Resume(e, p)) => Some(Want::Resume(e, p)),
+                (Some(w @ (Want::Tail(_) | Want::Resume(..))), Want::After(_)) => Some(w),
                 (Some(Want::After(a)), Want::After(b)) => {
                     Some(Want::After(if a.epoch == b.epoch && a.offset < b.offset { a } else { b }))
                 }
@@ -249,6 +256,7 @@ impl RedisBus {
         // A `Fetch` proposes no epoch: a fresh one (see the module docs).
         let (epoch, after) = match want {
             Want::Tail(epoch) => (epoch, None),
+            Want::Resume(epoch, known) => (epoch, Some(known)),
             Want::After(a) => (Epoch(self.rng.next_u64().max(1)), Some(a)),
         };
         if self.send_call(now, Call::History { ch, epoch, after }, false).is_err() {

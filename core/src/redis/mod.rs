@@ -75,8 +75,11 @@
 //! yet). Run it with `maxmemory-policy noeviction` (or a `volatile-*` policy): only the
 //! dedup keys expire, and an evicted meta or stream costs the channel its epoch. Without
 //! persistence a restart is a lost channel (a new epoch, handled). With RDB snapshots a
-//! restart can bring back an *older* `off` in the same epoch, which reuses offsets the
-//! hubs have seen: prefer no persistence, or AOF with `appendfsync always`.
+//! restart can bring back an *older* `off` in the same epoch; each hub's `Follow` after
+//! the reconnection carries the newest position it holds, and the history script starts a
+//! new epoch when the channel is behind it. A publish that reaches the restored server
+//! before any hub's history can still reuse an offset: with snapshots, prefer AOF with
+//! `appendfsync always`, or no persistence.
 //!
 //! # Run loop
 //!

@@ -52,7 +52,9 @@ return pos
 /// likewise). Returns `{epoch, off, {offset, data, offset, data, …}}`, oldest first. When
 /// more than `count` entries follow `after`, or `after` is of another epoch than the
 /// channel's, the newest `count` are returned instead (the hub keeps no more, and starts
-/// over from the oldest it gets). A meta hash that has to be created
+/// over from the oldest it gets). When the channel's offset in `after`'s epoch is behind
+/// `after` (the data was restored from an older snapshot), the channel starts a new epoch
+/// (the proposed one) on an emptied stream. A meta hash that has to be created
 /// starts a new epoch and drops any stale stream; a stream that is gone while its meta
 /// stays gives an empty history at the meta's head (the hub treats what it misses as
 /// trimmed).
@@ -64,6 +66,13 @@ if redis.call('HSETNX', meta, 'epoch', ARGV[1]) == 1 then
 end
 local epoch = redis.call('HGET', meta, 'epoch')
 local off = redis.call('HGET', meta, 'off') or '0'
+if ARGV[5] ~= '' and epoch == ARGV[5] and tonumber(off) < tonumber(ARGV[4]) then
+  -- Behind what a hub saw in this epoch: the data went back in time (an older
+  -- snapshot). Its next offsets were handed out already: start a new epoch.
+  redis.call('DEL', log)
+  redis.call('HSET', meta, 'epoch', ARGV[1], 'off', '0')
+  epoch, off = ARGV[1], '0'
+end
 local n = tonumber(ARGV[2])
 local entries
 if ARGV[3] ~= '' and epoch == ARGV[5] and tonumber(off) - tonumber(ARGV[4]) <= n then

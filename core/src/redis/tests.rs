@@ -268,7 +268,7 @@ fn follow_subscribes_first_then_loads_history() {
     let events = same_for_all_splits(|split| {
         let mut h = H::new(split);
         h.connect();
-        h.exec(BusAction::Follow { ch: Arc::from("room"), epoch: Epoch(5) });
+        h.exec(BusAction::Follow { ch: Arc::from("room"), epoch: Epoch(5), known: None });
         assert_eq!(h.take(h.sub), [["SUBSCRIBE", "tw:room"]]);
         assert!(h.take(h.cmd).is_empty(), "no history before the subscription is confirmed");
         // A live message may come right after the confirmation, before the history.
@@ -383,7 +383,7 @@ fn noscript_falls_back_to_eval() {
 fn down_fails_publishes_and_reconnects_with_backoff() {
     let mut h = H::new(Split::Whole);
     h.connect();
-    h.exec(BusAction::Follow { ch: Arc::from("a"), epoch: Epoch(1) });
+    h.exec(BusAction::Follow { ch: Arc::from("a"), epoch: Epoch(1), known: None });
     h.feed(h.sub, "*3\r\n$9\r\nsubscribe\r\n$4\r\ntw:a\r\n:1\r\n");
     h.exec(publish(1, "a", "1", None));
     h.events.clear();
@@ -405,7 +405,7 @@ fn down_fails_publishes_and_reconnects_with_backoff() {
     // While down: publish fails at once, follows are remembered, fetches dropped.
     h.events.clear();
     h.exec(publish(2, "a", "2", None));
-    h.exec(BusAction::Follow { ch: Arc::from("b"), epoch: Epoch(1) });
+    h.exec(BusAction::Follow { ch: Arc::from("b"), epoch: Epoch(1), known: None });
     h.exec(BusAction::Fetch { ch: Arc::from("a"), after: pos("1:1") });
     assert_eq!(
         h.events,
@@ -429,7 +429,7 @@ fn down_fails_publishes_and_reconnects_with_backoff() {
     assert_eq!(h.events, [RedisEvent::Up]);
     // Only the pub/sub side re-subscribes; the hub asks for histories after Up.
     assert_eq!(h.take(h.sub), [["SUBSCRIBE", "tw:a", "tw:b"]]);
-    h.exec(BusAction::Follow { ch: Arc::from("a"), epoch: Epoch(1) });
+    h.exec(BusAction::Follow { ch: Arc::from("a"), epoch: Epoch(1), known: None });
     assert!(h.take(h.cmd).is_empty());
     h.feed(h.sub, "*3\r\n$9\r\nsubscribe\r\n$4\r\ntw:a\r\n:1\r\n");
     assert_eq!(h.take(h.cmd).len(), 1, "history once the re-subscription is confirmed");
@@ -453,7 +453,7 @@ fn timeouts_break_the_connection() {
     // A subscription that is never confirmed.
     let mut h = H::new(Split::Whole);
     h.connect();
-    h.exec(BusAction::Follow { ch: Arc::from("a"), epoch: Epoch(1) });
+    h.exec(BusAction::Follow { ch: Arc::from("a"), epoch: Epoch(1), known: None });
     h.advance(Duration::from_secs(5));
     assert_eq!(h.events, [RedisEvent::Up, RedisEvent::Down]);
     // Never connected: no Down, another attempt.
@@ -519,7 +519,7 @@ fn bad_input_breaks_the_connection() {
     // A history reply that is not one: broken.
     let mut h = H::new(Split::Whole);
     h.connect();
-    h.exec(BusAction::Follow { ch: Arc::from("a"), epoch: Epoch(1) });
+    h.exec(BusAction::Follow { ch: Arc::from("a"), epoch: Epoch(1), known: None });
     h.feed(h.sub, "*3\r\n$9\r\nsubscribe\r\n$4\r\ntw:a\r\n:1\r\n");
     h.feed(h.cmd, &bulk("a1:1"));
     assert_eq!(h.events, [RedisEvent::Up, RedisEvent::Down]);
@@ -540,7 +540,7 @@ fn random_bytes_never_panic() {
     for round in 0..300 {
         let mut h = H::new(Split::Random(round));
         h.connect();
-        h.exec(BusAction::Follow { ch: Arc::from("a"), epoch: Epoch(1) });
+        h.exec(BusAction::Follow { ch: Arc::from("a"), epoch: Epoch(1), known: None });
         h.exec(publish(1, "a", "1", Some("x")));
         let mut buf = vec![0u8; usize::try_from(rng.up_to(64)).unwrap()];
         rng.fill(&mut buf);
