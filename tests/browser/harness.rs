@@ -471,38 +471,56 @@ impl Drop for Driven {
 // The ticker
 // ---------------------------------------------------------------------------------------
 
-/// A running `ticker` example on 127.0.0.1. SIGKILLed when dropped (or by [`Ticker::kill`]).
-pub struct Ticker {
+/// A running example of ours on 127.0.0.1 that prints `listening on ADDR` once ready (the
+/// `ticker`, or `live`). SIGKILLed when dropped (or by [`Served::kill`]).
+pub struct Served {
     guard: Guard,
     pub port: u16,
     stderr: Arc<Mutex<String>>,
 }
 
-impl Ticker {
+/// The `ticker` example.
+pub type Ticker = Served;
+/// The `live` example (it serves the demo page itself).
+pub type LiveServer = Served;
+
+impl Served {
     /// Starts the ticker on `127.0.0.1:port` (0: a free port) publishing every `every_ms`,
-    /// with `--state` when given, and waits for `listening on`. A port just freed by a
-    /// killed ticker is tried again for a few seconds.
-    pub fn start(port: u16, every_ms: u64, state: Option<&Path>) -> Self {
-        let exe = ticker_exe();
+    /// with `--state` when given.
+    pub fn ticker(port: u16, every_ms: u64, state: Option<&Path>) -> Self {
+        let mut args = vec!["--every-ms".to_owned(), every_ms.to_string()];
+        if let Some(state) = state {
+            args.push("--state".into());
+            args.push(state.display().to_string());
+        }
+        Self::start(&ticker_exe(), "ticker", port, &args)
+    }
+
+    /// Starts `live --addr 127.0.0.1:PORT ARGS..` (port 0: a free one).
+    pub fn live(port: u16, args: &[&str]) -> Self {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        Self::start(&live_exe(), "live", port, &args)
+    }
+
+    /// Starts `exe --addr 127.0.0.1:PORT ARGS..` and waits for `listening on`. A port just
+    /// freed by a killed server is tried again for a few seconds.
+    fn start(exe: &Path, name: &str, port: u16, args: &[String]) -> Self {
         let deadline = Instant::now() + TICKER_START;
         loop {
-            let mut cmd = Command::new(&exe);
-            cmd.arg("--addr").arg(format!("127.0.0.1:{port}"));
-            cmd.arg("--every-ms").arg(every_ms.to_string());
-            if let Some(state) = state {
-                cmd.arg("--state").arg(state);
-            }
+            let mut cmd = Command::new(exe);
+            cmd.arg("--addr").arg(format!("127.0.0.1:{port}")).args(args);
             cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-            let mut guard = Guard::spawn(cmd, "ticker");
-            let (stderr, _) =
-                collect(guard.child.stderr.take().expect("piped"), Some("[ticker stderr] ".into()));
+            let mut guard = Guard::spawn(cmd, name);
+            let prefix = format!("[{name} stderr] ");
+            let (stderr, _) = collect(guard.child.stderr.take().expect("piped"), Some(prefix));
             let stdout = guard.child.stdout.take().expect("piped");
             let (tx, rx) = mpsc::channel();
+            let tag = format!("[{name}]");
             thread::spawn(move || {
                 let mut lines = BufReader::new(stdout).lines();
                 let _ = tx.send(lines.next());
                 for line in lines.map_while(Result::ok) {
-                    eprintln!("[ticker] {line}");
+                    eprintln!("{tag} {line}");
                 }
             });
             let left = deadline.saturating_duration_since(Instant::now());
@@ -512,7 +530,7 @@ impl Ticker {
                         .strip_prefix("listening on ")
                         .and_then(|a| a.trim().rsplit_once(':'))
                         .and_then(|(_, p)| p.parse::<u16>().ok())
-                        .unwrap_or_else(|| panic!("the ticker printed {line:?}"));
+                        .unwrap_or_else(|| panic!("the {name} printed {line:?}"));
                     return Self { guard, port, stderr };
                 }
                 _ => {
@@ -523,7 +541,7 @@ impl Ticker {
                         thread::sleep(Duration::from_millis(200));
                         continue;
                     }
-                    panic!("the ticker did not start ({status:?}):\n{err}");
+                    panic!("the {name} did not start ({status:?}):\n{err}");
                 }
             }
         }
@@ -608,76 +626,6 @@ pub fn live_exe() -> PathBuf {
     match EXE.get_or_init(|| build_example("tidewire-smol", "live")) {
         Ok(p) => p.clone(),
         Err(e) => panic!("{e}"),
-    }
-}
-
-/// A running `live` example on 127.0.0.1 (it serves the demo page itself). SIGKILLed when
-/// dropped (or by [`LiveServer::kill`]).
-pub struct LiveServer {
-    guard: Guard,
-    pub port: u16,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl LiveServer {
-    /// Starts `live --addr 127.0.0.1:PORT ARGS..` (port 0: a free one) and waits for
-    /// `listening on`. A port just freed by a killed server is tried again for a few seconds.
-    pub fn start(port: u16, args: &[&str]) -> Self {
-        let exe = live_exe();
-        let deadline = Instant::now() + TICKER_START;
-        loop {
-            let mut cmd = Command::new(&exe);
-            cmd.arg("--addr").arg(format!("127.0.0.1:{port}")).args(args);
-            cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-            let mut guard = Guard::spawn(cmd, "live");
-            let (stderr, _) =
-                collect(guard.child.stderr.take().expect("piped"), Some("[live stderr] ".into()));
-            let stdout = guard.child.stdout.take().expect("piped");
-            let (tx, rx) = mpsc::channel();
-            thread::spawn(move || {
-                let mut lines = BufReader::new(stdout).lines();
-                let _ = tx.send(lines.next());
-                for line in lines.map_while(Result::ok) {
-                    eprintln!("[live] {line}");
-                }
-            });
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(Some(Ok(line))) => {
-                    let port = line
-                        .strip_prefix("listening on ")
-                        .and_then(|a| a.trim().rsplit_once(':'))
-                        .and_then(|(_, p)| p.parse::<u16>().ok())
-                        .unwrap_or_else(|| panic!("the live server printed {line:?}"));
-                    return Self { guard, port, stderr };
-                }
-                _ => {
-                    let status = guard.wait_until(Instant::now() + Duration::from_secs(2));
-                    thread::sleep(Duration::from_millis(50));
-                    let err = text(&stderr);
-                    if port != 0 && err.contains("cannot bind") && Instant::now() < deadline {
-                        thread::sleep(Duration::from_millis(200));
-                        continue;
-                    }
-                    panic!("the live server did not start ({status:?}):\n{err}");
-                }
-            }
-        }
-    }
-
-    /// `http://127.0.0.1:PORT`.
-    pub fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// SIGKILL, no shutdown: open connections break as at a crash.
-    pub fn kill(&mut self) {
-        self.guard.kill();
-    }
-
-    /// What it wrote on stderr so far.
-    pub fn stderr(&self) -> String {
-        text(&self.stderr)
     }
 }
 

@@ -75,7 +75,7 @@ fn eventsource_resumes_exactly_across_a_ticker_kill_and_restart() {
     let screenshot = target_dir().join("browser/eventsource.png");
     let _ = std::fs::remove_file(&screenshot);
 
-    let mut ticker = Ticker::start(0, EVERY_MS, Some(&state));
+    let mut ticker = Ticker::ticker(0, EVERY_MS, Some(&state));
     let port = ticker.port;
     let events_url = format!("{}/events?ch=ticks", ticker.base());
 
@@ -125,7 +125,7 @@ fn eventsource_resumes_exactly_across_a_ticker_kill_and_restart() {
 
     // 3. Down for 1.5 s, then the same port and the same state file.
     thread::sleep(Duration::from_millis(1500));
-    let ticker2 = Ticker::start(port, EVERY_MS, Some(&state));
+    let ticker2 = Ticker::ticker(port, EVERY_MS, Some(&state));
     script.send_line(&format!("restarted {kill_n}"));
 
     // 4. The browser reconnects by itself and goes on.

@@ -151,7 +151,7 @@ fn live_page_survives_a_server_restart() {
         let _ = std::fs::remove_file(p);
     }
 
-    let mut server = LiveServer::start(0, &["--tick-ms", TICK_MS]);
+    let mut server = LiveServer::live(0, &["--tick-ms", TICK_MS]);
     let port = server.port;
     let mut cmd = live_script(&setup, &scratch, &server.base(), "restart");
     cmd.arg("--connected-png").arg(&connected_png).arg("--reconnecting-png").arg(&reconnecting_png);
@@ -175,7 +175,7 @@ fn live_page_survives_a_server_restart() {
     let down_for = killed.elapsed();
 
     // 3. Restart on the same port (a new hub, a new epoch).
-    let server2 = LiveServer::start(port, &["--tick-ms", TICK_MS]);
+    let server2 = LiveServer::live(port, &["--tick-ms", TICK_MS]);
     script.send_line(&format!("restarted {}", now_ms()));
     let wait = Duration::from_secs(RECONNECT_S * 2 + SCRIPT_WAIT_S * 4);
     script.expect_line("the pages back, the offline message delivered", wait, |l| l == "done");
@@ -267,7 +267,7 @@ fn live_page_falls_back_when_websocket_is_blocked() {
     let setup = browser_setup();
     let scratch = Scratch::new("live-no-ws");
     let _ = std::fs::remove_file(target_dir().join("browser/live-no-ws-failed.png"));
-    let server = LiveServer::start(0, &["--tick-ms", TICK_MS, "--no-ws"]);
+    let server = LiveServer::live(0, &["--tick-ms", TICK_MS, "--no-ws"]);
     let cmd = live_script(&setup, &scratch, &server.base(), "no-ws");
     let mut script =
         Driven::spawn(cmd, "live.py no-ws", Some(scratch.path().to_string_lossy().into_owned()));
