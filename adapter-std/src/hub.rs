@@ -505,6 +505,25 @@ impl HubHandle {
         self.inner().with(|st, now| st.hub.publish_json(now, ch, json.as_ref()))
     }
 
+    /// [`publish`](Self::publish) with an id: with Redis, every publish of the same `id`
+    /// (from any instance, for a while: `RedisConfig::dedup_ttl`) is stored once and
+    /// answered with the first one's position; without Redis it is
+    /// [`publish`](Self::publish) (the id is not kept).
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish); [`HubError::BadId`] for an id over the hub's bound.
+    pub fn publish_once(
+        &self,
+        ch: &str,
+        id: &str,
+        json: impl AsRef<[u8]>,
+    ) -> Result<Position, HubError> {
+        if self.inner().bus.is_some() {
+            return self.inner().submit(None, ch, Some(id), json.as_ref());
+        }
+        self.publish(ch, json)
+    }
+
     /// Whether the hub's bus is connected (`false` without Redis).
     #[must_use]
     pub fn bus_is_up(&self) -> bool {

@@ -60,6 +60,12 @@ fn two_instances_share_every_channel<B: Backend + 'static>() {
             let py: Vec<_> = iy.msgs[*ch].iter().map(|m| m.0).collect();
             assert_eq!(px, py, "{ch}");
         }
+        // A trusted publish with an id is stored once, whichever instance takes it.
+        let first = B::publish_once(&a.hub, "chat:a", "once-1", r#"{"i":40}"#);
+        assert_eq!(B::publish_once(&b.hub, "chat:a", "once-1", r#"{"i":40}"#), first);
+        ix.pump(&mut x, 10, "the once-published message", |i| i.last_seq("chat:a") == Some(40));
+        ix.pump_for(&mut x, Duration::from_millis(200));
+        assert_eq!(ix.count("chat:a"), 41);
         x.close();
         y.close();
     });

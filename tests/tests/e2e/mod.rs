@@ -85,6 +85,8 @@ pub(crate) trait Backend {
     fn publish(hub: &Self::Hub, ch: &str, json: &str) -> Position {
         Self::try_publish(hub, ch, json).unwrap()
     }
+    /// A trusted publish stored once per `id` (with Redis: across instances).
+    fn publish_once(hub: &Self::Hub, ch: &str, id: &str, json: &str) -> Position;
     fn inspect<T>(hub: &Self::Hub, f: impl FnOnce(&Hub) -> T) -> T;
     fn session(cfg: SessionConfig) -> Self::Client;
 }
@@ -256,6 +258,10 @@ pub(crate) mod std_adapter {
             hub.publish(ch, json)
         }
 
+        fn publish_once(hub: &HubHandle, ch: &str, id: &str, json: &str) -> Position {
+            hub.publish_once(ch, id, json).unwrap()
+        }
+
         fn inspect<T>(hub: &HubHandle, f: impl FnOnce(&Hub) -> T) -> T {
             hub.inspect(f)
         }
@@ -375,6 +381,10 @@ pub(crate) mod smol_adapter {
 
         fn try_publish(hub: &HubHandle, ch: &str, json: &str) -> Result<Position, HubError> {
             smol::block_on(hub.submit(ch, json.as_bytes()))
+        }
+
+        fn publish_once(hub: &HubHandle, ch: &str, id: &str, json: &str) -> Position {
+            smol::block_on(hub.submit_once(ch, id, json.as_bytes())).unwrap()
         }
 
         fn inspect<T>(hub: &HubHandle, f: impl FnOnce(&Hub) -> T) -> T {
