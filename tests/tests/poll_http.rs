@@ -34,7 +34,7 @@ fn poll_client(base: &str, extra: &[&str]) -> Output {
 #[test]
 fn python_http_client_polls_the_ticker() {
     let started = Instant::now();
-    let ticker = Ticker::start(0, EVERY_MS, None);
+    let ticker = Ticker::ticker(0, EVERY_MS, None);
     let out = poll_client(&ticker.base(), &[]);
     assert!(out.success(), "poll_client.py failed:\n{}", out.describe());
     for check in ["first", "catch_up", "not_modified", "long_poll", "gone", "bad_pos"] {
@@ -52,7 +52,7 @@ fn python_http_client_polls_the_ticker() {
 fn a_poll_resumes_exactly_across_a_ticker_kill_and_restart() {
     let scratch = Scratch::new("poll-restart");
     let state = scratch.path().join("ticker.state");
-    let mut ticker = Ticker::start(0, EVERY_MS, Some(&state));
+    let mut ticker = Ticker::ticker(0, EVERY_MS, Some(&state));
     let port = ticker.port;
 
     // Kill between two ticks (see the browser test): the saved position is the last one
@@ -69,7 +69,7 @@ fn a_poll_resumes_exactly_across_a_ticker_kill_and_restart() {
     assert_eq!(read_state(&state), Some((saved.clone(), saved_n)), "a tick after the kill");
 
     thread::sleep(Duration::from_millis(500));
-    let ticker = Ticker::start(port, EVERY_MS, Some(&state));
+    let ticker = Ticker::ticker(port, EVERY_MS, Some(&state));
     // Two ticks of the new life, at least.
     thread::sleep(Duration::from_millis(EVERY_MS * 2 + 150));
     let out = poll_client(&ticker.base(), &["--resume-from", &saved, "--at-least", "2"]);
