@@ -122,6 +122,8 @@ pub mod redis;
 pub mod replay;
 pub mod rng;
 pub mod sse;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod time;
 pub mod ws;
 

@@ -144,6 +144,11 @@ impl Channels {
     /// The server says the history is gone: refetch, then continue from `pos`.
     pub(crate) fn refetch(&mut self, events: &mut VecDeque<SessionEvent>, ch: &str, pos: Position) {
         if let Some(c) = self.map.get_mut(ch) {
+            // Moving the cursor is news even to a position reported before: what was
+            // delivered since then comes again, so the application must hear of it.
+            if c.pos != Some(pos) {
+                c.refetched_at = None;
+            }
             c.pos = Some(pos);
             Self::report(c, events, ch, pos);
         }
@@ -225,6 +230,21 @@ mod tests {
             kinds(&ev),
             ["ma1:1", "ma1:2", "ma1:4", "rb2:9", "mb2:10", "rc3:4", "mc3:5", "rd4:1"]
         );
+    }
+
+    /// Fuzz regression (`client_session`): a second `subscribed{recovered:false}` at the
+    /// position of the first moved the cursor back without a `RefetchNeeded`, so a1:5 was
+    /// delivered twice as if nothing had happened.
+    #[test]
+    fn a_refetch_that_moves_the_cursor_back_is_reported_again() {
+        let mut c = Channels::default();
+        let mut ev = VecDeque::new();
+        c.add("a", None);
+        c.refetch(&mut ev, "a", p("a1:4"));
+        c.deliver(&mut ev, "a", p("a1:5"), "x".into());
+        c.refetch(&mut ev, "a", p("a1:4"));
+        c.deliver(&mut ev, "a", p("a1:5"), "x".into());
+        assert_eq!(kinds(&ev), ["ra1:4", "ma1:5", "ra1:4", "ma1:5"]);
     }
 
     /// Fuzz regression (`client_session`): a message at offset 0 of another epoch was

@@ -1,6 +1,6 @@
 //! The settings of a [`ClientSession`](super::ClientSession).
 
-use crate::policy::BackoffConfig;
+use crate::policy::{BackoffConfig, RateLimitConfig};
 use crate::sse::ParserLimits;
 use crate::time::Duration;
 use crate::ws::WsConfig;
@@ -93,6 +93,12 @@ pub struct SessionConfig {
     /// Bytes of channel names and data kept for unacknowledged publishes at most (default
     /// 1 MiB). Past it the oldest are dropped and counted.
     pub max_queued_bytes: usize,
+    /// The pace of envelopes (`sub`, `pub`) on a WebSocket (default 40/s, burst 80): under
+    /// the hub's default inbound limit (50/s, burst 100; over it the connection is closed
+    /// with 1008), so that neither the publishes queued while offline nor the `sub`s of many
+    /// channels, all sent again after a reconnection, get the session closed. Envelopes
+    /// wait for a token, `sub`s before publishes. `None`: no pacing.
+    pub send_rate: Option<RateLimitConfig>,
     /// Seed of the session's ChaCha generator (backoff jitter, WebSocket keys and masks,
     /// the publish id prefix). Adapters MUST fill it from OS entropy; tests use a constant.
     pub rng_seed: [u8; 32],
@@ -122,6 +128,7 @@ impl SessionConfig {
             max_body: 4 << 20,
             max_queued: 1000,
             max_queued_bytes: 1 << 20,
+            send_rate: Some(RateLimitConfig { rate_per_sec: 40, burst: 80 }),
             rng_seed: [0; 32],
         }
     }

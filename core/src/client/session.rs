@@ -15,7 +15,7 @@ use super::wire::{self, ClientFrame};
 
 mod input;
 use crate::machine::{Machine, Transmit};
-use crate::policy::{Backoff, BackoffConfig};
+use crate::policy::{Backoff, BackoffConfig, RateLimit};
 use crate::replay::Position;
 use crate::rng::Rng;
 use crate::sse::SseParser;
@@ -152,6 +152,8 @@ pub struct ClientSession {
     rng: Rng,
     backoff: Backoff,
     publish_backoff: Backoff,
+    /// The pace of envelopes on a WebSocket ([`SessionConfig::send_rate`]).
+    send_pace: Option<RateLimit>,
     state: SessionState,
     /// Index into `cfg.transports` of the transport in use or next tried.
     transport: usize,
@@ -163,6 +165,8 @@ pub struct ClientSession {
     channels: Channels,
     /// `ref`s of `sub` messages not yet answered, with their channel.
     sub_refs: HashMap<u64, String>,
+    /// Channels whose `sub` waits for a token of `send_pace`, in order.
+    sub_backlog: VecDeque<String>,
     outgoing: VecDeque<Outgoing>,
     outgoing_bytes: usize,
     dropped_publishes: u64,
@@ -202,12 +206,14 @@ impl ClientSession {
         );
         let nonce = rng.next_u64();
         let token = cfg.token.clone();
+        let send_pace = cfg.send_rate.map(|r| RateLimit::new(r, now));
         let mut s = Self {
             cfg,
             clock: Monotonic::new(now),
             rng,
             backoff,
             publish_backoff,
+            send_pace,
             state: SessionState::Connecting,
             transport: 0,
             open_failures: 0,
@@ -216,6 +222,7 @@ impl ClientSession {
             token,
             channels: Channels::default(),
             sub_refs: HashMap::new(),
+            sub_backlog: VecDeque::new(),
             outgoing: VecDeque::new(),
             outgoing_bytes: 0,
             dropped_publishes: 0,
@@ -368,6 +375,7 @@ impl ClientSession {
         let now = self.clock.advance(now);
         let Some(sock) = self.channels.remove(ch) else { return };
         self.sub_refs.retain(|_, c| c != ch);
+        self.sub_backlog.retain(|c| c != ch);
         if let Some(sock) = sock {
             self.close_socket(sock);
         }
@@ -826,6 +834,7 @@ impl ClientSession {
             o.sent = false;
         }
         self.sub_refs.clear();
+        self.sub_backlog.clear();
         self.timers.clear(Timer::Upgrade);
         self.timers.clear(Timer::PublishRetry);
         Some(link)
@@ -1018,11 +1027,51 @@ impl ClientSession {
         self.ws_conn().is_some_and(|c| c.send(now, Message::text(text)).is_ok())
     }
 
+    /// Takes a token of `send_pace` (if pacing); when there is none, arms the timer that
+    /// sends on and returns `false`.
+    fn take_token(&mut self, now: Instant) -> bool {
+        let Some(pace) = &mut self.send_pace else { return true };
+        match pace.check(now, 1) {
+            Ok(()) => true,
+            Err(over) => {
+                if let Some(at) = now.checked_add(over.retry_after) {
+                    self.timers.set(Timer::PublishRetry, at);
+                }
+                false
+            }
+        }
+    }
+
+    /// Sends `ch`'s `sub` when a token is free (and no earlier `sub` waits), else queues it.
     fn send_sub(&mut self, now: Instant, ch: &str) {
+        if !self.sub_backlog.is_empty() || !self.take_token(now) {
+            if !self.sub_backlog.iter().any(|c| c == ch) {
+                self.sub_backlog.push_back(ch.to_owned());
+            }
+            return;
+        }
+        self.write_sub(now, ch);
+    }
+
+    fn write_sub(&mut self, now: Instant, ch: &str) {
         let reference = self.take_ref();
         self.sub_refs.insert(reference, ch.to_owned());
         let pos = self.channels.position(ch);
         self.ws_send(now, &ClientFrame::Sub { ch, pos, reference: Some(reference) }.encode());
+    }
+
+    /// Sends the waiting `sub`s while tokens last; `true` when none waits any more.
+    fn flush_subs(&mut self, now: Instant) -> bool {
+        while let Some(ch) = self.sub_backlog.front().cloned() {
+            if !self.take_token(now) {
+                return false;
+            }
+            self.sub_backlog.pop_front();
+            if self.channels.contains(&ch) {
+                self.write_sub(now, &ch);
+            }
+        }
+        true
     }
 
     fn flush_publishes(&mut self, now: Instant) {
@@ -1031,9 +1080,17 @@ impl ClientSession {
             return;
         }
         if link.transport == Transport::WebSocket {
+            // Paced under the hub's inbound limit (`sub`s first): the rest goes when tokens
+            // accrue.
+            if !self.flush_subs(now) {
+                return;
+            }
             for i in 0..self.outgoing.len() {
                 if self.outgoing[i].sent {
                     continue;
+                }
+                if !self.take_token(now) {
+                    break;
                 }
                 let o = &self.outgoing[i];
                 let id = self.wire_id(o.id);

@@ -303,3 +303,71 @@ fn a_timer_rearmed_at_now_fires_at_the_next_call_not_in_a_loop() {
     s.handle_timeout(now);
     assert_eq!(s.state(), SessionState::Open);
 }
+
+/// Simulation regression (`tests/sim`, `chaos::offline_queue_is_paced`): publishes queued
+/// while offline were all sent at once after the reconnection; past the hub's inbound
+/// limit (burst 100) the hub closed the connection with 1008, which the session took for
+/// an auth failure and closed for good (`NoCredentials`). They are paced now.
+#[test]
+fn publishes_queued_offline_are_paced_under_the_hub_limit() {
+    let now = test_epoch();
+    let mut s = ClientSession::new(cfg(), now);
+    s.subscribe(now, "a").unwrap();
+    for n in 0..150 {
+        s.publish(now, "a", &format!(r#"{{"n":{n}}}"#)).unwrap();
+    }
+    let (sock, mut server, first) = open_ws(&mut s, now);
+    let pubs = |frames: &[String]| frames.iter().filter(|f| f.contains(r#""op":"pub""#)).count();
+    // 80 tokens: the sub takes one, 79 publishes go now.
+    assert_eq!((first.len(), pubs(&first)), (80, 79));
+    assert_eq!(s.timeout_reason(), Some(SessionTimer::PublishRetry));
+    // 40 per second after that: the rest within two more seconds, never a burst.
+    let mut t = now;
+    let mut sent = pubs(&first);
+    while sent < 150 {
+        t = s.poll_timeout().unwrap();
+        s.handle_timeout(t);
+        let more = pubs(&pump(&mut s, sock, &mut server, t));
+        assert!(more <= 2, "{more} at once");
+        sent += more;
+    }
+    assert!(
+        t - now >= Duration::from_millis(1700) && t - now <= Duration::from_secs(2),
+        "{:?}",
+        t - now
+    );
+}
+
+/// Simulation regression (`tests/sim`, `chaos::many_channels_are_paced`): a session may
+/// hold 128 channels (the hub's default per connection), but their 128 `sub`s, sent at once
+/// on every (re)connection, tripped the hub's inbound limit (burst 100): closed with 1008,
+/// then for good. They are paced like publishes, and before them.
+#[test]
+fn many_subscriptions_are_paced_and_go_before_publishes() {
+    let now = test_epoch();
+    let mut s = ClientSession::new(cfg(), now);
+    for k in 0..120 {
+        s.subscribe(now, &format!("c{k}")).unwrap();
+    }
+    s.publish(now, "c0", "1").unwrap();
+    let (sock, mut server, first) = open_ws(&mut s, now);
+    assert_eq!(first.len(), 80);
+    assert!(first.iter().all(|f| f.starts_with(r#"{"op":"sub""#)));
+    // A waiting `sub` of a channel left meanwhile is never sent (names go in order: c99
+    // is among the last 40).
+    s.unsubscribe(now, "c99");
+    let mut rest = Vec::new();
+    while s.queued_publishes() > 0 && rest.len() < 100 {
+        let t = s.poll_timeout().unwrap();
+        s.handle_timeout(t);
+        rest.extend(pump(&mut s, sock, &mut server, t));
+        if let Some(p) = rest.iter().find(|f| f.contains(r#""op":"pub""#)) {
+            assert_eq!(rest.last(), Some(p), "the publish goes after every sub");
+            break;
+        }
+    }
+    // 39 more subs (c99 was dropped), then the publish.
+    let subs = rest.iter().filter(|f| f.starts_with(r#"{"op":"sub""#)).count();
+    assert_eq!(subs, 39, "{rest:?}");
+    assert!(!rest.iter().any(|f| f.starts_with(r#"{"op":"sub","ch":"c99""#)));
+}
