@@ -902,6 +902,27 @@ fn sse_failing_falls_back_to_polling() {
 }
 
 #[test]
+fn an_event_stream_is_not_cut_by_the_body_limit_of_polls() {
+    // max_body bounds a poll's or a publish's answer; an SSE stream outlives any such bound
+    // (its parser bounds what it holds), so it is not cut and reopened.
+    let mut cfg = config();
+    cfg.transports = vec![Transport::Sse];
+    cfg.max_body = 1024;
+    let mut net = Net::new(cfg);
+    net.c.subscribe(net.now, "a").unwrap();
+    net.secs(2);
+    let pad = "x".repeat(200);
+    for n in 1..=20 {
+        net.publish_srv("a", &format!(r#"{{"n":{n},"pad":"{pad}"}}"#));
+        net.secs(1);
+    }
+    assert_eq!(net.messages("a").len(), 20);
+    assert_eq!(net.c.state(), SessionState::Open);
+    let streams = net.srv.paths.iter().filter(|p| p.starts_with("/events")).count();
+    assert_eq!(streams, 1, "{:?}", net.srv.paths);
+}
+
+#[test]
 fn a_degraded_session_upgrades_back_to_websocket() {
     let mut srv = Server::new();
     srv.ws_gate = Gate::Status(502);

@@ -722,7 +722,13 @@ impl ClientSession {
 
     fn open_http(&mut self, now: Instant, purpose: Purpose, request: Bytes, wait: Duration) {
         let generation = self.generation;
-        let reader = ResponseReader::new(self.cfg.max_head, self.cfg.max_body);
+        // An event stream's body never ends: its parser bounds what it holds (`sse_limits`);
+        // `max_body` is the bound of a poll's or a publish's answer.
+        let max_body = match purpose {
+            Purpose::Sse(_) => usize::MAX,
+            _ => self.cfg.max_body,
+        };
+        let reader = ResponseReader::new(self.cfg.max_head, max_body);
         let ex = HttpExchange {
             purpose,
             request: Some(request),

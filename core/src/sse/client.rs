@@ -129,7 +129,9 @@ pub struct SseClientConfig {
     /// Tidewire's 15 s server keep-alive. `None` disables the watchdog.
     pub idle_timeout: Option<Duration>,
     /// Line, event and queue limits of the parser of each connection. `max_queued` also
-    /// bounds the events this client holds that the application has not pulled.
+    /// bounds the events this client holds that the application has not pulled: a read
+    /// that arrives while `max_queued` are waiting is a network error, and one read adds at
+    /// most `max_queued`, so fewer than `2 × max_queued` are ever held.
     pub limits: ParserLimits,
     /// Retry 5xx responses with backoff (honouring `Retry-After`) instead of failing the
     /// source, as the spec requires for any status other than 200. Default `false`.
