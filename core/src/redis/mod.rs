@@ -86,33 +86,63 @@
 //! Like every machine here (see the [crate docs](crate)), plus the socket actions:
 //!
 //! ```no_run
+//! use std::collections::HashMap;
+//! use std::io::{Read, Write};
+//! use std::net::TcpStream;
+//! use std::time::Duration;
+//!
 //! use tidewire::hub::{AllowAll, Hub, HubConfig};
 //! use tidewire::redis::{RedisAction, RedisBus, RedisConfig};
 //! use tidewire::Instant;
 //!
-//! let now = Instant::now();
+//! let mut now = Instant::now();
 //! let mut hub = Hub::with_bus(HubConfig::default(), AllowAll, 1);
 //! let mut bus = RedisBus::new(RedisConfig::from_url("redis://127.0.0.1:6379").unwrap(), now);
+//! let mut socks = HashMap::new();
+//! let mut buf = [0u8; 4096];
 //! loop {
-//!     // One mutation: a socket connected / read / failed, a deadline, or a hub request.
+//!     // What the hub asks of the bus.
 //!     while let Some(action) = hub.poll_bus() {
 //!         bus.execute(now, action);
 //!     }
-//!     // Then drain the bus: socket actions, bytes, events for the hub.
+//!     // The bus's socket actions, bytes and events (each event is one hub call).
 //!     while let Some(action) = bus.poll_action() {
 //!         match action {
-//!             RedisAction::Connect { sock, host, port } => todo!("connect, then bus.handle_connected"),
-//!             RedisAction::Close { sock } => todo!("close it"),
+//!             RedisAction::Connect { sock, host, port } => match TcpStream::connect((host, port)) {
+//!                 Ok(s) => {
+//!                     s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+//!                     socks.insert(sock, s);
+//!                     bus.handle_connected(now, sock);
+//!                 }
+//!                 Err(_) => bus.handle_error(now, sock),
+//!             },
+//!             RedisAction::Close { sock } => drop(socks.remove(&sock)),
 //!             _ => {}
 //!         }
 //!     }
 //!     while let Some((sock, bytes)) = bus.poll_transmit() {
-//!         todo!("write bytes to sock; read into bus.handle_read(now, sock, &buf)")
+//!         if let Some(s) = socks.get_mut(&sock) {
+//!             let _ = s.write_all(&bytes);
+//!         }
 //!     }
 //!     while let Some(event) = bus.poll_event() {
 //!         event.apply(&mut hub, now);
 //!     }
-//!     let _deadline = bus.poll_timeout(); // re-arm the timer: bus.handle_timeout(now)
+//!     // A blocking sketch: poll each socket briefly (a real adapter waits on all of them
+//!     // and on the timer at `bus.poll_timeout()`).
+//!     let ids: Vec<_> = socks.keys().copied().collect();
+//!     for sock in ids {
+//!         let read = socks.get_mut(&sock).map(|s| s.read(&mut buf));
+//!         match read {
+//!             Some(Ok(0)) => bus.handle_eof(now, sock),
+//!             Some(Ok(n)) => bus.handle_read(now, sock, &buf[..n]),
+//!             Some(Err(e)) if e.kind() != std::io::ErrorKind::WouldBlock
+//!                 && e.kind() != std::io::ErrorKind::TimedOut => bus.handle_error(now, sock),
+//!             _ => {}
+//!         }
+//!     }
+//!     now = Instant::now();
+//!     bus.handle_timeout(now);
 //! }
 //! ```
 
