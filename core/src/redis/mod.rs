@@ -85,64 +85,46 @@
 //!
 //! Like every machine here (see the [crate docs](crate)), plus the socket actions:
 //!
-//! ```no_run
-//! use std::collections::HashMap;
-//! use std::io::{Read, Write};
-//! use std::net::TcpStream;
-//! use std::time::Duration;
-//!
-//! use tidewire::hub::{AllowAll, Hub, HubConfig};
-//! use tidewire::redis::{RedisAction, RedisBus, RedisConfig};
+//! ```
+//! use tidewire::client::SockId;
+//! use tidewire::hub::Hub;
+//! use tidewire::redis::{RedisAction, RedisBus};
 //! use tidewire::Instant;
 //!
-//! let mut now = Instant::now();
-//! let mut hub = Hub::with_bus(HubConfig::default(), AllowAll, 1);
-//! let mut bus = RedisBus::new(RedisConfig::from_url("redis://127.0.0.1:6379").unwrap(), now);
-//! let mut socks = HashMap::new();
-//! let mut buf = [0u8; 4096];
-//! loop {
-//!     // What the hub asks of the bus.
+//! /// The adapter's sockets to Redis, by the bus's names for them.
+//! trait Sockets {
+//!     fn connect(&mut self, sock: SockId, host: &str, port: u16) -> bool;
+//!     fn write(&mut self, sock: SockId, bytes: &[u8]);
+//!     fn close(&mut self, sock: SockId);
+//! }
+//!
+//! /// After every input (a socket connected, read or failed, the timer, a hub mutation):
+//! /// hand the hub's requests to the bus, then drain the bus.
+//! fn drain(hub: &mut Hub, bus: &mut RedisBus, io: &mut impl Sockets, now: Instant) {
 //!     while let Some(action) = hub.poll_bus() {
 //!         bus.execute(now, action);
 //!     }
-//!     // The bus's socket actions, bytes and events (each event is one hub call).
 //!     while let Some(action) = bus.poll_action() {
 //!         match action {
-//!             RedisAction::Connect { sock, host, port } => match TcpStream::connect((host, port)) {
-//!                 Ok(s) => {
-//!                     s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
-//!                     socks.insert(sock, s);
+//!             RedisAction::Connect { sock, host, port } => {
+//!                 if io.connect(sock, &host, port) {
 //!                     bus.handle_connected(now, sock);
+//!                 } else {
+//!                     bus.handle_error(now, sock);
 //!                 }
-//!                 Err(_) => bus.handle_error(now, sock),
-//!             },
-//!             RedisAction::Close { sock } => drop(socks.remove(&sock)),
+//!             }
+//!             RedisAction::Close { sock } => io.close(sock),
 //!             _ => {}
 //!         }
 //!     }
 //!     while let Some((sock, bytes)) = bus.poll_transmit() {
-//!         if let Some(s) = socks.get_mut(&sock) {
-//!             let _ = s.write_all(&bytes);
-//!         }
+//!         io.write(sock, &bytes);
 //!     }
 //!     while let Some(event) = bus.poll_event() {
-//!         event.apply(&mut hub, now);
+//!         event.apply(hub, now);
 //!     }
-//!     // A blocking sketch: poll each socket briefly (a real adapter waits on all of them
-//!     // and on the timer at `bus.poll_timeout()`).
-//!     let ids: Vec<_> = socks.keys().copied().collect();
-//!     for sock in ids {
-//!         let read = socks.get_mut(&sock).map(|s| s.read(&mut buf));
-//!         match read {
-//!             Some(Ok(0)) => bus.handle_eof(now, sock),
-//!             Some(Ok(n)) => bus.handle_read(now, sock, &buf[..n]),
-//!             Some(Err(e)) if e.kind() != std::io::ErrorKind::WouldBlock
-//!                 && e.kind() != std::io::ErrorKind::TimedOut => bus.handle_error(now, sock),
-//!             _ => {}
-//!         }
-//!     }
-//!     now = Instant::now();
-//!     bus.handle_timeout(now);
+//!     // Then wait for the sockets (reads go to `bus.handle_read`, ends to `handle_eof`)
+//!     // and for `bus.poll_timeout()` (then `bus.handle_timeout`).
 //! }
 //! ```
 
