@@ -12,6 +12,7 @@
 //! | [`hub`] | the [`Hub`](hub::Hub): connections over any transport, channels with replay, authz, presence, the envelope protocol |
 //! | [`http`] | HTTP/1.1 request and response heads: routing, credentials, responses |
 //! | [`ws`] | WebSocket (RFC 6455): frame codec, masking, UTF-8, handshake, close codes, [`ws::WsConnection`] |
+//! | [`server`] | [`server::Server`]: every server-side connection of one endpoint (routes, auth, hub, shutdown) |
 //! | [`sse`] | Server-Sent Events: the event-stream encoder and the WHATWG parser |
 //! | [`poll`] | long and short polling by cursor, `ETag`/`If-None-Match` → 304 |
 //! | [`policy`] | backoff, heartbeat, sequencer, dedup, outbox, rate limit: small pure machines |
@@ -121,6 +122,7 @@ pub mod poll;
 pub mod redis;
 pub mod replay;
 pub mod rng;
+pub mod server;
 pub mod sse;
 #[cfg(feature = "testing")]
 pub mod testing;

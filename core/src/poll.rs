@@ -103,7 +103,15 @@ impl PollRequest {
     /// [`PollError`] for a missing channel or a malformed position.
     pub fn from_request(req: &Request) -> Result<Self, PollError> {
         let channel = req.query_param("ch").filter(|c| !c.is_empty());
-        let channel = channel.ok_or(PollError::MissingChannel)?;
+        Self::for_channel(req, channel.ok_or(PollError::MissingChannel)?)
+    }
+
+    /// Reads `pos`, `wait` and `If-None-Match` from a request for `channel` (named by the
+    /// route, e.g. a path pattern, rather than `ch`).
+    ///
+    /// # Errors
+    /// [`PollError::BadPosition`] for a malformed position.
+    pub fn for_channel(req: &Request, channel: String) -> Result<Self, PollError> {
         let etag = req.header("if-none-match").map(|v| v.trim().trim_matches('"').to_owned());
         let etag = match etag.filter(|v| !v.is_empty() && v != "*") {
             Some(v) => Some(v.parse::<Position>().map_err(|_| PollError::BadPosition)?),

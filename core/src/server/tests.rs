@@ -1,0 +1,473 @@
+//! Routing, limits, refusals, the hub's endpoints and shutdown, on virtual time.
+
+use bytes::Bytes;
+
+use super::*;
+use crate::hub::DemoAuth;
+use crate::machine::Transmit;
+use crate::ws::{Message, WsConfig, WsEvent};
+
+fn server() -> Server {
+    Server::new(ServerConfig::default(), DemoAuth, DemoAuth, 7)
+}
+
+/// Everything `conn` writes now, and whether it ended.
+fn drain(s: &mut Server, now: Instant, conn: ConnHandle) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    while let Some(t) = s.poll_transmit(now, conn) {
+        match t {
+            Transmit::Bytes(b) => out.extend_from_slice(&b),
+            _ => return (out, true),
+        }
+    }
+    (out, false)
+}
+
+fn request(s: &mut Server, now: Instant, conn: u64, head: &str) -> (String, bool) {
+    let conn = ConnHandle(conn);
+    s.handle_accept(now, conn);
+    s.handle_read(now, conn, head.as_bytes());
+    let (out, ended) = drain(s, now, conn);
+    (String::from_utf8_lossy(&out).into_owned(), ended)
+}
+
+fn status(resp: &str) -> u16 {
+    resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn refusals_have_their_status() {
+    let now = Instant::now();
+    let mut s = server();
+    let cases = [
+        ("GET /ws HTTP/1.1\r\nHost: x\r\n\r\n", 426),
+        ("POST /events?ch=public:a HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+        ("DELETE /poll?ch=public:a HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+        ("GET /api/publish?ch=chat:a HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+        ("GET /events HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        ("GET /events?ch=public:a&token=nope HTTP/1.1\r\nHost: x\r\n\r\n", 401),
+        ("GET /events?ch=secret:a HTTP/1.1\r\nHost: x\r\n\r\n", 403),
+        ("GET /poll?ch=secret:a HTTP/1.1\r\nHost: x\r\n\r\n", 403),
+        ("POST /api/publish?ch=chat:a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 403),
+        (
+            "POST /api/publish?ch=chat:a&token=user:ann HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
+            413,
+        ),
+        (
+            "POST /api/publish?ch=chat:a&token=user:ann HTTP/1.1\r\nContent-Length: 3\r\n\r\nnot",
+            400,
+        ),
+        ("GARBAGE\r\n\r\n", 400),
+        ("GET /events?ch=public:a HTTP/1.0\r\n\r\n", 505),
+    ];
+    for (i, (head, want)) in cases.into_iter().enumerate() {
+        let (resp, ended) = request(&mut s, now, i as u64 + 1, head);
+        assert_eq!(status(&resp), want, "{head:?} -> {resp}");
+        assert!(ended, "{head:?} must end the connection");
+    }
+    assert!(s.is_drained());
+    assert_eq!(s.stats().refused, 13);
+    assert!(s.violations().is_empty());
+}
+
+#[test]
+fn a_head_too_large_is_431_and_a_slow_one_408() {
+    let now = Instant::now();
+    let mut s = server();
+    let big = format!("GET /poll?ch=public:a HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20 << 10));
+    let (resp, ended) = request(&mut s, now, 1, &big);
+    assert_eq!((status(&resp), ended), (431, true));
+
+    let conn = ConnHandle(2);
+    s.handle_accept(now, conn);
+    s.handle_read(now, conn, b"GET /poll?ch=public:a HTT");
+    assert_eq!(drain(&mut s, now, conn), (Vec::new(), false));
+    let at = s.poll_timeout().unwrap();
+    assert_eq!(at, now + Duration::from_secs(10));
+    s.handle_timeout(at - Duration::from_millis(1));
+    assert_eq!(drain(&mut s, at, conn), (Vec::new(), false));
+    s.handle_timeout(at);
+    let (out, ended) = drain(&mut s, at, conn);
+    assert_eq!((status(&String::from_utf8_lossy(&out)), ended), (408, true));
+}
+
+#[test]
+fn other_paths_go_to_the_application() {
+    let now = Instant::now();
+    let mut s = server();
+    let conn = ConnHandle(9);
+    s.handle_accept(now, conn);
+    s.handle_read(now, conn, b"POST /things HTTP/1.1\r\nContent-Length: 3\r\n\r\nab");
+    match s.poll_event() {
+        Some(ServerEvent::Request { conn: c, request, rest }) => {
+            assert_eq!((c, request.path(), &rest[..]), (conn, "/things", &b"ab"[..]));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!s.has_connection(conn));
+
+    let up = "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    s.handle_accept(now, ConnHandle(10));
+    s.handle_read(now, ConnHandle(10), up.as_bytes());
+    let Some(ServerEvent::Upgrade { conn, mut ws }) = s.poll_event() else { panic!() };
+    assert_eq!(conn, ConnHandle(10));
+    assert!(matches!(ws.poll_event(), Some(WsEvent::UpgradeRequested(r)) if r.path() == "/echo"));
+    assert!(s.is_drained());
+}
+
+#[test]
+fn custom_routes_take_the_channel_from_the_path() {
+    let now = Instant::now();
+    let mut cfg = ServerConfig::default();
+    cfg.routes.poll = Some(Route::with_channel("/orders/{id}/poll", "public:orders:{id}"));
+    let mut s = Server::new(cfg, DemoAuth, DemoAuth, 1);
+    let pos = s.publish(now, "public:orders:42", br#"{"state":"packed"}"#).unwrap();
+    let head = format!("GET /orders/42/poll?pos={}:0 HTTP/1.1\r\n\r\n", pos.epoch);
+    let (resp, _) = request(&mut s, now, 1, &head);
+    assert_eq!(status(&resp), 200, "{resp}");
+    assert!(resp.contains(r#"{"state":"packed"}"#), "{resp}");
+    // The old path is the application's now.
+    s.handle_accept(now, ConnHandle(2));
+    s.handle_read(now, ConnHandle(2), b"GET /poll?ch=public:a HTTP/1.1\r\n\r\n");
+    assert!(matches!(s.poll_event(), Some(ServerEvent::Request { .. })));
+}
+
+#[test]
+fn a_foreign_origin_with_cookies_is_refused() {
+    let now = Instant::now();
+    let mut cfg = ServerConfig::default();
+    cfg.allowed_origins = vec!["https://app.example".into()];
+    let mut s = Server::new(cfg, DemoAuth, DemoAuth, 1);
+    let head = |origin: &str, cookie: bool| {
+        let c = if cookie { "Cookie: sid=1\r\n" } else { "" };
+        format!(
+            "GET /events?ch=public:a HTTP/1.1\r\nHost: demo.test\r\nOrigin: {origin}\r\n{c}\r\n"
+        )
+    };
+    let (resp, _) = request(&mut s, now, 1, &head("https://evil.example", true));
+    assert_eq!(status(&resp), 403);
+    let (resp, _) = request(&mut s, now, 2, &head("http://demo.test", true));
+    assert_eq!(status(&resp), 200);
+    let (resp, _) = request(&mut s, now, 3, &head("https://app.example", true));
+    assert_eq!(status(&resp), 200);
+    let (resp, _) = request(&mut s, now, 4, &head("https://evil.example", false));
+    assert_eq!(status(&resp), 200, "no ambient credential, no check");
+}
+
+#[test]
+fn deferred_authentication_waits_for_the_decision() {
+    let now = Instant::now();
+    let mut s = Server::new(ServerConfig::default(), |_: &Request| Verdict::Defer, DemoAuth, 1);
+    let conn = ConnHandle(1);
+    s.handle_accept(now, conn);
+    s.handle_read(now, conn, b"GET /poll?ch=public:a HTTP/1.1\r\n\r\n");
+    let Some(ServerEvent::Authenticate { conn: c, request }) = s.poll_event() else { panic!() };
+    assert_eq!((c, request.path_only()), (conn, "/poll"));
+    assert_eq!(drain(&mut s, now, conn), (Vec::new(), false));
+    s.decide(now, conn, Verdict::Allow(Credential::client(Principal::user("ann"))));
+    let (out, ended) = drain(&mut s, now, conn);
+    assert_eq!((status(&String::from_utf8_lossy(&out)), ended), (200, true));
+
+    // Refused later, and timed out.
+    s.handle_accept(now, ConnHandle(2));
+    s.handle_read(now, ConnHandle(2), b"GET /poll?ch=public:a HTTP/1.1\r\n\r\n");
+    s.decide(now, ConnHandle(2), Verdict::Refuse(Refusal::new(429, "slow down")));
+    let (out, _) = drain(&mut s, now, ConnHandle(2));
+    assert_eq!(status(&String::from_utf8_lossy(&out)), 429);
+    s.handle_accept(now, ConnHandle(3));
+    s.handle_read(now, ConnHandle(3), b"GET /poll?ch=public:a HTTP/1.1\r\n\r\n");
+    let later = now + Duration::from_secs(10);
+    s.handle_timeout(later);
+    let (out, _) = drain(&mut s, later, ConnHandle(3));
+    assert_eq!(status(&String::from_utf8_lossy(&out)), 503);
+}
+
+/// A client WebSocket talking to the server's hub route.
+struct WsPeer {
+    ws: WsConnection,
+    conn: ConnHandle,
+    got: Vec<Message>,
+    closed: Option<u16>,
+}
+
+impl WsPeer {
+    fn open(s: &mut Server, now: Instant, conn: u64, token: &str) -> Self {
+        let conn = ConnHandle(conn);
+        let path = format!("/ws?token={token}");
+        let ws = WsConnection::client(WsConfig::default(), "x", &path, now).unwrap();
+        let mut p = Self { ws, conn, got: Vec::new(), closed: None };
+        s.handle_accept(now, conn);
+        p.pump(s, now);
+        p
+    }
+
+    fn pump(&mut self, s: &mut Server, now: Instant) {
+        for _ in 0..100 {
+            let mut moved = false;
+            while let Some(Transmit::Bytes(b)) = self.ws.poll_transmit() {
+                s.handle_read(now, self.conn, &b);
+                moved = true;
+            }
+            while let Some(t) = s.poll_transmit(now, self.conn) {
+                moved = true;
+                match t {
+                    Transmit::Bytes(b) => self.ws.handle_read(now, &b),
+                    _ => self.ws.handle_eof(now),
+                }
+            }
+            while let Some(ev) = self.ws.poll_event() {
+                match ev {
+                    WsEvent::Message(m) => self.got.push(m),
+                    WsEvent::Closed(info) => self.closed = Some(info.code.0),
+                    _ => {}
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn send(&mut self, s: &mut Server, now: Instant, text: &str) {
+        self.ws.send(now, Message::text(text.to_owned())).unwrap();
+        self.pump(s, now);
+    }
+
+    fn texts(&mut self) -> Vec<String> {
+        self.got.drain(..).filter_map(|m| m.as_text().map(str::to_owned)).collect()
+    }
+}
+
+#[test]
+fn the_hub_websocket_carries_envelopes_and_refuses_binary() {
+    let now = Instant::now();
+    let mut s = server();
+    let mut ann = WsPeer::open(&mut s, now, 1, "user:ann");
+    ann.send(&mut s, now, r#"{"op":"sub","ch":"chat:lobby","ref":1}"#);
+    assert!(ann.texts()[0].starts_with(r#"{"op":"subscribed","ch":"chat:lobby""#));
+    ann.send(&mut s, now, r#"{"op":"pub","ch":"chat:lobby","data":{"t":"hi"},"ref":2}"#);
+    let got = ann.texts();
+    assert!(got.iter().any(|t| t.contains(r#""data":{"t":"hi"}"#)), "{got:?}");
+    assert!(got.iter().any(|t| t.starts_with(r#"{"op":"ack","ref":2"#)), "{got:?}");
+
+    ann.ws.send(now, Message::binary(Bytes::from_static(b"{}"))).unwrap();
+    ann.pump(&mut s, now);
+    assert_eq!(ann.closed, Some(1003));
+    assert!(s.is_drained());
+    assert_eq!(s.hub().connection_count(), 0);
+    assert!(s.violations().is_empty(), "{:?}", s.violations());
+}
+
+#[test]
+fn a_bad_token_gets_401_before_any_101() {
+    let now = Instant::now();
+    let mut s = server();
+    let ws = WsPeer::open(&mut s, now, 1, "nope");
+    assert_eq!(ws.ws.rejection().map(crate::http::Response::status), Some(401));
+    assert_eq!(s.stats().ws_opened, 0);
+    assert_eq!(s.hub().connection_count(), 0);
+}
+
+#[test]
+fn a_reader_that_stops_pulling_meets_the_slow_consumer_policy() {
+    let now = Instant::now();
+    let mut cfg = ServerConfig::default();
+    cfg.ws.max_outbound = 4 << 10;
+    cfg.hub.outbox.max_items = 8;
+    let mut s = Server::new(cfg, DemoAuth, DemoAuth, 1);
+    let conn = ConnHandle(1);
+    s.handle_accept(now, conn);
+    s.handle_read(now, conn, b"GET /events?ch=public:feed HTTP/1.1\r\n\r\n");
+    let (head, _) = drain(&mut s, now, conn);
+    assert!(head.starts_with(b"HTTP/1.1 200 OK"));
+    // The client reads nothing more: the adapter stops pulling.
+    let data = format!("{{\"pad\":\"{}\"}}", "x".repeat(1000));
+    for _ in 0..200 {
+        let _ = s.publish(now, "public:feed", data.as_bytes());
+    }
+    let (hub, transport) = s.buffered_bytes();
+    assert_eq!(transport, 0, "nothing moves into a transport that is not pulled");
+    assert!(hub <= 16 << 10, "bounded hub outbox: {hub}");
+    assert_eq!(s.stats().closed_by_hub, 1, "the default policy disconnects a slow reader");
+    let (out, ended) = drain(&mut s, now, conn);
+    assert!(ended && out.len() < 64 << 10);
+}
+
+#[test]
+fn polls_are_held_until_a_publish_and_keep_one_client_per_sid() {
+    let now = Instant::now();
+    let mut s = server();
+    let pos = s.publish(now, "public:a", b"1").unwrap();
+    let conn = ConnHandle(1);
+    s.handle_accept(now, conn);
+    let head = format!("GET /poll?ch=public:a&pos={pos}&wait=1&sid=tab1 HTTP/1.1\r\n\r\n");
+    s.handle_read(now, conn, head.as_bytes());
+    assert_eq!(drain(&mut s, now, conn), (Vec::new(), false), "held");
+    assert_eq!(s.hub().connection_count(), 1);
+    let later = now + Duration::from_secs(1);
+    s.publish(later, "public:a", b"2").unwrap();
+    assert_eq!(s.poll_ready(), Some(conn));
+    let (out, ended) = drain(&mut s, later, conn);
+    let text = String::from_utf8_lossy(&out);
+    assert!(ended && text.contains(r#""data":2"#), "{text}");
+    // The same sid keeps its client; another sid gets its own.
+    let _ = request(&mut s, later, 2, "GET /poll?ch=public:a&sid=tab1 HTTP/1.1\r\n\r\n");
+    assert_eq!(s.hub().connection_count(), 1);
+    let _ = request(&mut s, later, 3, "GET /poll?ch=public:a&sid=tab2 HTTP/1.1\r\n\r\n");
+    assert_eq!(s.hub().connection_count(), 2);
+    // A long poll with nothing new is answered at its deadline.
+    s.handle_accept(later, ConnHandle(4));
+    let head = format!("GET /poll?ch=public:b&wait=1 HTTP/1.1\r\n\r\n");
+    s.handle_read(later, ConnHandle(4), head.as_bytes());
+    let (first, _) = drain(&mut s, later, ConnHandle(4));
+    assert_eq!(status(&String::from_utf8_lossy(&first)), 200, "no position: answered at once");
+}
+
+#[test]
+fn poll_clients_are_bounded() {
+    let now = Instant::now();
+    let mut cfg = ServerConfig::default();
+    cfg.max_poll_clients = 2;
+    let mut s = Server::new(cfg, DemoAuth, DemoAuth, 1);
+    for i in 0..5 {
+        let head = format!("GET /poll?ch=public:a&sid=s{i} HTTP/1.1\r\n\r\n");
+        let (resp, _) = request(&mut s, now, i, &head);
+        assert_eq!(status(&resp), 200);
+    }
+    assert_eq!(s.hub().connection_count(), 2, "past the bound, a poll's connection is its own");
+}
+
+#[test]
+fn publish_over_http_names_the_position_and_dedups_trusted_ids() {
+    let now = Instant::now();
+    let admin = |req: &Request| match req.bearer_token() {
+        Some("admin") => {
+            Verdict::Allow(Credential { principal: Principal::anonymous(), trusted: true })
+        }
+        _ => Authenticate::authenticate(&DemoAuth, req),
+    };
+    let mut s = Server::new(ServerConfig::default(), admin, DemoAuth, 1);
+    let head = "POST /api/publish?ch=secret:x&id=a1 HTTP/1.1\r\nAuthorization: Bearer admin\r\n\
+                Content-Length: 7\r\n\r\n{\"n\":1}";
+    let (first, _) = request(&mut s, now, 1, head);
+    let (again, _) = request(&mut s, now, 2, head);
+    assert_eq!(status(&first), 200, "{first}");
+    let body = |r: &str| r.rsplit("\r\n\r\n").next().unwrap().to_owned();
+    assert_eq!(body(&first), body(&again));
+    assert!(body(&first).ends_with(r#""off":1}"#));
+    assert_eq!(s.hub().log("secret:x").unwrap().head().offset, 1);
+    // A user publish goes through the policy, in pieces.
+    let conn = ConnHandle(3);
+    s.handle_accept(now, conn);
+    s.handle_read(now, conn, b"POST /api/publish?ch=chat:a&token=user:ann HTTP/1.1\r\nContent-Le");
+    s.handle_read(now, conn, b"ngth: 5\r\n\r\n[1,2");
+    assert_eq!(drain(&mut s, now, conn), (Vec::new(), false));
+    s.handle_read(now, conn, b"]");
+    let (out, _) = drain(&mut s, now, conn);
+    assert_eq!(status(&String::from_utf8_lossy(&out)), 200);
+}
+
+#[test]
+fn shutdown_closes_ends_answers_and_refuses() {
+    let now = Instant::now();
+    let mut s = server();
+    let mut ann = WsPeer::open(&mut s, now, 1, "user:ann");
+    ann.send(&mut s, now, r#"{"op":"sub","ch":"chat:lobby"}"#);
+    let sse = ConnHandle(2);
+    s.handle_accept(now, sse);
+    s.handle_read(now, sse, b"GET /events?ch=public:a HTTP/1.1\r\n\r\n");
+    let _ = drain(&mut s, now, sse);
+    let poll = ConnHandle(3);
+    s.handle_accept(now, poll);
+    let pos = s.hub().log("public:a").unwrap().head();
+    let head = format!("GET /poll?ch=public:a&pos={pos}&wait=1 HTTP/1.1\r\n\r\n");
+    s.handle_read(now, poll, head.as_bytes());
+    let slow = ConnHandle(4);
+    s.handle_accept(now, slow);
+    s.handle_read(now, slow, b"GET /ev");
+
+    s.shutdown(now, Duration::from_secs(5));
+    ann.pump(&mut s, now);
+    assert_eq!(ann.closed, Some(1001));
+    assert!(drain(&mut s, now, sse).1, "the stream ended");
+    let (out, ended) = drain(&mut s, now, poll);
+    assert!(ended && status(&String::from_utf8_lossy(&out)) == 200);
+    let (out, _) = drain(&mut s, now, slow);
+    assert_eq!(status(&String::from_utf8_lossy(&out)), 503);
+    let (resp, _) = request(&mut s, now, 5, "GET /poll?ch=public:a HTTP/1.1\r\n\r\n");
+    assert_eq!(status(&resp), 503);
+    assert!(s.is_drained(), "{:?}", s.describe_connections());
+    assert!(s.violations().is_empty(), "{:?}", s.violations());
+}
+
+#[test]
+fn the_grace_deadline_cuts_what_is_left() {
+    let now = Instant::now();
+    let mut s = server();
+    let mut ann = WsPeer::open(&mut s, now, 1, "user:ann");
+    ann.send(&mut s, now, r#"{"op":"sub","ch":"chat:lobby"}"#);
+    s.shutdown(now, Duration::from_secs(2));
+    // The client never answers the close.
+    let (_, ended) = drain(&mut s, now, ConnHandle(1));
+    assert!(!ended);
+    assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(2)));
+    s.handle_timeout(now + Duration::from_secs(2));
+    assert!(drain(&mut s, now + Duration::from_secs(2), ConnHandle(1)).1);
+    assert!(s.is_drained());
+    assert_eq!(s.hub().connection_count(), 0);
+}
+
+/// The answers to a sequence of requests, each fed in the given pieces.
+fn answers(requests: &[(String, Vec<usize>)]) -> Vec<(Vec<u8>, bool)> {
+    let now = Instant::now();
+    let mut s = server();
+    let _ = s.publish(now, "public:a", b"{\"n\":1}");
+    let mut out = Vec::new();
+    for (i, (req, cuts)) in requests.iter().enumerate() {
+        let conn = ConnHandle(i as u64);
+        s.handle_accept(now, conn);
+        let mut at = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&req.len())) {
+            let cut = cut.clamp(at, req.len());
+            s.handle_read(now, conn, &req.as_bytes()[at..cut]);
+            at = cut;
+        }
+        out.push(drain(&mut s, now, conn));
+    }
+    out
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_split_gives_the_same_answers(
+        picks in proptest::collection::vec((0usize..8, proptest::collection::vec(0usize..200, 0..6)), 1..6),
+        junk in "[ -~]{0,40}",
+    ) {
+        let heads = [
+            "GET /poll?ch=public:a HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
+            "GET /events?ch=public:a&token=bad HTTP/1.1\r\n\r\n".to_owned(),
+            "POST /api/publish?ch=chat:a&token=user:ann HTTP/1.1\r\nContent-Length: 7\r\n\r\n{\"n\":2}".to_owned(),
+            "GET /ws HTTP/1.1\r\n\r\n".to_owned(),
+            format!("GET /{junk} HTTP/1.1\r\n\r\n"),
+            format!("{junk}\r\n\r\n"),
+            "POST /poll HTTP/1.1\r\n\r\n".to_owned(),
+            format!("GET /poll?ch={junk} HTTP/1.1\r\n\r\n"),
+        ];
+        let whole: Vec<(String, Vec<usize>)> =
+            picks.iter().map(|(h, _)| (heads[*h].clone(), Vec::new())).collect();
+        let split: Vec<(String, Vec<usize>)> = picks
+            .iter()
+            .map(|(h, cuts)| {
+                let mut cuts = cuts.clone();
+                cuts.sort_unstable();
+                (heads[*h].clone(), cuts)
+            })
+            .collect();
+        let bytewise: Vec<(String, Vec<usize>)> =
+            picks.iter().map(|(h, _)| (heads[*h].clone(), (0..heads[*h].len()).collect())).collect();
+        let a = answers(&whole);
+        proptest::prop_assert_eq!(&a, &answers(&split));
+        proptest::prop_assert_eq!(&a, &answers(&bytewise));
+    }
+}
