@@ -361,7 +361,7 @@ impl Server {
     }
 
     /// A trusted publish, deduplicated by `id` in a window of its own.
-    fn trusted_publish(
+    pub(super) fn trusted_publish(
         &mut self,
         now: Instant,
         ch: &str,

@@ -790,3 +790,24 @@ impl Server {
 fn pending(rest: &[u8]) -> BytesMut {
     BytesMut::from(rest)
 }
+
+impl Server {
+    /// The trusted server-side publish deduplicated by `id`: the first publish of an `id`
+    /// appends `json` to `ch`'s log; a repeat (while the id is among the last
+    /// [`ServerConfig::trusted_dedup`] ones) appends nothing and answers the first one's
+    /// position. The window is the one of trusted `POST /api/publish?id=` requests.
+    ///
+    /// # Errors
+    /// As [`Hub::publish_json`].
+    pub fn publish_once(
+        &mut self,
+        now: Instant,
+        ch: &str,
+        id: &str,
+        json: &[u8],
+    ) -> Result<Position, HubError> {
+        let r = self.trusted_publish(now, ch, Some(id), json);
+        self.settle(now);
+        r
+    }
+}

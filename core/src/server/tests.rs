@@ -471,3 +471,14 @@ proptest::proptest! {
         proptest::prop_assert_eq!(&a, &answers(&bytewise));
     }
 }
+
+#[test]
+fn publish_once_appends_an_id_once() {
+    let now = Instant::now();
+    let mut s = server();
+    let first = s.publish_once(now, "public:a", "x1", b"{\"n\":1}").unwrap();
+    assert_eq!(s.publish_once(now, "public:a", "x1", b"{\"n\":1}"), Ok(first));
+    let second = s.publish_once(now, "public:a", "x2", b"{\"n\":2}").unwrap();
+    assert_eq!(second.offset, first.offset + 1);
+    assert_eq!(s.publish_once(now, "public:a", "x3", b"nope"), Err(HubError::BadJson));
+}
