@@ -88,7 +88,10 @@ pub(crate) fn server() -> ServerConfig {
     };
     let mut ws = WsConfig::default();
     ws.max_outbound = 32 << 10;
-    ServerConfig { hub, ws, ..ServerConfig::default() }
+    let mut cfg = ServerConfig::default();
+    cfg.hub = hub;
+    cfg.ws = ws;
+    cfg
 }
 
 /// A session of user `c{i}` on `transports`, with `jitter` in its backoff.

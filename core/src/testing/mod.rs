@@ -1,11 +1,10 @@
 //! A deterministic simulation of hubs and client sessions over a simulated network, in
 //! virtual time (STYLE.md §7 "Simulation"). Enabled by the `testing` feature.
 //!
-//! Everything here drives the real machines of this crate: a [`SimServer`] runs a real
-//! [`Hub`](crate::hub::Hub) behind the real [`RequestParser`](crate::http::RequestParser),
-//! [`WsConnection`](crate::ws::WsConnection) (server role), [`SseStream`](crate::sse::SseStream)
-//! and [`Poll`](crate::poll::Poll), on the same routes and with the same glue as the
-//! adapters (`/ws`, `/events`, `/poll`, `/api/publish`, [`DemoAuth`](crate::hub::DemoAuth));
+//! Everything here drives the real machines of this crate: a [`SimServer`] runs the
+//! shipped [`Server`](crate::server::Server) endpoint (the one the adapters pump), on its
+//! default routes (`/ws`, `/events`, `/poll`, `/api/publish`) with
+//! [`DemoAuth`](crate::hub::DemoAuth);
 //! a [`SimClient`] runs a real [`ClientSession`](crate::client::ClientSession), whose
 //! `Connect` actions open simulated links. They exchange real HTTP/1.1, WebSocket and SSE
 //! bytes.
@@ -61,5 +60,5 @@ pub mod sim;
 
 pub use client::SimClient;
 pub use net::{Delivery, LinkId, Net, NetConfig, NetEvent, NetStats, Side};
-pub use server::{Published, SSE_ROOM, ServerConfig, ServerStats, SimServer};
+pub use server::{Published, ServerConfig, ServerStats, SimServer};
 pub use sim::{Node, Sim};
