@@ -181,6 +181,11 @@ pub struct Hub {
     conns: ConnMap,
     next_conn: u64,
     channels: HashMap<Arc<str>, Channel>,
+    /// Where the logs of channels dropped while idle ended (bounded, oldest forgotten
+    /// first): a channel used again continues there, in the same epoch, so a client that
+    /// was up to date is still up to date.
+    dropped: HashMap<Arc<str>, Position>,
+    dropped_order: VecDeque<Arc<str>>,
     /// Channel id → name, for trim timers.
     channel_ids: HashMap<u64, Arc<str>>,
     next_channel: u64,
@@ -224,6 +229,8 @@ impl Hub {
             conns: ConnMap::default(),
             next_conn: 1,
             channels: HashMap::new(),
+            dropped: HashMap::new(),
+            dropped_order: VecDeque::new(),
             channel_ids: HashMap::new(),
             next_channel: 1,
             timers: TimerQueue::new(),

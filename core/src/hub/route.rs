@@ -150,6 +150,13 @@ impl Hub {
         self.next_channel += 1;
         // A zero epoch is avoided so that "0:0" never matches by accident.
         let epoch = Epoch(self.rng.next_u64().max(1));
+        // Nothing was published to a dropped channel (a publish creates it): its log goes
+        // on from where it ended.
+        let log = match self.dropped.remove(ch) {
+            Some(end) if self.bus.is_none() => ReplayLog::continuing(end, self.cfg.log),
+            _ => ReplayLog::new(epoch, self.cfg.log),
+        };
+        let epoch = log.epoch();
         let follow = match self.bus.as_mut() {
             None => Follow::Local,
             Some(bus) => {
@@ -166,7 +173,7 @@ impl Hub {
         };
         let c = Channel {
             id,
-            log: ReplayLog::new(epoch, self.cfg.log),
+            log,
             policy: channel::policy_for(&self.cfg.slow_consumers, ch),
             members: std::collections::BTreeSet::new(),
             presence: super::presence::Presence::default(),
@@ -179,6 +186,22 @@ impl Hub {
         Ok(key)
     }
 
+    /// Keeps where `ch`'s log ended, within `max_channels` remembered channels.
+    fn remember_dropped(&mut self, ch: &str, end: Position) {
+        let key: Arc<str> = Arc::from(ch);
+        if self.dropped.insert(key.clone(), end).is_none() {
+            self.dropped_order.push_back(key);
+        }
+        while self.dropped_order.len() > self.cfg.max_channels.max(1) {
+            if let Some(old) = self.dropped_order.pop_front() {
+                // Only forget it if it was not used (and dropped) again since.
+                if !self.channels.contains_key(&old) {
+                    self.dropped.remove(&old);
+                }
+            }
+        }
+    }
+
     /// Drops `ch` when it holds nothing any more.
     fn collect(&mut self, ch: &str) {
         if self.channels.get(ch).is_some_and(Channel::is_idle)
@@ -186,6 +209,9 @@ impl Hub {
         {
             self.timers.cancel(Timer::Trim(c.id));
             self.channel_ids.remove(&c.id);
+            if self.bus.is_none() {
+                self.remember_dropped(ch, c.log.head());
+            }
             if let Some(bus) = self.bus.as_mut() {
                 let name: Arc<str> = Arc::from(ch);
                 bus.actions.retain(|a| !matches!(a, BusAction::Follow { ch, .. } | BusAction::Fetch { ch, .. } if *ch == name));

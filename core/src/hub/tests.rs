@@ -649,3 +649,37 @@ fn ten_thousand_connections_share_one_encoding() {
     assert_eq!(h.connection_count(), 0);
     assert_eq!(h.members("public:ticks").count(), 0);
 }
+
+#[test]
+fn a_channel_dropped_while_idle_keeps_its_epoch_when_used_again() {
+    let mut cfg = HubConfig::default();
+    cfg.log.max_age = secs(60);
+    let (mut h, now) = hub(cfg);
+    let a = ws(&mut h, now, Some("ann"));
+    // Never published: subscribe, leave, come back.
+    let first = h.subscribe(now, a, "quiet", None).unwrap();
+    let _ = first;
+    let e1 = h.log("quiet").unwrap().epoch();
+    assert!(h.unsubscribe(now, a, "quiet"));
+    assert!(h.log("quiet").is_none(), "dropped while idle");
+    let start = Position::start(e1);
+    let sub = h.subscribe(now, a, "quiet", Some(start)).unwrap();
+    assert!(sub.recovered, "a client at EPOCH:0 is not sent to refetch");
+    assert_eq!(h.log("quiet").unwrap().epoch(), e1);
+
+    // Published, trimmed by age, dropped: it goes on at its head in the same epoch.
+    let p = h.publish(now, "quiet", &raw("1")).unwrap();
+    assert!(h.unsubscribe(now, a, "quiet"));
+    let later = now + secs(61);
+    h.handle_timeout(later);
+    assert!(h.log("quiet").is_none());
+    let sub = h.subscribe(later, a, "quiet", Some(p)).unwrap();
+    assert!(sub.recovered, "up to date before the drop, up to date after");
+    let next = h.publish(later, "quiet", &raw("2")).unwrap();
+    assert_eq!((next.epoch, next.offset), (p.epoch, p.offset + 1));
+    // A client that had missed the trimmed message must refetch.
+    assert!(h.unsubscribe(later, a, "quiet"));
+    let b = ws(&mut h, later, Some("bob"));
+    let sub = h.subscribe(later, b, "quiet", Some(start)).unwrap();
+    assert!(!sub.recovered);
+}
