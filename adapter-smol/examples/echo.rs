@@ -127,11 +127,11 @@ async fn run(args: Args, ex: Arc<Executor<'static>>) -> i32 {
     let mut cfg = ServerConfig::default();
     cfg.executor = Some(ex.clone());
     if !args.keepalive {
-        cfg.ws.keepalive = None;
+        cfg.endpoint.ws.keepalive = None;
     }
     if let Some(max) = args.max_message {
-        cfg.ws.max_message = max;
-        cfg.ws.max_frame = cfg.ws.max_frame.min(max);
+        cfg.endpoint.ws.max_message = max;
+        cfg.endpoint.ws.max_frame = cfg.endpoint.ws.max_frame.min(max);
     }
     let server = match Server::bind(args.addr.as_str(), cfg).await {
         Ok(s) => s,

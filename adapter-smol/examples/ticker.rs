@@ -1,5 +1,8 @@
-//! A ticker on smol: publishes `{"n":N}` on channel `ticks` and serves it as Server-Sent
-//! Events (resumable with `Last-Event-ID`) and by polling.
+//! A ticker on smol: a hub server (the core endpoint's default routes, the demo's tokens)
+//! whose ticker task publishes `{"n":N}` on the channel `ticks` through
+//! `ServerHandle::publish`. The core serves it as Server-Sent Events (resumable with
+//! `Last-Event-ID`), by polling, and over the WebSocket envelope protocol. `ticks` is
+//! readable by everyone; every other channel follows the demo's policy (`DemoAuth`).
 //!
 //! `cargo run --release -p tidewire-smol --example ticker -- --addr 127.0.0.1:8080
 //! [--every-ms 1000]`
@@ -16,7 +19,11 @@ use async_signal::{Signal, Signals};
 use smol::future;
 use smol::stream::StreamExt;
 use smol::{Executor, Timer};
-use tidewire_smol::{Channels, ChannelsConfig, HttpRequest, Server, ServerConfig, Upgrade};
+use tidewire_smol::tidewire::hub::{Access, Authorize as _, DemoAuth, Principal};
+use tidewire_smol::{HttpRequest, Routes, Server, ServerConfig, Upgrade};
+
+/// The channel the ticker publishes on.
+const CHANNEL: &str = "ticks";
 
 const USAGE: &str = "\
 usage: ticker --addr HOST:PORT [--every-ms 1000]
@@ -25,7 +32,9 @@ Publishes {\"n\":N} on channel `ticks` every --every-ms milliseconds and serves:
   GET /events?ch=NAME            Server-Sent Events of channel NAME (resumable with
                                  Last-Event-ID: EPOCH:OFFSET)
   GET /poll?ch=NAME&pos=EP:OFF   polling (ETag / If-None-Match → 304; wait=1 long-polls)
-Other paths get 404; WebSocket upgrades get 404 too.
+  GET /ws                        the WebSocket envelope protocol
+  POST /api/publish?ch=NAME      a publish (the demo's policy)
+Other paths get 404.
 
 options:
   --addr HOST:PORT   address to listen on (default 127.0.0.1:8080; port 0 picks one)
@@ -64,22 +73,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-async fn serve(req: HttpRequest, channels: &Channels) {
-    let method_ok = req.request().method() == "GET";
-    let path = req.request().path_only().to_owned();
-    let result = match (method_ok, path.as_str()) {
-        (true, "/events") => match req.request().query_param("ch") {
-            Some(ch) if !ch.is_empty() => channels.serve_sse(req, &ch, &[]).await.map(drop),
-            _ => req.respond(400, &[], b"missing ch parameter\n").await,
-        },
-        (true, "/poll") => channels.serve_poll(req).await,
-        (false, "/events" | "/poll") => req.respond(405, &[("Allow", "GET")], b"GET only\n").await,
-        _ => req.respond(404, &[], b"not found\n").await,
-    };
-    // A client that went away is nothing to report.
-    drop(result);
-}
-
 fn main() {
     let args = match parse_args() {
         Ok(a) => a,
@@ -105,7 +98,12 @@ async fn run(args: Args, ex: Arc<Executor<'static>>) -> i32 {
     };
     let mut cfg = ServerConfig::default();
     cfg.executor = Some(ex.clone());
-    let server = match Server::bind(args.addr.as_str(), cfg).await {
+    cfg.endpoint.routes = Routes::default();
+    let policy = |p: &Principal, ch: &str, access: Access| match access {
+        Access::Read => ch == CHANNEL || DemoAuth.can_read(p, ch),
+        Access::Write => DemoAuth.can_write(p, ch),
+    };
+    let server = match Server::bind_with(args.addr.as_str(), cfg, DemoAuth, policy).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("cannot bind {}: {e}", args.addr);
@@ -116,16 +114,15 @@ async fn run(args: Args, ex: Arc<Executor<'static>>) -> i32 {
     println!("listening on {}", server.local_addr());
     let _ = std::io::stdout().flush();
 
-    let channels = Channels::new(ChannelsConfig::default());
     let publisher = {
-        let channels = channels.clone();
+        let hub = handle.clone();
         let every = args.every;
         ex.spawn(async move {
             let mut n: u64 = 0;
             loop {
                 Timer::after(every).await;
                 n += 1;
-                let _ = channels.publish("ticks", format!("{{\"n\":{n}}}"));
+                let _ = hub.publish(CHANNEL, format!("{{\"n\":{n}}}").as_bytes());
             }
         })
     };
@@ -133,9 +130,8 @@ async fn run(args: Args, ex: Arc<Executor<'static>>) -> i32 {
         |up: Upgrade| async move {
             let _ = up.reject(404, &[], b"no WebSocket here\n").await;
         },
-        move |req: HttpRequest| {
-            let channels = channels.clone();
-            async move { serve(req, &channels).await }
+        |req: HttpRequest| async move {
+            let _ = req.respond(404, &[], b"not found\n").await;
         },
     ));
     let _ = signals.next().await;

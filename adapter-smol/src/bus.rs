@@ -1,11 +1,11 @@
-//! Scale-out over Redis for a [`HubHandle`](crate::HubHandle): the tasks that run the core's
-//! sans-IO [`RedisBus`] next to the hub.
+//! Scale-out over Redis ([`ServerConfig::redis`](crate::ServerConfig::redis)): the tasks
+//! that run the core's sans-IO [`RedisBus`] next to the core endpoint's hub.
 //!
-//! The machine lives in the hub's state, under the hub's lock, so that what the hub asks
+//! The machine lives beside the endpoint, under its lock, so that what the hub asks
 //! ([`Hub::poll_bus`](tidewire::hub::Hub::poll_bus)) and what Redis answers
 //! ([`RedisEvent::apply`]) meet in one place. Around it:
 //!
-//! - one **bus task** per hub: runs the machine's timer, opens and closes its sockets, and
+//! - one **bus task** per server: runs the machine's timer, opens and closes its sockets, and
 //!   hands the bytes it wants written to the writer of each socket;
 //! - per Redis socket, one **socket task**: connects, then reads (feeding the machine under
 //!   the lock) while a writer task writes what the bus task queued, in order.
@@ -23,9 +23,10 @@ use smol::{Async, Timer, future};
 use tidewire::client::SockId;
 use tidewire::redis::{RedisAction, RedisBus};
 
-use crate::hub::{Inner, State};
+use crate::pump::Core;
+use crate::server::ServerShared;
 
-/// The adapter's side of a hub's bus: how to reach the bus task and each socket's writer.
+/// The adapter's side of the bus: how to reach the bus task and each socket's writer.
 #[derive(Default)]
 pub(crate) struct BusLink {
     /// The machine has something to do (actions, bytes to write, a new deadline).
@@ -40,23 +41,25 @@ impl BusLink {
     }
 }
 
-/// Runs the machine's outputs under the hub lock: due timeouts, the hub's requests, the
-/// events (applied to the hub) and the bytes to write (queued to each socket's writer, in
-/// order). Returns the socket actions (run by the caller outside the lock) and the
+/// Runs the machine's outputs under the endpoint's lock: due timeouts, the hub's requests,
+/// the events (applied to the hub) and the bytes to write (queued to each socket's writer,
+/// in order). Returns the socket actions (run by the caller outside the lock) and the
 /// machine's next deadline.
-pub(crate) fn pump(inner: &Inner, st: &mut State) -> (Vec<RedisAction>, Option<Instant>) {
+pub(crate) fn pump(shared: &ServerShared, core: &mut Core) -> (Vec<RedisAction>, Option<Instant>) {
     let mut actions = Vec::new();
-    let Some(link) = inner.bus.as_ref() else { return (actions, None) };
+    let Some(link) = shared.bus.as_ref() else { return (actions, None) };
     loop {
         let now = Instant::now();
-        let mut busy = false;
-        let Some(bus) = st.redis.as_mut() else { return (actions, None) };
+        let Core { server, redis, .. } = &mut *core;
+        let Some(bus) = redis.as_mut() else { return (actions, None) };
         if bus.poll_timeout().is_some_and(|d| d <= now) {
             bus.handle_timeout(now);
         }
-        while let Some(a) = st.hub.poll_bus() {
-            bus.execute(now, a);
-        }
+        server.with_hub(now, |hub| {
+            while let Some(a) = hub.poll_bus() {
+                bus.execute(now, a);
+            }
+        });
         while let Some(a) = bus.poll_action() {
             if let RedisAction::Close { sock } = &a {
                 link.writers().remove(sock);
@@ -75,20 +78,22 @@ pub(crate) fn pump(inner: &Inner, st: &mut State) -> (Vec<RedisAction>, Option<I
         while let Some(ev) = bus.poll_event() {
             events.push(ev);
         }
-        for ev in events {
-            busy = true;
-            ev.apply(&mut st.hub, now);
-        }
-        inner.settle(st);
-        if !busy && !st.hub.has_bus_actions() {
-            let deadline = st.redis.as_ref().and_then(RedisBus::poll_timeout);
+        let busy = !events.is_empty();
+        server.with_hub(now, |hub| {
+            for ev in events {
+                ev.apply(hub, now);
+            }
+        });
+        core.settle(shared);
+        if !busy && !core.server.hub().has_bus_actions() {
+            let deadline = core.redis.as_ref().and_then(RedisBus::poll_timeout);
             return (actions, deadline);
         }
     }
 }
 
-/// The bus task: the machine's timer and socket actions. Ends with the last handle.
-pub(crate) async fn run_bus(weak: Weak<Inner>) {
+/// The bus task: the machine's timer and socket actions. Ends with the server.
+pub(crate) async fn run_bus(weak: Weak<ServerShared>) {
     let mut timer = Timer::never();
     let mut armed: Option<Instant> = None;
     loop {
@@ -96,8 +101,8 @@ pub(crate) async fn run_bus(weak: Weak<Inner>) {
         let Some(link) = inner.bus.as_ref() else { return };
         let listener = link.wake.listen();
         let (actions, deadline) = {
-            let mut st = inner.lock();
-            pump(&inner, &mut st)
+            let mut core = inner.core();
+            pump(&inner, &mut core)
         };
         for a in actions {
             if let RedisAction::Connect { sock, host, port } = a {
@@ -126,12 +131,12 @@ pub(crate) async fn run_bus(weak: Weak<Inner>) {
 }
 
 /// Feeds one socket event to the machine, then pumps and wakes the bus task.
-fn feed(weak: &Weak<Inner>, f: impl FnOnce(&mut RedisBus, Instant)) -> bool {
+fn feed(weak: &Weak<ServerShared>, f: impl FnOnce(&mut RedisBus, Instant)) -> bool {
     let Some(inner) = weak.upgrade() else { return false };
-    let mut st = inner.lock();
-    let Some(bus) = st.redis.as_mut() else { return false };
+    let mut core = inner.core();
+    let Some(bus) = core.redis.as_mut() else { return false };
     f(bus, Instant::now());
-    drop(st);
+    drop(core);
     if let Some(link) = inner.bus.as_ref() {
         link.wake.notify(1);
     }
@@ -140,7 +145,7 @@ fn feed(weak: &Weak<Inner>, f: impl FnOnce(&mut RedisBus, Instant)) -> bool {
 
 /// One Redis connection: connect, then read until it ends; a writer task writes what the
 /// bus task queues. Ends when the machine closes the socket (its writer is dropped).
-async fn run_socket(weak: Weak<Inner>, sock: SockId, host: String, port: u16, rx: Receiver<Bytes>) {
+async fn run_socket(weak: Weak<ServerShared>, sock: SockId, host: String, port: u16, rx: Receiver<Bytes>) {
     let addrs = smol::unblock(move || (host.as_str(), port).to_socket_addrs().map(Vec::from_iter));
     let mut stream = None;
     if let Ok(addrs) = addrs.await {

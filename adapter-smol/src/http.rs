@@ -5,15 +5,11 @@ use std::fmt;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use event_listener::{Event as Notify, EventListener};
 use smol::{Async, Timer, future};
 use tidewire::http::Request;
-use tidewire::ws::WsConnection;
-use tidewire::{Machine, Transmit};
 
 use crate::server::{Registration, write_all_until};
 
@@ -21,39 +17,12 @@ use crate::server::{Registration, write_all_until};
 /// request bytes do not turn the close into a reset that destroys the response).
 const LINGER: Duration = Duration::from_secs(2);
 
-/// What the server's graceful shutdown tells a plain HTTP connection.
-#[derive(Default)]
-pub(crate) struct HttpLink {
-    stopping: AtomicBool,
-    notify: Notify,
-}
-
-impl HttpLink {
-    /// The server is shutting down: streams end, held polls are answered.
-    pub(crate) fn stop(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        self.notify.notify(usize::MAX);
-    }
-
-    pub(crate) fn is_stopping(&self) -> bool {
-        self.stopping.load(Ordering::SeqCst)
-    }
-
-    /// A listener for [`stop`](Self::stop); check [`is_stopping`](Self::is_stopping) after
-    /// creating it.
-    pub(crate) fn listen(&self) -> EventListener {
-        self.notify.listen()
-    }
-}
-
 /// One plain HTTP/1.1 request (anything but a WebSocket upgrade), handed to the `http`
 /// handler of [`Server::serve_with`](crate::Server::serve_with).
 ///
-/// Answer it with [`respond`](Self::respond), or hand it to
-/// [`Channels::serve_sse`](crate::Channels::serve_sse) or
-/// [`Channels::serve_poll`](crate::Channels::serve_poll). Tidewire serves one request per
-/// connection: the connection closes after the response. Dropping the request unanswered
-/// closes the connection without a response.
+/// Answer it with [`respond`](Self::respond). Tidewire serves one request per connection:
+/// the connection closes after the response. Dropping the request unanswered closes the
+/// connection without a response.
 pub struct HttpRequest {
     stream: Arc<Async<TcpStream>>,
     peer: SocketAddr,
@@ -61,7 +30,6 @@ pub struct HttpRequest {
     /// Bytes that arrived after the head (the start of the body).
     rest: Vec<u8>,
     registration: Registration,
-    link: Arc<HttpLink>,
     /// A response was written (or the connection given up): nothing more may be written.
     done: bool,
 }
@@ -73,9 +41,8 @@ impl HttpRequest {
         request: Request,
         rest: Vec<u8>,
         registration: Registration,
-        link: Arc<HttpLink>,
     ) -> Self {
-        Self { stream, peer, request, rest, registration, link, done: false }
+        Self { stream, peer, request, rest, registration, done: false }
     }
 
     /// The request head: method, path, query, headers, `token()`, `last_event_id()`…
@@ -92,7 +59,7 @@ impl HttpRequest {
 
     /// Reads the body announced by `Content-Length` (empty without one), answering
     /// `100 Continue` first when the client asked for it. The whole body must arrive within
-    /// `WsConfig::handshake_timeout`.
+    /// `endpoint.head_timeout`.
     ///
     /// # Errors
     /// The request is answered here and the connection closed, then: `InvalidData` with
@@ -117,9 +84,9 @@ impl HttpRequest {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "request body too large"));
             }
         };
-        let cfg = &self.registration.server.cfg.ws;
-        let deadline = Instant::now() + cfg.handshake_timeout;
-        let close_timeout = cfg.close_timeout;
+        let cfg = &self.registration.server.cfg.endpoint;
+        let deadline = Instant::now() + cfg.head_timeout;
+        let close_timeout = cfg.ws.close_timeout;
         let mut body = std::mem::take(&mut self.rest);
         body.truncate(len);
         if body.len() < len && self.request.has_token("expect", "100-continue") {
@@ -178,33 +145,14 @@ impl HttpRequest {
         }
     }
 
-    /// The answer of [`Server::serve`](crate::Server::serve) to a request that is not an
-    /// upgrade: the core's handshake error response (as before routing existed).
-    pub(crate) async fn reject_as_websocket(mut self) -> io::Result<()> {
-        let cfg = self.registration.server.cfg.ws.clone();
-        let request = self.request.clone();
-        let mut conn = WsConnection::server_for(cfg, Instant::now(), request);
-        let mut out = Vec::new();
-        while let Some(t) = conn.poll_transmit() {
-            if let Transmit::Bytes(b) = t {
-                out.extend_from_slice(&b);
-            }
-        }
-        if out.is_empty() {
-            // Cannot happen for a request without `Upgrade: websocket`; answer anyway.
-            return self.respond(426, &[("Upgrade", "websocket")], b"upgrade required\n").await;
-        }
-        self.send_raw(Bytes::from(out)).await
-    }
-
     /// Writes a complete response and closes the connection (lingering briefly so that
     /// the client reads it).
-    pub(crate) async fn send_raw(&mut self, bytes: Bytes) -> io::Result<()> {
+    async fn send_raw(&mut self, bytes: Bytes) -> io::Result<()> {
         if self.done {
             return Err(io::ErrorKind::NotConnected.into());
         }
         self.done = true;
-        let close_timeout = self.registration.server.cfg.ws.close_timeout;
+        let close_timeout = self.registration.server.cfg.endpoint.ws.close_timeout;
         let written =
             write_all_until(&self.stream, vec![bytes], Instant::now() + close_timeout).await;
         if written.is_ok() {
@@ -241,7 +189,7 @@ impl HttpRequest {
     }
 
     /// Answers with a short plain-text error and closes.
-    pub(crate) async fn fail(&mut self, status: u16, text: &str) {
+    async fn fail(&mut self, status: u16, text: &str) {
         match tidewire::http::response(status, &[], format!("{text}\n").as_bytes()) {
             Ok(bytes) => {
                 let _ = self.send_raw(bytes).await;
@@ -251,28 +199,9 @@ impl HttpRequest {
     }
 
     /// Closes the connection without (further) response.
-    pub(crate) fn give_up(&mut self) {
+    fn give_up(&mut self) {
         self.done = true;
         let _ = self.stream.get_ref().shutdown(Shutdown::Both);
-    }
-
-    /// Takes the socket for a streaming response; the request counts as answered.
-    pub(crate) fn take_stream(&mut self) -> Arc<Async<TcpStream>> {
-        self.done = true;
-        self.stream.clone()
-    }
-
-    /// The socket, for a held poll's end-of-file watch.
-    pub(crate) fn stream(&self) -> &Async<TcpStream> {
-        &self.stream
-    }
-
-    pub(crate) fn link(&self) -> &Arc<HttpLink> {
-        &self.link
-    }
-
-    pub(crate) fn close_timeout(&self) -> Duration {
-        self.registration.server.cfg.ws.close_timeout
     }
 }
 

@@ -11,15 +11,31 @@
 //! - Both give a [`WebSocket`]: [`recv`](WebSocket::recv) / [`recv_event`](WebSocket::recv_event),
 //!   [`send`](WebSocket::send) (waits while the outbox is full) /
 //!   [`try_send`](WebSocket::try_send) (hands the message back), and cloneable [`Sender`]s.
-//! - Plain HTTP on the same port: [`Server::serve_with`] routes every request head that is
-//!   not an upgrade to a second handler as an [`HttpRequest`] ([`respond`](HttpRequest::respond),
+//! - The hub on the same port: set `cfg.endpoint.routes = Routes::default()` and the core
+//!   endpoint ([`tidewire::server::Server`]) serves `/ws` (the envelope protocol), `/events`
+//!   (SSE, resumable with `Last-Event-ID`), `/poll` (`ETag`/304, long polls) and
+//!   `/api/publish`, authenticated by the [`Authenticate`](tidewire::server::Authenticate)
+//!   policy of [`Server::bind_with`] and authorized by its
+//!   [`Authorize`](tidewire::hub::Authorize) policy. [`ServerHandle::publish`] is the
+//!   trusted server-side publish.
+//! - Plain HTTP for every other path: [`Server::serve_with`] hands each request to a second
+//!   handler as an [`HttpRequest`] ([`respond`](HttpRequest::respond),
 //!   [`read_body`](HttpRequest::read_body)).
-//! - Server-Sent Events and polling: [`Channels`] (named channels with replay logs) —
-//!   [`publish`](Channels::publish), [`serve_sse`](Channels::serve_sse) (resumable with
-//!   `Last-Event-ID`), [`serve_poll`](Channels::serve_poll) (`?ch=&pos=`, ETag/304, long
-//!   polls). The reconnecting client is [`sse::connect`].
+//! - Clients: [`Session`] (the reconnecting hub client: WebSocket, SSE or polling) and
+//!   [`sse::connect`] (a reconnecting SSE reader).
 //!
-//! # How a connection is driven
+//! # How the server is driven
+//!
+//! Every accepted socket gets a task that *pumps* it through the core endpoint, which sits
+//! behind one mutex with one timer task for the whole server: read → one mutation under the
+//! lock → pull the connection's transmits (at most 256 KiB, and only once the socket took
+//! the last batch) and dispatch the endpoint's events → write outside the lock. A client
+//! that stops reading so fills its socket, then its transport in the core, then its hub
+//! outbox, and meets the channel's slow-consumer policy. A request for a path that is not
+//! the hub's leaves the endpoint and the pump: the task runs the application's handler,
+//! and an accepted [`WebSocket`] gets a driver task of its own (below), off the lock.
+//!
+//! # How an application WebSocket is driven
 //!
 //! Every connection has one *driver task*. It owns the socket and runs the core's run loop:
 //! it writes what the core queued (in vectored batches) and reads the socket directly, as
@@ -32,8 +48,8 @@
 //! next write; before it registers for readability it yields once more and reads again
 //! (under load the next message is often there by then).
 //!
-//! Tasks run on the executor of [`ServerConfig::executor`] (the accept loop's per-connection
-//! handshake tasks, handlers, SSE streams, polls, and the drivers) and
+//! Tasks run on the executor of [`ServerConfig::executor`] (the connections' pump tasks,
+//! the handlers, the timer and the drivers) and
 //! [`ClientOptions::executor`] (a client's driver); by default that is smol's global
 //! executor ([`smol::spawn`]; its thread count is smol's `SMOL_THREADS`, default 1). To run
 //! a whole server on one thread, like tokio's current-thread runtime, give it the executor
@@ -104,48 +120,34 @@
 //! .unwrap();
 //! ```
 //!
-//! Server-Sent Events: a channel served at `/events`, read by the reconnecting client.
+//! A hub server: the core serves `/events`; the application publishes.
 //!
 //! ```
 //! use std::time::Duration;
+//! use tidewire::server::Routes;
 //! use tidewire::sse::SseClientEvent;
 //! use tidewire_smol::sse::{SseOptions, connect};
-//! use tidewire_smol::{Channels, ChannelsConfig, HttpRequest, Server, ServerConfig, Upgrade};
+//! use tidewire_smol::{Server, ServerConfig};
 //!
 //! smol::block_on(async {
-//!     let server = Server::bind("127.0.0.1:0", ServerConfig::default()).await?;
+//!     let mut cfg = ServerConfig::default();
+//!     cfg.endpoint.routes = Routes::default();
+//!     let server = Server::bind("127.0.0.1:0", cfg).await?;
 //!     let handle = server.handle();
-//!     let channels = Channels::new(ChannelsConfig::default());
-//!     let served = channels.clone();
-//!     let serving = smol::spawn(server.serve_with(
-//!         |up: Upgrade| async move {
-//!             let _ = up.reject(404, &[], b"").await;
-//!         },
-//!         move |req: HttpRequest| {
-//!             let channels = served.clone();
-//!             async move {
-//!                 // Authenticate here (401/403 with `req.respond`) before streaming.
-//!                 match req.request().path_only() {
-//!                     "/events" => drop(channels.serve_sse(req, "ticks", &[]).await),
-//!                     "/poll" => drop(channels.serve_poll(req).await),
-//!                     _ => drop(req.respond(404, &[], b"not found\n").await),
-//!                 }
-//!             }
-//!         },
-//!     ));
+//!     let serving = smol::spawn(server.serve(|up| async move { drop(up) }));
 //!
-//!     let url = format!("http://{}/events", handle.local_addr());
+//!     let url = format!("http://{}/events?ch=ticks", handle.local_addr());
 //!     let mut events = connect(&url, SseOptions::default()).await?;
-//!     while channels.streams() == 0 {
+//!     while handle.hub_connections() == 0 {
 //!         smol::Timer::after(Duration::from_millis(5)).await; // until it is subscribed
 //!     }
-//!     let pos = channels.publish("ticks", r#"{"n":1}"#)?;
+//!     let pos = handle.publish("ticks", br#"{"n":1}"#)?;
 //!     let event = loop {
 //!         if let Some(SseClientEvent::Event(e)) = events.next().await {
 //!             break e;
 //!         }
 //!     };
-//!     assert_eq!((event.event.as_str(), event.data.as_str()), ("ticks", r#"{"n":1}"#));
+//!     assert_eq!(event.data.as_str(), r#"{"n":1}"#);
 //!     assert_eq!(event.id, pos.to_string()); // `EPOCH:OFFSET`: what a reconnection resumes from
 //!
 //!     events.close();
@@ -157,16 +159,14 @@
 //! ```
 
 mod bus;
-mod channels;
 mod client;
 mod conn;
 mod driver;
 mod http;
-mod hub;
+mod pump;
 mod server;
 mod session;
 pub mod sse;
-mod stream_io;
 
 use std::io;
 
@@ -177,13 +177,12 @@ pub use tidewire::ws::{
     CloseCode, CloseInfo, Message, SendError, UpgradeRequest, Utf8Bytes, WsConfig,
 };
 
+pub use tidewire::server::{ConnHandle, Routes, ServerEvent, Verdict};
 pub use tidewire::sse::StreamEnd;
 
-pub use channels::{Channels, ChannelsConfig};
 pub use client::{ClientOptions, ConnectError, connect};
 pub use conn::{Sender, WebSocket};
 pub use http::HttpRequest;
-pub use hub::{HubHandle, HubOptions};
 pub use server::{Server, ServerConfig, ServerHandle, ShutdownReport, Upgrade};
 pub use session::Session;
 

@@ -1,6 +1,6 @@
-//! The server: [`Server`] (accept loop), [`ServerHandle`] (connection count, graceful
-//! shutdown), [`Upgrade`] (the application's accept/reject decision) and the routing of a
-//! request head to the WebSocket or the plain HTTP handler.
+//! The server: [`Server`] (accept loop), [`ServerHandle`] (connections, graceful shutdown,
+//! the hub's operations), [`Upgrade`] (the application's accept/reject decision) and the
+//! registry of live TCP connections.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -14,17 +14,21 @@ use bytes::Bytes;
 use event_listener::Event as Notify;
 use smol::net::{AsyncToSocketAddrs, TcpListener};
 use smol::{Async, Executor, Timer, future};
-use tidewire::http::{Request, RequestParser};
-use tidewire::ws::{CloseCode, UpgradeRequest, WsConfig, WsConnection, WsEvent};
-use tidewire::{Machine, Transmit};
+use tidewire::http::Request;
+use tidewire::hub::{AllowAll, Authorize, Hub, HubError, HubStats, Principal};
+use tidewire::redis::RedisBus;
+use tidewire::replay::Position;
+use tidewire::server::{
+    Authenticate, ConnHandle, Credential, Routes, ServerEvent, Verdict,
+};
+use tidewire::ws::{CloseCode, UpgradeRequest, WsConnection};
 
+use crate::bus::BusLink;
 use crate::conn::{Shared, WebSocket};
 use crate::driver::{Driver, spawn_on};
-use crate::http::{HttpLink, HttpRequest};
+use crate::http::HttpRequest;
+use crate::pump::{Core, Handlers, run_conn, run_timer};
 
-/// Read buffer of a connection while its request head arrives (the head is small; the
-/// full `read_buffer` is allocated once the connection is open).
-const HANDSHAKE_READ: usize = 4 << 10;
 /// Pause after an `accept` error (e.g. out of file descriptors) before the next attempt.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
@@ -32,31 +36,31 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ServerConfig {
-    /// Per-connection WebSocket settings (keepalive on by default; the handshake deadline
-    /// `handshake_timeout` also bounds how long a request head may take to arrive).
-    pub ws: WsConfig,
+    /// The core endpoint's settings: routes, hub, limits, every WebSocket's settings
+    /// (`endpoint.ws`). The default has no hub route ([`Routes::none`]): every request goes
+    /// to the application's handlers. A hub server sets `endpoint.routes =
+    /// Routes::default()` (`/ws`, `/events`, `/poll`, `/api/publish`) or its own.
+    pub endpoint: tidewire::server::ServerConfig,
     /// Live TCP connections at most (default 10 000); a connection over it is accepted and
     /// closed at once.
     pub max_connections: usize,
-    /// Size of each open connection's read buffer at most (default 64 KiB). It starts at
-    /// 4 KiB and doubles while reads fill it, so idle connections stay small.
+    /// Size of each connection's read buffer at most (default 64 KiB). It starts at 4 KiB
+    /// and doubles while reads fill it, so idle connections stay small.
     pub read_buffer: usize,
-    /// The executor that runs every task of the server: each connection's handshake task
-    /// (and so the handlers, SSE streams and polls) and each driver task. `None` (the
-    /// default): smol's global executor. Give the executor that the accept loop itself runs
-    /// on (e.g. `smol::block_on(ex.run(server.serve(..)))`) to keep a whole server on one
-    /// thread, where no wake-up has to cross threads.
+    /// The executor of every task of the server (connections, handlers, the timer, the
+    /// bus). `None` (the default): smol's global executor. Give the executor that runs the
+    /// accept loop itself to keep a whole server on one thread.
     pub executor: Option<Arc<Executor<'static>>>,
+    /// Share every channel with other instances through this Redis server (see
+    /// [`tidewire::redis`]). `None`: an in-process hub.
+    pub redis: Option<tidewire::redis::RedisConfig>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self {
-            ws: WsConfig::default(),
-            max_connections: 10_000,
-            read_buffer: 64 << 10,
-            executor: None,
-        }
+        let mut endpoint = tidewire::server::ServerConfig::default();
+        endpoint.routes = Routes::none();
+        Self { endpoint, max_connections: 10_000, read_buffer: 64 << 10, executor: None, redis: None }
     }
 }
 
@@ -85,12 +89,32 @@ pub(crate) struct ServerShared {
     pub(crate) cfg: ServerConfig,
     local_addr: SocketAddr,
     registry: Mutex<Registry>,
+    /// The core endpoint and what the pump keeps beside it.
+    core: Mutex<Core>,
+    /// The core's deadline changed: wakes the timer task.
+    pub(crate) timer: Arc<Notify>,
+    /// An informational event was queued.
+    pub(crate) events_ready: Notify,
+    /// With Redis: a submitted publish was answered.
+    pub(crate) submitted: Notify,
+    /// With Redis: the bus task and the sockets' writers.
+    pub(crate) bus: Option<BusLink>,
     /// A connection ended.
     changed: Notify,
     /// Shutdown started: the accept loop stops.
     stop: Notify,
     /// Shutdown finished.
     done: Notify,
+}
+
+impl Drop for ServerShared {
+    fn drop(&mut self) {
+        // The timer task holds a weak reference: let it see that the server is gone.
+        self.timer.notify(usize::MAX);
+        if let Some(bus) = &self.bus {
+            bus.wake.notify(usize::MAX);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -103,16 +127,9 @@ struct Registry {
 
 struct Entry {
     stream: Arc<Async<TcpStream>>,
-    /// What shutdown tells the connection; `None` while its head is being read.
-    link: Option<Link>,
-}
-
-/// How shutdown reaches a connection past its request head.
-enum Link {
-    /// An accepted WebSocket: closed with 1001.
-    Ws(Weak<Shared>),
-    /// A plain HTTP request: told to stop (SSE streams end, held polls are answered).
-    Http(Weak<HttpLink>),
+    /// An application WebSocket, closed with 1001 by shutdown. `None`: the core's (its
+    /// shutdown reaches it) or an application HTTP request (it finishes or is cut).
+    ws: Option<Weak<Shared>>,
 }
 
 /// A live TCP connection's place in the registry; dropping it deregisters the connection.
@@ -125,6 +142,14 @@ impl ServerShared {
     fn registry(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    pub(crate) fn core(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        spawn_on(self.cfg.executor.as_ref(), task);
+    }
 }
 
 impl Registration {
@@ -136,31 +161,24 @@ impl Registration {
         }
         let id = reg.next_id;
         reg.next_id += 1;
-        reg.conns.insert(id, Entry { stream: stream.clone(), link: None });
+        reg.conns.insert(id, Entry { stream: stream.clone(), ws: None });
         Some(Self { server: server.clone(), id })
     }
 
-    /// Links the open connection, so shutdown can close it with 1001; closes it at once when
+    /// The connection's handle in the core endpoint.
+    pub(crate) fn handle(&self) -> ConnHandle {
+        ConnHandle(self.id)
+    }
+
+    /// Links the open WebSocket, so shutdown can close it with 1001; closes it at once when
     /// the shutdown already started.
     fn attach(&self, shared: &Arc<Shared>) {
         let mut reg = self.server.registry();
         if let Some(entry) = reg.conns.get_mut(&self.id) {
-            entry.link = Some(Link::Ws(Arc::downgrade(shared)));
+            entry.ws = Some(Arc::downgrade(shared));
         }
         if reg.stopping {
             close_going_away(shared);
-        }
-    }
-
-    /// Links a plain HTTP request, so shutdown can tell it to stop; tells it at once when
-    /// the shutdown already started.
-    fn attach_http(&self, link: &Arc<HttpLink>) {
-        let mut reg = self.server.registry();
-        if let Some(entry) = reg.conns.get_mut(&self.id) {
-            entry.link = Some(Link::Http(Arc::downgrade(link)));
-        }
-        if reg.stopping {
-            link.stop();
         }
     }
 }
@@ -179,22 +197,78 @@ fn close_going_away(shared: &Shared) {
     shared.wake.notify(1);
 }
 
+/// Everyone is anonymous.
+fn anonymous(_: &Request) -> Verdict {
+    Verdict::Allow(Credential::client(Principal::anonymous()))
+}
+
+/// A seed from OS entropy (the clock when there is none: two lives of a server differ).
+fn os_seed() -> u64 {
+    let mut seed = [0u8; 8];
+    if getrandom::fill(&mut seed).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return u64::try_from(t.as_nanos() & u128::from(u64::MAX)).unwrap_or_default();
+    }
+    u64::from_le_bytes(seed)
+}
+
 impl Server {
-    /// Binds a listener.
+    /// Binds a listener whose requests are all anonymous and may do anything
+    /// ([`AllowAll`]); see [`bind_with`](Self::bind_with).
     ///
     /// # Errors
     /// The address cannot be resolved or bound.
     pub async fn bind(addr: impl AsyncToSocketAddrs, cfg: ServerConfig) -> io::Result<Server> {
+        Self::bind_with(addr, cfg, anonymous, AllowAll).await
+    }
+
+    /// Binds a listener: `authn` says who each request to a hub route is (before any `101`
+    /// or `200`), `authz` what it may join and publish. Epochs are seeded from OS entropy.
+    ///
+    /// # Errors
+    /// The address cannot be resolved or bound.
+    pub async fn bind_with(
+        addr: impl AsyncToSocketAddrs,
+        cfg: ServerConfig,
+        authn: impl Authenticate + Send + 'static,
+        authz: impl Authorize + Send + 'static,
+    ) -> io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
+        let seed = os_seed();
+        let now = Instant::now();
+        let (server, redis) = match cfg.redis.clone() {
+            None => (tidewire::server::Server::new(cfg.endpoint.clone(), authn, authz, seed), None),
+            Some(mut r) => {
+                if r.rng_seed == [0; 32] {
+                    r.rng_seed[..8].copy_from_slice(&seed.to_le_bytes());
+                    r.rng_seed[8..16].copy_from_slice(&(!seed).to_le_bytes());
+                }
+                let hub = Hub::with_bus(cfg.endpoint.hub.clone(), authz, seed);
+                let server = tidewire::server::Server::around(cfg.endpoint.clone(), authn, hub, seed);
+                (server, Some(RedisBus::new(r, now)))
+            }
+        };
+        let with_bus = redis.is_some();
         let shared = Arc::new(ServerShared {
             cfg,
             local_addr,
             registry: Mutex::new(Registry::default()),
+            core: Mutex::new(Core::new(server, redis)),
+            timer: Arc::new(Notify::new()),
+            events_ready: Notify::new(),
+            submitted: Notify::new(),
+            bus: with_bus.then(BusLink::default),
             changed: Notify::new(),
             stop: Notify::new(),
             done: Notify::new(),
         });
+        shared.spawn(run_timer(Arc::downgrade(&shared), shared.timer.clone()));
+        if with_bus {
+            shared.spawn(crate::bus::run_bus(Arc::downgrade(&shared)));
+        }
         Ok(Server { listener, shared })
     }
 
@@ -204,22 +278,18 @@ impl Server {
         self.shared.local_addr
     }
 
-    /// A handle to count connections and shut the server down.
+    /// A handle to count connections, publish, and shut the server down.
     #[must_use]
     pub fn handle(&self) -> ServerHandle {
         ServerHandle { shared: self.shared.clone() }
     }
 
-    /// Runs the accept loop until [`ServerHandle::shutdown`]. Every TCP connection gets its
-    /// own task on [`ServerConfig::executor`] (default: smol's global executor): it reads the
-    /// request head under the handshake deadline (answering malformed, oversized or late
-    /// heads with 400/431/505/408), then runs `handler(upgrade)` to completion on that task. The handler decides with
-    /// [`Upgrade::accept`] or [`Upgrade::reject`]; the accepted connection is driven by a
-    /// task of its own, so the handler may keep the [`WebSocket`] or hand it elsewhere.
-    ///
-    /// A request that is not a WebSocket upgrade gets the core's handshake error response
-    /// (400 "missing Upgrade: websocket", 405 for another method…); use
-    /// [`serve_with`](Self::serve_with) to serve plain HTTP requests as well.
+    /// Runs the accept loop until [`ServerHandle::shutdown`]. Every TCP connection gets a
+    /// task on [`ServerConfig::executor`] that pumps it through the core endpoint: the core
+    /// reads and bounds the head (400/408/431/505) and serves the hub's routes; an upgrade
+    /// for any other path becomes an [`Upgrade`] and `handler(upgrade)` runs on that task
+    /// (accept or reject it there). A plain HTTP request for another path is answered
+    /// `404`; use [`serve_with`](Self::serve_with) to serve it.
     ///
     /// Returns `Ok(())` once the shutdown has finished.
     ///
@@ -232,18 +302,14 @@ impl Server {
         Fut: Future<Output = ()> + Send + 'static,
     {
         self.serve_with(handler, |req: HttpRequest| async move {
-            let _ = req.reject_as_websocket().await;
+            let _ = req.respond(404, &[], b"not found\n").await;
         })
         .await
     }
 
-    /// Like [`serve`](Self::serve), with a handler for plain HTTP requests (SSE, polling,
-    /// pages, APIs): a request head without `Upgrade: websocket` becomes an
-    /// [`HttpRequest`] and `http(request)` runs to completion on the connection's task.
-    /// The handler answers with [`HttpRequest::respond`], or hands the request to
-    /// [`Channels::serve_sse`](crate::Channels::serve_sse) /
-    /// [`Channels::serve_poll`](crate::Channels::serve_poll). One request per connection:
-    /// the connection closes after the response.
+    /// Like [`serve`](Self::serve), with a handler for the application's plain HTTP
+    /// requests (pages, APIs): `http(request)` runs to completion on the connection's task
+    /// and answers with [`HttpRequest::respond`]. One request per connection.
     ///
     /// # Errors
     /// As [`serve`](Self::serve).
@@ -254,7 +320,10 @@ impl Server {
         H: Fn(HttpRequest) -> HFut + Send + Sync + 'static,
         HFut: Future<Output = ()> + Send + 'static,
     {
-        let handlers = Arc::new((ws, http));
+        let handlers: Handlers = Arc::new((
+            Box::new(move |u| Box::pin(ws(u)) as _),
+            Box::new(move |r| Box::pin(http(r)) as _),
+        ));
         let shared = self.shared;
         loop {
             let stop = shared.stop.listen();
@@ -275,8 +344,7 @@ impl Server {
                     let Some(registration) = Registration::new(&shared, &stream) else {
                         continue;
                     };
-                    let task = handshake(stream, peer, registration, handlers.clone());
-                    spawn_on(shared.cfg.executor.as_ref(), task);
+                    shared.spawn(run_conn(stream, peer, registration, handlers.clone()));
                 }
                 Some(Err(_)) => {
                     Timer::after(ACCEPT_ERROR_PAUSE).await;
@@ -307,17 +375,17 @@ impl ServerHandle {
         self.shared.local_addr
     }
 
-    /// Live TCP connections, including those still in the opening handshake.
+    /// Live TCP connections (the core's and the application's).
     #[must_use]
     pub fn connections(&self) -> usize {
         self.shared.registry().conns.len()
     }
 
-    /// Graceful shutdown: stops accepting, closes every open WebSocket with 1001
-    /// ("server shutdown"), ends every SSE stream (after what is queued), answers every held
-    /// long poll, closes every connection still in its handshake at once, waits up to
-    /// `grace` for them to end, then shuts the rest down. [`Server::serve`] returns after it.
-    /// A second call waits for the first and returns the same report.
+    /// Graceful shutdown: stops accepting; the core closes every hub WebSocket with 1001,
+    /// ends every SSE stream, answers every held poll and answers `503` to heads still
+    /// arriving; every application WebSocket is closed with 1001. Waits up to `grace` for
+    /// every connection to end, then shuts the rest down. [`Server::serve`] returns after
+    /// it. A second call waits for the first and returns the same report.
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let shared = &self.shared;
         let total = {
@@ -326,22 +394,8 @@ impl ServerHandle {
                 None
             } else {
                 reg.stopping = true;
-                for entry in reg.conns.values() {
-                    match &entry.link {
-                        Some(Link::Ws(link)) => {
-                            if let Some(link) = link.upgrade() {
-                                close_going_away(&link);
-                            }
-                        }
-                        Some(Link::Http(link)) => {
-                            if let Some(link) = link.upgrade() {
-                                link.stop();
-                            }
-                        }
-                        None => {
-                            let _ = entry.stream.get_ref().shutdown(Shutdown::Both);
-                        }
-                    }
+                for link in reg.conns.values().filter_map(|e| e.ws.as_ref()?.upgrade()) {
+                    close_going_away(&link);
                 }
                 Some(reg.conns.len())
             }
@@ -349,6 +403,7 @@ impl ServerHandle {
         let Some(total) = total else {
             return self.wait_report().await;
         };
+        self.with_core(|core| core.server.shutdown(Instant::now(), grace));
         shared.stop.notify(usize::MAX);
 
         let deadline = Instant::now() + grace;
@@ -377,9 +432,7 @@ impl ServerHandle {
         let dropped = reg.conns.len();
         for entry in reg.conns.values() {
             let _ = entry.stream.get_ref().shutdown(Shutdown::Both);
-            if let Some(Link::Ws(link)) = &entry.link
-                && let Some(link) = link.upgrade()
-            {
+            if let Some(link) = entry.ws.as_ref().and_then(Weak::upgrade) {
                 link.lock().killed = true;
                 link.wake.notify(1);
             }
@@ -400,6 +453,128 @@ impl ServerHandle {
             done.await;
         }
     }
+
+    /// One mutation of the core, then its outputs dispatched.
+    fn with_core<T>(&self, f: impl FnOnce(&mut Core) -> T) -> T {
+        let mut core = self.shared.core();
+        let r = f(&mut core);
+        core.settle(&self.shared);
+        r
+    }
+
+    /// The trusted server-side publish (a ticker, an admin): `json` must be one JSON
+    /// value; no authorization, no dedup. Returns the message's position. With
+    /// [`ServerConfig::redis`] use [`submit`](Self::submit), which the bus numbers.
+    ///
+    /// # Errors
+    /// [`HubError::BadJson`], [`HubError::BadChannel`], [`HubError::ChannelLimit`].
+    pub fn publish(&self, ch: &str, json: &[u8]) -> Result<Position, HubError> {
+        self.with_core(|core| core.server.publish(Instant::now(), ch, json))
+    }
+
+    /// The trusted publish deduplicated by `id`: a repeat of an id answers the first one's
+    /// position and appends nothing. Without Redis the window is the core's
+    /// (`endpoint.trusted_dedup` ids); with Redis it goes through the bus, which
+    /// deduplicates across instances (`RedisConfig::dedup_ttl`), and waits for its answer.
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish); [`HubError::BadId`] for an id over the hub's bound;
+    /// with Redis, [`HubError::Unavailable`] while Redis is unreachable.
+    pub async fn publish_once(&self, ch: &str, id: &str, json: &[u8]) -> Result<Position, HubError> {
+        if self.shared.bus.is_none() {
+            return self.with_core(|core| core.server.publish_once(Instant::now(), ch, id, json));
+        }
+        self.submit_as(ch, Some(id), json).await
+    }
+
+    /// The trusted publish that works with and without Redis: with
+    /// [`ServerConfig::redis`] it goes through the bus (which numbers it) and waits for its
+    /// position; without, it is [`publish`](Self::publish).
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish); with Redis, [`HubError::Unavailable`] while Redis is
+    /// unreachable (retry with [`publish_once`](Self::publish_once) to stay idempotent).
+    pub async fn submit(&self, ch: &str, json: &[u8]) -> Result<Position, HubError> {
+        if self.shared.bus.is_none() {
+            return self.publish(ch, json);
+        }
+        self.submit_as(ch, None, json).await
+    }
+
+    async fn submit_as(&self, ch: &str, id: Option<&str>, json: &[u8]) -> Result<Position, HubError> {
+        let token = self.with_core(|core| {
+            let now = Instant::now();
+            core.server.with_hub(now, |hub| hub.submit(now, None, ch, id, json))
+        })?;
+        loop {
+            let listener = self.shared.submitted.listen();
+            if let Some(r) = self.shared.core().submits.remove(&token) {
+                return r;
+            }
+            listener.await;
+        }
+    }
+
+    /// Reads the core endpoint under its lock (the hub, connections, counters). Keep `f`
+    /// short: every connection waits for it.
+    pub fn inspect<T>(&self, f: impl FnOnce(&tidewire::server::Server) -> T) -> T {
+        f(&self.shared.core().server)
+    }
+
+    /// The presence list of `ch` (names in grace included), sorted.
+    #[must_use]
+    pub fn presence(&self, ch: &str) -> Vec<String> {
+        self.inspect(|s| s.hub().presence(ch).map(str::to_owned).collect())
+    }
+
+    /// The head of `ch`'s log, if the channel exists.
+    #[must_use]
+    pub fn head(&self, ch: &str) -> Option<Position> {
+        self.inspect(|s| s.hub().log(ch).map(tidewire::replay::ReplayLog::head))
+    }
+
+    /// Hub-wide counters.
+    #[must_use]
+    pub fn stats(&self) -> HubStats {
+        self.inspect(|s| s.hub().stats())
+    }
+
+    /// Connections of the hub (WebSocket, SSE, kept polling clients).
+    #[must_use]
+    pub fn hub_connections(&self) -> usize {
+        self.inspect(|s| s.hub().connection_count())
+    }
+
+    /// Whether the hub's bus is connected (`false` without Redis).
+    #[must_use]
+    pub fn bus_is_up(&self) -> bool {
+        self.inspect(|s| s.hub().bus_is_up())
+    }
+
+    /// The next informational event of the core ([`ServerEvent::Hub`],
+    /// [`ServerEvent::Refused`], [`ServerEvent::Published`]) or a deferred authentication
+    /// ([`ServerEvent::Authenticate`], answer it with [`decide`](Self::decide)), without
+    /// waiting. The queue keeps `endpoint.max_events`; the oldest is dropped when full.
+    #[must_use]
+    pub fn next_event(&self) -> Option<ServerEvent> {
+        self.shared.core().events.pop_front()
+    }
+
+    /// The next event, as [`next_event`](Self::next_event); waits until there is one.
+    pub async fn event(&self) -> ServerEvent {
+        loop {
+            let listener = self.shared.events_ready.listen();
+            if let Some(ev) = self.next_event() {
+                return ev;
+            }
+            listener.await;
+        }
+    }
+
+    /// Answers a deferred authentication ([`ServerEvent::Authenticate`]).
+    pub fn decide(&self, conn: ConnHandle, verdict: Verdict) {
+        self.with_core(|core| core.server.decide(Instant::now(), conn, verdict));
+    }
 }
 
 impl fmt::Debug for ServerHandle {
@@ -411,17 +586,15 @@ impl fmt::Debug for ServerHandle {
     }
 }
 
-/// A complete upgrade request awaiting the application's decision:
-/// [`accept`](Self::accept) or [`reject`](Self::reject). Dropping it closes the TCP
-/// connection without a response.
+/// A complete upgrade request for a path that is not the hub's, awaiting the application's
+/// decision: [`accept`](Self::accept) or [`reject`](Self::reject). Dropping it closes the
+/// TCP connection without a response.
 pub struct Upgrade {
-    conn: WsConnection,
-    stream: Arc<Async<TcpStream>>,
-    request: UpgradeRequest,
-    peer: SocketAddr,
-    registration: Registration,
-    read_buffer: usize,
-    close_timeout: Duration,
+    pub(crate) conn: WsConnection,
+    pub(crate) stream: Arc<Async<TcpStream>>,
+    pub(crate) request: UpgradeRequest,
+    pub(crate) peer: SocketAddr,
+    pub(crate) registration: Registration,
 }
 
 impl Upgrade {
@@ -450,7 +623,7 @@ impl Upgrade {
         subprotocol: Option<&str>,
         headers: &[(&str, &str)],
     ) -> io::Result<WebSocket> {
-        let Upgrade { mut conn, stream, peer, registration, read_buffer, close_timeout, .. } = self;
+        let Upgrade { mut conn, stream, peer, registration, .. } = self;
         conn.accept(Instant::now(), subprotocol, headers)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let shared = Arc::new(Shared::new(conn, peer));
@@ -460,7 +633,9 @@ impl Upgrade {
             inner.opened.clone().flatten()
         };
         registration.attach(&shared);
-        let executor = registration.server.cfg.executor.clone();
+        let cfg = &registration.server.cfg;
+        let (read_buffer, close_timeout) = (cfg.read_buffer, cfg.endpoint.ws.close_timeout);
+        let executor = cfg.executor.clone();
         Driver {
             stream,
             shared: shared.clone(),
@@ -486,11 +661,12 @@ impl Upgrade {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> io::Result<()> {
-        let Upgrade { mut conn, stream, close_timeout, .. } = self;
+        let Upgrade { mut conn, stream, registration, .. } = self;
         conn.reject(Instant::now(), status, headers, body)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let (out, _) = drain(&mut conn);
-        let result = write_all_until(&stream, out, Instant::now() + close_timeout).await;
+        let out = crate::pump::drain_ws(&mut conn);
+        let deadline = Instant::now() + registration.server.cfg.endpoint.ws.close_timeout;
+        let result = write_all_until(&stream, out, deadline).await;
         let _ = stream.get_ref().shutdown(Shutdown::Both);
         result
     }
@@ -503,19 +679,6 @@ impl fmt::Debug for Upgrade {
             .field("request", &self.request)
             .finish_non_exhaustive()
     }
-}
-
-/// Everything the core queued, and whether it asked for `Shutdown`.
-fn drain(conn: &mut WsConnection) -> (Vec<Bytes>, bool) {
-    let mut out = Vec::new();
-    while let Some(t) = conn.poll_transmit() {
-        match t {
-            Transmit::Bytes(b) => out.push(b),
-            Transmit::Shutdown => return (out, true),
-            _ => {}
-        }
-    }
-    (out, false)
 }
 
 /// Writes `chunks`, giving up at `deadline`.
@@ -542,109 +705,4 @@ pub(crate) async fn write_all_until(
         Err(io::ErrorKind::TimedOut.into())
     })
     .await
-}
-
-/// Reads a request head under `deadline`; answers a bad or late head (400/431/505/408)
-/// and returns `None`. Returns the request and the bytes that followed its head.
-async fn read_head(
-    stream: &Async<TcpStream>,
-    max_head: usize,
-    deadline: Instant,
-    close_timeout: Duration,
-) -> Option<(Request, Vec<u8>)> {
-    let mut parser = RequestParser::new(max_head);
-    let mut buf: Vec<u8> = Vec::new();
-    let mut chunk = vec![0u8; HANDSHAKE_READ];
-    let failure = loop {
-        let read = future::or(
-            async { Some(stream.read_with(|s| io::Read::read(&mut &*s, &mut chunk)).await) },
-            async {
-                Timer::at(deadline).await;
-                None
-            },
-        )
-        .await;
-        match read {
-            None => break Some((408, "request head timed out".to_owned())),
-            Some(Ok(0)) => break None,
-            Some(Ok(n)) => {
-                buf.extend_from_slice(&chunk[..n]);
-                match parser.parse(&buf) {
-                    Ok(Some((req, len))) => return Some((req, buf.split_off(len))),
-                    Ok(None) => {}
-                    Err(e) => break Some((e.status(), e.to_string())),
-                }
-            }
-            Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-            Some(Err(_)) => break None,
-        }
-    };
-    if let Some((status, text)) = failure
-        && let Ok(answer) = tidewire::http::response(status, &[], format!("{text}\n").as_bytes())
-    {
-        let _ = write_all_until(stream, vec![answer], Instant::now() + close_timeout).await;
-    }
-    None
-}
-
-/// One TCP connection until the application's handler returns: reads the request head
-/// under the handshake deadline, then routes it: a WebSocket upgrade to the `ws` handler
-/// as an [`Upgrade`], anything else to the `http` handler as an [`HttpRequest`].
-async fn handshake<W, WFut, H, HFut>(
-    stream: Arc<Async<TcpStream>>,
-    peer: SocketAddr,
-    registration: Registration,
-    handlers: Arc<(W, H)>,
-) where
-    W: Fn(Upgrade) -> WFut + Send + Sync + 'static,
-    WFut: Future<Output = ()> + Send + 'static,
-    H: Fn(HttpRequest) -> HFut + Send + Sync + 'static,
-    HFut: Future<Output = ()> + Send + 'static,
-{
-    let cfg = &registration.server.cfg;
-    let close_timeout = cfg.ws.close_timeout;
-    let read_buffer = cfg.read_buffer;
-    let deadline = Instant::now() + cfg.ws.handshake_timeout;
-    let Some((request, rest)) =
-        read_head(&stream, cfg.ws.max_handshake, deadline, close_timeout).await
-    else {
-        let _ = stream.get_ref().shutdown(Shutdown::Both);
-        return;
-    };
-
-    if !request.is_websocket_upgrade() {
-        let link = Arc::new(HttpLink::default());
-        registration.attach_http(&link);
-        let req = HttpRequest::new(stream, peer, request, rest, registration, link);
-        (handlers.1)(req).await;
-        return;
-    }
-
-    let mut ws_cfg = cfg.ws.clone();
-    if crate::seed(&mut ws_cfg).is_err() {
-        let _ = stream.get_ref().shutdown(Shutdown::Both);
-        return;
-    }
-    let now = Instant::now();
-    let mut conn = WsConnection::server_for(ws_cfg, now, request);
-    if !rest.is_empty() {
-        conn.handle_read(now, &rest);
-    }
-    drop(rest);
-    let mut request = None;
-    while let Some(ev) = conn.poll_event() {
-        if let WsEvent::UpgradeRequested(req) = ev {
-            request = Some(req);
-        }
-    }
-    // Only the core's error responses (400, 426…) are written here.
-    let (out, shutdown) = drain(&mut conn);
-    let written = out.is_empty()
-        || write_all_until(&stream, out, Instant::now() + close_timeout).await.is_ok();
-    let Some(request) = request.filter(|_| written && !shutdown) else {
-        let _ = stream.get_ref().shutdown(Shutdown::Both);
-        return;
-    };
-    let upgrade = Upgrade { conn, stream, request, peer, registration, read_buffer, close_timeout };
-    (handlers.0)(upgrade).await;
 }

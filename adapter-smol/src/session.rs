@@ -54,26 +54,15 @@ const READ_BUF: usize = 16 << 10;
 /// ```
 /// use std::time::Duration;
 /// use tidewire::client::{SessionConfig, SessionEvent};
-/// use tidewire::hub::{AllowAll, HubConfig, Principal};
-/// use tidewire_smol::{HttpRequest, HubHandle, Server, ServerConfig, Session, Upgrade};
+/// use tidewire_smol::{Routes, Server, ServerConfig, Session};
 ///
 /// smol::block_on(async {
-///     let hub = HubHandle::new(HubConfig::default(), AllowAll);
-///     let server = Server::bind("127.0.0.1:0", ServerConfig::default()).await?;
-///     let handle = server.handle();
-///     let served = hub.clone();
-///     let serving = smol::spawn(server.serve_with(
-///         move |up: Upgrade| {
-///             let hub = served.clone();
-///             async move {
-///                 let Ok(ws) = up.accept(None, &[]).await else { return };
-///                 hub.serve_ws(ws, Principal::anonymous(), None).await;
-///             }
-///         },
-///         |req: HttpRequest| async move {
-///             let _ = req.respond(404, &[], b"").await;
-///         },
-///     ));
+///     let mut cfg = ServerConfig::default();
+///     cfg.endpoint.routes = Routes::default(); // the hub at /ws, /events, /poll, /api/publish
+///     let server = Server::bind("127.0.0.1:0", cfg).await?;
+///     let hub = server.handle();
+///     let handle = hub.clone();
+///     let serving = smol::spawn(server.serve(|up| async move { drop(up) }));
 ///
 ///     let addr = handle.local_addr();
 ///     let mut session = Session::connect(SessionConfig::new(addr.ip().to_string(), addr.port()));

@@ -1,0 +1,367 @@
+//! The socket pump: one task per accepted connection and one timer task per server drive
+//! the core endpoint ([`tidewire::server::Server`]) behind one mutex.
+//!
+//! A connection's task runs the run loop of the core: it waits for the socket to be
+//! readable, for its wake-up (the core named it in `poll_ready`) or for its write to make
+//! progress; makes one mutation under the lock (`handle_read`, `handle_eof`,
+//! `handle_lost`); then, still under the lock, pulls the connection's transmits while they
+//! stay under [`PULL_BOUND`] and the socket took what was pulled before, and dispatches
+//! the core's outputs ([`Core::settle`]). It writes outside the lock and pulls again only
+//! once the socket took the batch, so socket → transport → hub outbox stay one
+//! backpressure chain. A connection the core hands over (an upgrade or a request for a path
+//! that is not the hub's) leaves the pump: the task runs the application's handler.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::io::{self, Read as _};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use event_listener::Event as Notify;
+use smol::{Async, Timer, future};
+use tidewire::hub::{BusToken, HubError, HubEvent};
+use tidewire::redis::RedisBus;
+use tidewire::replay::Position;
+use tidewire::server::{ConnHandle, Server, ServerEvent};
+use tidewire::ws::{WsConnection, WsEvent};
+use tidewire::{Machine, Transmit};
+
+use crate::driver::{consume, write_batch};
+use crate::http::HttpRequest;
+use crate::server::{Registration, ServerShared, Upgrade, write_all_until};
+
+/// Bytes pulled from the core for one connection before they are written.
+const PULL_BOUND: usize = 256 << 10;
+/// First size of a connection's read buffer (it doubles up to `read_buffer`).
+const INITIAL_READ: usize = 4 << 10;
+/// A write that makes no progress for this long (without `WsConfig::send_timeout`) loses
+/// the connection.
+const WRITE_STALL: Duration = Duration::from_secs(30);
+
+pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+type Handler<T> = Box<dyn Fn(T) -> BoxFuture + Send + Sync>;
+/// The application's handlers: upgrades and plain HTTP requests.
+pub(crate) type Handlers = Arc<(Handler<Upgrade>, Handler<HttpRequest>)>;
+
+/// The core endpoint and what the pump keeps beside it, under one lock.
+pub(crate) struct Core {
+    pub(crate) server: Server,
+    /// With Redis: the bus machine.
+    pub(crate) redis: Option<RedisBus>,
+    /// Each pumped connection's wake-up.
+    wakers: HashMap<ConnHandle, Arc<Notify>>,
+    /// Connections the core handed to the application, until their task picks them up.
+    handoffs: HashMap<ConnHandle, ServerEvent>,
+    /// Informational events for `ServerHandle::next_event`.
+    pub(crate) events: VecDeque<ServerEvent>,
+    /// With Redis: answers of submitted publishes not yet picked up.
+    pub(crate) submits: HashMap<BusToken, Result<Position, HubError>>,
+    /// The deadline the timer task waits for.
+    armed: Option<Instant>,
+}
+
+impl Core {
+    pub(crate) fn new(server: Server, redis: Option<RedisBus>) -> Self {
+        Self {
+            server,
+            redis,
+            wakers: HashMap::new(),
+            handoffs: HashMap::new(),
+            events: VecDeque::new(),
+            submits: HashMap::new(),
+            armed: None,
+        }
+    }
+
+    /// After every mutation: the core's events dispatched, ready connections woken, the
+    /// timer re-armed when the deadline changed, the bus woken when the hub asks for it.
+    pub(crate) fn settle(&mut self, shared: &ServerShared) {
+        let mut queued = false;
+        while let Some(ev) = self.server.poll_event() {
+            match ev {
+                ServerEvent::Upgrade { conn, .. } | ServerEvent::Request { conn, .. } => {
+                    if let Some(w) = self.wakers.get(&conn) {
+                        w.notify(1);
+                    }
+                    self.handoffs.insert(conn, ev);
+                }
+                ServerEvent::Hub(HubEvent::Submitted { token, result }) => {
+                    self.submits.insert(token, result);
+                    shared.submitted.notify(usize::MAX);
+                }
+                ev => {
+                    if self.events.len() >= self.server.config().max_events.max(1) {
+                        self.events.pop_front();
+                    }
+                    self.events.push_back(ev);
+                    queued = true;
+                }
+            }
+        }
+        if queued {
+            shared.events_ready.notify(usize::MAX);
+        }
+        while let Some(conn) = self.server.poll_ready() {
+            if let Some(w) = self.wakers.get(&conn) {
+                w.notify(1);
+            }
+        }
+        let next = self.server.poll_timeout();
+        if next != self.armed {
+            self.armed = next;
+            shared.timer.notify(1);
+        }
+        if self.server.hub().has_bus_actions()
+            && let Some(bus) = &shared.bus
+        {
+            bus.wake.notify(1);
+        }
+    }
+}
+
+/// The server's one timer: `handle_timeout` at the core's deadline (checked against the
+/// clock on every wake-up). Ends with the server.
+pub(crate) async fn run_timer(weak: Weak<ServerShared>, wake: Arc<Notify>) {
+    let mut timer = Timer::never();
+    let mut set: Option<Instant> = None;
+    loop {
+        let listener = wake.listen();
+        let Some(shared) = weak.upgrade() else { return };
+        let deadline = {
+            let mut core = shared.core();
+            let now = Instant::now();
+            if core.armed.is_some_and(|d| now >= d) {
+                core.server.handle_timeout(now);
+                core.settle(&shared);
+            }
+            core.armed
+        };
+        drop(shared);
+        if deadline != set {
+            match deadline {
+                Some(d) => timer.set_at(d),
+                None => timer = Timer::never(),
+            }
+            set = deadline;
+        }
+        future::or(
+            async {
+                (&mut timer).await;
+                set = None;
+            },
+            listener,
+        )
+        .await;
+    }
+}
+
+/// Forgets a pumped connection however its task ends: the core loses it if it still has
+/// it, its wake-up goes.
+struct Pumped<'a> {
+    shared: &'a ServerShared,
+    conn: ConnHandle,
+}
+
+impl Drop for Pumped<'_> {
+    fn drop(&mut self) {
+        let mut core = self.shared.core();
+        core.wakers.remove(&self.conn);
+        core.handoffs.remove(&self.conn);
+        if core.server.has_connection(self.conn) {
+            core.server.handle_lost(Instant::now(), self.conn);
+        }
+        core.settle(self.shared);
+    }
+}
+
+/// What woke a waiting connection task.
+enum Woke {
+    Read(io::Result<usize>),
+    Writable,
+    Notified,
+    Stalled,
+}
+
+/// One accepted connection: pumped through the core until it ends or is handed over.
+#[allow(clippy::too_many_lines)] // one run loop, kept in one place
+pub(crate) async fn run_conn(
+    stream: Arc<Async<TcpStream>>,
+    peer: SocketAddr,
+    registration: Registration,
+    handlers: Handlers,
+) {
+    let shared = registration.server.clone();
+    let conn = registration.handle();
+    let wake = Arc::new(Notify::new());
+    let pumped = Pumped { shared: &shared, conn };
+    {
+        let mut core = shared.core();
+        core.wakers.insert(conn, wake.clone());
+        core.server.handle_accept(Instant::now(), conn);
+        core.settle(&shared);
+    }
+    let sock = stream.get_ref();
+    let max_read = shared.cfg.read_buffer.max(1);
+    let stall = shared.cfg.endpoint.ws.send_timeout.unwrap_or(WRITE_STALL);
+    let mut rbuf = vec![0u8; INITIAL_READ.min(max_read)];
+    let mut wbuf: VecDeque<Bytes> = VecDeque::new();
+    let mut eof = false;
+    let mut ended = false;
+    let mut stall_at: Option<Instant> = None;
+    let handoff = loop {
+        let listener = wake.listen();
+        // Pull what the core has for this connection, while the socket took the last batch.
+        let handoff = {
+            let mut core = shared.core();
+            if wbuf.is_empty() && !ended {
+                let now = Instant::now();
+                let mut pulled = 0;
+                while pulled < PULL_BOUND {
+                    match core.server.poll_transmit(now, conn) {
+                        Some(Transmit::Bytes(b)) => {
+                            pulled += b.len();
+                            wbuf.push_back(b);
+                        }
+                        Some(_) => {
+                            ended = true;
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                core.settle(&shared);
+            }
+            core.handoffs.remove(&conn)
+        };
+        if let Some(h) = handoff {
+            break Some(h);
+        }
+        // Write what the socket takes now.
+        let mut wrote = false;
+        while !wbuf.is_empty() {
+            match write_batch(sock, &wbuf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    consume(&mut wbuf, n);
+                    wrote = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => return,
+            }
+        }
+        if wbuf.is_empty() {
+            stall_at = None;
+            if ended {
+                break None;
+            }
+            if wrote {
+                continue;
+            }
+        } else if wrote || stall_at.is_none() {
+            stall_at = Some(Instant::now() + stall);
+        }
+        let woke = {
+            let read = async {
+                if eof || ended {
+                    future::pending().await
+                } else {
+                    Woke::Read(stream.read_with(|s| (&mut &*s).read(&mut rbuf)).await)
+                }
+            };
+            let write = async {
+                if wbuf.is_empty() {
+                    future::pending().await
+                } else {
+                    match stream.writable().await {
+                        Ok(()) => Woke::Writable,
+                        Err(e) => Woke::Read(Err(e)),
+                    }
+                }
+            };
+            let stalled = async {
+                match stall_at {
+                    Some(at) => Timer::at(at).await,
+                    None => future::pending().await,
+                };
+                Woke::Stalled
+            };
+            let notified = async {
+                listener.await;
+                Woke::Notified
+            };
+            future::or(read, future::or(write, future::or(notified, stalled))).await
+        };
+        match woke {
+            Woke::Read(Ok(n)) if n > 0 => {
+                let mut core = shared.core();
+                core.server.handle_read(Instant::now(), conn, &rbuf[..n]);
+                core.settle(&shared);
+                drop(core);
+                if n == rbuf.len() && rbuf.len() < max_read {
+                    rbuf.resize((rbuf.len() * 2).min(max_read), 0);
+                }
+            }
+            Woke::Read(Ok(_)) => {
+                eof = true;
+                let mut core = shared.core();
+                core.server.handle_eof(Instant::now(), conn);
+                core.settle(&shared);
+            }
+            Woke::Read(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Woke::Read(Err(_)) | Woke::Stalled => return,
+            Woke::Writable | Woke::Notified => {}
+        }
+    };
+    drop(pumped);
+    match handoff {
+        None => {
+            let _ = sock.shutdown(Shutdown::Both);
+        }
+        Some(ServerEvent::Upgrade { ws, .. }) => {
+            upgrade(stream, peer, registration, *ws, &handlers).await;
+        }
+        Some(ServerEvent::Request { request, rest, .. }) => {
+            let req = HttpRequest::new(stream, peer, request, rest.to_vec(), registration);
+            (handlers.1)(req).await;
+        }
+        Some(_) => {}
+    }
+}
+
+/// An upgrade for the application: its decision step, or the core's error response.
+async fn upgrade(
+    stream: Arc<Async<TcpStream>>,
+    peer: SocketAddr,
+    registration: Registration,
+    mut conn: WsConnection,
+    handlers: &Handlers,
+) {
+    let mut request = None;
+    while let Some(ev) = conn.poll_event() {
+        if let WsEvent::UpgradeRequested(req) = ev {
+            request = Some(req);
+        }
+    }
+    let Some(request) = request else {
+        // A malformed upgrade: the core's answer (400, 426…), then the end.
+        let out = drain_ws(&mut conn);
+        let close_timeout = registration.server.cfg.endpoint.ws.close_timeout;
+        let _ = write_all_until(&stream, out, Instant::now() + close_timeout).await;
+        let _ = stream.get_ref().shutdown(Shutdown::Both);
+        return;
+    };
+    (handlers.0)(Upgrade { conn, stream, request, peer, registration }).await;
+}
+
+/// Everything a WebSocket machine queued (up to its `Shutdown`).
+pub(crate) fn drain_ws(conn: &mut WsConnection) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    while let Some(Transmit::Bytes(b)) = conn.poll_transmit() {
+        out.push(b);
+    }
+    out
+}
