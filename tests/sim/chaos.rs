@@ -296,7 +296,11 @@ pub(crate) fn run(seed: u64, mix: Mix) -> Result<Duration, String> {
     for _ in 0..servers {
         sim.add_server(world::server());
     }
-    let clients = 16 + usize::try_from(sim.rng().up_to(8)).unwrap_or(0);
+    let drawn = 16 + usize::try_from(sim.rng().up_to(8)).unwrap_or(0);
+    // `SIM_CHAOS_CLIENTS=N` runs a bigger world (e.g. 1,000 clients, for the speed report).
+    let clients =
+        std::env::var("SIM_CHAOS_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(drawn);
+    let wall = std::time::Instant::now();
     let mut users = Vec::new();
     for i in 0..clients {
         let cfg = world::session(i, transports_of(i, mix.transports), Jitter::Full);
@@ -351,7 +355,7 @@ pub(crate) fn run(seed: u64, mix: Mix) -> Result<Duration, String> {
         let t = run.oracle.tally;
         if std::env::var_os("SIM_REPORT").is_some() {
             println!(
-                "seed {seed}: {} servers, {clients} clients, {} faults, {} published, {} delivered, {} refetches, {} app dups, {} acks, {} closed by the hub, {} upgrades back to WebSocket",
+                "seed {seed}: {} servers, {clients} clients, {} faults, {} published, {} delivered, {} refetches, {} app dups, {} acks, {} closed by the hub, {} upgrades back to WebSocket; {:.0} s simulated in {:.2} s wall ({:.4} simulated hours per wall second)",
                 servers,
                 run.faults.len(),
                 run.published,
@@ -361,6 +365,9 @@ pub(crate) fn run(seed: u64, mix: Mix) -> Result<Duration, String> {
                 t.acked,
                 (0..servers).map(|s| run.sim.server(s).stats().closed_by_hub).sum::<u64>(),
                 t.upgrades,
+                run.sim.elapsed().as_secs_f64(),
+                wall.elapsed().as_secs_f64(),
+                run.sim.elapsed().as_secs_f64() / 3600.0 / wall.elapsed().as_secs_f64(),
             );
         }
         return Ok(run.sim.elapsed());
