@@ -24,6 +24,7 @@
 //! # Method groups
 //!
 //! - Inputs: [`handle_accept`](Server::handle_accept), [`handle_read`](Server::handle_read),
+//!   [`handle_parsed`](Server::handle_parsed) (a head a host server such as hyper parsed),
 //!   [`handle_eof`](Server::handle_eof), [`handle_lost`](Server::handle_lost),
 //!   [`handle_timeout`](Server::handle_timeout).
 //! - Commands: [`publish`](Server::publish), [`decide`](Server::decide),
@@ -90,6 +91,7 @@
 mod auth;
 mod config;
 mod conn;
+mod door;
 mod endpoints;
 mod output;
 mod route;
@@ -103,6 +105,7 @@ use bytes::{Bytes, BytesMut};
 
 pub use auth::{Authenticate, Credential, Refusal, Verdict, status_of};
 pub use config::ServerConfig;
+pub use door::ParsedHead;
 pub use route::{Route, Routes};
 
 use crate::http::Request;
