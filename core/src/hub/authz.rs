@@ -24,24 +24,55 @@
 //! assert!(!demo.can_read(&Principal::anonymous(), "chat:lobby"));
 //! ```
 
-/// The authenticated identity of a connection.
+/// The authenticated identity of a connection: a user name and the application's claims
+/// about it (roles, tenant, plan...), as its authentication found them. The hub's
+/// [`Authorize`] policy sees all of it on every join and publish.
+///
+/// ```
+/// use tidewire::hub::Principal;
+///
+/// let ann = Principal::user("ann").with_claim("role", "admin").with_claim("tenant", "t1");
+/// assert_eq!(ann.claim("role"), Some("admin"));
+/// assert_eq!(ann.claim("plan"), None);
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Principal {
     /// The user name; `None` for an anonymous client.
     pub user: Option<String>,
+    /// Claims, shared by every clone (a principal is cloned per connection and poll).
+    pub(crate) claims: Option<std::sync::Arc<std::collections::BTreeMap<String, String>>>,
 }
 
 impl Principal {
     /// An anonymous client.
     #[must_use]
     pub fn anonymous() -> Self {
-        Self { user: None }
+        Self { user: None, claims: None }
     }
 
     /// A named user.
     #[must_use]
     pub fn user(name: impl Into<String>) -> Self {
-        Self { user: Some(name.into()) }
+        Self { user: Some(name.into()), claims: None }
+    }
+
+    /// This principal with claim `name` set to `value`.
+    #[must_use]
+    pub fn with_claim(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let claims = self.claims.get_or_insert_with(Default::default);
+        std::sync::Arc::make_mut(claims).insert(name.into(), value.into());
+        self
+    }
+
+    /// The value of claim `name`.
+    #[must_use]
+    pub fn claim(&self, name: &str) -> Option<&str> {
+        self.claims.as_ref()?.get(name).map(String::as_str)
+    }
+
+    /// Every claim, by name.
+    pub fn claims(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.claims.iter().flat_map(|c| c.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 
     /// Whether no user is known.

@@ -39,7 +39,7 @@ fn ops(v: &[Value]) -> Vec<&str> {
 }
 
 fn ws(h: &mut Hub, now: Instant, user: Option<&str>) -> ConnId {
-    h.connect(now, Transport::WebSocket, Principal { user: user.map(str::to_owned) })
+    h.connect(now, Transport::WebSocket, Principal { user: user.map(str::to_owned), ..Principal::default() })
 }
 
 fn send(h: &mut Hub, now: Instant, conn: ConnId, text: &str) {
