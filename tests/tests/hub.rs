@@ -5,7 +5,8 @@
 //! Checked after every step: every message published while a connection is subscribed
 //! reaches it exactly once and in order per channel (a connection that ended, by itself or
 //! by a 4100 close, got a prefix; a live one, after a final drain, all of it), a resume
-//! replays exactly what the log still holds or says `recovered:false`, a repeated client id
+//! replays exactly what the log still holds (a channel dropped while idle continues its log
+//! from its head) or says `recovered:false`, a repeated client id
 //! never publishes twice, and every bound holds. Time is virtual: one `Instant::now()`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -119,6 +120,9 @@ struct World {
     clients: Vec<Client>,
     /// Which (ch, id) each anonymous connection used.
     anon_ids: HashMap<ConnId, HashSet<u8>>,
+    /// The head of each channel's log the last time it existed: a channel dropped while
+    /// idle continues its log from there (same epoch) when it is used again.
+    ends: HashMap<String, Position>,
 }
 
 impl World {
@@ -285,7 +289,9 @@ fn step(w: &mut World, op: &Op) {
             let replay: Option<Vec<Position>> = match (pos, w.hub.log(ch)) {
                 (None, _) => Some(Vec::new()),
                 (Some(p), Some(log)) => log.since(p).ok().map(|it| it.map(|(q, _)| q).collect()),
-                (Some(_), None) => None,
+                // Dropped while idle: it goes on from where it ended; only a client that was
+                // up to date then is still up to date.
+                (Some(p), None) => (w.ends.get(ch) == Some(&p)).then(Vec::new),
             };
             let allowed = member || s.expected.len() < MAX_PER_CONN;
             if s.sse {
@@ -420,10 +426,16 @@ proptest! {
             now: Instant::now(),
             clients: (0..SLOTS).map(|_| Client::default()).collect(),
             anon_ids: HashMap::new(),
+            ends: HashMap::new(),
         };
         for op in &ops {
             step(&mut w, op);
             w.events();
+            for ch in CHANNELS {
+                if let Some(log) = w.hub.log(ch) {
+                    w.ends.insert(ch.to_owned(), log.head());
+                }
+            }
             w.check_bounds();
             for c in &w.clients {
                 check_delivery(c, false);

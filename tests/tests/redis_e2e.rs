@@ -1,10 +1,12 @@
-//! Scale-out over a real Redis, end to end in both adapters (issue 9): hubs with
-//! `HubOptions::redis`, served on loopback, and client sessions on each.
+//! Scale-out over a real Redis, end to end in both adapters (issue 9): servers with
+//! `ServerConfig::redis` (the hub inside each joins the bus), on loopback, and client
+//! sessions on each.
 //!
 //! - Two instances share every channel: sessions on each get every message, published on
 //!   either, exactly once and in one order.
-//! - A session moves from instance A to instance B mid-stream (A dies; B takes over its
-//!   port) and resumes without gap or duplicate: the shared log numbers the messages.
+//! - A session moves from instance A to instance B mid-stream (A shuts down; B takes over
+//!   its address, the site's front) and resumes without gap or duplicate: the shared log
+//!   numbers the messages.
 //! - Redis restarted empty mid-run: publishes fail clearly while it is down, the instances
 //!   reconnect, and each session gets every message once in order, or `RefetchNeeded`
 //!   (the new epoch) and then every later message once in order.
@@ -20,12 +22,12 @@ mod redis_server;
 use std::thread;
 use std::time::Duration;
 
-use e2e::scenario::{CHANNELS, Inbox, Publisher, Site, hub_config, joined};
-use e2e::{Backend, Client, settle, within};
+use e2e::scenario::{CHANNELS, Inbox, Instance, Publisher, Site, hub_config, joined};
+use e2e::{Backend, Client, Spec, settle, within};
 use redis_server::RedisServer;
 
 /// Publishes `{"i":N}` on every channel, N in `seqs`, alternating between the hubs.
-fn publish_alternating<B: Backend>(hubs: &[&B::Hub], seqs: std::ops::Range<u64>) {
+fn publish_alternating<B: Backend>(hubs: &[&B::Handle], seqs: std::ops::Range<u64>) {
     for i in seqs {
         for ch in CHANNELS {
             let hub = hubs[usize::try_from(i).unwrap() % hubs.len()];
@@ -34,11 +36,16 @@ fn publish_alternating<B: Backend>(hubs: &[&B::Hub], seqs: std::ops::Range<u64>)
     }
 }
 
+/// The test servers' settings: the demo's, on the Redis server at `port`.
+fn on_redis(port: u16) -> Spec {
+    Spec { redis: Some(port), ..Spec::new(hub_config()) }
+}
+
 fn two_instances_share_every_channel<B: Backend + 'static>() {
     within(60, || {
         let redis = RedisServer::start();
-        let a = Site::<B>::serving(B::hub_on_redis(hub_config(), redis.port));
-        let b = Site::<B>::serving(B::hub_on_redis(hub_config(), redis.port));
+        let a = Site::<B>::serving(on_redis(redis.port));
+        let b = Site::<B>::serving(on_redis(redis.port));
         let mut x = a.ann_on_channels(|_| {});
         let mut y = b.session(Some("bob"), |_| {});
         for ch in CHANNELS {
@@ -74,19 +81,17 @@ fn two_instances_share_every_channel<B: Backend + 'static>() {
 fn a_session_moves_to_another_instance<B: Backend + 'static>() {
     within(60, || {
         let redis = RedisServer::start();
-        let mut a = Site::<B>::serving(B::hub_on_redis(hub_config(), redis.port));
-        let hub_b = B::hub_on_redis(hub_config(), redis.port);
+        let mut a = Site::<B>::serving(on_redis(redis.port));
+        let b = Instance::<B>::start(&on_redis(redis.port), "127.0.0.1:0");
+        let hub_b = b.hub.clone();
         let mut c = a.ann_on_channels(|_| {});
         // The publisher is on instance B all along.
         let publisher = Publisher::start::<B>(&hub_b, Duration::from_millis(4));
         let mut inbox = Inbox::default();
         inbox.pump(&mut c, 15, "messages via A", |i| CHANNELS.iter().all(|ch| i.count(ch) >= 15));
 
-        // Instance A dies; instance B takes over its address.
-        a.stop();
-        a.hub = hub_b.clone();
-        thread::sleep(Duration::from_millis(150));
-        a.serve();
+        // Instance A shuts down (1001 to the session); instance B takes over its address.
+        a.move_to(b);
         inbox.pump(&mut c, 15, "the reopen on B", |i| i.opens() >= 2);
         thread::sleep(Duration::from_millis(100));
         let rounds = publisher.finish();
@@ -106,21 +111,20 @@ fn a_session_moves_to_another_instance<B: Backend + 'static>() {
 fn redis_restarts_mid_run<B: Backend + 'static>() {
     within(90, || {
         let mut redis = RedisServer::start();
-        let a = Site::<B>::serving(B::hub_on_redis(hub_config(), redis.port));
-        let b = Site::<B>::serving(B::hub_on_redis(hub_config(), redis.port));
+        let a = Site::<B>::serving(on_redis(redis.port));
+        let b = Site::<B>::serving(on_redis(redis.port));
         let mut x = a.ann_on_channels(|_| {});
         let publisher = Publisher::start::<B>(&b.hub, Duration::from_millis(4));
         let mut inbox = Inbox::default();
         inbox.pump(&mut x, 15, "messages", |i| CHANNELS.iter().all(|ch| i.count(ch) >= 10));
 
         redis.kill();
-        assert!(settle(|| !B::inspect(&b.hub, tidewire::hub::Hub::bus_is_up)));
+        assert!(settle(|| !B::bus_is_up(&b.hub)));
         // While Redis is down, publishes fail (the publisher counts them), and delivery of
         // what the instances hold goes on.
         thread::sleep(Duration::from_millis(300));
         redis.restart();
-        assert!(settle(|| B::inspect(&a.hub, tidewire::hub::Hub::bus_is_up)
-            && B::inspect(&b.hub, tidewire::hub::Hub::bus_is_up)));
+        assert!(settle(|| B::bus_is_up(&a.hub) && B::bus_is_up(&b.hub)));
         inbox.pump(&mut x, 15, "a refetch per channel", |i| i.refetch.len() >= CHANNELS.len());
         thread::sleep(Duration::from_millis(200));
         let (rounds, failed) = publisher.finish_with_failures();

@@ -1,14 +1,23 @@
-//! One blocking interface over both adapters' hub server and client session, so that each
-//! end-to-end scenario of `hub_e2e.rs` is written once and runs against `tidewire-std` and
-//! `tidewire-smol` alike (and against each other: a std client can talk to a smol server).
+//! One blocking interface over both adapters' public API (the hub server behind
+//! `Server::bind_with` and its `ServerHandle`, and the client session), so that each
+//! end-to-end scenario of `hub_e2e.rs`, `redis_e2e.rs` and `conformance.rs` is written once
+//! and runs against `tidewire-std` and `tidewire-smol` alike (and against each other: a std
+//! client can talk to a smol server). Same scenario, both adapters: the adapters cannot
+//! drift apart unseen.
 //!
-//! The server serves the demo's routes with [`DemoAuth`]: `/ws`, `/events`, `/poll` and
-//! `/api/publish`. [`Gates`] can refuse the WebSocket upgrade or the event stream with 502
-//! (a proxy that blocks them), so a test can push a session down the transport ladder.
+//! The server serves the core `tidewire::server::Server`'s default routes (`/ws`, `/events`,
+//! `/poll`, `/api/publish`) with [`DemoAuth`] for authentication and authorization. The
+//! application's handlers answer the rest: an upgrade on `/app/echo` is an echo WebSocket,
+//! `GET /app/hello` answers `200 app`, any other upgrade is refused with 404 (and any other
+//! request gets 404 too). [`Gates`] make the authentication refuse the WebSocket upgrade or
+//! the event stream with 502 (a proxy that blocks them), switched at run time, so a test can
+//! push a session down the transport ladder.
 
 // Each test crate that uses this module uses part of it.
 #![allow(dead_code)]
 
+pub(crate) mod front;
+pub(crate) mod http;
 pub(crate) mod scenario;
 
 /// `in_both_adapters!(a, b, …)`: a `#[test]` per scenario for each adapter, in modules
@@ -31,10 +40,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tidewire::client::{ClientMsgId, SessionConfig, SessionEvent, SessionState, Transport};
-use tidewire::hub::{DemoAuth, Hub, HubConfig, HubError};
+use tidewire::http::Request;
+use tidewire::hub::{DemoAuth, Hub, HubConfig, HubError, HubStats};
 use tidewire::policy::BackoffConfig;
 use tidewire::redis::RedisConfig;
 use tidewire::replay::Position;
+use tidewire::server::{Authenticate, Refusal, Routes, ServerEvent, Verdict};
+use tidewire::ws::CloseCode;
 
 /// Paths a proxy in front of the server blocks (502), switched at run time.
 #[derive(Default)]
@@ -49,6 +61,49 @@ impl Gates {
     pub(crate) fn block(&self, ws: bool, sse: bool) {
         self.ws.store(ws, Ordering::SeqCst);
         self.sse.store(sse, Ordering::SeqCst);
+    }
+}
+
+/// The test server's authentication: [`DemoAuth`] behind the [`Gates`] (502 `blocked` for
+/// a WebSocket upgrade or an event stream while its gate is closed).
+pub(crate) fn gated(gates: Arc<Gates>) -> impl Fn(&Request) -> Verdict + Send + 'static {
+    move |req: &Request| {
+        let blocked = (gates.ws.load(Ordering::SeqCst) && req.is_websocket_upgrade())
+            || (gates.sse.load(Ordering::SeqCst) && req.path_only() == "/events");
+        if blocked {
+            return Verdict::Refuse(Refusal::new(502, "blocked"));
+        }
+        Authenticate::authenticate(&DemoAuth, req)
+    }
+}
+
+/// What a test server serves.
+#[derive(Clone, Default)]
+pub(crate) struct Spec {
+    pub hub: HubConfig,
+    /// The port of a Redis server whose bus the hub joins.
+    pub redis: Option<u16>,
+    pub gates: Arc<Gates>,
+    /// Origins allowed besides the server's own.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Spec {
+    pub(crate) fn new(hub: HubConfig) -> Self {
+        Self { hub, ..Self::default() }
+    }
+
+    /// The core endpoint's settings: the default hub routes.
+    pub(crate) fn endpoint(&self) -> tidewire::server::ServerConfig {
+        let mut e = tidewire::server::ServerConfig::default();
+        e.routes = Routes::default();
+        e.hub = self.hub.clone();
+        e.allowed_origins = self.allowed_origins.clone();
+        e
+    }
+
+    pub(crate) fn redis_config(&self) -> Option<RedisConfig> {
+        self.redis.map(|port| RedisConfig { port, ..RedisConfig::default() })
     }
 }
 
@@ -68,27 +123,65 @@ pub(crate) trait Client {
     fn close(&self);
 }
 
-/// A hub server and client session of one adapter.
+/// What a graceful shutdown reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Shutdown {
+    pub closed: usize,
+    pub dropped: usize,
+}
+
+/// A WebSocket client of either adapter, blocking.
+pub(crate) trait Ws {
+    fn send_text(&mut self, text: &str);
+    fn send_binary(&mut self, data: &[u8]);
+    /// The next text (or binary) message, or the close code once closed.
+    fn recv(&mut self, timeout: Duration) -> Result<Vec<u8>, Option<CloseCode>>;
+}
+
+/// A hub server and client session of one adapter, through its public API only.
 pub(crate) trait Backend {
-    type Hub: Clone + Send + 'static;
+    /// The adapter's `ServerHandle`.
+    type Handle: Clone + Send + Sync + 'static;
+    /// A running server (its thread or task).
     type Server;
     type Client: Client;
-    fn hub(cfg: HubConfig) -> Self::Hub;
-    /// A hub that shares its channels through the Redis server on `port`.
-    fn hub_on_redis(cfg: HubConfig, port: u16) -> Self::Hub;
-    /// Serves `hub` on `addr` (`127.0.0.1:0`, or the address of a stopped server).
-    fn serve(hub: &Self::Hub, addr: &str, gates: &Arc<Gates>) -> Self::Server;
-    fn addr(server: &Self::Server) -> SocketAddr;
-    /// Graceful shutdown (1001 to every connection); returns when the port is free.
-    fn stop(server: Self::Server);
-    fn try_publish(hub: &Self::Hub, ch: &str, json: &str) -> Result<Position, HubError>;
-    fn publish(hub: &Self::Hub, ch: &str, json: &str) -> Position {
-        Self::try_publish(hub, ch, json).unwrap()
+    type Ws: Ws + Send + 'static;
+    const NAME: &'static str;
+
+    /// Serves `spec` on `addr` (`127.0.0.1:0`, or the address of a stopped server).
+    fn serve(addr: &str, spec: &Spec) -> Self::Server;
+    /// A plain server (`Server::bind`: no hub route) whose application echoes every
+    /// WebSocket on any path; `serve()` without an HTTP handler.
+    fn serve_plain_echo() -> Self::Server;
+    fn handle(server: &Self::Server) -> Self::Handle;
+    fn addr(handle: &Self::Handle) -> SocketAddr;
+    /// Graceful shutdown (1001 to every WebSocket) within `grace`; returns when `serve`
+    /// returned (the port is free).
+    fn stop_within(server: Self::Server, grace: Duration) -> Shutdown;
+    fn stop(server: Self::Server) {
+        Self::stop_within(server, Duration::from_millis(500));
+    }
+
+    fn try_publish(h: &Self::Handle, ch: &str, json: &str) -> Result<Position, HubError>;
+    fn publish(h: &Self::Handle, ch: &str, json: &str) -> Position {
+        Self::try_publish(h, ch, json).unwrap()
     }
     /// A trusted publish stored once per `id` (with Redis: across instances).
-    fn publish_once(hub: &Self::Hub, ch: &str, id: &str, json: &str) -> Position;
-    fn inspect<T>(hub: &Self::Hub, f: impl FnOnce(&Hub) -> T) -> T;
+    fn publish_once(h: &Self::Handle, ch: &str, id: &str, json: &str) -> Position;
+    fn inspect<T>(h: &Self::Handle, f: impl FnOnce(&Hub) -> T) -> T;
+    fn presence(h: &Self::Handle, ch: &str) -> Vec<String>;
+    fn head(h: &Self::Handle, ch: &str) -> Option<Position>;
+    fn stats(h: &Self::Handle) -> HubStats;
+    fn hub_connections(h: &Self::Handle) -> usize;
+    fn connections(h: &Self::Handle) -> usize;
+    fn bus_is_up(h: &Self::Handle) -> bool;
+    fn next_event(h: &Self::Handle) -> Option<ServerEvent>;
+    /// The next informational event within `timeout`.
+    fn wait_event(h: &Self::Handle, timeout: Duration) -> Option<ServerEvent>;
+
     fn session(cfg: SessionConfig) -> Self::Client;
+    /// A WebSocket client of this adapter to `url`; `Err` with the refusal's status.
+    fn ws(url: &str) -> Result<Self::Ws, u16>;
 }
 
 /// A session configuration with short backoff, for `token` at `port`.
@@ -137,30 +230,72 @@ pub(crate) fn settle(mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
-/// The route table of the test server, shared by both adapters: which handler a request
-/// goes to, or the status that refuses it.
-pub(crate) enum Route {
-    Sse,
-    Poll,
-    Publish,
-    Refuse(u16),
+/// Binds `addr`, retrying for a few seconds while a just-stopped server's port is busy.
+fn bind_retry<T>(addr: &str, mut bind: impl FnMut() -> std::io::Result<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match bind() {
+            Ok(s) => return s,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("bind {addr}: {e}"),
+        }
+    }
 }
 
-pub(crate) fn route(gates: &Gates, path: &str) -> Route {
-    match path {
-        "/events" if gates.sse.load(Ordering::SeqCst) => Route::Refuse(502),
-        "/events" => Route::Sse,
-        "/poll" => Route::Poll,
-        "/api/publish" => Route::Publish,
-        _ => Route::Refuse(404),
-    }
+/// What the application answers to a request that is not the hub's.
+pub(crate) fn app_answer(path: &str) -> (u16, &'static [u8]) {
+    if path == "/app/hello" { (200, b"app\n") } else { (404, b"") }
+}
+
+/// The `ServerHandle` methods that have the same name and signature in both adapters (the
+/// shared API): the same forwarding in each `Backend`.
+macro_rules! same_handle_api {
+    () => {
+        fn inspect<T>(h: &ServerHandle, f: impl FnOnce(&Hub) -> T) -> T {
+            h.inspect(|s| f(s.hub()))
+        }
+        fn presence(h: &ServerHandle, ch: &str) -> Vec<String> {
+            h.presence(ch)
+        }
+        fn head(h: &ServerHandle, ch: &str) -> Option<Position> {
+            h.head(ch)
+        }
+        fn stats(h: &ServerHandle) -> HubStats {
+            h.stats()
+        }
+        fn hub_connections(h: &ServerHandle) -> usize {
+            h.hub_connections()
+        }
+        fn connections(h: &ServerHandle) -> usize {
+            h.connections()
+        }
+        fn bus_is_up(h: &ServerHandle) -> bool {
+            h.bus_is_up()
+        }
+        fn next_event(h: &ServerHandle) -> Option<ServerEvent> {
+            h.next_event()
+        }
+        fn handle(server: &Running) -> ServerHandle {
+            server.handle.clone()
+        }
+        fn addr(h: &ServerHandle) -> SocketAddr {
+            h.local_addr()
+        }
+        fn session(cfg: SessionConfig) -> Session {
+            Session::connect(cfg)
+        }
+    };
 }
 
 /// The std adapter: a thread per connection.
 pub(crate) mod std_adapter {
     use super::*;
     use tidewire_std::{
-        HttpRequest, HubHandle, HubOptions, Server, ServerConfig, ServerHandle, Session, Upgrade,
+        ClientOptions, ConnectError, HttpRequest, RecvError, Server, ServerConfig, ServerHandle,
+        Session, Upgrade, WebSocket,
     };
 
     pub(crate) enum Std {}
@@ -192,83 +327,113 @@ pub(crate) mod std_adapter {
         }
     }
 
-    impl Backend for Std {
-        type Hub = HubHandle;
-        type Server = Running;
-        type Client = Session;
-
-        fn hub(cfg: HubConfig) -> HubHandle {
-            HubHandle::new(cfg, DemoAuth)
+    impl Ws for WebSocket {
+        fn send_text(&mut self, text: &str) {
+            self.send(text.to_owned()).unwrap();
         }
-
-        fn hub_on_redis(cfg: HubConfig, port: u16) -> HubHandle {
-            let mut opts = HubOptions::default();
-            opts.redis = Some(RedisConfig { port, ..RedisConfig::default() });
-            HubHandle::with_options(cfg, DemoAuth, opts)
+        fn send_binary(&mut self, data: &[u8]) {
+            self.send(tidewire::ws::Message::binary(bytes::Bytes::copy_from_slice(data))).unwrap();
         }
+        fn recv(&mut self, timeout: Duration) -> Result<Vec<u8>, Option<CloseCode>> {
+            let _ = timeout; // the socket's own keep-alive bounds a dead peer
+            match WebSocket::recv(self) {
+                Ok(m) => Ok(m.payload().to_vec()),
+                Err(RecvError::Closed(info)) => Err(Some(info.code)),
+                Err(_) => Err(None),
+            }
+        }
+    }
 
-        fn serve(hub: &HubHandle, addr: &str, gates: &Arc<Gates>) -> Running {
-            let server = Server::bind(addr, ServerConfig::default()).expect("bind");
-            let handle = server.handle();
-            let (h1, h2, g1, g2) = (hub.clone(), hub.clone(), gates.clone(), gates.clone());
-            let thread = thread::spawn(move || {
+    /// Echoes every message of an application WebSocket until it closes.
+    fn echo(up: Upgrade) {
+        let Ok(mut ws) = up.accept(None, &[]) else { return };
+        while let Ok(m) = ws.recv() {
+            if ws.send(m).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn run(server: Server, app: bool) -> Running {
+        let handle = server.handle();
+        let thread = thread::spawn(move || {
+            if app {
                 server.serve_with(
-                    move |up: Upgrade| {
-                        if g1.ws.load(Ordering::SeqCst) {
-                            let _ = up.reject(502, &[], b"");
-                            return;
+                    |up: Upgrade| {
+                        if up.request().request().path_only() == "/app/echo" {
+                            echo(up);
+                        } else {
+                            let _ = up.reject(404, &[], b"");
                         }
-                        let Some(p) = DemoAuth::authenticate(up.request().token().as_deref())
-                        else {
-                            let _ = up.reject(401, &[], b"");
-                            return;
-                        };
-                        let Ok(ws) = up.accept(None, &[]) else { return };
-                        let name = p.user.clone();
-                        h1.serve_ws(ws, p, name);
                     },
-                    move |req: HttpRequest| {
-                        let Some(p) = DemoAuth::authenticate(req.request().token().as_deref())
-                        else {
-                            let _ = req.respond(401, &[], b"bad token\n");
-                            return;
-                        };
-                        let _ = match route(&g2, req.request().path_only()) {
-                            Route::Sse => h2.serve_sse(req, p),
-                            Route::Poll => h2.serve_poll(req, p),
-                            Route::Publish => h2.serve_publish(req, p, false),
-                            Route::Refuse(status) => req.respond(status, &[], b""),
-                        };
+                    |req: HttpRequest| {
+                        let (status, body) = app_answer(req.request().path_only());
+                        let _ = req.respond(status, &[], body);
                     },
                 )
+            } else {
+                server.serve(echo)
+            }
+        });
+        Running { handle, thread }
+    }
+
+    impl Backend for Std {
+        type Handle = ServerHandle;
+        type Server = Running;
+        type Client = Session;
+        type Ws = WebSocket;
+        const NAME: &'static str = "std";
+
+        fn serve(addr: &str, spec: &Spec) -> Running {
+            let server = bind_retry(addr, || {
+                let mut cfg = ServerConfig::default();
+                cfg.endpoint = spec.endpoint();
+                cfg.redis = spec.redis_config();
+                Server::bind_with(addr, cfg, gated(spec.gates.clone()), DemoAuth)
             });
-            Running { handle, thread }
+            run(server, true)
         }
 
-        fn addr(server: &Running) -> SocketAddr {
-            server.handle.local_addr()
+        fn serve_plain_echo() -> Running {
+            run(Server::bind("127.0.0.1:0", ServerConfig::default()).expect("bind"), false)
         }
 
-        fn stop(server: Running) {
-            server.handle.shutdown(Duration::from_millis(500));
+        fn stop_within(server: Running, grace: Duration) -> Shutdown {
+            let r = server.handle.shutdown(grace);
             server.thread.join().unwrap().unwrap();
+            Shutdown { closed: r.closed, dropped: r.dropped }
         }
 
-        fn try_publish(hub: &HubHandle, ch: &str, json: &str) -> Result<Position, HubError> {
-            hub.publish(ch, json)
+        fn try_publish(h: &ServerHandle, ch: &str, json: &str) -> Result<Position, HubError> {
+            h.publish(ch, json.as_bytes())
         }
 
-        fn publish_once(hub: &HubHandle, ch: &str, id: &str, json: &str) -> Position {
-            hub.publish_once(ch, id, json).unwrap()
+        fn publish_once(h: &ServerHandle, ch: &str, id: &str, json: &str) -> Position {
+            h.publish_once(ch, id, json.as_bytes()).unwrap()
         }
 
-        fn inspect<T>(hub: &HubHandle, f: impl FnOnce(&Hub) -> T) -> T {
-            hub.inspect(f)
+        same_handle_api!();
+
+        fn wait_event(h: &ServerHandle, timeout: Duration) -> Option<ServerEvent> {
+            h.wait_event(timeout)
         }
 
-        fn session(cfg: SessionConfig) -> Session {
-            Session::connect(cfg)
+        fn ws(url: &str) -> Result<WebSocket, u16> {
+            match tidewire_std::connect(url, ClientOptions::default()) {
+                Ok(ws) => Ok(ws),
+                Err(ConnectError::Handshake(e)) => Err(refusal_status(&e)),
+                Err(e) => panic!("connect {url}: {e:?}"),
+            }
         }
+    }
+}
+
+/// The status of a refused WebSocket handshake (0 when it was not a refusal).
+pub(crate) fn refusal_status(e: &tidewire::ws::HandshakeError) -> u16 {
+    match e {
+        tidewire::ws::HandshakeError::Status(status) => *status,
+        _ => 0,
     }
 }
 
@@ -277,7 +442,8 @@ pub(crate) mod smol_adapter {
     use super::*;
     use smol::future;
     use tidewire_smol::{
-        HttpRequest, HubHandle, HubOptions, Server, ServerConfig, ServerHandle, Session, Upgrade,
+        ClientOptions, ConnectError, HttpRequest, RecvError, Server, ServerConfig, ServerHandle,
+        Session, Upgrade, WebSocket,
     };
 
     pub(crate) enum Smol {}
@@ -311,88 +477,115 @@ pub(crate) mod smol_adapter {
         }
     }
 
+    impl Ws for WebSocket {
+        fn send_text(&mut self, text: &str) {
+            smol::block_on(self.send(text.to_owned())).unwrap();
+        }
+        fn send_binary(&mut self, data: &[u8]) {
+            let m = tidewire::ws::Message::binary(bytes::Bytes::copy_from_slice(data));
+            smol::block_on(self.send(m)).unwrap();
+        }
+        fn recv(&mut self, timeout: Duration) -> Result<Vec<u8>, Option<CloseCode>> {
+            smol::block_on(future::or(
+                async {
+                    match WebSocket::recv(self).await {
+                        Ok(m) => Ok(m.payload().to_vec()),
+                        Err(RecvError::Closed(info)) => Err(Some(info.code)),
+                        Err(_) => Err(None),
+                    }
+                },
+                async {
+                    smol::Timer::after(timeout).await;
+                    Err(None)
+                },
+            ))
+        }
+    }
+
+    async fn echo(up: Upgrade) {
+        let Ok(mut ws) = up.accept(None, &[]).await else { return };
+        while let Ok(m) = ws.recv().await {
+            if ws.send(m).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn run(server: Server, app: bool) -> Running {
+        let handle = server.handle();
+        let task = if app {
+            smol::spawn(server.serve_with(
+                |up: Upgrade| async move {
+                    if up.request().request().path_only() == "/app/echo" {
+                        echo(up).await;
+                    } else {
+                        let _ = up.reject(404, &[], b"").await;
+                    }
+                },
+                |req: HttpRequest| async move {
+                    let (status, body) = app_answer(req.request().path_only());
+                    let _ = req.respond(status, &[], body).await;
+                },
+            ))
+        } else {
+            smol::spawn(server.serve(echo))
+        };
+        Running { handle, task }
+    }
+
     impl Backend for Smol {
-        type Hub = HubHandle;
+        type Handle = ServerHandle;
         type Server = Running;
         type Client = Session;
+        type Ws = WebSocket;
+        const NAME: &'static str = "smol";
 
-        fn hub(cfg: HubConfig) -> HubHandle {
-            HubHandle::new(cfg, DemoAuth)
-        }
-
-        fn hub_on_redis(cfg: HubConfig, port: u16) -> HubHandle {
-            let mut opts = HubOptions::default();
-            opts.redis = Some(RedisConfig { port, ..RedisConfig::default() });
-            HubHandle::with_options(cfg, DemoAuth, opts)
-        }
-
-        fn serve(hub: &HubHandle, addr: &str, gates: &Arc<Gates>) -> Running {
-            let server = smol::block_on(Server::bind(addr, ServerConfig::default())).expect("bind");
-            let handle = server.handle();
-            let (h1, h2, g1, g2) = (hub.clone(), hub.clone(), gates.clone(), gates.clone());
-            let task = smol::spawn(server.serve_with(
-                move |up: Upgrade| {
-                    let (hub, gates) = (h1.clone(), g1.clone());
-                    async move {
-                        if gates.ws.load(Ordering::SeqCst) {
-                            let _ = up.reject(502, &[], b"").await;
-                            return;
-                        }
-                        let token = up.request().request().token();
-                        let Some(p) = DemoAuth::authenticate(token.as_deref()) else {
-                            let _ = up.reject(401, &[], b"").await;
-                            return;
-                        };
-                        let Ok(ws) = up.accept(None, &[]).await else { return };
-                        let name = p.user.clone();
-                        hub.serve_ws(ws, p, name).await;
-                    }
-                },
-                move |req: HttpRequest| {
-                    let (hub, gates) = (h2.clone(), g2.clone());
-                    async move {
-                        let Some(p) = DemoAuth::authenticate(req.request().token().as_deref())
-                        else {
-                            let _ = req.respond(401, &[], b"bad token\n").await;
-                            return;
-                        };
-                        let _ = match route(&gates, req.request().path_only()) {
-                            Route::Sse => hub.serve_sse(req, p).await.map(drop),
-                            Route::Poll => hub.serve_poll(req, p).await,
-                            Route::Publish => hub.serve_publish(req, p, false).await,
-                            Route::Refuse(status) => req.respond(status, &[], b"").await,
-                        };
-                    }
-                },
-            ));
-            Running { handle, task }
-        }
-
-        fn addr(server: &Running) -> SocketAddr {
-            server.handle.local_addr()
-        }
-
-        fn stop(server: Running) {
-            smol::block_on(async {
-                server.handle.shutdown(Duration::from_millis(500)).await;
-                server.task.await.unwrap();
+        fn serve(addr: &str, spec: &Spec) -> Running {
+            let server = bind_retry(addr, || {
+                let mut cfg = ServerConfig::default();
+                cfg.endpoint = spec.endpoint();
+                cfg.redis = spec.redis_config();
+                smol::block_on(Server::bind_with(addr, cfg, gated(spec.gates.clone()), DemoAuth))
             });
+            run(server, true)
         }
 
-        fn try_publish(hub: &HubHandle, ch: &str, json: &str) -> Result<Position, HubError> {
-            smol::block_on(hub.submit(ch, json.as_bytes()))
+        fn serve_plain_echo() -> Running {
+            let server = smol::block_on(Server::bind("127.0.0.1:0", ServerConfig::default()));
+            run(server.expect("bind"), false)
         }
 
-        fn publish_once(hub: &HubHandle, ch: &str, id: &str, json: &str) -> Position {
-            smol::block_on(hub.submit_once(ch, id, json.as_bytes())).unwrap()
+        fn stop_within(server: Running, grace: Duration) -> Shutdown {
+            smol::block_on(async {
+                let r = server.handle.shutdown(grace).await;
+                server.task.await.unwrap();
+                Shutdown { closed: r.closed, dropped: r.dropped }
+            })
         }
 
-        fn inspect<T>(hub: &HubHandle, f: impl FnOnce(&Hub) -> T) -> T {
-            hub.inspect(f)
+        fn try_publish(h: &ServerHandle, ch: &str, json: &str) -> Result<Position, HubError> {
+            smol::block_on(h.submit(ch, json.as_bytes()))
         }
 
-        fn session(cfg: SessionConfig) -> Session {
-            Session::connect(cfg)
+        fn publish_once(h: &ServerHandle, ch: &str, id: &str, json: &str) -> Position {
+            smol::block_on(h.publish_once(ch, id, json.as_bytes())).unwrap()
+        }
+
+        same_handle_api!();
+
+        fn wait_event(h: &ServerHandle, timeout: Duration) -> Option<ServerEvent> {
+            smol::block_on(future::or(async { Some(h.event().await) }, async {
+                smol::Timer::after(timeout).await;
+                None
+            }))
+        }
+
+        fn ws(url: &str) -> Result<WebSocket, u16> {
+            match smol::block_on(tidewire_smol::connect(url, ClientOptions::default())) {
+                Ok(ws) => Ok(ws),
+                Err(ConnectError::Handshake(e)) => Err(refusal_status(&e)),
+                Err(e) => panic!("connect {url}: {e:?}"),
+            }
         }
     }
 }

@@ -1,5 +1,5 @@
 //! What the end-to-end scenarios share: a session's [`Inbox`], a steady [`Publisher`] and a
-//! hub served on a loopback port ([`Site`]).
+//! hub server on a loopback port behind a [`Front`] ([`Site`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +11,8 @@ use tidewire::client::{SessionConfig, SessionEvent, SessionState, StateChange, T
 use tidewire::hub::HubConfig;
 use tidewire::replay::Position;
 
-use super::{Backend, Client, Gates, Next, session_config, settle};
+use super::front::Front;
+use super::{Backend, Client, Next, Spec, session_config, settle};
 
 pub(crate) const CHANNELS: &[&str] = &["chat:a", "chat:b", "chat:c"];
 
@@ -151,7 +152,7 @@ pub(crate) struct Publisher {
 }
 
 impl Publisher {
-    pub(crate) fn start<B: Backend>(hub: &B::Hub, every: Duration) -> Self {
+    pub(crate) fn start<B: Backend>(hub: &B::Handle, every: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let (hub, flag) = (hub.clone(), stop.clone());
         let thread = thread::spawn(move || {
@@ -190,40 +191,106 @@ pub(crate) fn hub_config() -> HubConfig {
 }
 
 /// Waits until `user` is in the presence list of every channel of `chans`.
-pub(crate) fn joined<B: Backend>(hub: &B::Hub, chans: &[&str], user: &str) {
-    let ok =
-        settle(|| B::inspect(hub, |h| chans.iter().all(|ch| h.presence(ch).any(|n| n == user))));
+pub(crate) fn joined<B: Backend>(hub: &B::Handle, chans: &[&str], user: &str) {
+    let ok = settle(|| chans.iter().all(|ch| B::presence(hub, ch).iter().any(|n| n == user)));
     assert!(ok, "{user} never joined {chans:?}");
 }
 
-/// A hub served on a loopback port, behind [`Gates`].
-pub(crate) struct Site<B: Backend> {
-    pub(crate) gates: Arc<Gates>,
-    pub(crate) hub: B::Hub,
+/// A hub server of one adapter on a loopback port: its handle, its address.
+pub(crate) struct Instance<B: Backend> {
     pub(crate) server: Option<B::Server>,
+    /// The server's handle: the hub operations.
+    pub(crate) hub: B::Handle,
+    pub(crate) addr: std::net::SocketAddr,
+}
+
+impl<B: Backend> Instance<B> {
+    /// Serves `spec` on `addr` (`127.0.0.1:0`, or the address of a stopped instance).
+    pub(crate) fn start(spec: &Spec, addr: &str) -> Self {
+        let server = B::serve(addr, spec);
+        let hub = B::handle(&server);
+        let addr = B::addr(&hub);
+        Self { server: Some(server), hub, addr }
+    }
+
+    /// Graceful shutdown (1001 to every WebSocket); the port is free afterwards.
+    pub(crate) fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            B::stop(s);
+        }
+    }
+}
+
+impl<B: Backend> Drop for Instance<B> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.stop();
+        }
+    }
+}
+
+/// A hub server behind a [`Front`] on a loopback port: the sessions connect to the
+/// front's address, which outlives the server behind it.
+pub(crate) struct Site<B: Backend> {
+    pub(crate) spec: Spec,
+    pub(crate) gates: std::sync::Arc<super::Gates>,
+    pub(crate) front: Front,
+    pub(crate) inst: Instance<B>,
+    /// The running server's handle (the hub operations).
+    pub(crate) hub: B::Handle,
+    /// The address clients use (the front's).
     pub(crate) addr: std::net::SocketAddr,
 }
 
 impl<B: Backend> Site<B> {
     pub(crate) fn start(cfg: HubConfig) -> Self {
-        Self::serving(B::hub(cfg))
+        Self::serving(Spec::new(cfg))
     }
 
-    /// Serves `hub` on a new loopback port.
-    pub(crate) fn serving(hub: B::Hub) -> Self {
-        let gates = Arc::new(Gates::default());
-        let server = B::serve(&hub, "127.0.0.1:0", &gates);
-        let addr = B::addr(&server);
-        Self { gates, hub, server: Some(server), addr }
+    /// Serves `spec` on a new loopback port, behind a front.
+    pub(crate) fn serving(spec: Spec) -> Self {
+        Self::around(Instance::start(&spec, "127.0.0.1:0"), spec)
     }
 
+    /// Puts a front before a running instance.
+    pub(crate) fn around(inst: Instance<B>, spec: Spec) -> Self {
+        let front = Front::start(inst.addr);
+        let (hub, addr) = (inst.hub.clone(), front.addr());
+        Self { gates: spec.gates.clone(), spec, front, inst, hub, addr }
+    }
+
+    /// The clients lose the server: no connect succeeds, every connection is cut. The
+    /// server and its hub (with its log) live on and keep taking publishes.
+    pub(crate) fn cut(&mut self) {
+        self.front.cut();
+    }
+
+    /// The clients reach the server again, on the same address.
+    pub(crate) fn resume(&mut self) {
+        self.front.resume();
+    }
+
+    /// The server stops for good (graceful shutdown: 1001 to every WebSocket).
     pub(crate) fn stop(&mut self) {
-        B::stop(self.server.take().expect("running"));
+        self.inst.stop();
     }
 
-    /// Serves the hub again on the same port.
-    pub(crate) fn serve(&mut self) {
-        self.server = Some(B::serve(&self.hub, &self.addr.to_string(), &self.gates));
+    /// The server restarts on its port with a new hub (`cfg`): its log is gone, a new
+    /// epoch starts.
+    pub(crate) fn restart_with_new_hub(&mut self, cfg: HubConfig) {
+        self.inst.stop();
+        self.spec.hub = cfg;
+        self.inst = Instance::start(&self.spec, &self.inst.addr.to_string());
+        self.hub = self.inst.hub.clone();
+    }
+
+    /// Another instance takes over this site's address: this one stops (gracefully), new
+    /// connections go to `to`.
+    pub(crate) fn move_to(&mut self, to: Instance<B>) {
+        self.inst.stop();
+        self.front.retarget(to.addr);
+        self.hub = to.hub.clone();
+        self.inst = to;
     }
 
     /// A session of `user` (or anonymous) for this site, with `tune` applied.
@@ -250,7 +317,7 @@ impl<B: Backend> Site<B> {
 }
 
 /// Publishes `{"i":N}` for each N of `seqs` on every channel of [`CHANNELS`].
-pub(crate) fn publish_rounds<B: Backend>(hub: &B::Hub, seqs: std::ops::Range<u64>) {
+pub(crate) fn publish_rounds<B: Backend>(hub: &B::Handle, seqs: std::ops::Range<u64>) {
     for i in seqs {
         for ch in CHANNELS {
             B::publish(hub, ch, &format!(r#"{{"i":{i}}}"#));

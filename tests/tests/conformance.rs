@@ -1,0 +1,490 @@
+//! One conformance suite of the adapters' public API, run against `tidewire-std` and
+//! `tidewire-smol` alike (the [`e2e::Backend`] interface), so that the two cannot drift:
+//! every scenario looks at the bytes on the wire with one raw HTTP client and one
+//! WebSocket client.
+//!
+//! - the refusals of the hub's routes and of the application's (one status each: 400, 401
+//!   with `WWW-Authenticate: Bearer`, 403, 404, 405 with `Allow`, 413, 426, 431, 502 from
+//!   an `Authenticate` policy) and the `Refused` events the handle reports;
+//! - a publish over HTTP (`{"ep":..,"off":..}`), polls (`ETag`, `If-None-Match` → 304, a
+//!   long poll held until the next publish, a gone position → `recovered:false`) and an
+//!   event stream resumed from `Last-Event-ID`;
+//! - a request that carries a cookie from a foreign `Origin` is refused with 403 on the
+//!   WebSocket, SSE and publish routes, a same-origin one (or one from an allowed origin,
+//!   or one without a cookie) is accepted;
+//! - graceful shutdown: 1001 to the hub's and the application's WebSockets, event streams
+//!   ended, held polls answered, the port released;
+//! - the handle's view of the hub (presence, head, stats, connections, events);
+//! - a binary frame on the hub's WebSocket closes it with 1003;
+//! - a plain server (`Server::bind`, no hub route) hands every upgrade to the application
+//!   and answers other requests 404;
+//! - the same scripted scenario gives the same deliveries through each adapter.
+
+#[macro_use]
+mod e2e;
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use e2e::http::{self, Answer, open_stream, read_stream, sse_data, sse_ids};
+use e2e::scenario::{Instance, hub_config};
+use e2e::smol_adapter::Smol;
+use e2e::std_adapter::Std;
+use e2e::{Backend, Client, Next, Spec, Ws, session_config, settle, within};
+use tidewire::client::wire::ServerFrame;
+use tidewire::client::{SessionEvent, Transport};
+use tidewire::hub::HubEvent;
+use tidewire::replay::Position;
+use tidewire::server::ServerEvent;
+use tidewire::ws::CloseCode;
+
+const ANN: &str = "token=user%3Aann";
+
+fn start<B: Backend>(spec: &Spec) -> Instance<B> {
+    Instance::start(spec, "127.0.0.1:0")
+}
+
+/// A WebSocket upgrade head for `path` with `extra` header lines.
+fn upgrade_head(addr: SocketAddr, path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
+/// The position in a publish's answer `{"ep":"E","off":N}`.
+fn position_of(a: &Answer) -> Position {
+    let t = a.text();
+    let ep = t.split("\"ep\":\"").nth(1).and_then(|r| r.split('"').next()).expect("ep");
+    let off = t
+        .split("\"off\":")
+        .nth(1)
+        .and_then(|r| r.trim_end_matches(['}', '\n']).parse::<u64>().ok());
+    format!("{ep}:{}", off.expect("off")).parse().expect("a position")
+}
+
+/// A hub WebSocket of `user`, subscribed to `ch` (the `subscribed` frame read).
+fn member<B: Backend>(addr: SocketAddr, user: &str, ch: &str) -> B::Ws {
+    let mut ws = B::ws(&format!("ws://{addr}/ws?token=user%3A{user}")).expect("upgrade");
+    ws.send_text(&format!(r#"{{"op":"sub","ch":"{ch}"}}"#));
+    loop {
+        let m = ws.recv(Duration::from_secs(5)).expect("subscribed");
+        match ServerFrame::decode(&m).unwrap() {
+            ServerFrame::Subscribed { .. } => return ws,
+            ServerFrame::Presence { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------
+
+fn refusals_share_one_status_map<B: Backend + 'static>() {
+    within(60, || {
+        let spec = Spec::new(hub_config());
+        let inst = start::<B>(&spec);
+        let addr = inst.addr;
+        while B::next_event(&inst.hub).is_some() {}
+        let cases: &[(&str, &str, u16)] = &[
+            ("GET", "/app/nothing", 404),
+            ("GET", "/app/hello", 200),
+            ("POST", "/events?ch=public:news", 405),
+            ("POST", "/poll?ch=public:news", 405),
+            ("GET", "/api/publish?ch=chat:x", 405),
+            ("GET", "/ws", 426),
+            ("GET", "/events", 400),
+            ("GET", "/events?ch=chat:x&token=bad", 401),
+            ("GET", "/events?ch=chat:x", 403),
+            ("GET", "/events?ch=secret:x&token=user%3Aann", 403),
+            ("GET", "/poll?ch=public:news&pos=garbage", 400),
+            ("GET", "/poll?ch=chat:x&token=bad", 401),
+            ("POST", "/api/publish?ch=public:news&token=user%3Aann", 403),
+            ("POST", "/api/publish?ch=chat:x&token=bad", 401),
+        ];
+        for &(method, path, want) in cases {
+            let a = if method == "GET" {
+                http::get(addr, path, "")
+            } else {
+                http::post(addr, path, "", b"{}")
+            };
+            assert_eq!(a.status, want, "{} {method} {path}: {a:?}", B::NAME);
+            match want {
+                401 => assert_eq!(a.header("www-authenticate"), Some("Bearer"), "{path}"),
+                405 if method == "POST" => assert_eq!(a.header("allow"), Some("GET"), "{path}"),
+                405 => assert_eq!(a.header("allow"), Some("POST"), "{path}"),
+                200 => assert_eq!(a.text(), "app\n"),
+                _ => {}
+            }
+        }
+        // A body that is not JSON, one over the bound, a head over the bound.
+        let a = http::post(addr, &format!("/api/publish?ch=chat:x&{ANN}"), "", b"not json");
+        assert_eq!(a.status, 400, "{a:?}");
+        let head = format!(
+            "POST /api/publish?ch=chat:x&{ANN} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 100000\r\n\r\n"
+        );
+        assert_eq!(http::request(addr, &head, b"").status, 413);
+        let big = format!("X-Pad: {}\r\n", "p".repeat(20 << 10));
+        assert_eq!(http::get(addr, "/events?ch=public:news", &big).status, 431);
+        // WebSocket upgrades: a bad token, an application path the handler refuses.
+        assert_eq!(B::ws(&format!("ws://{addr}/ws?token=bad")).err(), Some(401));
+        assert_eq!(B::ws(&format!("ws://{addr}/elsewhere")).err(), Some(404));
+        // An `Authenticate` policy refuses with its own status (a proxy's 502).
+        spec.gates.block(true, true);
+        assert_eq!(B::ws(&format!("ws://{addr}/ws?{ANN}")).err(), Some(502));
+        let a = http::get(addr, "/events?ch=public:news", "");
+        assert_eq!((a.status, a.text().as_str()), (502, "blocked\n"));
+        assert_eq!(http::get(addr, "/poll?ch=public:news", "").status, 200);
+        spec.gates.block(false, false);
+
+        // The handle reported the server's own refusals (not the application's 404).
+        let mut refused = BTreeSet::new();
+        while let Some(ev) = B::next_event(&inst.hub) {
+            if let ServerEvent::Refused { status, .. } = ev {
+                refused.insert(status);
+            }
+        }
+        let want: BTreeSet<u16> = [400, 401, 403, 405, 413, 426, 431, 502].into();
+        assert_eq!(refused, want, "{}", B::NAME);
+        // Nothing was left behind in the hub but the polling client of the one answered
+        // poll (kept between polls until it expires).
+        assert!(settle(|| B::hub_connections(&inst.hub) <= 1), "{}", B::hub_connections(&inst.hub));
+        assert_eq!(B::stats(&inst.hub).published, 0);
+    });
+}
+
+fn publish_poll_and_resume<B: Backend + 'static>() {
+    within(60, || {
+        let inst = start::<B>(&Spec::new(hub_config()));
+        let addr = inst.addr;
+        let ch = "chat:x";
+        let a = http::post(addr, &format!("/api/publish?ch={ch}&{ANN}"), "", br#"{"i":1}"#);
+        assert_eq!(a.status, 200, "{a:?}");
+        assert_eq!(a.header("content-type"), Some("application/json"));
+        let p1 = position_of(&a);
+        assert_eq!(p1.offset, 1);
+        let p2 = B::publish(&inst.hub, ch, r#"{"i":2}"#);
+        let p3 = B::publish(&inst.hub, ch, r#"{"i":3}"#);
+        assert_eq!((p2.epoch, p2.offset, p3.offset), (p1.epoch, 2, 3));
+        assert_eq!(B::head(&inst.hub, ch), Some(p3));
+        assert_eq!(B::stats(&inst.hub).published, 3);
+
+        // A poll from p1: the two after it, the head as ETag; again with it: 304.
+        let a = http::get(addr, &format!("/poll?ch={ch}&pos={p1}&{ANN}"), "");
+        assert_eq!(a.status, 200, "{a:?}");
+        let body = a.text();
+        assert!(body.contains(r#""recovered":true"#), "{body}");
+        assert!(body.contains(r#""data":{"i":2}"#) && body.contains(r#""data":{"i":3}"#), "{body}");
+        assert!(!body.contains(r#"{"i":1}"#), "{body}");
+        let etag = a.header("etag").expect("an ETag").to_owned();
+        assert_eq!(etag, format!("\"{p3}\""));
+        let a = http::get(
+            addr,
+            &format!("/poll?ch={ch}&pos={p3}&{ANN}"),
+            &format!("If-None-Match: {etag}\r\n"),
+        );
+        assert_eq!(a.status, 304, "{a:?}");
+
+        // A long poll at the head is held until the next publish.
+        let path = format!("/poll?ch={ch}&pos={p3}&wait=1&{ANN}");
+        let t = Instant::now();
+        let held = thread::spawn(move || http::get(addr, &path, ""));
+        thread::sleep(Duration::from_millis(300));
+        assert!(!held.is_finished(), "the long poll was answered at once");
+        let p4 = B::publish(&inst.hub, ch, r#"{"i":4}"#);
+        let a = held.join().unwrap();
+        assert_eq!(a.status, 200, "{a:?}");
+        assert!(a.text().contains(r#""data":{"i":4}"#), "{}", a.text());
+        assert!(t.elapsed() >= Duration::from_millis(250));
+
+        // A position of another epoch is gone: recovered:false, the head, no events.
+        let gone = Position { epoch: tidewire::replay::Epoch(p1.epoch.0 ^ 1), offset: 1 };
+        let a = http::get(addr, &format!("/poll?ch={ch}&pos={gone}&{ANN}"), "");
+        assert_eq!(a.status, 200, "{a:?}");
+        assert!(a.text().contains(r#""recovered":false"#), "{}", a.text());
+        assert!(a.text().contains(&format!(r#""pos":"{p4}""#)), "{}", a.text());
+
+        // An event stream resumed from Last-Event-ID gets exactly what followed, then live.
+        let (mut s, head) = open_stream(
+            addr,
+            &format!("/events?ch={ch}&{ANN}"),
+            &format!("Last-Event-ID: {p2}\r\n"),
+        );
+        assert_eq!(head.status, 200, "{head:?}");
+        assert_eq!(
+            head.header("content-type").map(|c| c.split(';').next().unwrap_or(c).trim()),
+            Some("text/event-stream")
+        );
+        let text = String::from_utf8_lossy(&head.body).into_owned();
+        let (text, _) =
+            read_stream(&mut s, text, Duration::from_secs(5), |t| sse_ids(t).len() >= 2);
+        assert_eq!(sse_ids(&text), [p3.to_string(), p4.to_string()], "{text}");
+        let p5 = B::publish(&inst.hub, ch, r#"{"i":5}"#);
+        let (text, ended) =
+            read_stream(&mut s, text, Duration::from_secs(5), |t| sse_ids(t).len() >= 3);
+        assert!(!ended);
+        assert_eq!(sse_ids(&text).last(), Some(&p5.to_string()));
+        // (Presence frames of the stream's own member come as events without an id.)
+        let data: Vec<String> =
+            sse_data(&text).into_iter().filter(|d| d.starts_with(r#"{"i""#)).collect();
+        assert_eq!(data, [r#"{"i":3}"#, r#"{"i":4}"#, r#"{"i":5}"#]);
+    });
+}
+
+fn cross_origin_cookie_is_refused<B: Backend + 'static>() {
+    within(60, || {
+        let inst = start::<B>(&Spec::new(hub_config()));
+        let addr = inst.addr;
+        let foreign = "Origin: http://evil.example\r\nCookie: sid=1\r\n";
+        let own = format!("Origin: http://{addr}\r\nCookie: sid=1\r\n");
+        let no_cookie = "Origin: http://evil.example\r\n";
+
+        // The event stream.
+        let sse = "/events?ch=public:news";
+        assert_eq!(http::get(addr, sse, foreign).status, 403, "{}", B::NAME);
+        assert_eq!(open_stream(addr, sse, &own).1.status, 200, "{}", B::NAME);
+        assert_eq!(open_stream(addr, sse, no_cookie).1.status, 200, "{}", B::NAME);
+
+        // A publish.
+        let publish = format!("/api/publish?ch=chat:x&{ANN}");
+        assert_eq!(http::post(addr, &publish, foreign, b"{}").status, 403);
+        assert_eq!(http::post(addr, &publish, &own, b"{}").status, 200);
+        assert_eq!(B::head(&inst.hub, "chat:x").map(|p| p.offset), Some(1));
+
+        // The hub's WebSocket.
+        let ws = format!("/ws?{ANN}");
+        let a = http::request(addr, &upgrade_head(addr, &ws, foreign), b"");
+        assert_eq!(a.status, 403, "{a:?}");
+        let a = http::request(addr, &upgrade_head(addr, &ws, &own), b"");
+        assert_eq!(a.status, 101, "{a:?}");
+
+        // An origin the server allows besides its own.
+        let spec =
+            Spec { allowed_origins: vec!["http://good.example".into()], ..Spec::new(hub_config()) };
+        let other = start::<B>(&spec);
+        let allowed = "Origin: http://good.example\r\nCookie: sid=1\r\n";
+        assert_eq!(open_stream(other.addr, sse, allowed).1.status, 200);
+        assert_eq!(http::get(other.addr, sse, foreign).status, 403);
+    });
+}
+
+fn shutdown_closes_every_connection<B: Backend + 'static>() {
+    within(60, || {
+        let mut inst = start::<B>(&Spec::new(hub_config()));
+        let addr = inst.addr;
+        let hub_ws = member::<B>(addr, "ann", "chat:x");
+        let mut app_ws = B::ws(&format!("ws://{addr}/app/echo")).expect("app upgrade");
+        app_ws.send_text("ping");
+        assert_eq!(app_ws.recv(Duration::from_secs(5)).unwrap(), b"ping");
+        let (mut sse, head) = open_stream(addr, "/events?ch=public:news", "");
+        assert_eq!(head.status, 200);
+        let p = B::publish(&inst.hub, "public:news", r#"{"i":0}"#);
+        let held = thread::spawn(move || {
+            http::get(addr, &format!("/poll?ch=public:news&pos={p}&wait=1"), "")
+        });
+        assert!(settle(|| B::hub_connections(&inst.hub) >= 2));
+        thread::sleep(Duration::from_millis(200));
+
+        // Every client reads on (and answers the close handshake) while the server stops.
+        let until_closed = |mut ws: B::Ws| {
+            thread::spawn(move || {
+                loop {
+                    if let Err(code) = ws.recv(Duration::from_secs(5)) {
+                        return code;
+                    }
+                }
+            })
+        };
+        let (hub_ws, app_ws) = (until_closed(hub_ws), until_closed(app_ws));
+        let sse = thread::spawn(move || {
+            read_stream(&mut sse, String::new(), Duration::from_secs(5), |_| false).1
+        });
+        let server = inst.server.take().expect("running");
+        let report = B::stop_within(server, Duration::from_secs(3));
+        assert_eq!(report.dropped, 0, "{}: {report:?}", B::NAME);
+        assert!(report.closed >= 1, "{}: {report:?}", B::NAME);
+
+        assert_eq!(hub_ws.join().unwrap(), Some(CloseCode::GOING_AWAY), "hub WebSocket");
+        assert_eq!(app_ws.join().unwrap(), Some(CloseCode::GOING_AWAY), "app WebSocket");
+        assert!(sse.join().unwrap(), "the event stream was not ended");
+        let a = held.join().unwrap();
+        assert!(matches!(a.status, 200 | 503), "{a:?}");
+        // The port is free: nothing answers any more.
+        assert!(TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err());
+    });
+}
+
+fn the_handle_reports_the_hub<B: Backend + 'static>() {
+    within(60, || {
+        let inst = start::<B>(&Spec::new(hub_config()));
+        let addr = inst.addr;
+        while B::next_event(&inst.hub).is_some() {}
+        assert_eq!((B::hub_connections(&inst.hub), B::bus_is_up(&inst.hub)), (0, false));
+        let _ann = member::<B>(addr, "ann", "chat:room");
+        let _bob = member::<B>(addr, "bob", "chat:room");
+        assert_eq!(B::presence(&inst.hub, "chat:room"), ["ann", "bob"]);
+        assert_eq!(B::hub_connections(&inst.hub), 2);
+        assert!(B::connections(&inst.hub) >= 2);
+        let mut joined = Vec::new();
+        let end = Instant::now() + Duration::from_secs(5);
+        while joined.len() < 2 && Instant::now() < end {
+            if let Some(ServerEvent::Hub(HubEvent::Joined { ch, member })) =
+                B::wait_event(&inst.hub, Duration::from_millis(200))
+            {
+                assert_eq!(&*ch, "chat:room");
+                joined.push(member.to_string());
+            }
+        }
+        assert_eq!(joined, ["ann", "bob"], "{}", B::NAME);
+        assert_eq!(B::head(&inst.hub, "chat:room").map(|p| p.offset), Some(0));
+        assert_eq!(B::head(&inst.hub, "chat:nobody"), None);
+        let before = B::stats(&inst.hub).published;
+        B::publish(&inst.hub, "chat:room", r#"{"i":1}"#);
+        assert_eq!(B::stats(&inst.hub).published, before + 1);
+        // A bad publish is refused by the hub, with its error.
+        assert!(B::try_publish(&inst.hub, "chat:room", "not json").is_err());
+    });
+}
+
+fn a_binary_frame_on_the_hub_closes_1003<B: Backend + 'static>() {
+    within(30, || {
+        let inst = start::<B>(&Spec::new(hub_config()));
+        let mut ws = member::<B>(inst.addr, "ann", "chat:x");
+        ws.send_binary(br#"{"op":"pub","ch":"chat:x","data":{}}"#);
+        let code = loop {
+            match ws.recv(Duration::from_secs(5)) {
+                Ok(_) => {}
+                Err(code) => break code,
+            }
+        };
+        assert_eq!(code, Some(CloseCode::UNSUPPORTED_DATA), "{}", B::NAME);
+        assert!(settle(|| B::hub_connections(&inst.hub) == 0));
+    });
+}
+
+fn a_plain_server_hands_everything_to_the_app<B: Backend + 'static>() {
+    within(30, || {
+        let server = B::serve_plain_echo();
+        let h = B::handle(&server);
+        let addr = B::addr(&h);
+        // No hub route: `/ws` is the application's like any other path.
+        for path in ["/ws", "/", "/anything?x=1"] {
+            let mut ws = B::ws(&format!("ws://{addr}{path}")).expect("upgrade");
+            ws.send_text("hello");
+            assert_eq!(ws.recv(Duration::from_secs(5)).unwrap(), b"hello", "{path}");
+        }
+        // `serve()` has no HTTP handler: 404.
+        assert_eq!(http::get(addr, "/events?ch=public:news", "").status, 404, "{}", B::NAME);
+        assert_eq!(B::hub_connections(&h), 0);
+        let report = B::stop_within(server, Duration::from_secs(2));
+        assert_eq!(report.dropped, 0);
+    });
+}
+
+in_both_adapters!(
+    refusals_share_one_status_map,
+    publish_poll_and_resume,
+    cross_origin_cookie_is_refused,
+    shutdown_closes_every_connection,
+    the_handle_reports_the_hub,
+    a_binary_frame_on_the_hub_closes_1003,
+    a_plain_server_hands_everything_to_the_app,
+);
+
+// ----------------------------------------------------------------------------------------
+// The same script through each adapter
+
+/// What one run of [`script`] observed, with epochs left out (each server draws its own).
+#[derive(Debug, PartialEq, Eq)]
+struct Transcript {
+    /// Per client (WebSocket, SSE, polling): `(offset, data)` of every delivery, in order.
+    deliveries: Vec<(Transport, Vec<(u64, String)>)>,
+    /// The status of each scripted raw request.
+    statuses: Vec<u16>,
+    presence: Vec<String>,
+    head: Option<u64>,
+}
+
+/// Three sessions (one per transport) on `chat:s`; 6 publishes through the handle, 3 from
+/// the WebSocket session, 3 over HTTP, each batch delivered to everyone before the next.
+fn script<B: Backend + 'static>() -> Transcript {
+    let inst = start::<B>(&Spec::new(hub_config()));
+    let addr = inst.addr;
+    let ch = "chat:s";
+    let mut clients: Vec<(Transport, B::Client)> =
+        [("ann", Transport::WebSocket), ("bob", Transport::Sse), ("cy", Transport::Polling)]
+            .into_iter()
+            .map(|(user, t)| {
+                let mut cfg = session_config(addr.port(), Some(&format!("user:{user}")));
+                cfg.transports = vec![t];
+                let c = B::session(cfg);
+                c.subscribe(ch);
+                (t, c)
+            })
+            .collect();
+    assert!(settle(|| B::presence(&inst.hub, ch).len() == 3), "{:?}", B::presence(&inst.hub, ch));
+    let mut got: Vec<Vec<(u64, String)>> = vec![Vec::new(); clients.len()];
+    let mut wait_all = |clients: &mut Vec<(Transport, B::Client)>, n: usize| {
+        for (k, (t, c)) in clients.iter_mut().enumerate() {
+            let end = Instant::now() + Duration::from_secs(10);
+            while got[k].len() < n {
+                assert!(Instant::now() < end, "{} {t:?}: {} of {n}", B::NAME, got[k].len());
+                match c.next(Duration::from_millis(100)) {
+                    Next::Event(SessionEvent::Message { pos, data, .. }) => {
+                        got[k].push((pos.offset, data));
+                    }
+                    Next::Ended => panic!("{} {t:?}: the session ended", B::NAME),
+                    _ => {}
+                }
+            }
+        }
+    };
+    for i in 0..6 {
+        B::publish(&inst.hub, ch, &format!(r#"{{"i":{i}}}"#));
+    }
+    wait_all(&mut clients, 6);
+    for i in 6..9 {
+        clients[0].1.publish(ch, &format!(r#"{{"i":{i}}}"#));
+        wait_all(&mut clients, i + 1);
+    }
+    let mut statuses = Vec::new();
+    for i in 9..12 {
+        let a = http::post(
+            addr,
+            &format!("/api/publish?ch={ch}&{ANN}"),
+            "",
+            format!(r#"{{"i":{i}}}"#).as_bytes(),
+        );
+        statuses.push(a.status);
+    }
+    wait_all(&mut clients, 12);
+    for path in ["/events?ch=secret:x", "/poll?ch=chat:s", "/ws", "/api/publish?ch=chat:s"] {
+        statuses.push(http::get(addr, path, "").status);
+    }
+    let presence = B::presence(&inst.hub, ch);
+    let head = B::head(&inst.hub, ch).map(|p| p.offset);
+    for (_, c) in &clients {
+        c.close();
+    }
+    let deliveries = clients.iter().map(|(t, _)| *t).zip(got).collect();
+    Transcript { deliveries, statuses, presence, head }
+}
+
+#[test]
+fn the_same_script_gives_the_same_deliveries_in_both_adapters() {
+    within(90, || {
+        let std = script::<Std>();
+        let smol = script::<Smol>();
+        // Every client got every message once, in publish order, at consecutive offsets.
+        let want: Vec<(u64, String)> =
+            (0..12).map(|i| (i + 1, format!(r#"{{"i":{i}}}"#))).collect();
+        for (t, got) in &std.deliveries {
+            assert_eq!(got, &want, "std {t:?}");
+        }
+        assert_eq!(std.statuses, [200, 200, 200, 403, 403, 426, 405]);
+        assert_eq!(std.presence, ["ann", "bob", "cy"]);
+        assert_eq!(std.head, Some(12));
+        assert_eq!(std, smol);
+    });
+}
