@@ -9,7 +9,8 @@
 //! |---|---|
 //! | [`client`] | [`client::ClientSession`]: the reconnecting, transport-falling-back client |
 //! | [`feed`] | named channels with replay logs and subscribers, for SSE streams and polls |
-//! | [`hub`] | the [`Hub`](hub::Hub): connections over any transport, channels with replay, authz, presence, the envelope protocol |
+//! | [`hub`] | the [`Hub`](hub::Hub): connections over any transport, channels with replay, authz, presence |
+//! | [`envelope`] | the envelope protocol's codec (both directions), shared by `hub` and `client` |
 //! | [`http`] | HTTP/1.1 request and response heads: routing, credentials, responses |
 //! | [`ws`] | WebSocket (RFC 6455): frame codec, masking, UTF-8, handshake, close codes, [`ws::WsConnection`] |
 //! | [`server`] | [`server::Server`]: every server-side connection of one endpoint (routes, auth, hub, shutdown) |
@@ -112,6 +113,7 @@
 //! Commands return [`ws::SendError`]; the end of a connection is a [`ws::CloseInfo`].
 
 pub mod client;
+pub mod envelope;
 pub mod feed;
 pub mod http;
 pub mod hub;

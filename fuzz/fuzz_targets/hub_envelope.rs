@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
-use tidewire::hub::envelope::ClientMessage;
+use tidewire::envelope::ClientMessage;
 use tidewire::hub::{ConnId, DemoAuth, Hub, HubConfig, HubEvent, HubStats, Principal, Transport};
 use tidewire::policy::{OutboxConfig, OutboxCounters, RateLimitConfig, SlowConsumer};
 use tidewire::replay::{LogLimits, Position};

@@ -1,7 +1,7 @@
 //! [`ClientSession`]: one logical, reconnecting session with a Tidewire server, over the
 //! best transport that works (DESIGN.md "Connection states (client)").
 //!
-//! **Transports.** WebSocket first (`{base}/ws`, the [envelope](crate::hub::envelope)
+//! **Transports.** WebSocket first (`{base}/ws`, the [envelope](crate::envelope)
 //! protocol). When it fails to *open* [`fallback_after`](SessionConfig::fallback_after)
 //! times in a row (2 by default: a proxy that blocks upgrades), the session falls back to
 //! SSE: one `GET {base}/events?ch=NAME` stream per channel (the server's route serves one
@@ -65,7 +65,7 @@
 //!
 //! ```
 //! use tidewire::client::{ClientSession, SessionAction, SessionConfig, SessionEvent, SessionState};
-//! use tidewire::hub::envelope::ClientMessage;
+//! use tidewire::envelope::ClientMessage;
 //! use tidewire::ws::{Message, WsConfig, WsConnection, WsEvent};
 //! use tidewire::{Instant, Machine, Transmit};
 //!

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bytes::Bytes;
+use serde_json::value::RawValue;
 
 use super::channels::Channels;
 use super::config::{SessionConfig, TokenPlacement, Transport};
@@ -11,9 +12,9 @@ use super::types::{
     ClientMsgId, PublishError, Reason, SessionAction, SessionEvent, SessionState, SessionTimer,
     SockId, StateChange, SubscribeError,
 };
-use super::wire::{self, ClientFrame};
 
 mod input;
+use crate::envelope::{self, ClientMessage};
 use crate::machine::{Machine, Transmit};
 use crate::policy::{Backoff, BackoffConfig, RateLimit};
 use crate::replay::Position;
@@ -383,7 +384,10 @@ impl ClientSession {
             && link.transport == Transport::WebSocket
             && link.open
         {
-            self.ws_send(now, &ClientFrame::Unsub { ch }.encode());
+            self.ws_send(
+                now,
+                &ClientMessage::Unsub { ch: ch.to_owned(), reference: None }.encode(),
+            );
         }
     }
 
@@ -410,7 +414,7 @@ impl ClientSession {
         if self.state == SessionState::Closed {
             return Err(PublishError::Closed);
         }
-        if !wire::is_json(data) {
+        if !envelope::is_json(data) {
             return Err(PublishError::NotJson);
         }
         let size = ch.len() + data.len();
@@ -1063,7 +1067,8 @@ impl ClientSession {
         let reference = self.take_ref();
         self.sub_refs.insert(reference, ch.to_owned());
         let pos = self.channels.position(ch);
-        self.ws_send(now, &ClientFrame::Sub { ch, pos, reference: Some(reference) }.encode());
+        let sub = ClientMessage::Sub { ch: ch.to_owned(), pos, reference: Some(reference) };
+        self.ws_send(now, &sub.encode());
     }
 
     /// Sends the waiting `sub`s while tokens last; `true` when none waits any more.
@@ -1100,9 +1105,15 @@ impl ClientSession {
                 }
                 let o = &self.outgoing[i];
                 let id = self.wire_id(o.id);
-                let frame =
-                    ClientFrame::Pub { ch: &o.ch, id: &id, data: &o.data, reference: Some(o.id.0) }
-                        .encode();
+                // Checked by `publish`: the data is one JSON value.
+                let Ok(data) = RawValue::from_string(o.data.clone()) else { continue };
+                let frame = ClientMessage::Pub {
+                    ch: o.ch.clone(),
+                    id: Some(id),
+                    data,
+                    reference: Some(o.id.0),
+                }
+                .encode();
                 if !self.ws_send(now, &frame) {
                     break;
                 }
@@ -1139,7 +1150,7 @@ impl ClientSession {
             Some(200..=299) => {
                 self.publish_backoff.reset();
                 if self.remove_outgoing(id) {
-                    let pos = wire::decode_publish_reply(body);
+                    let pos = envelope::decode_publish_reply(body);
                     self.events.push_back(SessionEvent::Acked { id, pos });
                 }
             }

@@ -44,8 +44,8 @@ use serde_json::value::RawValue;
 
 use super::channel::Follow;
 use super::conn::{ConnId, Scope};
-use super::envelope::ServerMessage;
 use super::{Hub, HubError, HubEvent, Principal};
+use crate::envelope::ServerMessageRef;
 use crate::replay::{Epoch, Position, ReplayLog};
 use crate::time::Instant;
 
@@ -276,7 +276,7 @@ impl Hub {
                     self.reply(
                         now,
                         conn,
-                        ServerMessage::Ack { reference, pos: Some(pos) }.encode(),
+                        ServerMessageRef::Ack { reference, pos: Some(pos) }.encode(),
                     );
                 }
             }

@@ -8,7 +8,7 @@
 //! transport format and hands the same [`Bytes`] to every receiver; it queues frames per
 //! connection in bounded outboxes with the channel's slow-consumer policy; and it expires
 //! polling clients and presence entries on a timer queue. WebSocket clients speak the
-//! [`envelope`] protocol; SSE and polling clients subscribe through the URL.
+//! [envelope](crate::envelope) protocol; SSE and polling clients subscribe through the URL.
 //!
 //! # Method groups of [`Hub`]
 //!
@@ -148,6 +148,7 @@ pub use config::HubConfig;
 pub use conn::{ConnId, Transport};
 pub use outcome::{HubError, HubEvent, HubStats, Subscription};
 
+use crate::envelope::{ClientMessage, ServerMessageRef};
 use crate::policy::dedup::RecentIds;
 use crate::policy::heartbeat::Heartbeat;
 use crate::policy::outbox::OutboxCounters;
@@ -158,7 +159,6 @@ use crate::time::{Instant, Monotonic, TimerQueue};
 use crate::ws::CloseCode;
 use channel::Channel;
 use conn::{Conn, ConnMap, Lanes, Scope};
-use envelope::{ClientMessage, ServerMessage};
 
 /// The deadlines of the hub, one [`TimerQueue`] for all of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -352,7 +352,7 @@ impl Hub {
                 self.client_publish(now, conn, &ch, id.as_deref(), &data, reference);
             }
             Ok(ClientMessage::Ping { reference }) => {
-                self.reply(now, conn, ServerMessage::Pong { reference }.encode());
+                self.reply(now, conn, ServerMessageRef::Pong { reference }.encode());
             }
         }
     }

@@ -13,9 +13,9 @@ use super::authz::Principal;
 use super::bus::{BusAction, Held};
 use super::channel::{self, Channel, Follow};
 use super::conn::{Conn, ConnId, ConnMap, Scope, Transport};
-use super::envelope::ServerMessage;
 use super::presence::{Arrival, Departure};
 use super::{Hub, HubError, HubEvent, Subscription, Timer};
+use crate::envelope::ServerMessageRef;
 use crate::policy::heartbeat::Beat;
 use crate::policy::outbox::{PushOutcome, SlowConsumer};
 use crate::replay::{Epoch, Position, ReplayLog};
@@ -72,7 +72,7 @@ fn sse_reset(ch: &str, head: Position) -> Option<Bytes> {
 
 /// A `presence` frame in both formats (SSE: `event: presence`, the envelope as data).
 fn presence_frames(ch: &str, join: &[String], leave: &[String]) -> (Bytes, Option<Bytes>) {
-    let ws = ServerMessage::Presence { ch, join, leave }.encode();
+    let ws = ServerMessageRef::Presence { ch, join, leave }.encode();
     let sse = Utf8Bytes::try_from_bytes(ws.clone())
         .ok()
         .and_then(|d| encode::event(None, Some("presence"), d).ok())
@@ -83,7 +83,7 @@ fn presence_frames(ch: &str, join: &[String], leave: &[String]) -> (Bytes, Optio
 /// The WebSocket `msg` of a logged message.
 fn ws_msg(ch: &str, pos: Position, data: &Bytes) -> Option<Bytes> {
     let data: &RawValue = serde_json::from_slice(data).ok()?;
-    Some(ServerMessage::Msg { ch, pos, data }.encode())
+    Some(ServerMessageRef::Msg { ch, pos, data }.encode())
 }
 
 /// A frame and its conflation key.
@@ -108,7 +108,8 @@ fn opening(
         return (recovered, 0, frames);
     }
     if transport == Transport::WebSocket {
-        frames.push((ServerMessage::Subscribed { ch, recovered, pos: head }.encode(), None));
+        frames
+            .push((ServerMessageRef::Subscribed { ch, recovered, pos: Some(head) }.encode(), None));
     }
     let mut replayed = 0;
     match missed {
@@ -240,7 +241,8 @@ impl Hub {
         if conn.channels.contains_key(ch) {
             let head = self.channels.get(ch).map(|c| c.log.head()).ok_or(HubError::BadChannel)?;
             if transport == Transport::WebSocket {
-                let frame = ServerMessage::Subscribed { ch, recovered: true, pos: head }.encode();
+                let frame =
+                    ServerMessageRef::Subscribed { ch, recovered: true, pos: Some(head) }.encode();
                 self.reply(now, id, frame);
             }
             return Ok(Subscription { pos: head, recovered: true, replayed: 0, pending: false });
@@ -391,7 +393,7 @@ impl Hub {
         code: &str,
         msg: &str,
     ) {
-        self.reply(now, id, ServerMessage::Err { reference, code, msg }.encode());
+        self.reply(now, id, ServerMessageRef::Err { reference, code, msg }.encode());
     }
 
     /// A `pub` envelope: authorize, dedup by client id, append, acknowledge.
@@ -413,7 +415,7 @@ impl Hub {
         let Some(conn) = self.conns.get(&id) else { return };
         let (principal, scope) = (conn.principal.clone(), conn.scope.clone());
         match self.checked_publish(now, &principal, scope, ch, msg_id, data) {
-            Ok(pos) => self.reply(now, id, ServerMessage::Ack { reference, pos }.encode()),
+            Ok(pos) => self.reply(now, id, ServerMessageRef::Ack { reference, pos }.encode()),
             Err(e) => self.reply_err(now, id, reference, e.code(), &e.to_string()),
         }
     }
@@ -515,7 +517,7 @@ impl Hub {
             let Some(conn) = self.conns.get_mut(&m) else { continue };
             let frame = match conn.transport {
                 Transport::WebSocket => ws
-                    .get_or_insert_with(|| ServerMessage::Msg { ch: &key, pos, data }.encode())
+                    .get_or_insert_with(|| ServerMessageRef::Msg { ch: &key, pos, data }.encode())
                     .clone(),
                 Transport::Sse => {
                     let f =
@@ -544,7 +546,8 @@ impl Hub {
         let head = c.log.head();
         let policy = c.policy;
         let members: Vec<ConnId> = c.members.iter().copied().collect();
-        let ws = ServerMessage::Subscribed { ch: key, recovered: false, pos: head }.encode();
+        let ws =
+            ServerMessageRef::Subscribed { ch: key, recovered: false, pos: Some(head) }.encode();
         let sse = sse_reset(key, head);
         let mut slow = Vec::new();
         for m in members {

@@ -4,7 +4,7 @@
 use super::{ClientSession, Fail, Input, Owner, Proto, Purpose, Socket, socket_deadline};
 use crate::client::http::Progress;
 use crate::client::types::{ClientMsgId, Reason, SessionEvent, SockId};
-use crate::client::wire::{self, PollBody, ServerFrame};
+use crate::envelope::{self, PollBody, ServerMessage};
 use crate::machine::Machine;
 use crate::policy::{RetryHint, parse_retry_after};
 
@@ -108,7 +108,7 @@ impl ClientSession {
                 }
             }
             WsEvent::Message(Message::Text(text)) => {
-                if let Ok(frame) = ServerFrame::decode(text.as_bytes()) {
+                if let Ok(frame) = ServerMessage::decode(text.as_bytes()) {
                     self.server_frame(frame);
                 }
             }
@@ -171,12 +171,12 @@ impl ClientSession {
         }
     }
 
-    pub(super) fn server_frame(&mut self, frame: ServerFrame) {
+    pub(super) fn server_frame(&mut self, frame: ServerMessage) {
         match frame {
-            ServerFrame::Msg { ch, pos, data } => {
+            ServerMessage::Msg { ch, pos, data } => {
                 self.channels.deliver(&mut self.events, &ch, pos, data);
             }
-            ServerFrame::Subscribed { ch, recovered, pos } => {
+            ServerMessage::Subscribed { ch, recovered, pos } => {
                 self.sub_refs.retain(|_, c| *c != ch);
                 match (recovered, pos) {
                     (false, Some(pos)) => self.channels.refetch(&mut self.events, &ch, pos),
@@ -184,12 +184,12 @@ impl ClientSession {
                     _ => {}
                 }
             }
-            ServerFrame::Ack { reference: Some(r), pos }
+            ServerMessage::Ack { reference: Some(r), pos }
                 if self.remove_outgoing(ClientMsgId(r)) =>
             {
                 self.events.push_back(SessionEvent::Acked { id: ClientMsgId(r), pos });
             }
-            ServerFrame::Err { reference, code, msg } => {
+            ServerMessage::Err { reference, code, msg } => {
                 if let Some(ch) = reference.and_then(|r| self.sub_refs.remove(&r)) {
                     self.channels.remove(&ch);
                     self.events.push_back(SessionEvent::SubscribeFailed { ch, code });
@@ -201,7 +201,7 @@ impl ClientSession {
                     self.events.push_back(SessionEvent::ServerError { code, msg });
                 }
             }
-            ServerFrame::Presence { ch, join, leave } if self.channels.contains(&ch) => {
+            ServerMessage::Presence { ch, join, leave } if self.channels.contains(&ch) => {
                 self.events.push_back(SessionEvent::Presence { ch, join, leave });
             }
             _ => {}
@@ -392,7 +392,7 @@ impl ClientSession {
 
     pub(super) fn sse_event(&mut self, ch: &str, ev: SseEvent) {
         if ev.event == "reset" {
-            if let Ok((_, pos)) = wire::decode_reset(ev.data.as_bytes()) {
+            if let Ok((_, pos)) = envelope::decode_reset(ev.data.as_bytes()) {
                 self.channels.refetch(&mut self.events, ch, pos);
             }
             return;
