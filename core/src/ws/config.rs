@@ -48,6 +48,11 @@ pub struct WsConfig {
     /// Seed of the ChaCha generator for mask keys and the `Sec-WebSocket-Key`. Adapters MUST
     /// fill it from OS entropy; tests use a constant.
     pub rng_seed: [u8; 32],
+    /// permessage-deflate (RFC 7692; feature `deflate`): a client offers it, a server accepts
+    /// a client's offer, as configured here (default `None`: not offered, offers declined).
+    /// See [`deflate`](super::deflate) for the modes and their memory.
+    #[cfg(feature = "deflate")]
+    pub deflate: Option<super::deflate::DeflateConfig>,
 }
 
 impl Default for WsConfig {
@@ -65,6 +70,8 @@ impl Default for WsConfig {
             protocols: Vec::new(),
             headers: Vec::new(),
             rng_seed: [0; 32],
+            #[cfg(feature = "deflate")]
+            deflate: None,
         }
     }
 }

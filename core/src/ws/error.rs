@@ -15,7 +15,8 @@ use super::message::Message;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProtocolError {
-    /// RSV1–3 set without a negotiated extension (§5.2).
+    /// RSV1–3 set without a negotiated extension (§5.2), or where the extension does not
+    /// allow them (permessage-deflate: RSV1 on a control or continuation frame, RFC 7692 §6).
     #[error("reserved bits set without an extension")]
     ReservedBits,
     /// Opcode 0x3–0x7 or 0xB–0xF (§5.2).
@@ -54,18 +55,23 @@ pub enum ProtocolError {
     /// A frame larger than the configured `max_frame`.
     #[error("frame exceeds the frame size limit")]
     FrameTooLarge,
-    /// A message larger than the configured `max_message`.
+    /// A message larger than the configured `max_message` (with permessage-deflate: once
+    /// inflated).
     #[error("message exceeds the message size limit")]
     MessageTooLarge,
+    /// A compressed message (RSV1, permessage-deflate) whose payload is not valid DEFLATE
+    /// data (RFC 7692 §7.2.2); answered with 1007, see [`crate::ws::deflate`].
+    #[error("invalid compressed data")]
+    InvalidCompressedData,
 }
 
 impl ProtocolError {
-    /// The close code this violation is answered with: 1007 for bad UTF-8, 1009 for
-    /// something too big, 1002 for everything else.
+    /// The close code this violation is answered with: 1007 for bad UTF-8 or compressed data
+    /// that does not inflate, 1009 for something too big, 1002 for everything else.
     #[must_use]
     pub fn close_code(self) -> CloseCode {
         match self {
-            Self::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            Self::InvalidUtf8 | Self::InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
             Self::FrameTooLarge | Self::MessageTooLarge => CloseCode::TOO_BIG,
             _ => CloseCode::PROTOCOL_ERROR,
         }
@@ -120,9 +126,14 @@ pub enum HandshakeError {
     /// Client: the server chose a subprotocol that was not offered.
     #[error("server chose a subprotocol that was not offered")]
     UnexpectedSubprotocol,
-    /// Client: the server accepted an extension that was not offered.
+    /// Client: the server accepted an extension that was not offered. The client fails the
+    /// connection with 1010 after a close frame.
     #[error("server accepted an extension that was not offered")]
     UnexpectedExtension,
+    /// Client: the server's permessage-deflate answer is malformed or does not fit the offer
+    /// (RFC 7692 §7.1). The client fails the connection with 1010 after a close frame.
+    #[error("invalid permessage-deflate answer")]
+    InvalidExtension,
     /// The transport closed before the handshake completed.
     #[error("connection closed during the handshake")]
     Eof,

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! conn        WsConnection: handshake → open → closing → closed, keepalive, limits
+//! deflate     permessage-deflate (RFC 7692, feature `deflate`): negotiation, compression
 //! reassemble  fragments → messages, continuation rules, incremental UTF-8
 //! frame       header codec (decode resumable, encode minimal), role-based masking rules
 //! handshake   HTTP/1.1 upgrade request/response, accept key, subprotocols
@@ -14,6 +15,8 @@
 pub mod close;
 mod config;
 pub mod conn;
+#[cfg(feature = "deflate")]
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;

@@ -197,6 +197,9 @@ pub struct WsConnection {
     closed_emitted: bool,
     /// Client: the server's answer when it was not a 101.
     rejection: Option<Box<http::Response>>,
+    /// permessage-deflate, once negotiated.
+    #[cfg(feature = "deflate")]
+    deflate: Option<Box<crate::ws::deflate::PerMessageDeflate>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,6 +235,8 @@ impl WsConnection {
             subprotocol: None,
             closed_emitted: false,
             rejection: None,
+            #[cfg(feature = "deflate")]
+            deflate: None,
         }
     }
 
@@ -276,10 +281,13 @@ impl WsConnection {
         let mut raw = [0u8; 16];
         conn.rng.fill(&mut raw);
         let key = handshake::generate_key(raw);
-        let request =
-            handshake::client_request(host, path, &key, &conn.cfg.protocols, &conn.cfg.headers)?;
+        let headers = conn.request_headers();
+        let request = handshake::client_request(host, path, &key, &conn.cfg.protocols, &headers)?;
         conn.push_out(request);
-        let parser = ResponseParser::new(conn.cfg.max_handshake);
+        let mut parser = ResponseParser::new(conn.cfg.max_handshake);
+        if conn.offers_extensions() {
+            parser = parser.allow_extensions();
+        }
         conn.phase = Phase::ReadResponse { parser, key };
         Ok(conn)
     }
@@ -364,8 +372,19 @@ impl WsConnection {
         let Phase::Decide(req) = &self.phase else {
             return Err(self.command_error(SendError::NoPendingUpgrade));
         };
-        let response = handshake::accept_response(req, subprotocol, headers)?;
+        let extensions = self.negotiate_extensions(req);
+        let response = match &extensions {
+            Some((answer, _)) => {
+                let mut all = headers.to_vec();
+                all.push(("Sec-WebSocket-Extensions", answer.as_str()));
+                handshake::accept_response(req, subprotocol, &all)?
+            }
+            None => handshake::accept_response(req, subprotocol, headers)?,
+        };
         self.push_out(response);
+        if let Some((_, agreed)) = extensions {
+            self.enable_extensions(agreed);
+        }
         self.open(now, subprotocol.map(str::to_owned));
         self.process_input(now);
         Ok(())
@@ -414,13 +433,7 @@ impl WsConnection {
         if msg.len() > self.cfg.max_message {
             return Err(SendError::TooLarge(msg));
         }
-        if self.out_bytes > 0 && self.out_bytes + msg.len() > self.cfg.max_outbound {
-            // A full outbox that does not drain within `send_timeout` ends the connection.
-            if let Some(limit) = self.cfg.send_timeout
-                && self.timers.get(Deadline::SendStall).is_none()
-            {
-                self.timers.set(Deadline::SendStall, now + limit);
-            }
+        if self.outbox_full(now, msg.len()) {
             return Err(SendError::Backpressure(msg));
         }
         if let Some(hb) = &mut self.heartbeat {
@@ -428,20 +441,31 @@ impl WsConnection {
         }
         let opcode = if msg.is_text() { OpCode::Text } else { OpCode::Binary };
         let payload = msg.into_payload();
+        #[cfg(feature = "deflate")]
+        if let Some(compressed) = self.deflate.as_mut().and_then(|d| d.compress(&payload)) {
+            self.queue_message(opcode, crate::ws::deflate::RSV1, compressed);
+            return Ok(());
+        }
+        self.queue_message(opcode, 0, payload);
+        Ok(())
+    }
+
+    /// Queues a data message as one frame, or as fragments of `max_send_fragment`; `rsv`
+    /// goes on the first frame only (RFC 7692 §6: RSV1 marks a compressed message).
+    fn queue_message(&mut self, opcode: OpCode, rsv: u8, payload: Bytes) {
         match self.cfg.max_send_fragment {
             Some(max) if max > 0 && payload.len() > max => {
                 let mut rest = payload;
-                let mut op = opcode;
+                let (mut op, mut rsv) = (opcode, rsv);
                 while rest.len() > max {
                     let chunk = rest.split_to(max);
-                    self.queue_frame(false, op, chunk);
-                    op = OpCode::Continuation;
+                    self.queue_frame_rsv(false, rsv, op, chunk);
+                    (op, rsv) = (OpCode::Continuation, 0);
                 }
-                self.queue_frame(true, op, rest);
+                self.queue_frame_rsv(true, rsv, op, rest);
             }
-            _ => self.queue_frame(true, opcode, payload),
+            _ => self.queue_frame_rsv(true, rsv, opcode, payload),
         }
-        Ok(())
     }
 
     /// Sends a ping with `payload` (≤ 125 bytes); the answer arrives as [`WsEvent::Pong`].
@@ -494,6 +518,20 @@ impl WsConnection {
     }
 
     // ----- internals -----
+
+    /// Whether `len` more bytes would overfill a non-empty outbox; if so, arms the stall
+    /// timer: a full outbox that does not drain within `send_timeout` ends the connection.
+    fn outbox_full(&mut self, now: Instant, len: usize) -> bool {
+        if self.out_bytes > 0 && self.out_bytes + len > self.cfg.max_outbound {
+            if let Some(limit) = self.cfg.send_timeout
+                && self.timers.get(Deadline::SendStall).is_none()
+            {
+                self.timers.set(Deadline::SendStall, now + limit);
+            }
+            return true;
+        }
+        false
+    }
 
     fn check_open(&self) -> Result<(), SendError> {
         match self.phase {
@@ -548,11 +586,16 @@ impl WsConnection {
         }
     }
 
+    /// Queues one frame without reserved bits.
+    fn queue_frame(&mut self, fin: bool, opcode: OpCode, payload: Bytes) {
+        self.queue_frame_rsv(fin, 0, opcode, payload);
+    }
+
     /// Queues one frame. Server frames: header from the arena plus the shared payload (or
     /// the payload copied inline when small). Client frames: header and masked copy.
-    fn queue_frame(&mut self, fin: bool, opcode: OpCode, payload: Bytes) {
+    fn queue_frame_rsv(&mut self, fin: bool, rsv: u8, opcode: OpCode, payload: Bytes) {
         let mask = self.next_mask();
-        let header = encode_header(fin, 0, opcode, payload.len(), mask);
+        let header = encode_header(fin, rsv, opcode, payload.len(), mask);
         if let Some(key) = mask {
             self.arena_reserve(header.len() + payload.len());
             self.arena.extend_from_slice(header.as_slice());
@@ -622,6 +665,7 @@ impl WsConnection {
         self.phase = Phase::Closed;
         self.heartbeat = None;
         self.pending_pongs.clear();
+        self.release_extensions();
         self.timers.clear_all();
         self.inbuf = BytesMut::new();
         if !self.closed_emitted {
@@ -675,6 +719,19 @@ impl WsConnection {
         );
     }
 
+    /// Client: the server's 101 answered our extension offer badly (RFC 6455 §4.1, RFC 7692
+    /// §7.1): the connection is failed with a close frame 1010.
+    fn fail_extension(&mut self, err: HandshakeError) {
+        self.send_close(CloseCode::MANDATORY_EXTENSION, Utf8Bytes::default());
+        self.finish_with(
+            CloseCode::MANDATORY_EXTENSION,
+            Utf8Bytes::default(),
+            Initiator::Local,
+            false,
+            Some(err.into()),
+        );
+    }
+
     fn fail_handshake(&mut self, err: HandshakeError) {
         if self.role == Role::Server {
             self.push_out(handshake::error_response(err));
@@ -706,7 +763,13 @@ impl WsConnection {
                         Ok(None) => return,
                         Ok(Some((resp, n))) => {
                             let _ = self.inbuf.split_to(n);
+                            if let Err(e) = self.accept_extensions(&resp) {
+                                return self.fail_extension(e);
+                            }
                             self.open(now, resp.subprotocol().map(str::to_owned));
+                        }
+                        Err(e @ HandshakeError::UnexpectedExtension) => {
+                            return self.fail_extension(e);
                         }
                         Err(e) => {
                             if let HandshakeError::Status(_) = e
@@ -724,6 +787,12 @@ impl WsConnection {
                     let frame = match self.decoder.decode(&mut self.inbuf, self.cfg.max_frame) {
                         Ok(Some(f)) => f,
                         Ok(None) => return,
+                        Err(e) => return self.fail(e),
+                    };
+                    #[cfg(feature = "deflate")]
+                    let frame = match self.inflate_frame(frame) {
+                        Ok(Some(f)) => f,
+                        Ok(None) => continue,
                         Err(e) => return self.fail(e),
                     };
                     match self.reassembler.push(frame) {
@@ -902,5 +971,9 @@ impl Machine for WsConnection {
     }
 }
 
+#[cfg(feature = "deflate")]
+mod deflate;
+#[cfg(not(feature = "deflate"))]
+mod no_deflate;
 #[cfg(test)]
 mod tests;

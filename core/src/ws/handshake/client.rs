@@ -7,6 +7,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{BufMut as _, Bytes, BytesMut};
 
 use super::accept_key;
+use super::server::split_quoted_list;
 use crate::http::{
     HeadScanner, MAX_HEADERS, check_header, httparse_error, is_token, list_has_token, put_header,
     single_value, values_of,
@@ -72,12 +73,20 @@ pub fn client_request(
 pub struct HandshakeResponse {
     status: u16,
     subprotocol: Option<String>,
+    extensions: Vec<String>,
     headers: Vec<(String, String)>,
 }
 
 impl HandshakeResponse {
-    /// Parses and validates a complete head (ending in `\r\n\r\n`).
-    fn parse(head: &[u8], key: &str, offered: &[String]) -> Result<Self, HandshakeError> {
+    /// Parses and validates a complete head (ending in `\r\n\r\n`). With
+    /// `allow_extensions`, `Sec-WebSocket-Extensions` entries are kept for the caller to
+    /// check against its offer; without, any entry is `UnexpectedExtension`.
+    fn parse(
+        head: &[u8],
+        key: &str,
+        offered: &[String],
+        allow_extensions: bool,
+    ) -> Result<Self, HandshakeError> {
         use HandshakeError as E;
 
         let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -117,14 +126,19 @@ impl HandshakeResponse {
             }
             Err(()) => return Err(E::UnexpectedSubprotocol),
         };
-        if values_of(headers, "sec-websocket-extensions").any(|v| !v.trim_ascii().is_empty()) {
-            return Err(E::UnexpectedExtension);
+        let mut extensions = Vec::new();
+        for value in values_of(headers, "sec-websocket-extensions") {
+            if !allow_extensions && !value.trim_ascii().is_empty() {
+                return Err(E::UnexpectedExtension);
+            }
+            let value = std::str::from_utf8(value).map_err(|_| E::InvalidExtension)?;
+            extensions.extend(split_quoted_list(value).map(str::to_owned));
         }
         let headers = headers
             .iter()
             .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
             .collect();
-        Ok(Self { status, subprotocol, headers })
+        Ok(Self { status, subprotocol, extensions, headers })
     }
 
     /// The status code (always 101 once validated).
@@ -137,6 +151,14 @@ impl HandshakeResponse {
     #[must_use]
     pub fn subprotocol(&self) -> Option<&str> {
         self.subprotocol.as_deref()
+    }
+
+    /// The extensions the server accepted in `Sec-WebSocket-Extensions`, one raw entry (name
+    /// and parameters) per element; empty unless the parser was made with
+    /// [`ResponseParser::allow_extensions`].
+    #[must_use]
+    pub fn extensions(&self) -> &[String] {
+        &self.extensions
     }
 
     /// The first header called `name` (case-insensitive). Bytes that are not UTF-8 are
@@ -154,6 +176,7 @@ impl HandshakeResponse {
 #[derive(Clone, Debug)]
 pub struct ResponseParser {
     scan: HeadScanner,
+    allow_extensions: bool,
 }
 
 impl ResponseParser {
@@ -161,7 +184,16 @@ impl ResponseParser {
     /// counting the final `\r\n\r\n`.
     #[must_use]
     pub fn new(max_head: usize) -> Self {
-        Self { scan: HeadScanner::new(max_head) }
+        Self { scan: HeadScanner::new(max_head), allow_extensions: false }
+    }
+
+    /// Lets `Sec-WebSocket-Extensions` through to [`HandshakeResponse::extensions`] instead
+    /// of failing with `UnexpectedExtension`: for a client that offered an extension and
+    /// checks the answer itself (e.g. permessage-deflate).
+    #[must_use]
+    pub fn allow_extensions(mut self) -> Self {
+        self.allow_extensions = true;
+        self
     }
 
     /// Parses and validates the response once `buf` holds all of its head, against the `key`
@@ -175,8 +207,9 @@ impl ResponseParser {
     ///
     /// [`HandshakeError::Status`] for any status but 101, `HeadTooLarge`, `Malformed`,
     /// `TooManyHeaders`, `HttpVersion`, `MissingUpgrade`, `MissingConnectionUpgrade`,
-    /// `InvalidAccept`, `UnexpectedSubprotocol`, and `UnexpectedExtension` (no extension is
-    /// offered).
+    /// `InvalidAccept`, `UnexpectedSubprotocol`, and `UnexpectedExtension` (any extension,
+    /// unless [`allow_extensions`](Self::allow_extensions); `InvalidExtension` if its value
+    /// is not UTF-8).
     pub fn parse(
         &mut self,
         buf: &[u8],
@@ -186,6 +219,7 @@ impl ResponseParser {
         let Some(len) = self.scan.find_end(buf)? else {
             return Ok(None);
         };
-        HandshakeResponse::parse(&buf[..len], key, offered).map(|resp| Some((resp, len)))
+        HandshakeResponse::parse(&buf[..len], key, offered, self.allow_extensions)
+            .map(|resp| Some((resp, len)))
     }
 }

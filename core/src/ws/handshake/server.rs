@@ -14,7 +14,7 @@ use crate::ws::error::{HandshakeError, SendError};
 
 /// Splits a comma-separated list at the commas outside quoted strings, trimming each entry
 /// and skipping empty ones (RFC 9110 §5.6.1).
-fn split_quoted_list(value: &str) -> impl Iterator<Item = &str> {
+pub(super) fn split_quoted_list(value: &str) -> impl Iterator<Item = &str> {
     let mut rest = value;
     std::iter::from_fn(move || {
         loop {
