@@ -9,7 +9,7 @@
 //! - `redis-1`: one hub on Redis; the subscriber is on the publishing instance.
 //! - `redis-2`: two hubs on one Redis; the publisher is on A, the subscriber on B.
 //!
-//! Latency: one publish at a time (`HubHandle::submit`), from the call to the `msg` frame
+//! Latency: one publish at a time (`ServerHandle::submit`), from the call to the `msg` frame
 //! at a WebSocket subscriber. Throughput: `PUBLISHERS` tasks publishing back to back for
 //! `SECONDS`, counting what the subscriber receives.
 
@@ -20,11 +20,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use smol::Timer;
-use tidewire::hub::{AllowAll, HubConfig, Principal};
 use tidewire::redis::RedisConfig;
 use tidewire_smol::{
-    ClientOptions, HttpRequest, HubHandle, HubOptions, Message, Server, ServerConfig, ServerHandle,
-    Upgrade, WebSocket, connect,
+    ClientOptions, Message, Routes, Server, ServerConfig, ServerHandle, Upgrade, WebSocket, connect,
 };
 
 const LATENCY_SAMPLES: usize = 2000;
@@ -65,33 +63,20 @@ impl Drop for Redis {
     }
 }
 
-/// A hub served on a loopback port.
-async fn instance(redis: Option<u16>) -> (HubHandle, ServerHandle) {
-    let mut opts = HubOptions::default();
-    opts.redis = redis.map(|port| RedisConfig { port, ..RedisConfig::default() });
-    let hub = HubHandle::with_options(HubConfig::default(), AllowAll, opts);
-    let server = Server::bind("127.0.0.1:0", ServerConfig::default()).await.unwrap();
-    let handle = server.handle();
-    let served = hub.clone();
-    smol::spawn(server.serve_with(
-        move |up: Upgrade| {
-            let hub = served.clone();
-            async move {
-                let Ok(ws) = up.accept(None, &[]).await else { return };
-                hub.serve_ws(ws, Principal::anonymous(), None).await;
-            }
-        },
-        |req: HttpRequest| async move {
-            let _ = req.respond(404, &[], b"").await;
-        },
-    ))
-    .detach();
+/// A hub served on a loopback port (the core's default routes, anonymous, allow-all).
+async fn instance(redis: Option<u16>) -> (ServerHandle, ServerHandle) {
+    let mut cfg = ServerConfig::default();
+    cfg.endpoint.routes = Routes::default();
+    cfg.redis = redis.map(|port| RedisConfig { port, ..RedisConfig::default() });
+    let server = Server::bind("127.0.0.1:0", cfg).await.unwrap();
+    let hub = server.handle();
+    smol::spawn(server.serve(|up: Upgrade| async move { drop(up) })).detach();
     if redis.is_some() {
         while !hub.bus_is_up() {
             Timer::after(Duration::from_millis(5)).await;
         }
     }
-    (hub, handle)
+    (hub.clone(), hub)
 }
 
 /// A WebSocket subscriber of `ch` on `addr`.
@@ -118,7 +103,7 @@ async fn next_msg(ws: &mut WebSocket) {
 
 struct Setup {
     name: &'static str,
-    publisher: HubHandle,
+    publisher: ServerHandle,
     sub: WebSocket,
     _servers: Vec<ServerHandle>,
 }

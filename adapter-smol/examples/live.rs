@@ -211,7 +211,8 @@ async fn log_events(handle: ServerHandle, poll_expiry: Option<Duration>) {
                 eprintln!("hub closed {conn}: {} {reason}", code.0);
             }
             ServerEvent::Hub(HubEvent::Expired { conn }) => {
-                let idle = poll_expiry.map_or_else(String::new, |d| format!(" (no poll for {d:?})"));
+                let idle =
+                    poll_expiry.map_or_else(String::new, |d| format!(" (no poll for {d:?})"));
                 eprintln!("poll closed {conn} reason=expired{idle}");
             }
             ServerEvent::Hub(HubEvent::Joined { ch, member }) => {

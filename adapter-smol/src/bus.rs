@@ -145,7 +145,13 @@ fn feed(weak: &Weak<ServerShared>, f: impl FnOnce(&mut RedisBus, Instant)) -> bo
 
 /// One Redis connection: connect, then read until it ends; a writer task writes what the
 /// bus task queues. Ends when the machine closes the socket (its writer is dropped).
-async fn run_socket(weak: Weak<ServerShared>, sock: SockId, host: String, port: u16, rx: Receiver<Bytes>) {
+async fn run_socket(
+    weak: Weak<ServerShared>,
+    sock: SockId,
+    host: String,
+    port: u16,
+    rx: Receiver<Bytes>,
+) {
     let addrs = smol::unblock(move || (host.as_str(), port).to_socket_addrs().map(Vec::from_iter));
     let mut stream = None;
     if let Ok(addrs) = addrs.await {

@@ -18,9 +18,7 @@ use tidewire::http::Request;
 use tidewire::hub::{AllowAll, Authorize, Hub, HubError, HubStats, Principal};
 use tidewire::redis::RedisBus;
 use tidewire::replay::Position;
-use tidewire::server::{
-    Authenticate, ConnHandle, Credential, Routes, ServerEvent, Verdict,
-};
+use tidewire::server::{Authenticate, ConnHandle, Credential, Routes, ServerEvent, Verdict};
 use tidewire::ws::{CloseCode, UpgradeRequest, WsConnection};
 
 use crate::bus::BusLink;
@@ -60,7 +58,13 @@ impl Default for ServerConfig {
     fn default() -> Self {
         let mut endpoint = tidewire::server::ServerConfig::default();
         endpoint.routes = Routes::none();
-        Self { endpoint, max_connections: 10_000, read_buffer: 64 << 10, executor: None, redis: None }
+        Self {
+            endpoint,
+            max_connections: 10_000,
+            read_buffer: 64 << 10,
+            executor: None,
+            redis: None,
+        }
     }
 }
 
@@ -206,9 +210,8 @@ fn anonymous(_: &Request) -> Verdict {
 fn os_seed() -> u64 {
     let mut seed = [0u8; 8];
     if getrandom::fill(&mut seed).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let t =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         return u64::try_from(t.as_nanos() & u128::from(u64::MAX)).unwrap_or_default();
     }
     u64::from_le_bytes(seed)
@@ -247,7 +250,8 @@ impl Server {
                     r.rng_seed[8..16].copy_from_slice(&(!seed).to_le_bytes());
                 }
                 let hub = Hub::with_bus(cfg.endpoint.hub.clone(), authz, seed);
-                let server = tidewire::server::Server::around(cfg.endpoint.clone(), authn, hub, seed);
+                let server =
+                    tidewire::server::Server::around(cfg.endpoint.clone(), authn, hub, seed);
                 (server, Some(RedisBus::new(r, now)))
             }
         };
@@ -480,7 +484,12 @@ impl ServerHandle {
     /// # Errors
     /// As [`publish`](Self::publish); [`HubError::BadId`] for an id over the hub's bound;
     /// with Redis, [`HubError::Unavailable`] while Redis is unreachable.
-    pub async fn publish_once(&self, ch: &str, id: &str, json: &[u8]) -> Result<Position, HubError> {
+    pub async fn publish_once(
+        &self,
+        ch: &str,
+        id: &str,
+        json: &[u8],
+    ) -> Result<Position, HubError> {
         if self.shared.bus.is_none() {
             return self.with_core(|core| core.server.publish_once(Instant::now(), ch, id, json));
         }
@@ -501,7 +510,12 @@ impl ServerHandle {
         self.submit_as(ch, None, json).await
     }
 
-    async fn submit_as(&self, ch: &str, id: Option<&str>, json: &[u8]) -> Result<Position, HubError> {
+    async fn submit_as(
+        &self,
+        ch: &str,
+        id: Option<&str>,
+        json: &[u8],
+    ) -> Result<Position, HubError> {
         let token = self.with_core(|core| {
             let now = Instant::now();
             core.server.with_hub(now, |hub| hub.submit(now, None, ch, id, json))

@@ -71,7 +71,7 @@ fn url(handle: &ServerHandle, path: &str) -> String {
 
 fn quiet() -> ServerConfig {
     let mut cfg = ServerConfig::default();
-    cfg.ws.keepalive = None;
+    cfg.endpoint.ws.keepalive = None;
     cfg
 }
 
@@ -290,7 +290,7 @@ fn origin_403_and_subprotocol_choice() {
 fn slowloris_head_is_dropped_at_the_handshake_deadline() {
     run(10, async {
         let mut cfg = quiet();
-        cfg.ws.handshake_timeout = Duration::from_secs(1);
+        cfg.endpoint.head_timeout = Duration::from_secs(1);
         let handle = echo_server(cfg).await;
         let raw = TcpStream::connect(handle.local_addr()).await.unwrap();
         let start = Instant::now();
@@ -354,8 +354,8 @@ fn peer_that_stops_reading_is_ended_by_send_timeout() {
     run(15, async {
         let (info_tx, info_rx) = smol::channel::bounded(1);
         let mut cfg = quiet();
-        cfg.ws.send_timeout = Some(Duration::from_millis(500));
-        cfg.ws.max_outbound = 256 << 10;
+        cfg.endpoint.ws.send_timeout = Some(Duration::from_millis(500));
+        cfg.endpoint.ws.max_outbound = 256 << 10;
         let handle = start(cfg, move |up: Upgrade| {
             let info_tx = info_tx.clone();
             async move {
@@ -431,7 +431,7 @@ fn keepalive_declares_a_silent_peer_dead() {
     run(10, async {
         let (info_tx, info_rx) = smol::channel::bounded(1);
         let mut cfg = ServerConfig::default();
-        cfg.ws.keepalive =
+        cfg.endpoint.ws.keepalive =
             Some(HeartbeatConfig::ping(Duration::from_millis(200), Duration::from_millis(300)));
         let handle = start(cfg, move |up: Upgrade| {
             let info_tx = info_tx.clone();

@@ -1,4 +1,4 @@
-//! `HubHandle` over loopback TCP: WebSocket envelopes (sub, pub, ack, err, presence), one
+//! The hub routes of the core endpoint, pumped over loopback TCP: WebSocket envelopes (sub, pub, ack, err, presence), one
 //! log for WebSocket, SSE and polling, exact resume and "gone", slow consumers closed with
 //! 4100, and `POST /api/publish` (authz, dedup, body). Every test is bounded by `run`.
 
@@ -11,11 +11,13 @@ use smol::Timer;
 use smol::future;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
+use tidewire::http::Request;
 use tidewire::hub::{DemoAuth, HubConfig};
 use tidewire::policy::OutboxConfig;
+use tidewire::server::{Credential, Refusal};
 use tidewire_smol::{
-    ClientOptions, CloseCode, HttpRequest, HubHandle, Message, Server, ServerConfig, ServerHandle,
-    Upgrade, WebSocket, connect,
+    ClientOptions, CloseCode, Message, Routes, Server, ServerConfig, ServerHandle, Upgrade,
+    Verdict, WebSocket, connect,
 };
 
 /// Runs `test` on a fresh `block_on`, failing it after `secs` seconds.
@@ -26,49 +28,29 @@ fn run(secs: u64, test: impl Future<Output = ()>) {
     }));
 }
 
-/// Serves `hub` with the demo's routes and auth (admin bearer: `admin`).
-async fn start_with(hub: &HubHandle, cfg: ServerConfig) -> ServerHandle {
-    let server = Server::bind("127.0.0.1:0", cfg).await.unwrap();
+/// A hub server with the core's default routes and the demo's auth (admin bearer: `admin`,
+/// a trusted publisher).
+async fn start_with(hub: HubConfig, mut cfg: ServerConfig) -> ServerHandle {
+    cfg.endpoint.routes = Routes::default();
+    cfg.endpoint.hub = hub;
+    let authn = |r: &Request| {
+        let admin = r.bearer_token() == Some("admin");
+        let token = if admin { r.query_param("token") } else { r.token() };
+        match DemoAuth::authenticate(token.as_deref()) {
+            Some(principal) => Verdict::Allow(Credential { principal, trusted: admin }),
+            None => Verdict::Refuse(Refusal::unauthorized()),
+        }
+    };
+    let server = Server::bind_with("127.0.0.1:0", cfg, authn, DemoAuth).await.unwrap();
     let handle = server.handle();
-    let (h1, h2) = (hub.clone(), hub.clone());
-    smol::spawn(server.serve_with(
-        move |up: Upgrade| {
-            let hub = h1.clone();
-            async move {
-                let Some(p) = DemoAuth::authenticate(up.request().request().token().as_deref())
-                else {
-                    let _ = up.reject(401, &[], b"").await;
-                    return;
-                };
-                let Ok(ws) = up.accept(None, &[]).await else { return };
-                let name = p.user.clone();
-                hub.serve_ws(ws, p, name).await;
-            }
-        },
-        move |req: HttpRequest| {
-            let hub = h2.clone();
-            async move {
-                let r = req.request();
-                let admin = r.bearer_token() == Some("admin");
-                let token = if admin { r.query_param("token") } else { r.token() };
-                let Some(p) = DemoAuth::authenticate(token.as_deref()) else {
-                    let _ = req.respond(401, &[], b"bad token\n").await;
-                    return;
-                };
-                match req.request().path_only() {
-                    "/events" => drop(hub.serve_sse(req, p).await),
-                    "/poll" => drop(hub.serve_poll(req, p).await),
-                    "/api/publish" => drop(hub.serve_publish(req, p, admin).await),
-                    _ => drop(req.respond(404, &[], b"").await),
-                }
-            }
-        },
-    ))
+    smol::spawn(server.serve(|up: Upgrade| async move {
+        let _ = up.reject(404, &[], b"").await;
+    }))
     .detach();
     handle
 }
 
-async fn start(hub: &HubHandle) -> ServerHandle {
+async fn start(hub: HubConfig) -> ServerHandle {
     start_with(hub, ServerConfig::default()).await
 }
 
@@ -157,8 +139,8 @@ async fn sse_blocks(
 #[test]
 fn websocket_clients_subscribe_publish_ack_and_see_presence() {
     run(20, async {
-        let hub = HubHandle::new(HubConfig::default(), DemoAuth);
-        let server = start(&hub).await;
+        let server = start(HubConfig::default()).await;
+        let hub = server.clone();
         let addr = server.local_addr();
         let mut ann = ws(addr, Some("user:ann")).await;
         let mut bob = ws(addr, Some("user:bob")).await;
@@ -226,8 +208,8 @@ fn websocket_clients_subscribe_publish_ack_and_see_presence() {
 #[test]
 fn sse_and_polling_share_the_websocket_log_and_resume_exactly() {
     run(20, async {
-        let hub = HubHandle::new(HubConfig::default(), DemoAuth);
-        let server = start(&hub).await;
+        let server = start(HubConfig::default()).await;
+        let hub = server.clone();
         let addr = server.local_addr();
         let mut w = ws(addr, None).await;
         send(&w, r#"{"op":"sub","ch":"public:t","ref":1}"#).await;
@@ -313,8 +295,8 @@ fn sse_and_polling_share_the_websocket_log_and_resume_exactly() {
 #[test]
 fn websocket_resume_replays_exactly_the_missed_messages_or_says_gone() {
     run(20, async {
-        let hub = HubHandle::new(HubConfig::default(), DemoAuth);
-        let server = start(&hub).await;
+        let server = start(HubConfig::default()).await;
+        let hub = server.clone();
         let addr = server.local_addr();
         let mut first = ws(addr, None).await;
         send(&first, r#"{"op":"sub","ch":"public:r"}"#).await;
@@ -355,10 +337,10 @@ fn a_slow_websocket_consumer_is_closed_with_4100() {
             outbox: OutboxConfig { max_bytes: 64 << 10, max_items: 64, ..OutboxConfig::default() },
             ..HubConfig::default()
         };
-        let hub = HubHandle::new(cfg, DemoAuth);
         let mut scfg = ServerConfig::default();
-        scfg.ws.max_outbound = 64 << 10;
-        let server = start_with(&hub, scfg).await;
+        scfg.endpoint.ws.max_outbound = 64 << 10;
+        let server = start_with(cfg, scfg).await;
+        let hub = server.clone();
         let addr = server.local_addr();
         let mut slow = ws(addr, None).await;
         send(&slow, r#"{"op":"sub","ch":"public:big"}"#).await;
@@ -390,8 +372,8 @@ fn a_slow_websocket_consumer_is_closed_with_4100() {
 #[test]
 fn http_publish_authorizes_dedups_and_answers_the_position() {
     run(20, async {
-        let hub = HubHandle::new(HubConfig::default(), DemoAuth);
-        let server = start(&hub).await;
+        let server = start(HubConfig::default()).await;
+        let hub = server.clone();
         let addr = server.local_addr();
         let json = "Content-Type: application/json\r\n";
         let (status, _, _) =

@@ -1,6 +1,6 @@
 //! Polling and plain HTTP over loopback TCP: first request, catch-up, 304, long polls
 //! (answered by a publish, timed out, answered at shutdown), bad requests; request bodies;
-//! `serve` keeps answering non-upgrade requests as before while WebSockets share the port.
+//! `serve` answers the application's plain requests 404 while WebSockets share the port.
 //! Every test is bounded in time by `run`.
 
 use std::future::Future;
@@ -11,9 +11,10 @@ use smol::future;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 use tidewire::poll::PollConfig;
+use tidewire::server::Route;
 use tidewire_smol::{
-    Channels, ChannelsConfig, ClientOptions, HttpRequest, Message, Server, ServerConfig,
-    ServerHandle, Upgrade, connect,
+    ClientOptions, HttpRequest, Message, Routes, Server, ServerConfig, ServerHandle, Upgrade,
+    connect,
 };
 
 fn run(secs: u64, test: impl Future<Output = ()>) {
@@ -23,12 +24,15 @@ fn run(secs: u64, test: impl Future<Output = ()>) {
     }));
 }
 
-/// `/poll` → polling, `/echo-body` → the request body back (at most 16 bytes), upgrades →
-/// a WebSocket echo.
-async fn start(channels: &Channels) -> (ServerHandle, smol::Task<std::io::Result<()>>) {
-    let server = Server::bind("127.0.0.1:0", ServerConfig::default()).await.unwrap();
+/// `/poll` → the core's polling (anonymous, allow-all), `/echo-body` → the request body
+/// back (at most 16 bytes), upgrades → a WebSocket echo.
+async fn start(poll: PollConfig) -> (ServerHandle, smol::Task<std::io::Result<()>>) {
+    let mut cfg = ServerConfig::default();
+    cfg.endpoint.routes = Routes::none();
+    cfg.endpoint.routes.poll = Some(Route::new("/poll"));
+    cfg.endpoint.poll = poll;
+    let server = Server::bind("127.0.0.1:0", cfg).await.unwrap();
     let handle = server.handle();
-    let channels = channels.clone();
     let serving = smol::spawn(server.serve_with(
         |up: Upgrade| async move {
             let Ok(mut ws) = up.accept(None, &[]).await else { return };
@@ -38,22 +42,13 @@ async fn start(channels: &Channels) -> (ServerHandle, smol::Task<std::io::Result
                 }
             }
         },
-        move |mut req: HttpRequest| {
-            let channels = channels.clone();
-            async move {
-                match req.request().path_only() {
-                    "/poll" => {
-                        let _ = channels.serve_poll(req).await;
-                    }
-                    "/echo-body" => {
-                        if let Ok(body) = req.read_body(16).await {
-                            let _ = req.respond(200, &[], &body).await;
-                        }
-                    }
-                    _ => {
-                        let _ = req.respond(404, &[], b"not here\n").await;
-                    }
+        |mut req: HttpRequest| async move {
+            if req.request().path_only() == "/echo-body" {
+                if let Ok(body) = req.read_body(16).await {
+                    let _ = req.respond(200, &[], &body).await;
                 }
+            } else {
+                let _ = req.respond(404, &[], b"not here\n").await;
             }
         },
     ));
@@ -84,6 +79,11 @@ fn offsets(v: &serde_json::Value) -> Vec<u64> {
     v["events"].as_array().unwrap().iter().map(|e| e["off"].as_u64().unwrap()).collect()
 }
 
+/// Connections the core endpoint holds (held polls, once their head is in).
+fn in_core(handle: &ServerHandle) -> usize {
+    handle.inspect(tidewire::server::Server::connection_count)
+}
+
 fn etag(head: &str) -> String {
     head.lines().find_map(|l| l.strip_prefix("ETag: ")).unwrap().trim_matches('"').to_owned()
 }
@@ -91,9 +91,8 @@ fn etag(head: &str) -> String {
 #[test]
 fn first_request_catch_up_304_and_bad_requests() {
     run(10, async {
-        let channels = Channels::new(ChannelsConfig::default());
-        let (handle, _serving) = start(&channels).await;
-        let p1 = channels.publish("ticks", "{\"n\":1}").unwrap();
+        let (handle, _serving) = start(PollConfig::default()).await;
+        let p1 = handle.publish("ticks", "{\"n\":1}".as_bytes()).unwrap();
 
         // First request: the head position, no events.
         let (status, head, body) = get(&handle, "/poll?ch=ticks", "").await;
@@ -109,7 +108,7 @@ fn first_request_catch_up_304_and_bad_requests() {
 
         // Catch-up: exactly what was missed, with the data embedded.
         for n in 2..=4 {
-            channels.publish("ticks", format!("{{\"n\":{n}}}")).unwrap();
+            handle.publish("ticks", format!("{{\"n\":{n}}}").as_bytes()).unwrap();
         }
         let (status, head, body) = get(&handle, &format!("/poll?ch=ticks&pos={p1}"), "").await;
         let v = json(&body);
@@ -137,7 +136,7 @@ fn first_request_catch_up_304_and_bad_requests() {
             assert_eq!(get(&handle, target, "").await.0, 400, "{target}");
         }
         assert_eq!(get(&handle, "/poll?ch=ticks", "If-None-Match: \"nope\"\r\n").await.0, 400);
-        assert_eq!(channels.streams(), 0);
+        assert_eq!(in_core(&handle), 0);
         handle.shutdown(Duration::from_secs(1)).await;
     });
 }
@@ -146,9 +145,8 @@ fn first_request_catch_up_304_and_bad_requests() {
 fn long_poll_is_held_until_a_publish_or_its_timeout() {
     run(10, async {
         let poll = PollConfig { long_poll: Duration::from_millis(400), ..PollConfig::default() };
-        let channels = Channels::new(ChannelsConfig { poll, ..ChannelsConfig::default() });
-        let (handle, _serving) = start(&channels).await;
-        let p1 = channels.publish("ticks", "{\"n\":1}").unwrap();
+        let (handle, _serving) = start(poll).await;
+        let p1 = handle.publish("ticks", "{\"n\":1}".as_bytes()).unwrap();
 
         // Held, then answered by a publish.
         let target = format!("/poll?ch=ticks&pos={p1}&wait=1");
@@ -158,17 +156,17 @@ fn long_poll_is_held_until_a_publish_or_its_timeout() {
             smol::spawn(async move { get(&handle, &target, "").await })
         };
         let deadline = Instant::now() + Duration::from_secs(2);
-        while channels.streams() == 0 {
+        while in_core(&handle) == 0 {
             assert!(Instant::now() < deadline, "the poll was not held");
             Timer::after(Duration::from_millis(5)).await;
         }
         let started = Instant::now();
-        let p2 = channels.publish("ticks", "{\"n\":2}").unwrap();
+        let p2 = handle.publish("ticks", "{\"n\":2}".as_bytes()).unwrap();
         let (status, head, body) = held.await;
         assert!(started.elapsed() < Duration::from_millis(300), "answered at the publish");
         assert_eq!((status, offsets(&json(&body))), (200, vec![2]));
         assert_eq!(etag(&head), p2.to_string());
-        assert_eq!(channels.streams(), 0);
+        assert_eq!(in_core(&handle), 0);
 
         // Nothing new: answered empty after the hold (304 when conditional).
         let started = Instant::now();
@@ -185,12 +183,12 @@ fn long_poll_is_held_until_a_publish_or_its_timeout() {
         let req = format!("GET /poll?ch=ticks&pos={p2}&wait=1 HTTP/1.1\r\nHost: x\r\n\r\n");
         s.write_all(req.as_bytes()).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(2);
-        while channels.streams() == 0 {
+        while in_core(&handle) == 0 {
             assert!(Instant::now() < deadline, "the poll was not held");
             Timer::after(Duration::from_millis(5)).await;
         }
         drop(s);
-        while channels.streams() > 0 {
+        while in_core(&handle) > 0 {
             assert!(Instant::now() < deadline, "the gone poll was not dropped");
             Timer::after(Duration::from_millis(5)).await;
         }
@@ -201,9 +199,8 @@ fn long_poll_is_held_until_a_publish_or_its_timeout() {
 #[test]
 fn shutdown_answers_held_polls_and_serve_with_returns() {
     run(10, async {
-        let channels = Channels::new(ChannelsConfig::default()); // 25 s hold
-        let (handle, serving) = start(&channels).await;
-        let p1 = channels.publish("ticks", "{\"n\":1}").unwrap();
+        let (handle, serving) = start(PollConfig::default()).await; // 25 s hold
+        let p1 = handle.publish("ticks", "{\"n\":1}".as_bytes()).unwrap();
         let held = {
             let handle = handle.clone();
             smol::spawn(async move {
@@ -211,7 +208,7 @@ fn shutdown_answers_held_polls_and_serve_with_returns() {
             })
         };
         let deadline = Instant::now() + Duration::from_secs(2);
-        while channels.streams() == 0 {
+        while in_core(&handle) == 0 {
             assert!(Instant::now() < deadline, "the poll was not held");
             Timer::after(Duration::from_millis(5)).await;
         }
@@ -220,15 +217,14 @@ fn shutdown_answers_held_polls_and_serve_with_returns() {
         serving.await.unwrap();
         let (status, _, body) = held.await;
         assert_eq!((status, offsets(&json(&body))), (200, vec![]));
-        assert_eq!(channels.streams(), 0);
+        assert_eq!(in_core(&handle), 0);
     });
 }
 
 #[test]
 fn bodies_routing_and_websockets_on_one_port() {
     run(10, async {
-        let channels = Channels::new(ChannelsConfig::default());
-        let (handle, _serving) = start(&channels).await;
+        let (handle, _serving) = start(PollConfig::default()).await;
         let post = |body: &str, extra: &str| {
             format!(
                 "POST /echo-body HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n{extra}\r\n{body}",
@@ -273,18 +269,17 @@ fn bodies_routing_and_websockets_on_one_port() {
 }
 
 #[test]
-fn serve_answers_non_upgrade_requests_as_before() {
+fn serve_answers_non_upgrade_requests_with_404() {
     run(10, async {
         let server = Server::bind("127.0.0.1:0", ServerConfig::default()).await.unwrap();
         let handle = server.handle();
         let serving = smol::spawn(server.serve(|up: Upgrade| async move {
             let _ = up.accept(None, &[]).await;
         }));
-        // The core's handshake error responses, as before routing.
+        // Without an HTTP handler, the application's plain requests get 404.
         let (status, _, body) = get(&handle, "/", "").await;
-        assert_eq!(status, 426);
-        assert!(body.contains("Upgrade"), "{body}");
-        assert_eq!(request(&handle, "POST / HTTP/1.1\r\nHost: x\r\n\r\n").await.0, 405);
+        assert_eq!((status, body.as_str()), (404, "not found\n"));
+        assert_eq!(request(&handle, "POST / HTTP/1.1\r\nHost: x\r\n\r\n").await.0, 404);
         handle.shutdown(Duration::from_secs(1)).await;
         serving.await.unwrap();
     });

@@ -1,4 +1,4 @@
-//! `Session` end to end against a `HubHandle` server on loopback: receive, survive a server
+//! `Session` end to end against a hub server (the core endpoint's routes) on loopback: receive, survive a server
 //! restart (new hub: refetch, then live messages), queue publishes while the server is
 //! down and deliver them once, and fall back to SSE when WebSocket upgrades are refused.
 
@@ -8,9 +8,11 @@ use std::time::Duration;
 use smol::Timer;
 use smol::future;
 use tidewire::client::{SessionConfig, SessionEvent, SessionState, Transport};
-use tidewire::hub::{DemoAuth, HubConfig};
+use tidewire::http::Request;
+use tidewire::hub::DemoAuth;
 use tidewire::policy::BackoffConfig;
-use tidewire_smol::{HttpRequest, HubHandle, Server, ServerConfig, ServerHandle, Session, Upgrade};
+use tidewire::server::{Authenticate, Refusal};
+use tidewire_smol::{Routes, Server, ServerConfig, ServerHandle, Session, Upgrade, Verdict};
 
 fn run(secs: u64, test: impl Future<Output = ()>) {
     smol::block_on(future::or(test, async {
@@ -19,46 +21,18 @@ fn run(secs: u64, test: impl Future<Output = ()>) {
     }));
 }
 
-/// Serves `hub` on `addr`; `ws_status` refuses every upgrade with that status.
-async fn start(addr: &str, hub: &HubHandle, ws_status: Option<u16>) -> ServerHandle {
-    let server = Server::bind(addr, ServerConfig::default()).await.unwrap();
+/// A hub server (default routes, the demo's auth) on `addr`; `ws_status` refuses every
+/// WebSocket upgrade with that status (as a proxy that blocks them).
+async fn start(addr: &str, ws_status: Option<u16>) -> ServerHandle {
+    let mut cfg = ServerConfig::default();
+    cfg.endpoint.routes = Routes::default();
+    let authn = move |r: &Request| match (ws_status, r.is_websocket_upgrade()) {
+        (Some(status), true) => Verdict::Refuse(Refusal::new(status, "blocked")),
+        _ => Authenticate::authenticate(&DemoAuth, r),
+    };
+    let server = Server::bind_with(addr, cfg, authn, DemoAuth).await.unwrap();
     let handle = server.handle();
-    let (h1, h2) = (hub.clone(), hub.clone());
-    smol::spawn(server.serve_with(
-        move |up: Upgrade| {
-            let hub = h1.clone();
-            async move {
-                if let Some(status) = ws_status {
-                    let _ = up.reject(status, &[], b"").await;
-                    return;
-                }
-                let Some(p) = DemoAuth::authenticate(up.request().request().token().as_deref())
-                else {
-                    let _ = up.reject(401, &[], b"").await;
-                    return;
-                };
-                let Ok(ws) = up.accept(None, &[]).await else { return };
-                let name = p.user.clone();
-                hub.serve_ws(ws, p, name).await;
-            }
-        },
-        move |req: HttpRequest| {
-            let hub = h2.clone();
-            async move {
-                let Some(p) = DemoAuth::authenticate(req.request().token().as_deref()) else {
-                    let _ = req.respond(401, &[], b"bad token\n").await;
-                    return;
-                };
-                match req.request().path_only() {
-                    "/events" => drop(hub.serve_sse(req, p).await),
-                    "/poll" => drop(hub.serve_poll(req, p).await),
-                    "/api/publish" => drop(hub.serve_publish(req, p, false).await),
-                    _ => drop(req.respond(404, &[], b"").await),
-                }
-            }
-        },
-    ))
-    .detach();
+    smol::spawn(server.serve(|up: Upgrade| async move { drop(up) })).detach();
     handle
 }
 
@@ -95,7 +69,7 @@ fn is_open(ev: &SessionEvent) -> bool {
 
 /// Publishes on `ch` from the server until the hub has a member there (the session's
 /// subscription is in place), then once more with `data`.
-async fn publish_when_joined(hub: &HubHandle, ch: &str, data: &str) {
+async fn publish_when_joined(hub: &ServerHandle, ch: &str, data: &str) {
     for _ in 0..400 {
         if hub.head(ch).is_some() {
             break;
@@ -108,8 +82,8 @@ async fn publish_when_joined(hub: &HubHandle, ch: &str, data: &str) {
 #[test]
 fn session_survives_a_restart_refetches_and_delivers_queued_publishes_once() {
     run(30, async {
-        let hub = HubHandle::new(HubConfig::default(), DemoAuth);
-        let server = start("127.0.0.1:0", &hub, None).await;
+        let server = start("127.0.0.1:0", None).await;
+        let hub = server.clone();
         let addr = server.local_addr();
         let mut s = Session::connect(config(addr.port()));
         s.subscribe("chat:room").unwrap();
@@ -134,8 +108,8 @@ fn session_survives_a_restart_refetches_and_delivers_queued_publishes_once() {
         assert_eq!(s.queued_publishes(), 1);
 
         // A new server (new hub, new epoch) on the same port.
-        let hub = HubHandle::new(HubConfig::default(), DemoAuth);
-        let server = start(&addr.to_string(), &hub, None).await;
+        let server = start(&addr.to_string(), None).await;
+        let hub = server.clone();
         let mut refetched = false;
         let mut acked = false;
         let mut delivered = 0;
@@ -180,8 +154,8 @@ fn session_survives_a_restart_refetches_and_delivers_queued_publishes_once() {
 #[test]
 fn session_falls_back_to_sse_when_websocket_is_refused() {
     run(30, async {
-        let hub = HubHandle::new(HubConfig::default(), DemoAuth);
-        let server = start("127.0.0.1:0", &hub, Some(502)).await;
+        let server = start("127.0.0.1:0", Some(502)).await;
+        let hub = server.clone();
         let addr = server.local_addr();
         let mut cfg = config(addr.port());
         cfg.token = None;
@@ -207,8 +181,8 @@ fn session_falls_back_to_sse_when_websocket_is_refused() {
 #[test]
 fn session_publishes_over_http_when_on_polling() {
     run(30, async {
-        let hub = HubHandle::new(HubConfig::default(), DemoAuth);
-        let server = start("127.0.0.1:0", &hub, Some(502)).await;
+        let server = start("127.0.0.1:0", Some(502)).await;
+        let hub = server.clone();
         let addr = server.local_addr();
         let mut cfg = config(addr.port());
         cfg.transports = vec![Transport::Polling];

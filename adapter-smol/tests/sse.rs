@@ -9,12 +9,13 @@ use smol::Timer;
 use smol::future;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
+use tidewire::http::Request;
+use tidewire::hub::{AllowAll, Principal};
 use tidewire::replay::LogLimits;
+use tidewire::server::{Credential, Refusal, Route};
 use tidewire::sse::{SseClientEvent, SseEvent, SseReason, SseState};
 use tidewire_smol::sse::{SseOptions, connect};
-use tidewire_smol::{
-    Channels, ChannelsConfig, HttpRequest, Server, ServerConfig, ServerHandle, StreamEnd, Upgrade,
-};
+use tidewire_smol::{Routes, Server, ServerConfig, ServerHandle, Upgrade, Verdict};
 
 /// Runs `test` on a fresh `block_on`, failing it after `secs` seconds.
 fn run(secs: u64, test: impl Future<Output = ()>) {
@@ -24,56 +25,34 @@ fn run(secs: u64, test: impl Future<Output = ()>) {
     }));
 }
 
-/// How each `serve_sse` ended, for the tests that look.
-type Ends = smol::channel::Sender<StreamEnd>;
+/// A server whose core serves every one-segment path as SSE (`/events`, `/private`, which
+/// requires `?token=secret`), anonymous and allow-all otherwise.
+fn config() -> ServerConfig {
+    let mut cfg = ServerConfig::default();
+    cfg.endpoint.routes = Routes::none();
+    cfg.endpoint.routes.sse = Some(Route::new("/{kind}"));
+    cfg
+}
 
-/// Serves `/events?ch=` (requiring `?token=secret` on `/private`) and `/poll` from
-/// `channels` on `addr`; returns the handle and the serving task.
+/// Serves `cfg` on `addr`; returns the handle and the serving task.
 async fn start_at(
     addr: &str,
-    channels: &Channels,
-    ends: Option<Ends>,
+    cfg: ServerConfig,
 ) -> (ServerHandle, smol::Task<std::io::Result<()>>) {
-    let server = Server::bind(addr, ServerConfig::default()).await.unwrap();
+    let authn = |r: &Request| {
+        if r.path_only() == "/private" && r.token().as_deref() != Some("secret") {
+            return Verdict::Refuse(Refusal::unauthorized());
+        }
+        Verdict::Allow(Credential::client(Principal::anonymous()))
+    };
+    let server = Server::bind_with(addr, cfg, authn, AllowAll).await.unwrap();
     let handle = server.handle();
-    let channels = channels.clone();
-    let serving = smol::spawn(server.serve_with(
-        |up: Upgrade| async move {
-            let _ = up.reject(404, &[], b"").await;
-        },
-        move |req: HttpRequest| {
-            let channels = channels.clone();
-            let ends = ends.clone();
-            async move {
-                let path = req.request().path_only().to_owned();
-                let ch = req.request().query_param("ch").unwrap_or_default();
-                match path.as_str() {
-                    "/private" if req.request().token().as_deref() != Some("secret") => {
-                        let _ = req.respond(401, &[("WWW-Authenticate", "Bearer")], b"no\n").await;
-                    }
-                    "/events" | "/private" => {
-                        let cors = [("Access-Control-Allow-Origin", "*")];
-                        if let Ok(end) = channels.serve_sse(req, &ch, &cors).await
-                            && let Some(ends) = ends
-                        {
-                            let _ = ends.send(end).await;
-                        }
-                    }
-                    "/poll" => {
-                        let _ = channels.serve_poll(req).await;
-                    }
-                    _ => {
-                        let _ = req.respond(404, &[], b"").await;
-                    }
-                }
-            }
-        },
-    ));
+    let serving = smol::spawn(server.serve(|up: Upgrade| async move { drop(up) }));
     (handle, serving)
 }
 
-async fn start(channels: &Channels) -> ServerHandle {
-    let (handle, serving) = start_at("127.0.0.1:0", channels, None).await;
+async fn start(cfg: ServerConfig) -> ServerHandle {
+    let (handle, serving) = start_at("127.0.0.1:0", cfg).await;
     serving.detach();
     handle
 }
@@ -157,40 +136,38 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 #[test]
 fn headers_ids_and_live_events() {
     run(10, async {
-        let channels = Channels::new(ChannelsConfig::default());
-        let handle = start(&channels).await;
-        let first = channels.publish("ticks", tick(0)).unwrap();
+        let handle = start(config()).await;
+        let channels = handle.clone();
+        let first = channels.publish("ticks", tick(0).as_bytes()).unwrap();
 
         let mut raw = Raw::open(&handle, "/events?ch=ticks", None).await;
         let head = raw.head().await;
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-        for line in [
-            "Content-Type: text/event-stream",
-            "Cache-Control: no-cache",
-            "X-Accel-Buffering: no",
-            "Access-Control-Allow-Origin: *",
-        ] {
+        for line in
+            ["Content-Type: text/event-stream", "Cache-Control: no-cache", "X-Accel-Buffering: no"]
+        {
             assert!(head.contains(line), "missing {line}: {head}");
         }
         assert!(!head.to_ascii_lowercase().contains("content-length"), "{head}");
         // The cursor first: an id-only block with the head position.
         assert_eq!(raw.block().await.unwrap(), format!("id: {first}"));
-        eventually("subscribed", || channels.streams() == 1).await;
+        eventually("subscribed", || channels.hub_connections() == 1).await;
 
         for n in 1..=3 {
-            let pos = channels.publish("ticks", tick(n)).unwrap();
+            let pos = channels.publish("ticks", tick(n).as_bytes()).unwrap();
             assert_eq!(pos.epoch, first.epoch);
             assert_eq!(pos.offset, first.offset + n);
             let block = raw.event().await.unwrap();
             assert_eq!(block, format!("id: {pos}\nevent: ticks\ndata: {}", tick(n)));
         }
         // Another channel's events do not arrive here.
-        channels.publish("other", tick(99)).unwrap();
-        let pos = channels.publish("ticks", tick(4)).unwrap();
+        channels.publish("other", tick(99).as_bytes()).unwrap();
+        let pos = channels.publish("ticks", tick(4).as_bytes()).unwrap();
         assert_eq!(id_of(&raw.event().await.unwrap()), pos.to_string());
 
         drop(raw);
-        eventually("the stream ends when the client goes", || channels.streams() == 0).await;
+        eventually("the stream ends when the client goes", || channels.hub_connections() == 0)
+            .await;
         handle.shutdown(Duration::from_secs(1)).await;
     });
 }
@@ -198,24 +175,25 @@ fn headers_ids_and_live_events() {
 #[test]
 fn raw_client_resumes_exactly_with_last_event_id() {
     run(10, async {
-        let channels = Channels::new(ChannelsConfig::default());
-        let handle = start(&channels).await;
+        let handle = start(config()).await;
+        let channels = handle.clone();
         let mut raw = Raw::open(&handle, "/events?ch=ticks", None).await;
         raw.head().await;
         raw.block().await.unwrap();
-        eventually("subscribed", || channels.streams() == 1).await;
+        eventually("subscribed", || channels.hub_connections() == 1).await;
         for n in 1..=2 {
-            channels.publish("ticks", tick(n)).unwrap();
+            channels.publish("ticks", tick(n).as_bytes()).unwrap();
         }
         raw.event().await.unwrap();
         let last = id_of(&raw.event().await.unwrap());
         drop(raw);
-        eventually("gone", || channels.streams() == 0).await;
+        eventually("gone", || channels.hub_connections() == 0).await;
 
         // k events while away.
         let k = 5;
-        let missed: Vec<String> =
-            (3..3 + k).map(|n| channels.publish("ticks", tick(n)).unwrap().to_string()).collect();
+        let missed: Vec<String> = (3..3 + k)
+            .map(|n| channels.publish("ticks", tick(n).as_bytes()).unwrap().to_string())
+            .collect();
 
         let mut raw = Raw::open(&handle, "/events?ch=ticks", Some(&last)).await;
         assert!(raw.head().await.starts_with("HTTP/1.1 200"));
@@ -224,8 +202,8 @@ fn raw_client_resumes_exactly_with_last_event_id() {
             assert_eq!((id_of(&block), data_of(&block)), (id.clone(), tick(3 + i as u64)));
         }
         // Then live, without a duplicate.
-        eventually("subscribed again", || channels.streams() == 1).await;
-        let live = channels.publish("ticks", tick(100)).unwrap();
+        eventually("subscribed again", || channels.hub_connections() == 1).await;
+        let live = channels.publish("ticks", tick(100).as_bytes()).unwrap();
         assert_eq!(id_of(&raw.event().await.unwrap()), live.to_string());
         handle.shutdown(Duration::from_secs(1)).await;
     });
@@ -234,34 +212,34 @@ fn raw_client_resumes_exactly_with_last_event_id() {
 #[test]
 fn a_trimmed_or_foreign_position_gets_a_reset_event() {
     run(10, async {
-        let mut cfg = ChannelsConfig::default();
-        cfg.feeds.log = LogLimits { max_count: 3, ..LogLimits::default() };
-        let channels = Channels::new(cfg);
-        let handle = start(&channels).await;
-        let old = channels.publish("ticks", tick(1)).unwrap();
+        let mut cfg = config();
+        cfg.endpoint.hub.log = LogLimits { max_count: 3, ..LogLimits::default() };
+        let handle = start(cfg).await;
+        let channels = handle.clone();
+        let old = channels.publish("ticks", tick(1).as_bytes()).unwrap();
         let mut head = old;
         for n in 2..=10 {
-            head = channels.publish("ticks", tick(n)).unwrap();
+            head = channels.publish("ticks", tick(n).as_bytes()).unwrap();
         }
         for last in [old.to_string(), "ff:3".to_owned(), "not-a-position".to_owned()] {
             let mut raw = Raw::open(&handle, "/events?ch=ticks", Some(&last)).await;
             raw.head().await;
-            // The cursor moves to the head, then the reset tells the client to refetch.
-            assert_eq!(raw.block().await.unwrap(), format!("id: {head}"), "{last}");
+            // One block: the cursor moves to the head and the reset tells the client to
+            // refetch (the core hub's format).
             let reset = raw.block().await.unwrap();
             assert_eq!(
                 reset,
                 format!(
-                    "event: reset\ndata: {{\"ch\":\"ticks\",\"pos\":\"{head}\",\"recovered\":false}}"
+                    "id: {head}\nevent: reset\ndata: {{\"ch\":\"ticks\",\"pos\":\"{head}\",\"recovered\":false}}"
                 ),
                 "{last}"
             );
             // Live events continue.
-            eventually("subscribed", || channels.streams() == 1).await;
-            head = channels.publish("ticks", tick(11)).unwrap();
+            eventually("subscribed", || channels.hub_connections() == 1).await;
+            head = channels.publish("ticks", tick(11).as_bytes()).unwrap();
             assert_eq!(id_of(&raw.event().await.unwrap()), head.to_string());
             drop(raw);
-            eventually("gone", || channels.streams() == 0).await;
+            eventually("gone", || channels.hub_connections() == 0).await;
         }
         handle.shutdown(Duration::from_secs(1)).await;
     });
@@ -287,10 +265,10 @@ fn fast_reconnect() -> SseOptions {
 }
 
 #[test]
-fn sse_connect_reconnects_after_a_server_restart_without_gap_or_duplicate() {
+fn sse_connect_reconnects_after_a_server_restart_and_gets_a_reset() {
     run(20, async {
-        let channels = Channels::new(ChannelsConfig::default());
-        let (handle, serving) = start_at("127.0.0.1:0", &channels, None).await;
+        let (handle, serving) = start_at("127.0.0.1:0", config()).await;
+        let channels = handle.clone();
         let addr = handle.local_addr();
         let url = format!("http://{addr}/events?ch=ticks");
         let mut conn = connect(&url, fast_reconnect()).await.unwrap();
@@ -298,11 +276,14 @@ fn sse_connect_reconnects_after_a_server_restart_without_gap_or_duplicate() {
         assert_eq!((s.state, s.reason), (SseState::Connecting, SseReason::Started));
         let Some(SseClientEvent::State(s)) = conn.next().await else { panic!("then open") };
         assert_eq!(s.state, SseState::Open);
-        eventually("subscribed", || channels.streams() == 1).await;
+        eventually("subscribed", || channels.hub_connections() == 1).await;
 
         let mut expected = Vec::new();
         for n in 1..=3 {
-            expected.push((channels.publish("ticks", tick(n)).unwrap().to_string(), tick(n)));
+            expected.push((
+                channels.publish("ticks", tick(n).as_bytes()).unwrap().to_string(),
+                tick(n),
+            ));
         }
         for (id, data) in &expected {
             let e = next_event(&mut conn).await;
@@ -310,32 +291,15 @@ fn sse_connect_reconnects_after_a_server_restart_without_gap_or_duplicate() {
         }
         assert_eq!(conn.last_event_id(), expected[2].0);
 
-        // The server goes away (its streams end); k events are published meanwhile; a new
-        // server on the same port serves the same channels.
+        // A server restarted *without* its history (a new hub, a new epoch): reset. (The
+        // hub lives in the server now, so a restart always loses the history; exact resume
+        // is `raw_client_resumes_exactly_with_last_event_id`.)
         let report = handle.shutdown(Duration::from_secs(2)).await;
         assert_eq!(report.dropped, 0);
         serving.await.unwrap();
-        let k = 4;
-        let missed: Vec<(String, String)> = (4..4 + k)
-            .map(|n| (channels.publish("ticks", tick(n)).unwrap().to_string(), tick(n)))
-            .collect();
-        let (handle, serving) = start_at(&addr.to_string(), &channels, None).await;
-        for (id, data) in &missed {
-            let e = next_event(&mut conn).await;
-            assert_eq!((&e.id, &e.data), (id, data));
-        }
-        eventually("subscribed again", || channels.streams() == 1).await;
-        let live = channels.publish("ticks", tick(100)).unwrap().to_string();
-        let e = next_event(&mut conn).await;
-        assert_eq!(e.id, live, "live continues without duplicate");
-        assert_eq!(conn.state(), SseState::Open);
-
-        // A server restarted *without* its history (new channels, new epoch): reset.
-        handle.shutdown(Duration::from_secs(2)).await;
-        serving.await.unwrap();
-        let fresh = Channels::new(ChannelsConfig::default());
-        let head = fresh.publish("ticks", tick(1)).unwrap();
-        let (handle, _serving) = start_at(&addr.to_string(), &fresh, None).await;
+        let (handle, _serving) = start_at(&addr.to_string(), config()).await;
+        let fresh = handle.clone();
+        let head = fresh.publish("ticks", tick(1).as_bytes()).unwrap();
         let e = next_event(&mut conn).await;
         assert_eq!(e.event, "reset");
         assert_eq!(e.data, format!("{{\"ch\":\"ticks\",\"pos\":\"{head}\",\"recovered\":false}}"));
@@ -349,7 +313,7 @@ fn sse_connect_reconnects_after_a_server_restart_without_gap_or_duplicate() {
         let Some(SseClientEvent::State(last)) = rest.last() else { panic!("{rest:?}") };
         assert_eq!((last.state, last.reason), (SseState::Closed, SseReason::ClosedByApp));
         assert!(conn.next().await.is_none());
-        eventually("the server saw the client go", || fresh.streams() == 0).await;
+        eventually("the server saw the client go", || fresh.hub_connections() == 0).await;
         handle.shutdown(Duration::from_secs(1)).await;
     });
 }
@@ -357,8 +321,8 @@ fn sse_connect_reconnects_after_a_server_restart_without_gap_or_duplicate() {
 #[test]
 fn sse_connect_gets_terminal_statuses_and_bad_urls() {
     run(10, async {
-        let channels = Channels::new(ChannelsConfig::default());
-        let handle = start(&channels).await;
+        let handle = start(config()).await;
+        let channels = handle.clone();
         // 401 before any stream: the source fails for good, no stream starts.
         let url = format!("http://{}/private?ch=ticks", handle.local_addr());
         let mut conn = connect(&url, fast_reconnect()).await.unwrap();
@@ -372,16 +336,16 @@ fn sse_connect_gets_terminal_statuses_and_bad_urls() {
             states.last(),
             Some(&(SseState::Closed, SseReason::Failed(tidewire::sse::SseFailure::BadStatus(401))))
         );
-        assert_eq!(channels.streams(), 0);
+        assert_eq!(channels.hub_connections(), 0);
 
         // With the token, it streams.
         let url = format!("http://{}/private?ch=ticks&token=secret", handle.local_addr());
         let mut conn = connect(&url, fast_reconnect()).await.unwrap();
-        eventually("subscribed", || channels.streams() == 1).await;
-        let pos = channels.publish("ticks", tick(1)).unwrap();
+        eventually("subscribed", || channels.hub_connections() == 1).await;
+        let pos = channels.publish("ticks", tick(1).as_bytes()).unwrap();
         assert_eq!(next_event(&mut conn).await.id, pos.to_string());
         drop(conn);
-        eventually("dropping the connection closes it", || channels.streams() == 0).await;
+        eventually("dropping the connection closes it", || channels.hub_connections() == 0).await;
 
         for bad in ["ws://127.0.0.1:1/", "https://127.0.0.1:1/", "nope"] {
             assert!(
@@ -402,15 +366,15 @@ fn sse_connect_gets_terminal_statuses_and_bad_urls() {
 #[test]
 fn auth_is_decided_before_the_200() {
     run(10, async {
-        let channels = Channels::new(ChannelsConfig::default());
-        let handle = start(&channels).await;
+        let handle = start(config()).await;
+        let channels = handle.clone();
         let mut raw = Raw::open(&handle, "/private?ch=ticks", None).await;
         let head = raw.head().await;
         assert!(head.starts_with("HTTP/1.1 401"), "{head}");
         assert!(head.contains("WWW-Authenticate: Bearer"), "{head}");
         assert!(!head.contains("text/event-stream"), "{head}");
         assert_eq!(raw.block().await, None, "nothing but the 401 body, then EOF");
-        assert_eq!(channels.streams(), 0);
+        assert_eq!(channels.hub_connections(), 0);
         handle.shutdown(Duration::from_secs(1)).await;
     });
 }
@@ -418,26 +382,25 @@ fn auth_is_decided_before_the_200() {
 #[test]
 fn a_reader_that_stops_reading_is_ended_by_the_outbox_policy() {
     run(30, async {
-        let channels = Channels::new(ChannelsConfig::default());
-        let (tx, rx) = smol::channel::unbounded();
-        let (handle, serving) = start_at("127.0.0.1:0", &channels, Some(tx)).await;
+        let (handle, serving) = start_at("127.0.0.1:0", config()).await;
+        let channels = handle.clone();
         serving.detach();
         let mut raw = Raw::open(&handle, "/events?ch=big", None).await;
         raw.head().await;
-        eventually("subscribed", || channels.streams() == 1).await;
+        eventually("subscribed", || channels.hub_connections() == 1).await;
         // Never read again. Publish 64 KiB events until the stream is dropped (the kernel
         // buffers take some megabytes first); the log stays at its 1 MiB bound.
         let payload = format!("\"{}\"", "x".repeat(64 << 10));
         let mut published = 0usize;
-        while channels.streams() > 0 {
-            channels.publish("big", payload.clone()).unwrap();
+        while channels.hub_connections() > 0 {
+            channels.publish("big", payload.clone().as_bytes()).unwrap();
             published += 1;
             assert!(published < 4000, "a stuck reader was never ended");
             if published.is_multiple_of(16) {
                 Timer::after(Duration::from_millis(1)).await;
             }
         }
-        assert_eq!(rx.recv().await.unwrap(), StreamEnd::TooSlow);
+        assert_eq!(handle.stats().too_slow, 1, "ended by the slow-consumer policy");
         // The client sees the end once it reads what was buffered.
         let mut sink = vec![0u8; 1 << 20];
         while let Ok(n) = raw.stream.read(&mut sink).await {
@@ -449,11 +412,11 @@ fn a_reader_that_stops_reading_is_ended_by_the_outbox_policy() {
         let mut fresh = Raw::open(&handle, "/events?ch=big", None).await;
         assert!(fresh.head().await.starts_with("HTTP/1.1 200"));
         fresh.block().await.unwrap();
-        eventually("subscribed", || channels.streams() == 1).await;
-        let pos = channels.publish("big", "1").unwrap();
+        eventually("subscribed", || channels.hub_connections() == 1).await;
+        let pos = channels.publish("big", "1".as_bytes()).unwrap();
         assert_eq!(id_of(&fresh.event().await.unwrap()), pos.to_string());
         drop(fresh);
-        eventually("all streams gone", || channels.streams() == 0).await;
+        eventually("all streams gone", || channels.hub_connections() == 0).await;
         handle.shutdown(Duration::from_secs(1)).await;
     });
 }
@@ -461,10 +424,9 @@ fn a_reader_that_stops_reading_is_ended_by_the_outbox_policy() {
 #[test]
 fn an_idle_stream_gets_keepalive_comments() {
     run(10, async {
-        let mut cfg = ChannelsConfig::default();
-        cfg.sse.keepalive = Some(Duration::from_millis(200));
-        let channels = Channels::new(cfg);
-        let handle = start(&channels).await;
+        let mut cfg = config();
+        cfg.endpoint.sse.keepalive = Some(Duration::from_millis(200));
+        let handle = start(cfg).await;
         let mut raw = Raw::open(&handle, "/events?ch=quiet", None).await;
         raw.head().await;
         let started = Instant::now();
@@ -487,14 +449,13 @@ fn an_idle_stream_gets_keepalive_comments() {
 #[test]
 fn graceful_shutdown_ends_streams_and_serve_with_returns() {
     run(10, async {
-        let channels = Channels::new(ChannelsConfig::default());
-        let (tx, rx) = smol::channel::unbounded();
-        let (handle, serving) = start_at("127.0.0.1:0", &channels, Some(tx)).await;
+        let (handle, serving) = start_at("127.0.0.1:0", config()).await;
+        let channels = handle.clone();
         let mut a = Raw::open(&handle, "/events?ch=ticks", None).await;
         let mut b = Raw::open(&handle, "/events?ch=other", None).await;
         a.head().await;
         b.head().await;
-        eventually("subscribed", || channels.streams() == 2).await;
+        eventually("subscribed", || channels.hub_connections() == 2).await;
         assert_eq!(handle.connections(), 2);
         let report = handle.shutdown(Duration::from_secs(3)).await;
         assert_eq!(report, tidewire_smol::ShutdownReport { closed: 2, dropped: 0 });
@@ -504,9 +465,7 @@ fn graceful_shutdown_ends_streams_and_serve_with_returns() {
             assert!(raw.block().await.unwrap().starts_with("id: "));
             assert_eq!(raw.block().await, None);
         }
-        assert_eq!(rx.recv().await.unwrap(), StreamEnd::Closed);
-        assert_eq!(rx.recv().await.unwrap(), StreamEnd::Closed);
-        assert_eq!(channels.streams(), 0);
+        assert_eq!(channels.hub_connections(), 0);
         assert_eq!(handle.connections(), 0);
     });
 }
