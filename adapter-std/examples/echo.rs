@@ -80,10 +80,10 @@ fn main() {
     });
     let mut cfg = ServerConfig::default();
     if !args.keepalive {
-        cfg.ws.keepalive = None;
+        cfg.endpoint.ws.keepalive = None;
     }
     if let Some(max) = args.max_message {
-        cfg.ws.max_message = max;
+        cfg.endpoint.ws.max_message = max;
     }
     let server = Server::bind(&args.addr, cfg).unwrap_or_else(|e| {
         eprintln!("cannot bind {}: {e}", args.addr);

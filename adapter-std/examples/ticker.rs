@@ -1,5 +1,7 @@
-//! A ticker on `tidewire-std`: publishes `{"n":N}` on the channel `ticks` and serves it as
-//! Server-Sent Events (resumable with `Last-Event-ID`) and by polling.
+//! A ticker on `tidewire-std`: a hub server (the core endpoint's default routes, the demo's
+//! tokens) whose ticker thread publishes `{"n":N}` on the channel `ticks` through
+//! `ServerHandle::publish`. The core serves it as Server-Sent Events (resumable with
+//! `Last-Event-ID`), by polling, and over the WebSocket envelope protocol.
 //!
 //! ```text
 //! cargo run --release -p tidewire-std --example ticker -- --addr 127.0.0.1:8080 [--every-ms 1000]
@@ -8,15 +10,15 @@
 //! curl -i 'http://127.0.0.1:8080/poll?ch=ticks&pos=EPOCH:OFFSET&wait=1'
 //! ```
 //!
-//! With `--state FILE` the ticker survives a restart, even a `kill -9`: after each publish it
-//! saves the channel's last position and the tick number in FILE (a temporary file renamed
-//! over it), and on start it restores the channel from FILE (`Channels::restore`) and goes on
-//! counting. A client that reconnects with `Last-Event-ID` (or polls with `pos`) then gets
-//! exactly the ticks it missed: no gap, no duplicate. (One window is left: a kill in the
-//! instant between a publish and the moment its frame is written to a stream, or its state
-//! saved, leaves that client one tick off the restored log; it then gets `event: reset` —
-//! refetch — never a silent gap. Restoring exactly through that too would need the log's
-//! messages saved, not only its position.)
+//! `ticks` is readable by everyone; every other channel follows the demo's policy
+//! (`DemoAuth`: `public:*` for all, `chat:*` for users with a `user:NAME` token).
+//!
+//! With `--state FILE` the ticker saves, after each publish, the channel's last position and
+//! the tick number in FILE (a temporary file renamed over it), and on start goes on counting
+//! from the saved tick. The hub cannot yet continue a channel's log from a saved position
+//! (no restore in the core hub), so after a restart the channel has a new epoch and a
+//! client resuming from a position of the old life gets `event: reset` (refetch), never a
+//! silent gap.
 //!
 //! Ctrl-C or SIGTERM ends every stream and held poll and exits 0.
 
@@ -26,8 +28,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use tidewire_std::tidewire::hub::{Access, Authorize as _, DemoAuth, Principal};
 use tidewire_std::tidewire::replay::Position;
-use tidewire_std::{Channels, ChannelsConfig, HttpRequest, Server, ServerConfig, Upgrade};
+use tidewire_std::tidewire::server::Routes;
+use tidewire_std::{HttpRequest, Server, ServerConfig, Upgrade};
 
 const USAGE: &str = "\
 usage: ticker --addr HOST:PORT [--every-ms MS] [--state FILE]
@@ -35,13 +39,15 @@ usage: ticker --addr HOST:PORT [--every-ms MS] [--state FILE]
 Publishes {\"n\":N} on the channel `ticks` every MS milliseconds (tidewire-std) and serves:
   GET /events?ch=NAME             Server-Sent Events, resumable with Last-Event-ID
   GET /poll?ch=NAME[&pos=EP:OFF]  polling (ETag / If-None-Match, wait=1 for a long poll)
+  GET /ws                         the WebSocket envelope protocol
+  POST /api/publish?ch=NAME       a publish (the demo's policy)
 Other paths get 404. Prints `listening on ADDR` once ready.
 
 options:
   --addr HOST:PORT   address to listen on (default 127.0.0.1:8080; port 0 picks one)
   --every-ms MS      publishing interval in milliseconds (default 1000)
-  --state FILE       resume after a restart: the last position and tick number are saved
-                     in FILE after each publish, and restored from it on start
+  --state FILE       the last position and tick number are saved in FILE after each
+                     publish; on start the count goes on from the saved tick
   -h, --help         this help
 
 Ctrl-C or SIGTERM ends every stream and held poll and exits 0.";
@@ -87,21 +93,22 @@ fn main() {
         eprintln!("{e}");
         std::process::exit(2);
     });
-    let server = Server::bind(&args.addr, ServerConfig::default()).unwrap_or_else(|e| {
+    let mut cfg = ServerConfig::default();
+    cfg.endpoint.routes = Routes::default();
+    let policy = |p: &Principal, ch: &str, access: Access| match access {
+        Access::Read => ch == CHANNEL || DemoAuth.can_read(p, ch),
+        Access::Write => DemoAuth.can_write(p, ch),
+    };
+    let server = Server::bind_with(&args.addr, cfg, DemoAuth, policy).unwrap_or_else(|e| {
         eprintln!("cannot bind {}: {e}", args.addr);
         std::process::exit(1);
     });
-    let channels = Channels::new(ChannelsConfig::default());
     let mut first_n: u64 = 0;
     if let Some(path) = &args.state {
         match load_state(path) {
             Ok(None) => {}
             Ok(Some((last, n))) => {
-                if let Err(e) = channels.restore(CHANNEL, last) {
-                    eprintln!("cannot restore {CHANNEL}: {e}");
-                    std::process::exit(1);
-                }
-                eprintln!("restored {CHANNEL} at {last}, tick {n}");
+                eprintln!("last life ended at {last}, tick {n}: a new epoch starts");
                 first_n = n;
             }
             Err(e) => {
@@ -123,7 +130,7 @@ fn main() {
     }
 
     let publisher = {
-        let channels = channels.clone();
+        let ticker = server.handle();
         let stop = Arc::clone(&stop);
         let every = args.every;
         let state = args.state.clone();
@@ -138,7 +145,7 @@ fn main() {
                 }
                 next += every;
                 n += 1;
-                match channels.publish(CHANNEL, format!("{{\"n\":{n}}}")) {
+                match ticker.publish(CHANNEL, format!("{{\"n\":{n}}}")) {
                     Ok(pos) => {
                         if let Some(path) = &state
                             && let Err(e) = save_state(path, pos, n)
@@ -158,7 +165,10 @@ fn main() {
         |upgrade: Upgrade| {
             let _ = upgrade.reject(404, &[], b"no WebSocket endpoint here\n");
         },
-        move |req| serve(&channels, req),
+        |req: HttpRequest| {
+            let cors = [("Access-Control-Allow-Origin", "*")];
+            let _ = req.respond(404, &cors, b"not found\n");
+        },
     );
     stop.store(true, Ordering::SeqCst);
     let _ = publisher.join();
@@ -191,30 +201,4 @@ fn save_state(path: &Path, pos: Position, n: u64) -> std::io::Result<()> {
     let tmp = PathBuf::from(tmp);
     std::fs::write(&tmp, format!("{pos} {n}\n"))?;
     std::fs::rename(&tmp, path)
-}
-
-fn serve(channels: &Channels, req: HttpRequest) {
-    let r = req.request();
-    let cors = [("Access-Control-Allow-Origin", "*")];
-    let route = r.path_only().to_owned();
-    if !matches!(route.as_str(), "/events" | "/poll") {
-        let _ = req.respond(404, &[], b"not found\n");
-        return;
-    }
-    if r.method() != "GET" {
-        let _ = req.respond(405, &[("Allow", "GET")], b"GET only\n");
-        return;
-    }
-    if route == "/poll" {
-        let _ = channels.serve_poll(req);
-        return;
-    }
-    match r.query_param("ch").filter(|c| !c.is_empty()) {
-        Some(ch) => {
-            let _ = channels.serve_sse(req, &ch, &cors);
-        }
-        None => {
-            let _ = req.respond(400, &[], b"missing ch parameter\n");
-        }
-    }
 }

@@ -1,5 +1,5 @@
-//! Plain HTTP on the server: reading a request head under the handshake deadline, and
-//! [`HttpRequest`], one request handed to the application's HTTP handler.
+//! [`HttpRequest`]: one plain HTTP request the core server handed to the application's
+//! HTTP handler.
 
 use std::io::{self, ErrorKind, Read as _, Write as _};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -7,11 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tidewire::http::{Request, RequestParser, response};
-use tidewire::ws::handshake::error_response;
-use tidewire::ws::{HandshakeError, WsConfig};
-
-use crate::server::{Held, Role, Shared, Tracked};
+use tidewire::http::{Request, response};
+use tidewire::ws::WsConfig;
 
 /// Bytes read from the socket at a time while a head or a body arrives.
 const CHUNK: usize = 8 << 10;
@@ -23,7 +20,7 @@ const LINGER_MAX: Duration = Duration::from_secs(2);
 /// Timeouts of plain HTTP requests, taken from the server's `WsConfig`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct HttpLimits {
-    /// `handshake_timeout`: the time a request body has to arrive.
+    /// `handshake_timeout`: the time a request body has to arrive (from `read_body`).
     pub(crate) body_timeout: Duration,
     /// `send_timeout`: a write that makes no progress this long fails.
     pub(crate) send_timeout: Option<Duration>,
@@ -43,48 +40,6 @@ impl HttpLimits {
     /// The socket write timeout of a blocking write.
     fn write_timeout(&self) -> Duration {
         self.send_timeout.unwrap_or(Duration::from_secs(30)).max(Duration::from_millis(1))
-    }
-}
-
-/// What reading a request head gave.
-pub(crate) enum Head {
-    /// A complete head, and the bytes that followed it (the start of a body or of
-    /// WebSocket frames).
-    Request(Request, Vec<u8>),
-    /// The head was malformed, too large or too slow: this response (400, 408, 431, 505…)
-    /// must be written before closing.
-    Answer(Bytes),
-    /// The peer left (or the socket was shut down).
-    Gone,
-}
-
-/// Reads one request head of at most `max_head` bytes before `deadline`.
-pub(crate) fn read_head(stream: &TcpStream, max_head: usize, deadline: Instant) -> Head {
-    let mut parser = RequestParser::new(max_head);
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            return Head::Answer(error_response(HandshakeError::Timeout));
-        }
-        let wait = (deadline - now).max(Duration::from_millis(1));
-        if stream.set_read_timeout(Some(wait)).is_err() {
-            return Head::Gone;
-        }
-        match (&*stream).read(&mut chunk) {
-            Ok(0) => return Head::Gone,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                match parser.parse(&buf) {
-                    Ok(None) => {}
-                    Ok(Some((req, len))) => return Head::Request(req, buf.split_off(len)),
-                    Err(e) => return Head::Answer(error_response(HandshakeError::from(e))),
-                }
-            }
-            Err(e) if is_retry(&e) => {}
-            Err(_) => return Head::Gone,
-        }
     }
 }
 
@@ -136,13 +91,11 @@ fn invalid_input(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(ErrorKind::InvalidInput, e.to_string())
 }
 
-/// One plain HTTP request (not a WebSocket upgrade), handed to the handler of
+/// One plain HTTP request for a path that is not a hub route, handed to the handler of
 /// [`Server::serve_with`](crate::Server::serve_with) on the connection's own thread.
 ///
-/// Answer it once: with [`respond`](Self::respond), or by handing it to
-/// [`Channels::serve_sse`](crate::Channels::serve_sse) or
-/// [`Channels::serve_poll`](crate::Channels::serve_poll). Authenticate before that (a `401`
-/// or `403` with `respond`), exactly as for upgrades. The connection closes after the
+/// Answer it once, with [`respond`](Self::respond); authenticate before that (a `401` or
+/// `403` with `respond`), exactly as for upgrades. The connection closes after the
 /// response (one request per connection, `Connection: close`). Dropping the request
 /// unanswered drops the connection.
 pub struct HttpRequest {
@@ -150,8 +103,7 @@ pub struct HttpRequest {
     /// Bytes read after the head: the start of the body.
     early: Vec<u8>,
     peer: SocketAddr,
-    tracked: Arc<Tracked>,
-    shared: Arc<Shared>,
+    stream: Arc<TcpStream>,
     limits: HttpLimits,
     /// A response was written (or the connection given up): nothing more may be sent.
     answered: bool,
@@ -172,11 +124,10 @@ impl HttpRequest {
         request: Request,
         early: Vec<u8>,
         peer: SocketAddr,
-        tracked: Arc<Tracked>,
-        shared: &Arc<Shared>,
+        stream: Arc<TcpStream>,
         limits: HttpLimits,
     ) -> Self {
-        Self { request, early, peer, tracked, shared: Arc::clone(shared), limits, answered: false }
+        Self { request, early, peer, stream, limits, answered: false }
     }
 
     /// The request head: method, path, query parameters, headers, credentials
@@ -231,7 +182,7 @@ impl HttpRequest {
         body.extend_from_slice(&self.early[..early]);
         self.early.clear();
         if body.len() < len && self.request.has_token("expect", "100-continue") {
-            let stream = &self.tracked.stream;
+            let stream = &self.stream;
             if let Err(e) = write_all(stream, b"HTTP/1.1 100 Continue\r\n\r\n", &self.limits) {
                 self.give_up();
                 return Err(e);
@@ -245,7 +196,7 @@ impl HttpRequest {
                 self.answer_error(408, "request body timed out\n");
                 return Err(ErrorKind::TimedOut.into());
             }
-            let stream = &self.tracked.stream;
+            let stream = &self.stream;
             stream.set_read_timeout(Some((deadline - now).max(Duration::from_millis(1))))?;
             let want = (len - body.len()).min(chunk.len());
             match (&**stream).read(&mut chunk[..want]) {
@@ -283,7 +234,7 @@ impl HttpRequest {
             return Err(ErrorKind::NotConnected.into());
         }
         self.answered = true;
-        let stream = &self.tracked.stream;
+        let stream = &self.stream;
         match write_all(stream, bytes, &self.limits) {
             Ok(()) => {
                 linger_close(stream, self.limits.linger);
@@ -299,7 +250,7 @@ impl HttpRequest {
     fn answer_error(&mut self, status: u16, text: &str) {
         if let Ok(bytes) = response(status, &[], text.as_bytes()) {
             self.answered = true;
-            answer_and_close(&self.tracked.stream, &bytes, &self.limits);
+            answer_and_close(&self.stream, &bytes, &self.limits);
         } else {
             self.give_up();
         }
@@ -307,36 +258,14 @@ impl HttpRequest {
 
     fn give_up(&mut self) {
         self.answered = true;
-        let _ = self.tracked.stream.shutdown(Shutdown::Both);
-    }
-
-    /// The socket, for a long-lived response written by its owner.
-    pub(crate) fn socket(&self) -> &TcpStream {
-        &self.tracked.stream
-    }
-
-    pub(crate) fn limits(&self) -> HttpLimits {
-        self.limits
-    }
-
-    /// Registers a long-lived response with the server's shutdown. Returns whether a
-    /// shutdown has begun already (the caller then ends the response at once).
-    pub(crate) fn hold(&self, held: Arc<dyn Held>) -> bool {
-        self.tracked.set_role(Role::Held(held));
-        self.shared.is_stopping()
-    }
-
-    /// The long-lived response ended: the connection is closed when the request drops.
-    pub(crate) fn finish(mut self) {
-        self.answered = true;
-        let _ = self.tracked.stream.shutdown(Shutdown::Both);
+        let _ = self.stream.shutdown(Shutdown::Both);
     }
 }
 
 impl Drop for HttpRequest {
     fn drop(&mut self) {
         if !self.answered {
-            let _ = self.tracked.stream.shutdown(Shutdown::Both);
+            let _ = self.stream.shutdown(Shutdown::Both);
         }
     }
 }

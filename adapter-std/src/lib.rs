@@ -1,36 +1,40 @@
 //! `tidewire-std`: the blocking `std::net` + threads adapter for the Tidewire sans-IO core.
 //!
-//! The adapter owns the sockets, the clock and one timer per connection (a socket read or
-//! write timeout set to the machine's next deadline); every protocol decision (handshake
-//! validation, limits, keepalive, the close handshake, the slow-reader policy) stays in
-//! [`tidewire`].
+//! The adapter owns the sockets, the clock and the timers; every protocol decision
+//! (routing, the request head's limits, authentication, the hub and its endpoints, the
+//! WebSocket handshake, keepalive, the close handshake, slow consumers) stays in
+//! [`tidewire`]. A [`Server`] is a socket pump over one core
+//! [`tidewire::server::Server`]:
 //!
-//! - Server: [`Server::bind`], then [`Server::serve`] with a handler that gets an
-//!   [`Upgrade`] on the connection's own thread and [`accept`](Upgrade::accept)s it (→
-//!   [`WebSocket`]) or [`reject`](Upgrade::reject)s it (401, 403…). A [`ServerHandle`]
-//!   counts connections and shuts the server down gracefully (close code 1001).
-//! - Client: [`connect`] (`ws://` URLs).
-//! - Plain HTTP on the same port: [`Server::serve_with`] routes a request with
-//!   `Upgrade: websocket` to the WebSocket handler and any other to an HTTP handler that gets
-//!   an [`HttpRequest`] (one request per connection). [`Channels`] serves such requests as
-//!   Server-Sent Events streams ([`Channels::serve_sse`], resumable with `Last-Event-ID`)
-//!   and polls ([`Channels::serve_poll`]), fed by [`Channels::publish`]; [`sse::connect`]
-//!   is the matching reconnecting event-stream client.
-//! - The hub: [`HubHandle`] hosts the core [`Hub`](tidewire::hub::Hub) (channels with a
-//!   replay log, presence, authorization, slow-consumer policies) for a server, serving
-//!   WebSocket envelopes ([`HubHandle::serve_ws`]), SSE ([`HubHandle::serve_sse`]), polls
-//!   ([`HubHandle::serve_poll`]) and HTTP publishes ([`HubHandle::serve_publish`]) from one
-//!   log per channel.
-//! - The reconnecting client: [`Session`] drives the core
+//! - Every accepted socket is fed to the core server by a **reader** thread (a blocking
+//!   read without a timeout) and written by a **writer** thread that sleeps until the core
+//!   names the connection ready, pulls at most 256 KiB of its transmits under the lock and
+//!   writes them outside it; it pulls again only once the socket took them, so a client
+//!   that stops reading backs up into its transport and then the hub's bounded outbox. One
+//!   **timer** thread per server sleeps until the core's `poll_timeout`. Each thread makes
+//!   one mutation under the lock, then drains the core's outputs (see the `pump` module).
+//! - The hub's routes ([`ServerConfig::endpoint`]`.routes`: none by default, so a plain
+//!   [`Server::bind`] is a plain WebSocket/HTTP server) are served entirely by the core.
+//!   Any other request leaves the pump for the application, on the reader thread: a
+//!   WebSocket upgrade goes to the handler of [`Server::serve`] as an [`Upgrade`], which it
+//!   [`accept`](Upgrade::accept)s (→ [`WebSocket`]) or [`reject`](Upgrade::reject)s; a
+//!   plain request goes to the HTTP handler of [`Server::serve_with`] as an
+//!   [`HttpRequest`] (`serve` answers it `404`).
+//! - A [`ServerHandle`] counts connections, shuts the server down gracefully (close code
+//!   1001) and reaches the hub: [`publish`](ServerHandle::publish),
+//!   [`publish_once`](ServerHandle::publish_once), [`presence`](ServerHandle::presence),
+//!   [`next_event`](ServerHandle::next_event), [`decide`](ServerHandle::decide) for
+//!   deferred authentication…
+//! - Clients: [`connect`] (`ws://` URLs), [`sse::connect`] (a reconnecting event-stream
+//!   reader) and [`Session`], which drives the core
 //!   [`ClientSession`](tidewire::client::ClientSession) on its own thread (WebSocket, else
 //!   SSE, else polling; resume, refetch, queued publishes).
-//! - A [`WebSocket`] is app-driven, like `tungstenite`: the connection makes progress while
-//!   a thread is inside [`WebSocket::recv`] / [`WebSocket::recv_event`] (and while a `send`
-//!   writes). [`Sender`]s send from other threads.
+//! - An application [`WebSocket`] is app-driven, like `tungstenite`: the connection makes
+//!   progress while a thread is inside [`WebSocket::recv`] / [`WebSocket::recv_event`] (and
+//!   while a `send` writes). [`Sender`]s send from other threads.
 //!
-//! Threads: one per connection on the server (it runs the handler, and writes an SSE stream
-//! for as long as it lives), none of their own in the WebSocket and SSE clients. Memory per connection is bounded by `WsConfig::max_outbound` (plus one message
-//! and one write batch) outbound and `read_buffer` plus `WsConfig::max_message` inbound.
+//! Memory per hub connection: the read buffer ([`ServerConfig::read_buffer`]), the core's
+//! bounded transport and outbox, and one write batch.
 //!
 //! ```
 //! use std::time::Duration;
@@ -65,69 +69,48 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Server-Sent Events on the same kind of server, with a client that receives one event:
+//! A hub server: the core endpoint serves `/ws`, `/events`, `/poll` and `/api/publish`
+//! itself, and the handle publishes into it:
 //!
 //! ```
 //! use std::time::Duration;
-//! use tidewire_std::tidewire::sse::SseClientEvent;
-//! use tidewire_std::{Channels, ChannelsConfig, Server, ServerConfig, sse};
+//! use tidewire_std::tidewire::hub::DemoAuth;
+//! use tidewire_std::tidewire::server::Routes;
+//! use tidewire_std::{ClientOptions, Server, ServerConfig, connect};
 //!
-//! let channels = Channels::new(ChannelsConfig::default());
-//! let server = Server::bind("127.0.0.1:0", ServerConfig::default())?;
-//! let addr = server.local_addr();
-//! let handle = server.handle();
-//! let serving = {
-//!     let channels = channels.clone();
-//!     std::thread::spawn(move || {
-//!         server.serve_with(
-//!             |upgrade| drop(upgrade.reject(404, &[], b"")),
-//!             move |req| {
-//!                 // Authenticate here first (`req.request().token()`, 401 with `respond`).
-//!                 match req.request().path_only() {
-//!                     "/events" => drop(channels.serve_sse(req, "ticks", &[])),
-//!                     "/poll" => drop(channels.serve_poll(req)),
-//!                     _ => drop(req.respond(404, &[], b"not found\n")),
-//!                 }
-//!             },
-//!         )
-//!     })
-//! };
+//! let mut cfg = ServerConfig::default();
+//! cfg.endpoint.routes = Routes::default();
+//! let server = Server::bind_with("127.0.0.1:0", cfg, DemoAuth, DemoAuth)?;
+//! let (addr, handle) = (server.local_addr(), server.handle());
+//! let serving = std::thread::spawn(move || server.serve(|up| drop(up.reject(404, &[], b""))));
 //!
-//! // `connect` returns once the stream is open: what is published now reaches it.
-//! let mut events = sse::connect(&format!("http://{addr}/events"), sse::SseOptions::default())?;
-//! let pos = channels.publish("ticks", r#"{"n":1}"#)?;
-//! let event = loop {
-//!     match events.next() {
-//!         Some(SseClientEvent::Event(e)) => break e,
-//!         Some(_) => {}          // state changes: Connecting, Open
-//!         None => unreachable!(), // closed for good
-//!     }
-//! };
-//! assert_eq!((event.event.as_str(), event.data.as_str()), ("ticks", r#"{"n":1}"#));
-//! assert_eq!(event.id, pos.to_string()); // EPOCH:OFFSET, sent back as Last-Event-ID
+//! let mut ws = connect(&format!("ws://{addr}/ws"), ClientOptions::default())?;
+//! ws.send(r#"{"op":"sub","ch":"public:news","ref":1}"#)?;
+//! let subscribed = ws.recv()?;
+//! assert!(subscribed.as_text().unwrap().starts_with(r#"{"op":"subscribed""#));
+//! let pos = handle.publish("public:news", br#"{"title":"hello"}"#)?;
+//! let msg = ws.recv()?;
+//! assert!(msg.as_text().unwrap().contains(&format!(r#""ep":"{}","off":1"#, pos.epoch)));
 //!
-//! events.close();
 //! handle.shutdown(Duration::from_secs(1));
 //! serving.join().unwrap()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod bus;
-mod channels;
 mod client;
 mod conn;
+mod handle;
 mod http;
-mod hub;
+mod pump;
 mod server;
 mod session;
 mod socket;
 pub mod sse;
 
 pub use bytes::Bytes;
-pub use channels::{Channels, ChannelsConfig};
 pub use client::{ClientOptions, ConnectError, connect};
 pub use http::HttpRequest;
-pub use hub::{HubHandle, HubOptions, ROOM_POLL};
 pub use server::{Server, ServerConfig, ServerHandle, ShutdownReport, Upgrade};
 pub use session::{Session, SessionOptions};
 pub use socket::{Event, RecvError, Sender, WebSocket};
@@ -136,3 +119,14 @@ pub use tidewire::sse::StreamEnd;
 pub use tidewire::ws::{
     CloseCode, CloseInfo, Message, SendError, UpgradeRequest, Utf8Bytes, WsConfig,
 };
+
+/// A seed when the OS has no entropy to give: the clock and the process id, enough for
+/// epochs to differ across restarts.
+pub(crate) fn fallback_seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    #[allow(clippy::cast_possible_truncation)]
+    let low = t as u64;
+    low ^ u64::from(std::process::id()).rotate_left(40)
+}

@@ -1,20 +1,27 @@
-//! [`Server`]: the accept loop, one thread per connection, the registry behind
-//! [`ServerHandle::connections`] and [`ServerHandle::shutdown`].
+//! [`Server`]: the accept loop, the connections' threads, the registry behind
+//! [`ServerHandle::connections`] and [`ServerHandle::shutdown`], and the hand-over of
+//! application connections ([`Upgrade`], [`HttpRequest`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io;
 use std::net::{
     IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tidewire::Machine as _;
-use tidewire::ws::{UpgradeRequest, WsConfig, WsConnection, WsEvent};
+use tidewire::http::Request;
+use tidewire::hub::{AllowAll, Authorize, Hub, Principal};
+use tidewire::redis::{RedisBus, RedisConfig};
+use tidewire::server::{Authenticate, Credential, Routes, ServerEvent, Verdict};
+use tidewire::ws::{UpgradeRequest, WsConnection, WsEvent};
 
+use crate::bus::BusLink;
 use crate::conn::{Conn, Flush, Reader, io_error, lock};
-use crate::http::{self, Head, HttpLimits, HttpRequest};
+use crate::http::{HttpLimits, HttpRequest};
+use crate::pump::{self, Core};
 use crate::socket::{Link, WebSocket};
 
 /// How long `shutdown` waits for connection threads after shutting their sockets down.
@@ -26,56 +33,73 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ServerConfig {
-    /// Limits and timeouts of each connection (keepalive on by default). A zero
-    /// `rng_seed` is replaced by OS entropy for every connection.
-    pub ws: WsConfig,
+    /// The core endpoint's settings: routes, the hub, limits, every WebSocket's `ws`
+    /// settings (keepalive on by default). The default has no hub route
+    /// ([`Routes::none`]): every request goes to the application. A hub server sets
+    /// `endpoint.routes = Routes::default()` (or its own).
+    pub endpoint: tidewire::server::ServerConfig,
     /// Most live TCP connections, those still in their opening handshake included (default
     /// 10 000). A connection over the limit is accepted and dropped at once.
     pub max_connections: usize,
     /// Size of each connection's read buffer (default 64 KiB).
     pub read_buffer: usize,
+    /// Share every channel with other instances through this Redis server (see
+    /// [`tidewire::redis`]). `None`: an in-process hub.
+    pub redis: Option<RedisConfig>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { ws: WsConfig::default(), max_connections: 10_000, read_buffer: 64 << 10 }
+        let mut endpoint = tidewire::server::ServerConfig::default();
+        endpoint.routes = Routes::none();
+        Self { endpoint, max_connections: 10_000, read_buffer: 64 << 10, redis: None }
     }
 }
 
 /// How a [`ServerHandle::shutdown`] went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownReport {
-    /// Connections that ended within the grace period (those still in their opening
-    /// handshake are ended at once and counted here).
+    /// Connections that ended within the grace period.
     pub closed: usize,
     /// Connections still alive when the grace period ran out: their sockets were shut down.
     pub dropped: usize,
 }
 
+/// What a registered connection is at the moment.
+#[derive(Clone)]
+enum Role {
+    /// Served by the core server (reading its head, or one of the hub's endpoints).
+    Pumped,
+    /// A plain HTTP request in the application's handler.
+    Http,
+    /// An application WebSocket, from the upgrade request on.
+    Ws(Arc<Conn>),
+}
+
+/// One TCP connection in the registry, whatever it turned out to be.
+struct Tracked {
+    stream: Arc<TcpStream>,
+    role: Mutex<Role>,
+}
+
+impl Tracked {
+    fn abort(&self) {
+        match lock(&self.role).clone() {
+            Role::Ws(conn) => conn.abort(),
+            _ => {
+                let _ = self.stream.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
 struct Registry {
     conns: HashMap<u64, Arc<Tracked>>,
     next_id: u64,
 }
 
-pub(crate) struct Shared {
-    local: SocketAddr,
-    registry: Mutex<Registry>,
-    /// Notified whenever a connection leaves the registry.
-    left: Condvar,
-    stop: AtomicBool,
-    /// `Some` once a shutdown finished.
-    finished: Mutex<Option<ShutdownReport>>,
-    finished_cv: Condvar,
-}
-
-impl Shared {
-    /// Whether a shutdown began.
-    pub(crate) fn is_stopping(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
-}
-
-/// Removes a connection from the registry when its thread ends (however it ends).
+/// Removes a connection from the registry when the last of its threads ends.
 struct Registered {
     shared: Arc<Shared>,
     id: u64,
@@ -88,113 +112,136 @@ impl Drop for Registered {
     }
 }
 
-/// A long-lived HTTP response (an SSE stream, a held long poll) as the server's shutdown
-/// sees it.
-pub(crate) trait Held: Send + Sync {
-    /// The server is shutting down: end gracefully (a stream is closed after what is queued,
-    /// a held poll is answered with "nothing new").
-    fn shutdown_by_server(&self);
-    /// The grace period ran out and the socket is shut down: wake whoever waits.
-    fn abort(&self);
+/// What every thread of a server shares.
+pub(crate) struct Shared {
+    local: SocketAddr,
+    pub(crate) core: Mutex<Core>,
+    /// Wakes the timer thread: a new deadline, or the end.
+    pub(crate) timer_cv: Condvar,
+    /// An informational event or a submit's answer arrived.
+    pub(crate) event_cv: Condvar,
+    /// With Redis: the bus thread's wake-up and the sockets' writers.
+    pub(crate) bus: Option<BusLink>,
+    pub(crate) read_buffer: usize,
+    /// `WsConfig::send_timeout`: a write without progress this long loses the socket.
+    pub(crate) stall: Option<Duration>,
+    /// `WsConfig::send_timeout` and `close_timeout` of application WebSockets.
+    ws_timeouts: (Option<Duration>, Duration),
+    limits: HttpLimits,
+    max_connections: usize,
+    registry: Mutex<Registry>,
+    /// Notified whenever a connection leaves the registry.
+    left: Condvar,
+    stop: AtomicBool,
+    /// `Some` once a shutdown finished.
+    finished: Mutex<Option<ShutdownReport>>,
+    finished_cv: Condvar,
 }
 
-/// What a registered connection carries at the moment.
-#[derive(Clone)]
-pub(crate) enum Role {
-    /// Its request head is being read.
-    Head,
-    /// A plain HTTP request in the application's handler (or being answered).
-    Http,
-    /// A WebSocket connection, from the upgrade request on.
-    Ws(Arc<Conn>),
-    /// A long-lived response.
-    Held(Arc<dyn Held>),
-}
-
-/// One TCP connection in the registry behind [`ServerHandle::connections`] and
-/// [`ServerHandle::shutdown`], whatever protocol it turned out to speak.
-pub(crate) struct Tracked {
-    pub(crate) stream: Arc<TcpStream>,
-    role: Mutex<Role>,
-}
-
-impl Tracked {
-    pub(crate) fn set_role(&self, role: Role) {
-        *lock(&self.role) = role;
-    }
-
-    fn role(&self) -> Role {
-        lock(&self.role).clone()
-    }
-
-    /// Graceful: 1001 for an open WebSocket, the end of a stream, an answer to a held poll;
-    /// a connection still reading its head is dropped at once.
-    fn shutdown_by_server(&self) {
-        match self.role() {
-            Role::Head => {
-                let _ = self.stream.shutdown(Shutdown::Both);
-            }
-            Role::Http => {}
-            Role::Ws(conn) => conn.shutdown_by_server(),
-            Role::Held(held) => held.shutdown_by_server(),
-        }
-    }
-
-    /// Shuts the socket down at once.
-    fn abort(&self) {
-        match self.role() {
-            Role::Ws(conn) => conn.abort(),
-            Role::Held(held) => {
-                let _ = self.stream.shutdown(Shutdown::Both);
-                held.abort();
-            }
-            Role::Head | Role::Http => {
-                let _ = self.stream.shutdown(Shutdown::Both);
-            }
-        }
+impl Shared {
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
     }
 }
 
-/// A bound listener. [`serve`](Self::serve) or [`serve_with`](Self::serve_with) runs its
-/// accept loop; a [`ServerHandle`] (taken before) stops it.
+/// A bound listener with its core endpoint. [`serve`](Self::serve) or
+/// [`serve_with`](Self::serve_with) runs its accept loop; a [`ServerHandle`] (taken
+/// before) publishes, inspects and stops it.
 ///
-/// Every TCP connection gets its own thread. It reads the request head under the handshake
-/// deadline (`WsConfig::handshake_timeout`, at most `WsConfig::max_handshake` bytes; a peer
-/// that trickles its head is cut off with 408), answers a malformed or oversized head itself
-/// (400, 431…), then routes the request: a WebSocket upgrade goes to the handler with an
-/// [`Upgrade`], any other request to the HTTP handler of `serve_with` with an
-/// [`HttpRequest`]. The handler then runs on that thread for as long as the connection
-/// lives (an SSE stream included).
-#[derive(Debug)]
+/// Every TCP connection gets a reader thread and a writer thread while the core server
+/// serves it (its head, the hub's endpoints; see the [crate docs](crate)). A request for
+/// a path the hub does not serve is handed to the application on the reader thread: a
+/// WebSocket upgrade to the handler with an [`Upgrade`], any other request to the HTTP
+/// handler of `serve_with` with an [`HttpRequest`]. The handler then runs on that thread
+/// for as long as the connection lives.
 pub struct Server {
     listener: TcpListener,
-    cfg: ServerConfig,
     shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for Shared {
+impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("local", &self.local).finish_non_exhaustive()
+        f.debug_struct("Server").field("local", &self.shared.local).finish_non_exhaustive()
     }
 }
 
 impl Server {
-    /// Binds a listener.
+    /// Binds a listener whose hub routes (if `cfg.endpoint.routes` has any) let everyone
+    /// in: every request is anonymous, every channel open ([`AllowAll`]).
     ///
     /// # Errors
-    /// Whatever `TcpListener::bind` returns.
+    /// Whatever `TcpListener::bind` returns, or a thread that cannot be spawned.
     pub fn bind(addr: impl ToSocketAddrs, cfg: ServerConfig) -> io::Result<Server> {
+        let anyone = |_: &Request| Verdict::Allow(Credential::client(Principal::anonymous()));
+        Self::bind_with(addr, cfg, anyone, AllowAll)
+    }
+
+    /// Binds a listener with the application's authentication (`authn`, asked before any
+    /// `101` or `200` of a hub route) and authorization (`authz`, the hub's policy for
+    /// every join and publish), e.g. `DemoAuth, DemoAuth`. Epochs and keys are seeded from
+    /// OS entropy.
+    ///
+    /// # Errors
+    /// As [`bind`](Self::bind).
+    pub fn bind_with(
+        addr: impl ToSocketAddrs,
+        cfg: ServerConfig,
+        authn: impl Authenticate + Send + 'static,
+        authz: impl Authorize + Send + 'static,
+    ) -> io::Result<Server> {
         let listener = TcpListener::bind(addr)?;
         let local = listener.local_addr()?;
+        let seed = getrandom::u64().unwrap_or_else(|_| crate::fallback_seed());
+        let ServerConfig { endpoint: ecfg, max_connections, read_buffer, redis } = cfg;
+        let ws = &ecfg.ws;
+        let (stall, ws_timeouts, limits) =
+            (ws.send_timeout, (ws.send_timeout, ws.close_timeout), HttpLimits::from_ws(ws));
+        let (endpoint, redis) = match redis {
+            None => (tidewire::server::Server::new(ecfg, authn, authz, seed), None),
+            Some(mut r) => {
+                if r.rng_seed == [0; 32] {
+                    r.rng_seed[..8].copy_from_slice(&seed.to_le_bytes());
+                    r.rng_seed[8..16].copy_from_slice(&(!seed).to_le_bytes());
+                }
+                let hub = Hub::with_bus(ecfg.hub.clone(), authz, seed);
+                let server = tidewire::server::Server::around(ecfg, authn, hub, seed);
+                (server, Some(RedisBus::new(r, Instant::now())))
+            }
+        };
         let shared = Arc::new(Shared {
             local,
-            registry: Mutex::new(Registry { conns: HashMap::new(), next_id: 0 }),
+            bus: redis.is_some().then(BusLink::default),
+            core: Mutex::new(Core::new(endpoint, redis)),
+            timer_cv: Condvar::new(),
+            event_cv: Condvar::new(),
+            read_buffer: read_buffer.max(1024),
+            stall,
+            ws_timeouts,
+            limits,
+            max_connections,
+            registry: Mutex::new(Registry::default()),
             left: Condvar::new(),
             stop: AtomicBool::new(false),
             finished: Mutex::new(None),
             finished_cv: Condvar::new(),
         });
-        Ok(Server { listener, cfg, shared })
+        let mut threads = Vec::new();
+        let timer = Arc::clone(&shared);
+        threads.push(
+            std::thread::Builder::new()
+                .name("tidewire-timer".into())
+                .spawn(move || pump::run_timer(&timer))?,
+        );
+        if shared.bus.is_some() {
+            let bus = Arc::clone(&shared);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("tidewire-redis-bus".into())
+                    .spawn(move || crate::bus::run_bus(&bus))?,
+            );
+        }
+        Ok(Server { listener, shared, threads })
     }
 
     /// The address the listener is bound to.
@@ -203,19 +250,16 @@ impl Server {
         self.shared.local
     }
 
-    /// A handle to count connections and shut the server down from another thread.
+    /// A handle to publish, inspect and shut the server down from another thread.
     #[must_use]
     pub fn handle(&self) -> ServerHandle {
         ServerHandle { shared: Arc::clone(&self.shared) }
     }
 
-    /// Runs the accept loop until [`ServerHandle::shutdown`], calling `handler` on each
-    /// connection's own thread once its upgrade request is complete. Returns `Ok(())` after
-    /// the shutdown finished.
-    ///
-    /// Every request goes to the WebSocket handshake: one that is not a valid upgrade is
-    /// answered by it (`426` without `Upgrade: websocket`, `405` for another method…). Use
-    /// [`serve_with`](Self::serve_with) to serve plain HTTP requests too.
+    /// Runs the accept loop until [`ServerHandle::shutdown`], calling `handler` on the
+    /// connection's own thread for every WebSocket upgrade the core server hands over (a
+    /// path that is not a hub route). Other application requests are answered `404`.
+    /// Returns `Ok(())` after the shutdown finished.
     ///
     /// # Errors
     /// An `accept` error that is neither transient nor a lack of resources.
@@ -226,12 +270,9 @@ impl Server {
         self.run(&Arc::new(Handlers { ws: handler, http: None::<fn(HttpRequest)> }))
     }
 
-    /// Like [`serve`](Self::serve), with a handler for plain HTTP requests (SSE streams,
-    /// polling, pages, APIs): a request with `Upgrade: websocket` goes to `ws`, any other to
-    /// `http` (on the connection's own thread, as for upgrades). The handler answers with
-    /// [`HttpRequest::respond`], [`Channels::serve_sse`](crate::Channels::serve_sse) or
-    /// [`Channels::serve_poll`](crate::Channels::serve_poll); the connection closes after
-    /// the response.
+    /// Like [`serve`](Self::serve), with a handler for plain HTTP requests the core server
+    /// hands over (pages, APIs): it answers with [`HttpRequest::respond`]; the connection
+    /// closes after the response.
     ///
     /// # Errors
     /// As [`serve`](Self::serve).
@@ -249,7 +290,7 @@ impl Server {
         H: Fn(HttpRequest) + Send + Sync + 'static,
     {
         let shared = &self.shared;
-        while !shared.stop.load(Ordering::Acquire) {
+        while !shared.is_stopping() {
             let (stream, peer) = match self.listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) => match e.kind() {
@@ -264,72 +305,37 @@ impl Server {
                     _ => return Err(e),
                 },
             };
-            if shared.stop.load(Ordering::Acquire) {
+            if shared.is_stopping() {
                 break;
             }
-            self.spawn_connection(stream, peer, handlers);
+            spawn_connection(shared, stream, peer, handlers);
         }
-        drop(self.listener);
         let mut fin = lock(&shared.finished);
         while fin.is_none() {
             fin = shared.finished_cv.wait(fin).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
         Ok(())
     }
+}
 
-    fn spawn_connection<W, H>(
-        &self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        handlers: &Arc<Handlers<W, H>>,
-    ) where
-        W: Fn(Upgrade) + Send + Sync + 'static,
-        H: Fn(HttpRequest) + Send + Sync + 'static,
-    {
-        let mut cfg = self.cfg.ws.clone();
-        if cfg.rng_seed == [0; 32] && getrandom::fill(&mut cfg.rng_seed).is_err() {
-            return; // no entropy: refuse rather than use predictable keys
+impl Drop for Server {
+    fn drop(&mut self) {
+        pump::core(&self.shared).stop = true;
+        self.shared.timer_cv.notify_all();
+        if let Some(link) = &self.shared.bus {
+            link.cv.notify_all();
         }
-        let _ = stream.set_nodelay(true);
-        let tracked = Arc::new(Tracked { stream: Arc::new(stream), role: Mutex::new(Role::Head) });
-        let shared = Arc::clone(&self.shared);
-        let id = {
-            let mut reg = lock(&shared.registry);
-            if reg.conns.len() >= self.cfg.max_connections {
-                return; // over the limit: the socket is dropped here
-            }
-            let id = reg.next_id;
-            reg.next_id += 1;
-            reg.conns.insert(id, Arc::clone(&tracked));
-            id
-        };
-        let guard = Registered { shared, id };
-        let read_buffer = self.cfg.read_buffer;
-        let handlers = Arc::clone(handlers);
-        let spawned = std::thread::Builder::new().name("tidewire-conn".into()).spawn(move || {
-            let shared = Arc::clone(&guard.shared);
-            let accepted = Accepted { tracked, peer, cfg, read_buffer };
-            run_connection(accepted, shared, &handlers);
-            drop(guard);
-        });
-        // On failure the closure (and with it the guard and the socket) is dropped.
-        drop(spawned);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 }
 
 /// The application's handlers.
 struct Handlers<W, H> {
     ws: W,
-    /// `None`: every request goes to the WebSocket handshake (`serve`).
+    /// `None`: application HTTP requests get 404 (`serve`).
     http: Option<H>,
-}
-
-/// A connection fresh from `accept`, registered.
-struct Accepted {
-    tracked: Arc<Tracked>,
-    peer: SocketAddr,
-    cfg: WsConfig,
-    read_buffer: usize,
 }
 
 fn is_resource_error(e: &io::Error) -> bool {
@@ -337,80 +343,104 @@ fn is_resource_error(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(23 | 24 | 105 | 12)) || e.kind() == io::ErrorKind::OutOfMemory
 }
 
-/// A connection's thread: reads the request head under the handshake deadline, then routes
-/// it: an upgrade (or any request, without an HTTP handler) to the WebSocket handshake and
-/// `ws`, anything else to `http`.
-fn run_connection<W, H>(acc: Accepted, shared: Arc<Shared>, handlers: &Handlers<W, H>)
-where
-    W: Fn(Upgrade),
-    H: Fn(HttpRequest),
+fn spawn_connection<W, H>(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    handlers: &Arc<Handlers<W, H>>,
+) where
+    W: Fn(Upgrade) + Send + Sync + 'static,
+    H: Fn(HttpRequest) + Send + Sync + 'static,
 {
-    let Accepted { tracked, peer, cfg, read_buffer } = acc;
-    let limits = HttpLimits::from_ws(&cfg);
-    let deadline = Instant::now() + cfg.handshake_timeout;
-    let (request, early) = match http::read_head(&tracked.stream, cfg.max_handshake, deadline) {
-        Head::Request(request, early) => (request, early),
-        Head::Answer(response) => {
-            tracked.set_role(Role::Http);
-            http::answer_and_close(&tracked.stream, &response, &limits);
-            return;
+    let _ = stream.set_nodelay(true);
+    let tracked = Arc::new(Tracked { stream: Arc::new(stream), role: Mutex::new(Role::Pumped) });
+    let id = {
+        let mut reg = lock(&shared.registry);
+        if reg.conns.len() >= shared.max_connections {
+            return; // over the limit: the socket is dropped here
         }
-        Head::Gone => return,
+        let id = reg.next_id;
+        reg.next_id += 1;
+        reg.conns.insert(id, Arc::clone(&tracked));
+        id
     };
-    match &handlers.http {
-        Some(http_handler) if !request.is_websocket_upgrade() => {
-            tracked.set_role(Role::Http);
-            let req = HttpRequest::new(request, early, peer, Arc::clone(&tracked), &shared, limits);
-            if shared.is_stopping() {
-                let _ = req.respond(503, &[("Retry-After", "1")], b"server shutting down\n");
-            } else {
-                http_handler(req);
+    let guard = Arc::new(Registered { shared: Arc::clone(shared), id });
+    let handlers = Arc::clone(handlers);
+    let shared = Arc::clone(shared);
+    // On failure the closure (and with it the guard and the socket) is dropped.
+    let _ = std::thread::Builder::new().name("tidewire-conn".into()).spawn(move || {
+        let writer_guard: Arc<dyn Send + Sync> = guard.clone();
+        match pump::run(&shared, &tracked.stream, writer_guard) {
+            Some(ServerEvent::Upgrade { ws, .. }) => {
+                let conn = upgrade_conn(&tracked, peer, *ws, shared.ws_timeouts);
+                *lock(&tracked.role) = Role::Ws(Arc::clone(&conn));
+                let link = Link { conn, reader: Reader::new(shared.read_buffer) };
+                run_upgrade(link, &shared, &handlers.ws);
             }
+            Some(ServerEvent::Request { request, rest, .. }) => {
+                *lock(&tracked.role) = Role::Http;
+                let stream = Arc::clone(&tracked.stream);
+                let req = HttpRequest::new(request, rest.to_vec(), peer, stream, shared.limits);
+                match &handlers.http {
+                    _ if shared.is_stopping() => {
+                        let _ = req.respond(503, &[("Retry-After", "1")], b"shutting down\n");
+                    }
+                    Some(http) => http(req),
+                    None => drop(req.respond(404, &[], b"not found\n")),
+                }
+            }
+            _ => {}
         }
-        _ => {
-            let timeouts = (cfg.send_timeout, cfg.close_timeout);
-            let now = Instant::now();
-            let mut machine = WsConnection::server_for(cfg, now, request);
-            if !early.is_empty() {
-                machine.handle_read(now, &early);
-            }
-            let conn = Arc::new(Conn::new(Arc::clone(&tracked.stream), peer, machine, timeouts));
-            {
-                let mut st = conn.lock_state();
-                conn.after_mutation(&mut st, now);
-            }
-            tracked.set_role(Role::Ws(Arc::clone(&conn)));
-            let link = Link { conn, reader: Reader::new(read_buffer) };
-            run_upgrade(link, shared, &handlers.ws);
-        }
+        drop(guard);
+    });
+}
+
+/// Wraps the core's upgrade machine (in its decision step) in the adapter's driver.
+fn upgrade_conn(
+    tracked: &Tracked,
+    peer: SocketAddr,
+    ws: WsConnection,
+    timeouts: (Option<Duration>, Duration),
+) -> Arc<Conn> {
+    let conn = Arc::new(Conn::new(Arc::clone(&tracked.stream), peer, ws, timeouts));
+    {
+        let mut st = conn.lock_state();
+        conn.after_mutation(&mut st, Instant::now());
     }
+    conn
 }
 
 /// The WebSocket path: waits for the machine's verdict on the request, then hands a valid
 /// upgrade to the handler.
-fn run_upgrade<F: Fn(Upgrade)>(mut link: Link, shared: Arc<Shared>, handler: &F) {
+fn run_upgrade<F: Fn(Upgrade)>(mut link: Link, shared: &Arc<Shared>, handler: &F) {
     loop {
         match link.next_event() {
             WsEvent::UpgradeRequested(request) => {
-                let stopping = shared.stop.load(Ordering::Acquire);
-                let upgrade = Upgrade { link, request, shared };
-                if stopping {
-                    let _ = upgrade.reject(503, &[("Retry-After", "1")], b"server shutting down\n");
+                let upgrade = Upgrade { link, request, shared: Arc::clone(shared) };
+                if shared.is_stopping() {
+                    let _ = upgrade.reject(503, &[("Retry-After", "1")], b"shutting down\n");
                 } else {
                     handler(upgrade);
                 }
                 return;
             }
-            WsEvent::Closed(_) => return, // the core answered (400, 405, 426…) or the peer left
+            WsEvent::Closed(_) => return, // the core answered (400, 426…) or the peer left
             _ => {}
         }
     }
 }
 
-/// Controls a running [`Server`] from any thread.
-#[derive(Clone, Debug)]
+/// Controls a running [`Server`] from any thread: its connections, its shutdown, and the
+/// hub inside its core endpoint. Cheap to clone.
+#[derive(Clone)]
 pub struct ServerHandle {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle").field("local", &self.shared.local).finish_non_exhaustive()
+    }
 }
 
 impl ServerHandle {
@@ -420,20 +450,20 @@ impl ServerHandle {
         self.shared.local
     }
 
-    /// Live TCP connections, those still in their opening handshake included. A connection
-    /// leaves the count when its thread (the handler) returns.
+    /// Live TCP connections (hub connections, application WebSockets and requests, those
+    /// still sending their head). A connection leaves the count when its threads end.
     #[must_use]
     pub fn connections(&self) -> usize {
         lock(&self.shared.registry).conns.len()
     }
 
-    /// Graceful shutdown: stops accepting, closes every open WebSocket with 1001 ("server
-    /// shutdown"), ends every SSE stream (after what is queued; clients reconnect), answers
-    /// every held long poll ("nothing new") and drops the connections still reading their
-    /// request head; waits up to `grace` for the connections to finish (plain HTTP handlers
-    /// included), then shuts the rest down (and waits briefly for their threads).
-    /// [`Server::serve`] returns once this is done. A second call waits for the first one and
-    /// returns the same report.
+    /// Graceful shutdown: stops accepting; the core server closes every hub WebSocket
+    /// with 1001, ends every SSE stream, answers held polls and answers `503` to heads
+    /// still arriving; every application WebSocket is closed with 1001 ("server
+    /// shutdown") and application HTTP handlers may finish. Waits up to `grace` for the
+    /// connections to end, then shuts the rest down (and waits briefly for their
+    /// threads). [`Server::serve`] returns once this is done. A second call waits for the
+    /// first one and returns the same report.
     pub fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let shared = &self.shared;
         if shared.stop.swap(true, Ordering::AcqRel) {
@@ -448,20 +478,25 @@ impl ServerHandle {
         }
         wake_accept(shared.local);
         let start = Instant::now();
-        let first: Vec<(u64, Arc<Tracked>)> =
-            lock(&shared.registry).conns.iter().map(|(id, c)| (*id, Arc::clone(c))).collect();
-        let mut seen: HashSet<u64> = first.iter().map(|(id, _)| *id).collect();
-        for (_, conn) in &first {
-            conn.shutdown_by_server();
+        let first: Vec<Arc<Tracked>> = lock(&shared.registry).conns.values().cloned().collect();
+        let seen = first.len();
+        {
+            let mut core = pump::core(shared);
+            core.server.shutdown(start, grace);
+            core.after(shared);
+        }
+        for t in &first {
+            if let Role::Ws(conn) = lock(&t.role).clone() {
+                conn.shutdown_by_server();
+            }
         }
         drop(first);
         let remaining = wait_for_empty(shared, start + grace);
-        seen.extend(remaining.iter().map(|(id, _)| *id));
-        for (_, conn) in &remaining {
-            conn.abort();
+        for t in &remaining {
+            t.abort();
         }
-        let report =
-            ShutdownReport { closed: seen.len() - remaining.len(), dropped: remaining.len() };
+        let dropped = remaining.len();
+        let report = ShutdownReport { closed: seen.saturating_sub(dropped), dropped };
         drop(remaining);
         wait_for_empty(shared, Instant::now() + REAP);
         *lock(&shared.finished) = Some(report);
@@ -471,12 +506,12 @@ impl ServerHandle {
 }
 
 /// Waits until no connection is registered or `until`; returns those still registered.
-fn wait_for_empty(shared: &Shared, until: Instant) -> Vec<(u64, Arc<Tracked>)> {
+fn wait_for_empty(shared: &Shared, until: Instant) -> Vec<Arc<Tracked>> {
     let mut reg = lock(&shared.registry);
     loop {
         let now = Instant::now();
         if reg.conns.is_empty() || now >= until {
-            return reg.conns.iter().map(|(id, c)| (*id, Arc::clone(c))).collect();
+            return reg.conns.values().cloned().collect();
         }
         reg = shared
             .left
@@ -498,8 +533,9 @@ fn wake_accept(local: SocketAddr) {
     let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
 }
 
-/// A complete upgrade request awaiting the application's decision: [`accept`](Self::accept)
-/// or [`reject`](Self::reject) it. Dropping it undecided drops the connection.
+/// A complete upgrade request for a path that is not the hub's, awaiting the
+/// application's decision: [`accept`](Self::accept) or [`reject`](Self::reject) it.
+/// Dropping it undecided drops the connection.
 pub struct Upgrade {
     link: Link,
     request: UpgradeRequest,
@@ -544,7 +580,7 @@ impl Upgrade {
             .command(Flush::Try, |ws, now| ws.accept(now, subprotocol, headers))
             .map_err(|e| io_error(&e))?;
         let ws = WebSocket::new(self.link, subprotocol.map(str::to_owned));
-        if self.shared.stop.load(Ordering::Acquire) {
+        if self.shared.is_stopping() {
             // A shutdown began while the handler decided: say goodbye at once.
             let _ = ws.close(tidewire::ws::CloseCode::GOING_AWAY, "server shutdown");
         }

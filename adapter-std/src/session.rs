@@ -79,23 +79,16 @@ impl Default for SessionOptions {
 /// ```
 /// use std::time::Duration;
 /// use tidewire_std::tidewire::client::{SessionConfig, SessionEvent};
-/// use tidewire_std::tidewire::hub::{AllowAll, HubConfig, Principal};
-/// use tidewire_std::{HubHandle, Server, ServerConfig, Session};
+/// use tidewire_std::tidewire::server::Routes;
+/// use tidewire_std::{Server, ServerConfig, Session};
 ///
-/// // A hub server on a free port.
-/// let hub = HubHandle::new(HubConfig::default(), AllowAll);
-/// let server = Server::bind("127.0.0.1:0", ServerConfig::default())?;
+/// // A hub server on a free port: the core server's routes, everyone anonymous.
+/// let mut cfg = ServerConfig::default();
+/// cfg.endpoint.routes = Routes::default();
+/// let server = Server::bind("127.0.0.1:0", cfg)?;
 /// let port = server.local_addr().port();
 /// let handle = server.handle();
-/// let serving = {
-///     let hub = hub.clone();
-///     std::thread::spawn(move || {
-///         server.serve(move |upgrade| {
-///             let Ok(ws) = upgrade.accept(None, &[]) else { return };
-///             hub.serve_ws(ws, Principal::anonymous(), None);
-///         })
-///     })
-/// };
+/// let serving = std::thread::spawn(move || server.serve(|up| drop(up.reject(404, &[], b""))));
 ///
 /// let mut session = Session::connect(SessionConfig::new("127.0.0.1", port));
 /// session.subscribe("news")?;
@@ -215,7 +208,7 @@ impl Session {
     #[must_use]
     pub fn with_options(mut cfg: SessionConfig, opts: SessionOptions) -> Session {
         if cfg.rng_seed == [0; 32] && getrandom::fill(&mut cfg.rng_seed).is_err() {
-            let s = crate::channels::fallback_seed().to_le_bytes();
+            let s = crate::fallback_seed().to_le_bytes();
             cfg.rng_seed[..8].copy_from_slice(&s);
         }
         let core = ClientSession::new(cfg, Instant::now());

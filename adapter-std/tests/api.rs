@@ -16,8 +16,8 @@ use tidewire_std::{
 
 fn big_cfg() -> ServerConfig {
     let mut cfg = ServerConfig::default();
-    cfg.ws.max_frame = 32 << 20;
-    cfg.ws.max_message = 32 << 20;
+    cfg.endpoint.ws.max_frame = 32 << 20;
+    cfg.endpoint.ws.max_message = 32 << 20;
     cfg
 }
 
@@ -96,8 +96,8 @@ fn try_send_hands_the_message_back_when_the_peer_does_not_read() {
     within(15, || {
         let (result_tx, result_rx) = mpsc::channel();
         let mut cfg = ServerConfig::default();
-        cfg.ws.max_outbound = 64 << 10;
-        cfg.ws.keepalive = None;
+        cfg.endpoint.ws.max_outbound = 64 << 10;
+        cfg.endpoint.ws.keepalive = None;
         let server = TestServer::start(cfg, move |up: Upgrade| {
             let Ok(ws) = up.accept(None, &[]) else { return };
             let chunk = Message::binary(vec![7u8; 32 << 10]);
@@ -133,7 +133,7 @@ fn blocking_send_waits_for_the_reader_then_proceeds() {
         const COUNT: usize = 400; // 400 × 64 KiB = 25 MiB: more than the socket buffers hold
         let (done_tx, done_rx) = mpsc::channel();
         let mut cfg = ServerConfig::default();
-        cfg.ws.max_outbound = 128 << 10;
+        cfg.endpoint.ws.max_outbound = 128 << 10;
         let server = TestServer::start(cfg, move |up: Upgrade| {
             let Ok(mut ws) = up.accept(None, &[]) else { return };
             let payload = tidewire_std::Bytes::from(vec![1u8; 64 << 10]);

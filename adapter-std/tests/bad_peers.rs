@@ -38,7 +38,7 @@ fn a_head_trickling_in_is_cut_off_at_the_handshake_deadline() {
     let _census = shared();
     within(10, || {
         let mut cfg = ServerConfig::default();
-        cfg.ws.handshake_timeout = Duration::from_secs(1);
+        cfg.endpoint.head_timeout = Duration::from_secs(1); // the core reads heads now
         let server = TestServer::start(cfg, echo);
         let mut s = raw(server.addr);
         let mut writer = s.try_clone().unwrap();
@@ -109,9 +109,9 @@ fn a_peer_that_stops_reading_ends_by_send_timeout_with_bounded_memory() {
         const CHUNK: usize = 64 << 10;
         let (tx, rx) = mpsc::channel();
         let mut cfg = ServerConfig::default();
-        cfg.ws.keepalive = None; // only the outbox policy may end it
-        cfg.ws.send_timeout = Some(Duration::from_millis(500));
-        cfg.ws.max_outbound = MAX_OUTBOUND;
+        cfg.endpoint.ws.keepalive = None; // only the outbox policy may end it
+        cfg.endpoint.ws.send_timeout = Some(Duration::from_millis(500));
+        cfg.endpoint.ws.max_outbound = MAX_OUTBOUND;
         let tx = std::sync::Mutex::new(tx);
         let server = TestServer::start(cfg, move |up: Upgrade| {
             let Ok(mut ws) = up.accept(None, &[]) else { return };
@@ -153,7 +153,7 @@ fn a_peer_that_never_answers_pings_is_declared_dead() {
     within(10, || {
         let (tx, rx) = mpsc::channel();
         let mut cfg = ServerConfig::default();
-        cfg.ws.keepalive =
+        cfg.endpoint.ws.keepalive =
             Some(HeartbeatConfig::ping(Duration::from_millis(200), Duration::from_millis(300)));
         let server = TestServer::start(cfg, reporting(tx));
         let mut peer = raw_upgraded(server.addr);

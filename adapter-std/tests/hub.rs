@@ -1,5 +1,5 @@
-//! `HubHandle` on a real server: WebSocket envelopes, SSE, polling and HTTP publishes
-//! sharing one log per channel; resume; the slow-consumer close.
+//! The hub routes of the core server on a real socket pump: WebSocket envelopes, SSE,
+//! polling and HTTP publishes sharing one log per channel; resume; the slow-consumer close.
 
 mod common;
 
@@ -9,53 +9,18 @@ use std::time::Duration;
 
 use common::{Blocks, TestServer, fetch, get, raw, read_to_end_lossy, settle, within};
 use tidewire_std::tidewire::client::wire::{PollBody, ServerFrame};
-use tidewire_std::tidewire::hub::{DemoAuth, HubConfig, HubEvent, Principal};
+use tidewire_std::tidewire::hub::{HubConfig, HubEvent};
 use tidewire_std::tidewire::policy::outbox::OutboxConfig;
 use tidewire_std::tidewire::replay::Position;
+use tidewire_std::tidewire::server::ServerEvent;
 use tidewire_std::tidewire::time::Duration as CoreDuration;
-use tidewire_std::{
-    ClientOptions, CloseCode, HttpRequest, HubHandle, HubOptions, ServerConfig, Upgrade, WebSocket,
-    connect,
-};
+use tidewire_std::{ClientOptions, CloseCode, ServerConfig, WebSocket, connect};
 
-/// The demo's routes: `/ws`, `/events`, `/poll`, `/api/publish` (token `admin` is trusted).
-fn start(hub: &HubHandle) -> TestServer {
-    start_cfg(hub, ServerConfig::default())
-}
-
-fn start_cfg(hub: &HubHandle, cfg: ServerConfig) -> TestServer {
-    let (h1, h2) = (hub.clone(), hub.clone());
-    TestServer::start_with(
-        cfg,
-        move |up: Upgrade| {
-            let Some(p) = DemoAuth::authenticate(up.request().token().as_deref()) else {
-                let _ = up.reject(401, &[], b"");
-                return;
-            };
-            let Ok(ws) = up.accept(None, &[]) else { return };
-            let name = p.user.clone();
-            h1.serve_ws(ws, p, name);
-        },
-        move |req: HttpRequest| {
-            let token = req.request().token();
-            let trusted = token.as_deref() == Some("admin");
-            let principal = if trusted {
-                Some(Principal::anonymous())
-            } else {
-                DemoAuth::authenticate(token.as_deref())
-            };
-            let Some(p) = principal else {
-                let _ = req.respond(401, &[], b"bad token\n");
-                return;
-            };
-            let _ = match req.request().path_only() {
-                "/events" => h2.serve_sse(req, p),
-                "/poll" => h2.serve_poll(req, p),
-                "/api/publish" => h2.serve_publish(req, p, trusted),
-                _ => req.respond(404, &[], b""),
-            };
-        },
-    )
+/// The core's routes: `/ws`, `/events`, `/poll`, `/api/publish` (token `admin` is trusted).
+fn start(hub: HubConfig) -> TestServer {
+    let mut cfg = ServerConfig::default();
+    cfg.endpoint.hub = hub;
+    TestServer::hub(cfg)
 }
 
 fn ws(addr: SocketAddr, token: Option<&str>) -> WebSocket {
@@ -82,8 +47,8 @@ fn small_grace() -> HubConfig {
 #[test]
 fn websocket_clients_subscribe_publish_ack_refuse_and_see_presence() {
     within(30, || {
-        let hub = HubHandle::new(small_grace(), DemoAuth);
-        let server = start(&hub);
+        let server = start(small_grace());
+        let hub = server.handle.clone();
         let mut ann = ws(server.addr, Some("user:ann"));
         let mut bob = ws(server.addr, Some("user:bob"));
 
@@ -129,8 +94,9 @@ fn websocket_clients_subscribe_publish_ack_refuse_and_see_presence() {
         let ServerFrame::Presence { join, leave, .. } = next(&mut ann) else { panic!() };
         assert_eq!((join, leave), (vec![], vec!["bob".to_owned()]));
         assert!(settle(|| {
-            std::iter::from_fn(|| hub.next_event())
-                .any(|e| matches!(e, HubEvent::Left { member, .. } if &*member == "bob"))
+            std::iter::from_fn(|| hub.next_event()).any(|e| {
+                matches!(e, ServerEvent::Hub(HubEvent::Left { member, .. }) if &*member == "bob")
+            })
         }));
         assert_eq!(hub.stats().duplicates, 1);
         drop(ann);
@@ -152,8 +118,8 @@ fn sse_fields(block: &str) -> (String, String, String) {
 #[test]
 fn sse_and_polling_read_the_same_log_as_websocket() {
     within(30, || {
-        let hub = HubHandle::new(HubConfig::default(), DemoAuth);
-        let server = start(&hub);
+        let server = start(HubConfig::default());
+        let hub = server.handle.clone();
         let mut ws1 = ws(server.addr, None);
         ws1.send(r#"{"op":"sub","ch":"public:ticks"}"#).unwrap();
         assert!(matches!(next(&mut ws1), ServerFrame::Subscribed { .. }));
@@ -204,7 +170,7 @@ fn sse_and_polling_read_the_same_log_as_websocket() {
         // A long poll is answered by the next publish, on any transport.
         let waiting =
             get(server.addr, &format!("/poll?ch=public:ticks&pos={}&wait=1", positions[2]), "");
-        assert!(settle(|| hub.inspect(|h| h.members("public:ticks").count()) >= 3));
+        assert!(settle(|| hub.inspect(|s| s.hub().members("public:ticks").count()) >= 3));
         let fourth = hub.publish("public:ticks", "4").unwrap();
         let mut waiting = waiting;
         let all = String::from_utf8(read_to_end_lossy(&mut waiting)).unwrap();
@@ -226,8 +192,8 @@ fn sse_and_polling_read_the_same_log_as_websocket() {
 #[test]
 fn resume_gets_exactly_the_missed_messages_or_a_reset() {
     within(30, || {
-        let hub = HubHandle::new(HubConfig::default(), DemoAuth);
-        let server = start(&hub);
+        let server = start(HubConfig::default());
+        let hub = server.handle.clone();
         let mut a = ws(server.addr, None);
         a.send(r#"{"op":"sub","ch":"public:r"}"#).unwrap();
         assert!(matches!(next(&mut a), ServerFrame::Subscribed { .. }));
@@ -275,10 +241,11 @@ fn a_slow_websocket_consumer_is_closed_with_4100() {
             outbox: OutboxConfig { max_bytes: 16 << 10, max_items: 64, ..OutboxConfig::default() },
             ..HubConfig::default()
         };
-        let mut opts = HubOptions::default();
-        opts.push_buffer = 4 << 10;
-        let hub = HubHandle::with_options(cfg, DemoAuth, opts);
-        let server = start(&hub);
+        let mut server_cfg = ServerConfig::default();
+        server_cfg.endpoint.hub = cfg;
+        server_cfg.endpoint.ws.max_outbound = 4 << 10;
+        let server = TestServer::hub(server_cfg);
+        let hub = server.handle.clone();
         let mut slow = ws(server.addr, None);
         slow.send(r#"{"op":"sub","ch":"public:flood"}"#).unwrap();
         assert!(matches!(next(&mut slow), ServerFrame::Subscribed { .. }));
@@ -290,14 +257,12 @@ fn a_slow_websocket_consumer_is_closed_with_4100() {
             n += 1;
         }
         assert_eq!(hub.stats().too_slow, 1, "after {n} publishes");
-        let closed = std::iter::from_fn(|| hub.next_event())
-            .find(|e| matches!(e, HubEvent::Close { .. }))
-            .expect("a Close event");
-        assert!(matches!(closed, HubEvent::Close { code: CloseCode::TOO_SLOW, .. }));
+        // The core server took the hub's close (it is not an application event any more).
+        assert_eq!(hub.inspect(|s| s.stats().closed_by_hub), 1);
         // Reading again, it gets what was in flight and then the close frame.
         let info = common::recv_until_closed(&mut slow);
         assert_eq!(info.code, CloseCode::TOO_SLOW, "{info:?}");
-        assert!(settle(|| hub.inspect(tidewire_std::tidewire::hub::Hub::connection_count) == 0));
+        assert!(settle(|| hub.hub_connections() == 0));
         server.stop(Duration::from_secs(1));
     });
 }
@@ -320,8 +285,8 @@ fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
 #[test]
 fn http_publish_authorizes_dedups_and_answers_the_position() {
     within(30, || {
-        let hub = HubHandle::new(HubConfig::default(), DemoAuth);
-        let server = start(&hub);
+        let server = start(HubConfig::default());
+        let hub = server.handle.clone();
         let mut watcher = ws(server.addr, Some("user:zed"));
         watcher.send(r#"{"op":"sub","ch":"chat:x"}"#).unwrap();
         assert!(matches!(next(&mut watcher), ServerFrame::Subscribed { .. }));

@@ -1,7 +1,7 @@
-//! Polling end to end over loopback (first request, catch-up, `If-None-Match`, long polls
-//! answered by a publish or by their deadline, bad requests, shutdown), plus the plain HTTP
-//! surface of `serve_with`: routing, request bodies, and `serve`'s unchanged answer to a
-//! request that is not an upgrade.
+//! The core server's `/poll` route end to end over loopback (first request, catch-up,
+//! `If-None-Match`, long polls answered by a publish or by their deadline, bad requests,
+//! shutdown), plus the plain HTTP surface of `serve_with`: requests handed over to the
+//! application, request bodies, and `serve`'s 404 to a request that is not an upgrade.
 
 mod common;
 
@@ -11,20 +11,23 @@ use std::time::{Duration, Instant};
 
 use common::{TestServer, fetch, raw, read_to_end_lossy, settle, within};
 use tidewire_std::tidewire::replay::Position;
-use tidewire_std::{Channels, ChannelsConfig, HttpRequest, Message, ServerConfig, Upgrade};
+use tidewire_std::{HttpRequest, Message, ServerConfig, Upgrade};
 
 fn echo_ws(up: Upgrade) {
     common::echo(up);
 }
 
-fn start(channels: &Channels) -> TestServer {
-    let channels = channels.clone();
-    TestServer::start_with(ServerConfig::default(), echo_ws, move |req: HttpRequest| {
-        if req.request().path_only() == "/poll" {
-            let _ = channels.serve_poll(req);
-        } else {
-            let _ = req.respond(404, &[], b"not found\n");
-        }
+/// A hub server; `/poll` is the core's. Returns it and a handle to publish with.
+fn start(cfg: ServerConfig) -> (TestServer, tidewire_std::ServerHandle) {
+    let server = TestServer::hub(cfg);
+    let hub = server.handle.clone();
+    (server, hub)
+}
+
+/// Polls the core server holds.
+fn held(hub: &tidewire_std::ServerHandle) -> usize {
+    hub.inspect(|s| {
+        s.describe_connections().iter().filter(|(_, what)| what.starts_with("held poll")).count()
     })
 }
 
@@ -37,29 +40,31 @@ fn pos_of(body: &str) -> Position {
 #[test]
 fn first_request_catch_up_and_not_modified() {
     within(10, || {
-        let channels = Channels::new(ChannelsConfig::default());
-        let server = start(&channels);
-        let first = channels.publish("ticks", "{\"n\":1}").unwrap();
+        let (server, hub) = start(ServerConfig::default());
+        let first = hub.publish("public:ticks", "{\"n\":1}").unwrap();
         // A first request learns the head, and no events.
-        let (status, head, body) = fetch(server.addr, "/poll?ch=ticks", "");
+        let (status, head, body) = fetch(server.addr, "/poll?ch=public:ticks", "");
         assert_eq!(status, 200, "{head}");
         assert!(head.contains("Content-Type: application/json"), "{head}");
         assert!(head.contains(&format!("ETag: \"{first}\"")), "{head}");
         assert_eq!(
             body,
-            format!("{{\"ch\":\"ticks\",\"pos\":\"{first}\",\"recovered\":true,\"events\":[]}}")
+            format!(
+                "{{\"ch\":\"public:ticks\",\"pos\":\"{first}\",\"recovered\":true,\"events\":[]}}"
+            )
         );
 
         // Catch up from there.
-        let p2 = channels.publish("ticks", "{\"n\":2}").unwrap();
-        let p3 = channels.publish("ticks", "{\"n\":3}").unwrap();
-        let (status, _, body) = fetch(server.addr, &format!("/poll?ch=ticks&pos={first}"), "");
+        let p2 = hub.publish("public:ticks", "{\"n\":2}").unwrap();
+        let p3 = hub.publish("public:ticks", "{\"n\":3}").unwrap();
+        let (status, _, body) =
+            fetch(server.addr, &format!("/poll?ch=public:ticks&pos={first}"), "");
         assert_eq!(status, 200);
         let ep = first.epoch;
         assert_eq!(
             body,
             format!(
-                "{{\"ch\":\"ticks\",\"pos\":\"{p3}\",\"recovered\":true,\"events\":[\
+                "{{\"ch\":\"public:ticks\",\"pos\":\"{p3}\",\"recovered\":true,\"events\":[\
                  {{\"ep\":\"{ep}\",\"off\":{},\"data\":{{\"n\":2}}}},\
                  {{\"ep\":\"{ep}\",\"off\":{},\"data\":{{\"n\":3}}}}]}}",
                 p2.offset, p3.offset
@@ -68,27 +73,30 @@ fn first_request_catch_up_and_not_modified() {
 
         // Nothing new since the ETag: 304.
         let (status, head, body) =
-            fetch(server.addr, "/poll?ch=ticks", &format!("If-None-Match: \"{p3}\"\r\n"));
+            fetch(server.addr, "/poll?ch=public:ticks", &format!("If-None-Match: \"{p3}\"\r\n"));
         assert_eq!(status, 304, "{head}");
         assert!(body.is_empty());
-        assert_eq!(channels.streams(), 0);
+        assert!(settle(|| held(&hub) == 0));
     });
 }
 
 #[test]
 fn a_gone_position_is_not_recovered() {
     within(10, || {
-        let mut cfg = ChannelsConfig::default();
-        cfg.feeds.log.max_count = 2;
-        let channels = Channels::new(cfg);
-        let server = start(&channels);
+        let mut cfg = ServerConfig::default();
+        cfg.endpoint.hub.log.max_count = 2;
+        let (server, hub) = start(cfg);
         let p: Vec<Position> =
-            (1..=5).map(|n| channels.publish("ticks", format!("{n}")).unwrap()).collect();
-        let (status, _, body) = fetch(server.addr, &format!("/poll?ch=ticks&pos={}", p[0]), "");
+            (1..=5).map(|n| hub.publish("public:ticks", format!("{n}")).unwrap()).collect();
+        let (status, _, body) =
+            fetch(server.addr, &format!("/poll?ch=public:ticks&pos={}", p[0]), "");
         assert_eq!(status, 200);
         assert_eq!(
             body,
-            format!("{{\"ch\":\"ticks\",\"pos\":\"{}\",\"recovered\":false,\"events\":[]}}", p[4])
+            format!(
+                "{{\"ch\":\"public:ticks\",\"pos\":\"{}\",\"recovered\":false,\"events\":[]}}",
+                p[4]
+            )
         );
     });
 }
@@ -96,89 +104,95 @@ fn a_gone_position_is_not_recovered() {
 #[test]
 fn a_long_poll_is_held_until_a_publish() {
     within(10, || {
-        let channels = Channels::new(ChannelsConfig::default());
-        let server = start(&channels);
-        let head = channels.publish("ticks", "0").unwrap();
+        let (server, hub) = start(ServerConfig::default());
+        let head = hub.publish("public:ticks", "0").unwrap();
         let addr = server.addr;
-        let path = format!("/poll?ch=ticks&pos={head}&wait=1");
+        let path = format!("/poll?ch=public:ticks&pos={head}&wait=1");
         let waiting = std::thread::spawn(move || {
             let start = Instant::now();
             (fetch(addr, &path, ""), start.elapsed())
         });
-        assert!(settle(|| channels.streams() == 1), "the poll is held");
+        assert!(settle(|| held(&hub) == 1), "the poll is held");
         std::thread::sleep(Duration::from_millis(100));
-        let p = channels.publish("ticks", "{\"n\":1}").unwrap();
+        let p = hub.publish("public:ticks", "{\"n\":1}").unwrap();
         let ((status, _, body), took) = waiting.join().unwrap();
         assert_eq!(status, 200);
         assert_eq!(pos_of(&body), p);
         assert!(body.contains("\"data\":{\"n\":1}"), "{body}");
         assert!(took >= Duration::from_millis(100), "{took:?}");
-        assert!(settle(|| channels.streams() == 0));
+        assert!(settle(|| held(&hub) == 0));
     });
 }
 
 #[test]
 fn a_long_poll_times_out_with_nothing_new() {
     within(10, || {
-        let mut cfg = ChannelsConfig::default();
-        cfg.poll.long_poll = Duration::from_millis(300);
-        let channels = Channels::new(cfg);
-        let server = start(&channels);
-        let head = channels.publish("ticks", "0").unwrap();
+        let mut cfg = ServerConfig::default();
+        cfg.endpoint.poll.long_poll = Duration::from_millis(300);
+        let (server, hub) = start(cfg);
+        let head = hub.publish("public:ticks", "0").unwrap();
         // A publish on another channel does not answer it.
-        let other = channels.clone();
+        let other = hub.clone();
         let noise = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
-            other.publish("other", "1").unwrap();
+            other.publish("public:other", "1").unwrap();
         });
         let start = Instant::now();
         let (status, _, body) =
-            fetch(server.addr, &format!("/poll?ch=ticks&pos={head}&wait=1"), "");
+            fetch(server.addr, &format!("/poll?ch=public:ticks&pos={head}&wait=1"), "");
         let took = start.elapsed();
         noise.join().unwrap();
         assert_eq!(status, 200);
         assert_eq!(
             body,
-            format!("{{\"ch\":\"ticks\",\"pos\":\"{head}\",\"recovered\":true,\"events\":[]}}")
+            format!(
+                "{{\"ch\":\"public:ticks\",\"pos\":\"{head}\",\"recovered\":true,\"events\":[]}}"
+            )
         );
         assert!(took >= Duration::from_millis(280) && took < Duration::from_secs(2), "{took:?}");
         // Conditional: 304 at the deadline.
-        let (status, _, _) =
-            fetch(server.addr, "/poll?ch=ticks&wait=1", &format!("If-None-Match: \"{head}\"\r\n"));
+        let (status, _, _) = fetch(
+            server.addr,
+            "/poll?ch=public:ticks&wait=1",
+            &format!("If-None-Match: \"{head}\"\r\n"),
+        );
         assert_eq!(status, 304);
-        assert_eq!(channels.streams(), 0);
+        assert!(settle(|| held(&hub) == 0));
     });
 }
 
 #[test]
 fn bad_requests_get_400() {
     within(10, || {
-        let channels = Channels::new(ChannelsConfig::default());
-        let server = start(&channels);
-        for path in ["/poll?ch=ticks&pos=zzz", "/poll?ch=ticks&pos=1:x", "/poll?pos=a1:1", "/poll"]
-        {
+        let (server, hub) = start(ServerConfig::default());
+        for path in [
+            "/poll?ch=public:ticks&pos=zzz",
+            "/poll?ch=public:ticks&pos=1:x",
+            "/poll?pos=a1:1",
+            "/poll",
+        ] {
             let (status, head, _) = fetch(server.addr, path, "");
             assert_eq!(status, 400, "{path}: {head}");
         }
-        let (status, _, _) = fetch(server.addr, "/poll?ch=ticks", "If-None-Match: \"nope\"\r\n");
+        let (status, _, _) =
+            fetch(server.addr, "/poll?ch=public:ticks", "If-None-Match: \"nope\"\r\n");
         assert_eq!(status, 400);
         let long = "c".repeat(1000);
         let (status, _, _) = fetch(server.addr, &format!("/poll?ch={long}"), "");
-        assert_eq!(status, 400, "a channel name over FeedsConfig::max_name");
-        assert_eq!(channels.streams(), 0);
+        assert_eq!(status, 400, "a channel name over HubConfig::max_channel_name");
+        assert!(settle(|| held(&hub) == 0));
     });
 }
 
 #[test]
 fn shutdown_answers_held_polls() {
     within(10, || {
-        let channels = Channels::new(ChannelsConfig::default());
-        let server = start(&channels);
-        let head = channels.publish("ticks", "0").unwrap();
+        let (server, hub) = start(ServerConfig::default());
+        let head = hub.publish("public:ticks", "0").unwrap();
         let addr = server.addr;
-        let path = format!("/poll?ch=ticks&pos={head}&wait=1");
+        let path = format!("/poll?ch=public:ticks&pos={head}&wait=1");
         let waiting = std::thread::spawn(move || fetch(addr, &path, ""));
-        assert!(settle(|| channels.streams() == 1));
+        assert!(settle(|| held(&hub) == 1));
         let start = Instant::now();
         let report = server.stop(Duration::from_secs(2));
         assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
@@ -186,7 +200,7 @@ fn shutdown_answers_held_polls() {
         let (status, _, body) = waiting.join().unwrap();
         assert_eq!(status, 200);
         assert_eq!(pos_of(&body), head);
-        assert_eq!(channels.streams(), 0);
+        assert!(settle(|| held(&hub) == 0));
     });
 }
 
@@ -248,7 +262,7 @@ fn serve_with_routes_upgrades_to_ws_and_reads_bodies() {
 fn a_body_that_does_not_arrive_is_cut_off() {
     within(10, || {
         let mut cfg = ServerConfig::default();
-        cfg.ws.handshake_timeout = Duration::from_millis(300);
+        cfg.endpoint.ws.handshake_timeout = Duration::from_millis(300);
         let (tx, rx) = mpsc::channel();
         let tx = std::sync::Mutex::new(tx);
         let server = TestServer::start_with(cfg, echo_ws, move |mut req: HttpRequest| {
@@ -264,16 +278,17 @@ fn a_body_that_does_not_arrive_is_cut_off() {
 }
 
 #[test]
-fn serve_answers_a_plain_request_as_before() {
+fn serve_answers_plain_requests_404() {
+    // Before the core server, `serve` sent every request to the WebSocket handshake (426,
+    // 405); now a request for an application path without an HTTP handler gets 404.
     within(10, || {
         let server = TestServer::start(ServerConfig::default(), common::echo);
         let (status, head, _) = fetch(server.addr, "/events?ch=ticks", "");
-        assert_eq!(status, 426, "no Upgrade header: the handshake's answer, {head}");
-        assert!(head.contains("Upgrade: websocket"), "{head}");
+        assert_eq!(status, 404, "{head}");
         let mut s = raw(server.addr);
         s.write_all(b"POST / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
         let answer = String::from_utf8(read_to_end_lossy(&mut s)).unwrap();
-        assert!(answer.starts_with("HTTP/1.1 405 "), "{answer}");
+        assert!(answer.starts_with("HTTP/1.1 404 "), "{answer}");
         assert!(settle(|| server.handle.connections() == 0));
     });
 }

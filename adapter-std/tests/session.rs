@@ -1,5 +1,6 @@
-//! `Session` end to end against `HubHandle` servers: delivery, restart with a new hub
-//! (refetch, resubscribe, queued publish delivered once), fallback to SSE and polling.
+//! `Session` end to end against hub servers (the core server's routes): delivery, restart
+//! with a new hub (refetch, resubscribe, queued publish delivered once), fallback to SSE and
+//! polling.
 
 mod common;
 
@@ -7,35 +8,38 @@ use std::time::{Duration, Instant};
 
 use common::{TestServer, within};
 use tidewire_std::tidewire::client::{SessionConfig, SessionEvent, SessionState, Transport};
-use tidewire_std::tidewire::hub::{AllowAll, HubConfig, Principal};
+use tidewire_std::tidewire::http::Request;
+use tidewire_std::tidewire::hub::{AllowAll, Principal};
 use tidewire_std::tidewire::policy::BackoffConfig;
+use tidewire_std::tidewire::server::{Credential, Refusal, Routes, Verdict};
 use tidewire_std::tidewire::time::Duration as CoreDuration;
-use tidewire_std::{HttpRequest, HubHandle, ServerConfig, Session, Upgrade};
+use tidewire_std::{HttpRequest, Server, ServerConfig, ServerHandle, Session, Upgrade};
 
-/// A hub server on `addr`; `/ws` answers 502 when `ws_blocked`.
-fn start(hub: &HubHandle, addr: &str, ws_blocked: bool) -> TestServer {
-    let (h1, h2) = (hub.clone(), hub.clone());
-    TestServer::start_at(
-        addr,
-        ServerConfig::default(),
-        move |up: Upgrade| {
-            if ws_blocked {
-                let _ = up.reject(502, &[], b"no upgrades here\n");
-                return;
-            }
-            let Ok(ws) = up.accept(None, &[]) else { return };
-            h1.serve_ws(ws, Principal::user("sam"), Some("sam".into()));
-        },
-        move |req: HttpRequest| {
-            let p = Principal::user("sam");
-            let _ = match req.request().path_only() {
-                "/events" => h2.serve_sse(req, p),
-                "/poll" => h2.serve_poll(req, p),
-                "/api/publish" => h2.serve_publish(req, p, false),
-                _ => req.respond(404, &[], b""),
-            };
-        },
-    )
+/// A hub server on `addr` where everyone is `sam`; `/ws` answers 502 when `ws_blocked`.
+fn start(addr: &str, ws_blocked: bool) -> (TestServer, ServerHandle) {
+    let mut cfg = ServerConfig::default();
+    cfg.endpoint.routes = Routes::default();
+    let authn = move |req: &Request| {
+        if ws_blocked && req.is_websocket_upgrade() {
+            return Verdict::Refuse(Refusal::new(502, "no upgrades here"));
+        }
+        Verdict::Allow(Credential::client(Principal::user("sam")))
+    };
+    let server = Server::bind_with(addr, cfg, authn, AllowAll).expect("bind");
+    let handle = server.handle();
+    let addr = server.local_addr();
+    let serving = std::thread::spawn(move || {
+        server.serve_with(
+            |up: Upgrade| drop(up.reject(404, &[], b"")),
+            |req: HttpRequest| drop(req.respond(404, &[], b"")),
+        )
+    });
+    (TestServer::running(handle.clone(), addr, serving), handle)
+}
+
+/// Members of `ch` in the hub.
+fn members(hub: &ServerHandle, ch: &str) -> usize {
+    hub.inspect(|s| s.hub().members(ch).count())
 }
 
 fn config(port: u16) -> SessionConfig {
@@ -78,14 +82,13 @@ fn message_of(ev: &SessionEvent) -> Option<&str> {
 #[test]
 fn a_session_survives_a_server_restart_and_delivers_queued_publishes_once() {
     within(60, || {
-        let hub = HubHandle::new(HubConfig::default(), AllowAll);
-        let server = start(&hub, "127.0.0.1:0", false);
+        let (server, hub) = start("127.0.0.1:0", false);
         let addr = server.addr;
         let mut s = Session::connect(config(addr.port()));
         s.subscribe("news").unwrap();
         until(&mut s, is_open);
         // Subscribed once the hub has the member; then a message arrives.
-        assert!(common::settle(|| hub.inspect(|h| h.members("news").count()) == 1));
+        assert!(common::settle(|| members(&hub, "news") == 1));
         let first = hub.publish("news", r#"{"n":1}"#).unwrap();
         let seen = until(&mut s, |e| message_of(e).is_some());
         assert!(matches!(seen.last(), Some(SessionEvent::Message { pos, .. }) if *pos == first));
@@ -99,8 +102,7 @@ fn a_session_survives_a_server_restart_and_delivers_queued_publishes_once() {
         );
         let id = s.publish("news", r#"{"n":"offline"}"#).unwrap();
 
-        let hub = HubHandle::new(HubConfig::default(), AllowAll);
-        let server = start(&hub, &addr.to_string(), false);
+        let (server, hub) = start(&addr.to_string(), false);
         let seen = until(&mut s, |e| matches!(e, SessionEvent::Acked { id: a, .. } if *a == id));
         let refetch = seen
             .iter()
@@ -131,7 +133,10 @@ fn a_session_survives_a_server_restart_and_delivers_queued_publishes_once() {
             .count();
         assert_eq!(copies, 1, "the queued publish was delivered exactly once");
         assert_eq!(
-            hub.inspect(|h| h.log("news").map(tidewire_std::tidewire::replay::ReplayLog::len)),
+            hub.inspect(|s| s
+                .hub()
+                .log("news")
+                .map(tidewire_std::tidewire::replay::ReplayLog::len)),
             Some(2)
         );
 
@@ -145,14 +150,13 @@ fn a_session_survives_a_server_restart_and_delivers_queued_publishes_once() {
 #[test]
 fn a_blocked_websocket_falls_back_to_sse_then_publishes_over_http() {
     within(60, || {
-        let hub = HubHandle::new(HubConfig::default(), AllowAll);
-        let server = start(&hub, "127.0.0.1:0", true);
+        let (server, hub) = start("127.0.0.1:0", true);
         let mut s = Session::connect(config(server.addr.port()));
         s.subscribe("feed").unwrap();
         let seen = until(&mut s, is_open);
         let SessionEvent::State(open) = seen.last().unwrap() else { unreachable!() };
         assert_eq!(open.transport, Some(Transport::Sse));
-        assert!(common::settle(|| hub.inspect(|h| h.members("feed").count()) == 1));
+        assert!(common::settle(|| members(&hub, "feed") == 1));
         let pos = hub.publish("feed", r#"{"over":"sse"}"#).unwrap();
         let got = until(&mut s, |e| message_of(e).is_some());
         assert!(matches!(got.last(), Some(SessionEvent::Message { pos: p, .. }) if *p == pos));
@@ -176,15 +180,14 @@ fn a_blocked_websocket_falls_back_to_sse_then_publishes_over_http() {
 #[test]
 fn a_polling_session_receives_and_publishes() {
     within(60, || {
-        let hub = HubHandle::new(HubConfig::default(), AllowAll);
-        let server = start(&hub, "127.0.0.1:0", false);
+        let (server, hub) = start("127.0.0.1:0", false);
         let mut cfg = config(server.addr.port());
         cfg.transports = vec![Transport::Polling];
         let mut s = Session::connect(cfg);
         s.subscribe("slow").unwrap();
         until(&mut s, is_open);
         // The first poll learns the head; publish once the long poll is held.
-        assert!(common::settle(|| hub.inspect(|h| h.members("slow").count()) == 1));
+        assert!(common::settle(|| members(&hub, "slow") == 1));
         let pos = hub.publish("slow", "1").unwrap();
         let got = until(&mut s, |e| message_of(e).is_some());
         assert!(matches!(got.last(), Some(SessionEvent::Message { pos: p, .. }) if *p == pos));

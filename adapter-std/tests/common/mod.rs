@@ -9,6 +9,8 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use tidewire_std::tidewire::hub::{DemoAuth, Principal};
+use tidewire_std::tidewire::server::{Credential, Refusal, Routes, Verdict};
 use tidewire_std::{HttpRequest, ServerConfig, ServerHandle, ShutdownReport, Upgrade};
 
 /// Runs `f` on its own thread and fails the test if it takes longer than `secs`.
@@ -38,6 +40,15 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// Wraps a server already serving on `serving`.
+    pub fn running(
+        handle: ServerHandle,
+        addr: SocketAddr,
+        serving: JoinHandle<io::Result<()>>,
+    ) -> Self {
+        Self { handle, addr, serving: Some(serving) }
+    }
+
     pub fn start(cfg: ServerConfig, handler: impl Fn(Upgrade) + Send + Sync + 'static) -> Self {
         let server = tidewire_std::Server::bind("127.0.0.1:0", cfg).expect("bind");
         let handle = server.handle();
@@ -261,4 +272,41 @@ pub fn settle(done: impl Fn() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     true
+}
+
+/// The demo's authentication with one trusted token: `admin` publishes as the server does.
+pub fn demo_authn(req: &tidewire_std::tidewire::http::Request) -> Verdict {
+    match req.token().as_deref() {
+        Some("admin") => {
+            Verdict::Allow(Credential { principal: Principal::anonymous(), trusted: true })
+        }
+        token => match DemoAuth::authenticate(token) {
+            Some(p) => Verdict::Allow(Credential::client(p)),
+            None => Verdict::Refuse(Refusal::unauthorized()),
+        },
+    }
+}
+
+impl TestServer {
+    /// A hub server: the core's default routes (`/ws`, `/events`, `/poll`, `/api/publish`)
+    /// with [`demo_authn`] and the demo's policy; other paths get 404.
+    pub fn hub(cfg: ServerConfig) -> Self {
+        Self::hub_at("127.0.0.1:0", cfg)
+    }
+
+    /// As [`hub`](Self::hub), on a given address (to restart on a port).
+    pub fn hub_at(addr: &str, mut cfg: ServerConfig) -> Self {
+        cfg.endpoint.routes = Routes::default();
+        let server =
+            tidewire_std::Server::bind_with(addr, cfg, demo_authn, DemoAuth).expect("bind");
+        let handle = server.handle();
+        let addr = server.local_addr();
+        let serving = std::thread::spawn(move || {
+            server.serve_with(
+                |up: Upgrade| drop(up.reject(404, &[], b"")),
+                |req: HttpRequest| drop(req.respond(404, &[], b"not found\n")),
+            )
+        });
+        Self { handle, addr, serving: Some(serving) }
+    }
 }

@@ -1,0 +1,151 @@
+//! The hub operations of a [`ServerHandle`]: each one mutation of the core server under its
+//! lock, followed by the pump's drain.
+
+use std::time::{Duration, Instant};
+
+use tidewire::hub::{HubError, HubStats};
+use tidewire::replay::Position;
+use tidewire::server::{ConnHandle, Server as Endpoint, ServerEvent, Verdict};
+
+use crate::ServerHandle;
+use crate::pump::{Core, core};
+
+impl ServerHandle {
+    /// Runs `f` on the core server under its lock, then drains what it set in motion.
+    fn with<T>(&self, f: impl FnOnce(&mut Core, Instant) -> T) -> T {
+        let mut core = core(&self.shared);
+        let out = f(&mut core, Instant::now());
+        core.after(&self.shared);
+        out
+    }
+
+    /// The trusted server-side publish: appends `json` (one JSON value) to `ch`'s log and
+    /// delivers it on every transport.
+    ///
+    /// With [`ServerConfig::redis`](crate::ServerConfig::redis) the message goes through
+    /// the bus, which numbers it: the call waits for Redis's answer ([`submit`](Self::submit)).
+    ///
+    /// # Errors
+    /// [`HubError::BadJson`], [`HubError::BadChannel`], [`HubError::ChannelLimit`];
+    /// [`HubError::Unavailable`] while Redis is unreachable.
+    pub fn publish(&self, ch: &str, json: impl AsRef<[u8]>) -> Result<Position, HubError> {
+        if self.shared.bus.is_some() {
+            return self.submit_with(ch, None, json.as_ref());
+        }
+        self.with(|c, now| c.server.publish(now, ch, json.as_ref()))
+    }
+
+    /// [`publish`](Self::publish) deduplicated by `id`: a repeated id is answered with the
+    /// first one's position (the core's trusted window, `ServerConfig::trusted_dedup`; with
+    /// Redis, across instances for `RedisConfig::dedup_ttl`).
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish); [`HubError::BadId`] for an id over the hub's bound.
+    pub fn publish_once(
+        &self,
+        ch: &str,
+        id: &str,
+        json: impl AsRef<[u8]>,
+    ) -> Result<Position, HubError> {
+        if self.shared.bus.is_some() {
+            return self.submit_with(ch, Some(id), json.as_ref());
+        }
+        self.with(|c, now| c.server.publish_once(now, ch, id, json.as_ref()))
+    }
+
+    /// Publishes through the Redis bus and waits (blocking) for its answer.
+    ///
+    /// # Errors
+    /// [`HubError::Unavailable`] without a bus or while it is down; as
+    /// [`publish`](Self::publish).
+    pub fn submit(&self, ch: &str, json: impl AsRef<[u8]>) -> Result<Position, HubError> {
+        self.submit_with(ch, None, json.as_ref())
+    }
+
+    fn submit_with(&self, ch: &str, id: Option<&str>, json: &[u8]) -> Result<Position, HubError> {
+        let mut core = core(&self.shared);
+        let now = Instant::now();
+        let token = core.server.with_hub(now, |hub| hub.submit(now, None, ch, id, json));
+        core.after(&self.shared);
+        let token = token?;
+        loop {
+            if let Some(r) = core.take_submit(token) {
+                return r;
+            }
+            core =
+                self.shared.event_cv.wait(core).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Reads the core server under its lock (its hub, stats, connections). Keep `f` short:
+    /// every connection waits for it.
+    pub fn inspect<T>(&self, f: impl FnOnce(&Endpoint) -> T) -> T {
+        f(&core(&self.shared).server)
+    }
+
+    /// The presence names on `ch`.
+    #[must_use]
+    pub fn presence(&self, ch: &str) -> Vec<String> {
+        self.inspect(|s| s.hub().presence(ch).map(str::to_owned).collect())
+    }
+
+    /// The position of `ch`'s last message (`None`: no such channel).
+    #[must_use]
+    pub fn head(&self, ch: &str) -> Option<Position> {
+        self.inspect(|s| s.hub().log(ch).map(tidewire::replay::ReplayLog::head))
+    }
+
+    /// The hub's counters.
+    #[must_use]
+    pub fn stats(&self) -> HubStats {
+        self.inspect(|s| s.hub().stats())
+    }
+
+    /// Connections in the hub (WebSockets, SSE streams, polling clients).
+    #[must_use]
+    pub fn hub_connections(&self) -> usize {
+        self.inspect(|s| s.hub().connection_count())
+    }
+
+    /// Whether the hub's Redis bus is connected (`false` without Redis).
+    #[must_use]
+    pub fn bus_is_up(&self) -> bool {
+        self.inspect(|s| s.hub().bus_is_up())
+    }
+
+    /// The next informational event, oldest first, without waiting: the hub's
+    /// ([`ServerEvent::Hub`]: joins, leaves, bus state), refusals, publishes (with
+    /// `report_published`) and deferred authentications ([`ServerEvent::Authenticate`]:
+    /// answer them with [`decide`](Self::decide)). The queue keeps the last
+    /// `endpoint.max_events`; hand-overs are the pump's and never appear here.
+    #[must_use]
+    pub fn next_event(&self) -> Option<ServerEvent> {
+        core(&self.shared).pop_event()
+    }
+
+    /// As [`next_event`](Self::next_event), waiting up to `timeout` for one.
+    #[must_use]
+    pub fn wait_event(&self, timeout: Duration) -> Option<ServerEvent> {
+        let until = Instant::now() + timeout;
+        let mut core = core(&self.shared);
+        loop {
+            if let Some(ev) = core.pop_event() {
+                return Some(ev);
+            }
+            let now = Instant::now();
+            if now >= until {
+                return None;
+            }
+            core = self
+                .shared
+                .event_cv
+                .wait_timeout(core, until - now)
+                .map_or_else(|p| p.into_inner().0, |r| r.0);
+        }
+    }
+
+    /// Answers a deferred authentication ([`ServerEvent::Authenticate`]).
+    pub fn decide(&self, conn: ConnHandle, verdict: Verdict) {
+        self.with(|c, now| c.server.decide(now, conn, verdict));
+    }
+}
