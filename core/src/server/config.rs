@@ -49,6 +49,9 @@ pub struct ServerConfig {
     /// A hub WebSocket, SSE stream or publish that carries a `Cookie` and comes from any
     /// other `Origin` is refused with `403` (cross-site WebSocket hijacking, CSRF).
     pub allowed_origins: Vec<String>,
+    /// Extra headers on every response of the hub's SSE, poll and publish endpoints (e.g.
+    /// CORS: `Access-Control-Allow-Origin`). A header that cannot be written is dropped.
+    pub response_headers: Vec<(String, String)>,
     /// Whether to report every published message as
     /// [`ServerEvent::Published`](super::ServerEvent::Published) (default `false`; the
     /// simulation's oracle turns it on).
@@ -72,7 +75,19 @@ impl Default for ServerConfig {
             sse_room: 64 << 10,
             max_events: 1024,
             allowed_origins: Vec::new(),
+            response_headers: Vec::new(),
             report_published: false,
         }
+    }
+}
+
+impl ServerConfig {
+    /// [`response_headers`](Self::response_headers) as borrowed pairs, the writable ones.
+    pub(crate) fn headers(&self) -> Vec<(&str, &str)> {
+        self.response_headers
+            .iter()
+            .filter(|(n, v)| crate::http::check_header(n, v).is_ok())
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect()
     }
 }

@@ -101,7 +101,7 @@ mod tests {
 
     #[test]
     fn a_parsed_head_is_served_like_a_read_one() {
-        let now = Instant::now();
+        let now = crate::time::test_epoch();
         let headers: &[(&str, &[u8])] = &[("Host", b"x"), ("Content-Length", b"7")];
         let cases = [
             ("GET", "/poll?ch=public:a"),
@@ -129,7 +129,7 @@ mod tests {
 
     #[test]
     fn a_head_that_cannot_be_written_is_400() {
-        let now = Instant::now();
+        let now = crate::time::test_epoch();
         let mut s = Server::new(ServerConfig::default(), DemoAuth, DemoAuth, 3);
         let headers: &[(&str, &[u8])] = &[("X", b"a\r\nInjected: 1")];
         let head = ParsedHead { method: "GET", target: "/poll?ch=public:a", headers };

@@ -28,7 +28,7 @@ impl Server {
         let endpoint = self.cfg.routes.endpoint(&req);
         let get = req.method() == "GET";
         match endpoint {
-            Endpoint::App => return self.to_app(now, conn, req, rest),
+            Endpoint::App => return self.hand_to_app(now, conn, req, rest),
             #[cfg(feature = "testing")]
             Endpoint::Ws if self.block_ws => {
                 return self.respond(conn, 502, &[], b"WebSocket blocked\n");
@@ -54,7 +54,7 @@ impl Server {
     }
 
     /// Hands a request for a path that is not the hub's to the application.
-    fn to_app(&mut self, now: Instant, conn: ConnHandle, req: Request, rest: &[u8]) {
+    fn hand_to_app(&mut self, now: Instant, conn: ConnHandle, req: Request, rest: &[u8]) {
         if req.is_websocket_upgrade() {
             let cfg = self.new_ws_config();
             let mut ws = WsConnection::server_for(cfg, now, req);
@@ -115,14 +115,14 @@ impl Server {
                 None => self.respond(conn, 400, &[], b"missing ch parameter\n"),
             },
             Endpoint::Poll(ch) => match channel(ch) {
-                Some(ch) => self.start_poll(now, conn, &req, ch, cred.principal),
+                Some(ch) => self.start_poll(now, conn, &req, ch, &cred.principal),
                 None => self.respond(conn, 400, &[], b"missing ch parameter\n"),
             },
             Endpoint::Publish(ch) => match channel(ch) {
                 Some(ch) => self.start_publish(now, conn, &req, rest, ch, cred),
                 None => self.respond(conn, 400, &[], b"missing ch parameter\n"),
             },
-            Endpoint::App => self.to_app(now, conn, req, rest),
+            Endpoint::App => self.hand_to_app(now, conn, req, rest),
         }
     }
 
@@ -176,7 +176,8 @@ impl Server {
             self.hub.disconnect(now, id);
             return self.refuse(conn, e);
         }
-        let Ok(sse) = SseStream::new(self.cfg.sse, now, &[]) else {
+        let extra = self.cfg.headers();
+        let Ok(sse) = SseStream::new(self.cfg.sse, now, &extra) else {
             self.hub.disconnect(now, id);
             return self.respond(conn, 500, &[], b"bad header\n");
         };
@@ -226,7 +227,7 @@ impl Server {
         conn: ConnHandle,
         req: &Request,
         ch: String,
-        principal: Principal,
+        principal: &Principal,
     ) {
         let preq = match PollRequest::for_channel(req, ch) {
             Ok(p) => p,
@@ -239,11 +240,11 @@ impl Server {
             .query_param("sid")
             .filter(|s| !s.is_empty() && s.len() <= self.cfg.max_sid)
             .map(String::into_boxed_str);
-        let (hub, once) = match self.poll_client(now, &principal, &preq.channel, sid) {
+        let (hub, once) = match self.poll_client(now, principal, &preq.channel, sid) {
             Ok(id) => id,
             Err(e) => return self.refuse(conn, e),
         };
-        let poll = Poll::new(self.cfg.poll, now, preq);
+        let poll = Poll::new(self.cfg.poll, now, preq).with_headers(&self.cfg.headers());
         if let Some(c) = self.conns.get_mut(&conn) {
             c.proto = Proto::Poll { poll: Box::new(poll), hub, once };
         }
@@ -353,7 +354,10 @@ impl Server {
         match result {
             Ok(pos) => {
                 let reply = format!("{{\"ep\":\"{}\",\"off\":{}}}", pos.epoch, pos.offset);
-                let h = [("Content-Type", "application/json"), ("Cache-Control", "no-store")];
+                let mut h =
+                    vec![("Content-Type", "application/json"), ("Cache-Control", "no-store")];
+                let extra = self.cfg.response_headers.clone();
+                h.extend(extra.iter().map(|(n, v)| (n.as_str(), v.as_str())));
                 self.respond(conn, 200, &h, reply.as_bytes());
             }
             Err(e) => self.refuse(conn, e),

@@ -37,7 +37,7 @@ fn status(resp: &str) -> u16 {
 
 #[test]
 fn refusals_have_their_status() {
-    let now = Instant::now();
+    let now = crate::time::test_epoch();
     let mut s = server();
     let cases = [
         ("GET /ws HTTP/1.1\r\nHost: x\r\n\r\n", 426),
@@ -72,7 +72,7 @@ fn refusals_have_their_status() {
 
 #[test]
 fn a_head_too_large_is_431_and_a_slow_one_408() {
-    let now = Instant::now();
+    let now = crate::time::test_epoch();
     let mut s = server();
     let big = format!("GET /poll?ch=public:a HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20 << 10));
     let (resp, ended) = request(&mut s, now, 1, &big);
@@ -93,7 +93,7 @@ fn a_head_too_large_is_431_and_a_slow_one_408() {
 
 #[test]
 fn other_paths_go_to_the_application() {
-    let now = Instant::now();
+    let now = crate::time::test_epoch();
     let mut s = server();
     let conn = ConnHandle(9);
     s.handle_accept(now, conn);
@@ -118,7 +118,7 @@ fn other_paths_go_to_the_application() {
 
 #[test]
 fn custom_routes_take_the_channel_from_the_path() {
-    let now = Instant::now();
+    let now = crate::time::test_epoch();
     let mut cfg = ServerConfig::default();
     cfg.routes.poll = Some(Route::with_channel("/orders/{id}/poll", "public:orders:{id}"));
     let mut s = Server::new(cfg, DemoAuth, DemoAuth, 1);
@@ -135,9 +135,11 @@ fn custom_routes_take_the_channel_from_the_path() {
 
 #[test]
 fn a_foreign_origin_with_cookies_is_refused() {
-    let now = Instant::now();
-    let mut cfg = ServerConfig::default();
-    cfg.allowed_origins = vec!["https://app.example".into()];
+    let now = crate::time::test_epoch();
+    let cfg = ServerConfig {
+        allowed_origins: vec!["https://app.example".into()],
+        ..ServerConfig::default()
+    };
     let mut s = Server::new(cfg, DemoAuth, DemoAuth, 1);
     let head = |origin: &str, cookie: bool| {
         let c = if cookie { "Cookie: sid=1\r\n" } else { "" };
@@ -157,7 +159,7 @@ fn a_foreign_origin_with_cookies_is_refused() {
 
 #[test]
 fn deferred_authentication_waits_for_the_decision() {
-    let now = Instant::now();
+    let now = crate::time::test_epoch();
     let mut s = Server::new(ServerConfig::default(), |_: &Request| Verdict::Defer, DemoAuth, 1);
     let conn = ConnHandle(1);
     s.handle_accept(now, conn);
@@ -241,7 +243,7 @@ impl WsPeer {
 
 #[test]
 fn the_hub_websocket_carries_envelopes_and_refuses_binary() {
-    let now = Instant::now();
+    let now = crate::time::test_epoch();
     let mut s = server();
     let mut ann = WsPeer::open(&mut s, now, 1, "user:ann");
     ann.send(&mut s, now, r#"{"op":"sub","ch":"chat:lobby","ref":1}"#);
@@ -261,7 +263,7 @@ fn the_hub_websocket_carries_envelopes_and_refuses_binary() {
 
 #[test]
 fn a_bad_token_gets_401_before_any_101() {
-    let now = Instant::now();
+    let now = crate::time::test_epoch();
     let mut s = server();
     let ws = WsPeer::open(&mut s, now, 1, "nope");
     assert_eq!(ws.ws.rejection().map(crate::http::Response::status), Some(401));
@@ -271,7 +273,7 @@ fn a_bad_token_gets_401_before_any_101() {
 
 #[test]
 fn a_reader_that_stops_pulling_meets_the_slow_consumer_policy() {
-    let now = Instant::now();
+    let now = crate::time::test_epoch();
     let mut cfg = ServerConfig::default();
     cfg.ws.max_outbound = 4 << 10;
     cfg.hub.outbox.max_items = 8;
@@ -296,7 +298,7 @@ fn a_reader_that_stops_pulling_meets_the_slow_consumer_policy() {
 
 #[test]
 fn polls_are_held_until_a_publish_and_keep_one_client_per_sid() {
-    let now = Instant::now();
+    let now = crate::time::test_epoch();
     let mut s = server();
     let pos = s.publish(now, "public:a", b"1").unwrap();
     let conn = ConnHandle(1);
@@ -318,7 +320,7 @@ fn polls_are_held_until_a_publish_and_keep_one_client_per_sid() {
     assert_eq!(s.hub().connection_count(), 2);
     // A long poll with nothing new is answered at its deadline.
     s.handle_accept(later, ConnHandle(4));
-    let head = format!("GET /poll?ch=public:b&wait=1 HTTP/1.1\r\n\r\n");
+    let head = "GET /poll?ch=public:b&wait=1 HTTP/1.1\r\n\r\n";
     s.handle_read(later, ConnHandle(4), head.as_bytes());
     let (first, _) = drain(&mut s, later, ConnHandle(4));
     assert_eq!(status(&String::from_utf8_lossy(&first)), 200, "no position: answered at once");
@@ -326,9 +328,8 @@ fn polls_are_held_until_a_publish_and_keep_one_client_per_sid() {
 
 #[test]
 fn poll_clients_are_bounded() {
-    let now = Instant::now();
-    let mut cfg = ServerConfig::default();
-    cfg.max_poll_clients = 2;
+    let now = crate::time::test_epoch();
+    let cfg = ServerConfig { max_poll_clients: 2, ..ServerConfig::default() };
     let mut s = Server::new(cfg, DemoAuth, DemoAuth, 1);
     for i in 0..5 {
         let head = format!("GET /poll?ch=public:a&sid=s{i} HTTP/1.1\r\n\r\n");
@@ -340,7 +341,7 @@ fn poll_clients_are_bounded() {
 
 #[test]
 fn publish_over_http_names_the_position_and_dedups_trusted_ids() {
-    let now = Instant::now();
+    let now = crate::time::test_epoch();
     let admin = |req: &Request| match req.bearer_token() {
         Some("admin") => {
             Verdict::Allow(Credential { principal: Principal::anonymous(), trusted: true })
@@ -370,7 +371,7 @@ fn publish_over_http_names_the_position_and_dedups_trusted_ids() {
 
 #[test]
 fn shutdown_closes_ends_answers_and_refuses() {
-    let now = Instant::now();
+    let now = crate::time::test_epoch();
     let mut s = server();
     let mut ann = WsPeer::open(&mut s, now, 1, "user:ann");
     ann.send(&mut s, now, r#"{"op":"sub","ch":"chat:lobby"}"#);
@@ -403,7 +404,7 @@ fn shutdown_closes_ends_answers_and_refuses() {
 
 #[test]
 fn the_grace_deadline_cuts_what_is_left() {
-    let now = Instant::now();
+    let now = crate::time::test_epoch();
     let mut s = server();
     let mut ann = WsPeer::open(&mut s, now, 1, "user:ann");
     ann.send(&mut s, now, r#"{"op":"sub","ch":"chat:lobby"}"#);
@@ -420,7 +421,7 @@ fn the_grace_deadline_cuts_what_is_left() {
 
 /// The answers to a sequence of requests, each fed in the given pieces.
 fn answers(requests: &[(String, Vec<usize>)]) -> Vec<(Vec<u8>, bool)> {
-    let now = Instant::now();
+    let now = crate::time::test_epoch();
     let mut s = server();
     let _ = s.publish(now, "public:a", b"{\"n\":1}");
     let mut out = Vec::new();
@@ -474,11 +475,32 @@ proptest::proptest! {
 
 #[test]
 fn publish_once_appends_an_id_once() {
-    let now = Instant::now();
+    let now = crate::time::test_epoch();
     let mut s = server();
     let first = s.publish_once(now, "public:a", "x1", b"{\"n\":1}").unwrap();
     assert_eq!(s.publish_once(now, "public:a", "x1", b"{\"n\":1}"), Ok(first));
     let second = s.publish_once(now, "public:a", "x2", b"{\"n\":2}").unwrap();
     assert_eq!(second.offset, first.offset + 1);
     assert_eq!(s.publish_once(now, "public:a", "x3", b"nope"), Err(HubError::BadJson));
+}
+
+#[test]
+fn response_headers_go_on_every_hub_response() {
+    let now = crate::time::test_epoch();
+    let cfg = ServerConfig {
+        response_headers: vec![("Access-Control-Allow-Origin".into(), "*".into())],
+        ..ServerConfig::default()
+    };
+    let mut s = Server::new(cfg, DemoAuth, DemoAuth, 1);
+    for (i, head) in [
+        "GET /events?ch=public:a HTTP/1.1\r\n\r\n",
+        "GET /poll?ch=public:a HTTP/1.1\r\n\r\n",
+        "POST /api/publish?ch=chat:a&token=user:ann HTTP/1.1\r\nContent-Length: 1\r\n\r\n1",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (resp, _) = request(&mut s, now, i as u64, head);
+        assert!(resp.contains("Access-Control-Allow-Origin: *\r\n"), "{resp}");
+    }
 }
