@@ -13,6 +13,7 @@
 //! | [`envelope`] | the envelope protocol's codec (both directions), shared by `hub` and `client` |
 //! | [`http`] | HTTP/1.1 request and response heads: routing, credentials, responses |
 //! | [`ws`] | WebSocket (RFC 6455): frame codec, masking, UTF-8, handshake, close codes, [`ws::WsConnection`] |
+//! | [`socket`] | the outbound-socket vocabulary (`SockId`, connect/close) of `ClientSession` and `RedisBus` |
 //! | [`server`] | [`server::Server`]: every server-side connection of one endpoint (routes, auth, hub, shutdown) |
 //! | [`sse`] | Server-Sent Events: the event-stream encoder and the WHATWG parser |
 //! | [`poll`] | long and short polling by cursor, `ETag`/`If-None-Match` → 304 |
@@ -125,6 +126,7 @@ pub mod redis;
 pub mod replay;
 pub mod rng;
 pub mod server;
+pub mod socket;
 pub mod sse;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -31,7 +31,7 @@ use tidewire::policy::{
     RetryHint, Sequencer, SequencerConfig, SlowConsumer, Verdict,
 };
 use tidewire::time::{Duration, Instant};
-use tidewire::ws::CloseCode;
+use tidewire::ws::{CloseClass, CloseCode};
 
 fn ms(v: u16) -> Duration {
     Duration::from_millis(u64::from(v))
@@ -413,7 +413,12 @@ fuzz_target!(|input: Input| {
             }
             Op::HintRetry(v) => backoff.b.on_hint(RetryHint::SseRetry(ms(v))),
             Op::HintRetryAfter(v) => backoff.b.on_hint(RetryHint::RetryAfter(ms(v) * 8)),
-            Op::HintClose(code) => backoff.b.on_hint(RetryHint::Close(CloseCode(code))),
+            Op::HintClose(code) => {
+                // The client's mapping: only 1012/1013 ask the backoff to wait.
+                if CloseCode(code).class() == CloseClass::RetryLater {
+                    backoff.b.on_hint(RetryHint::RetryLater);
+                }
+            }
             Op::Reset => {
                 backoff.b.reset();
                 backoff.reset();

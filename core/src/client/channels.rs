@@ -10,8 +10,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::types::{SessionEvent, SockId};
+use super::types::SessionEvent;
 use crate::replay::Position;
+use crate::socket::SockId;
 use crate::time::Instant;
 
 #[derive(Debug, Default)]

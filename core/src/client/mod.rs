@@ -40,7 +40,7 @@
 //! ## Sockets
 //!
 //! The session never touches a network: it asks the adapter to open and close sockets
-//! ([`SessionAction`]), names them with [`SockId`]s, and speaks HTTP/1.1 and WebSocket over
+//! ([`SocketAction`](crate::socket::SocketAction)), names them with [`SockId`]s, and speaks HTTP/1.1 and WebSocket over
 //! them itself. The adapter's loop, after every input or command:
 //!
 //! 1. drain [`poll_transmit`](ClientSession::poll_transmit) (write the bytes to that
@@ -64,8 +64,9 @@
 //! subscribes, and a message arrives.
 //!
 //! ```
-//! use tidewire::client::{ClientSession, SessionAction, SessionConfig, SessionEvent, SessionState};
+//! use tidewire::client::{ClientSession, SessionConfig, SessionEvent, SessionState};
 //! use tidewire::envelope::ClientMessage;
+//! use tidewire::socket::SocketAction;
 //! use tidewire::ws::{Message, WsConfig, WsConnection, WsEvent};
 //! use tidewire::{Instant, Machine, Transmit};
 //!
@@ -74,7 +75,7 @@
 //! session.subscribe(now, "orders:42").unwrap();
 //!
 //! // The adapter opens the socket the session asks for...
-//! let Some(SessionAction::Connect { sock, .. }) = session.poll_action() else { panic!() };
+//! let Some(SocketAction::Connect { sock, .. }) = session.poll_action() else { panic!() };
 //! session.handle_connected(now, sock);
 //! // ...and the server on the other end is a WsConnection driven by a script.
 //! let mut server = WsConnection::server(WsConfig::default(), now);
@@ -115,11 +116,14 @@ mod session;
 mod types;
 pub mod wire;
 
+/// The outbound-socket vocabulary under its old names: [`crate::socket`] now, shared with
+/// the Redis bus.
+pub use crate::socket::{SockId, SocketAction as SessionAction};
 pub use config::{SessionConfig, TokenPlacement, Transport};
 pub use session::ClientSession;
 pub use types::{
-    ClientMsgId, PublishError, Reason, SessionAction, SessionEvent, SessionState, SessionTimer,
-    SockId, StateChange, SubscribeError,
+    ClientMsgId, PublishError, Reason, SessionEvent, SessionState, SessionTimer, StateChange,
+    SubscribeError,
 };
 
 #[cfg(test)]

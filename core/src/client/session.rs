@@ -9,8 +9,8 @@ use super::channels::Channels;
 use super::config::{SessionConfig, TokenPlacement, Transport};
 use super::http::{self, ResponseReader, query_escape};
 use super::types::{
-    ClientMsgId, PublishError, Reason, SessionAction, SessionEvent, SessionState, SessionTimer,
-    SockId, StateChange, SubscribeError,
+    ClientMsgId, PublishError, Reason, SessionEvent, SessionState, SessionTimer, StateChange,
+    SubscribeError,
 };
 
 mod input;
@@ -19,6 +19,7 @@ use crate::machine::{Machine, Transmit};
 use crate::policy::{Backoff, BackoffConfig, RateLimit};
 use crate::replay::Position;
 use crate::rng::Rng;
+use crate::socket::{SockId, SocketAction};
 use crate::sse::SseParser;
 use crate::time::{Duration, Instant, Monotonic, TimerKind, TimerTable};
 use crate::ws::{CloseCode, Message, WsConnection, WsState};
@@ -182,7 +183,7 @@ pub struct ClientSession {
     /// transport (SSE from polling) instead, if there is one.
     probe_failed: bool,
     timers: TimerTable<Timer, 3>,
-    actions: VecDeque<SessionAction>,
+    actions: VecDeque<SocketAction>,
     events: VecDeque<SessionEvent>,
 }
 
@@ -587,7 +588,7 @@ impl ClientSession {
     /// The next thing the adapter must do with its sockets. New actions may appear after
     /// every input, command and `poll_transmit`.
     #[must_use]
-    pub fn poll_action(&mut self) -> Option<SessionAction> {
+    pub fn poll_action(&mut self) -> Option<SocketAction> {
         self.actions.pop_front()
     }
 
@@ -656,7 +657,7 @@ impl ClientSession {
         self.next_sock += 1;
         self.sockets
             .insert(sock, Socket { owner, connected: false, reached: false, gone: false, proto });
-        self.actions.push_back(SessionAction::Connect {
+        self.actions.push_back(SocketAction::Connect {
             sock,
             host: self.cfg.host.clone(),
             port: self.cfg.port,
@@ -666,7 +667,7 @@ impl ClientSession {
 
     fn close_socket(&mut self, sock: SockId) {
         if self.sockets.remove(&sock).is_some_and(|s| !s.gone) {
-            self.actions.push_back(SessionAction::Close { sock });
+            self.actions.push_back(SocketAction::Close { sock });
         }
     }
 

@@ -4,6 +4,7 @@
 use super::*;
 use crate::machine::{Machine, Transmit};
 use crate::replay::Position;
+use crate::socket::SocketAction;
 use crate::time::{Duration, Instant, test_epoch};
 use crate::ws::{CloseCode, Message, WsConfig, WsConnection, WsEvent};
 
@@ -16,11 +17,11 @@ fn cfg() -> SessionConfig {
 
 fn connect(s: &mut ClientSession, now: Instant) -> SockId {
     let mut action = s.poll_action();
-    while let Some(SessionAction::Close { .. }) = action {
+    while let Some(SocketAction::Close { .. }) = action {
         action = s.poll_action();
     }
     match action {
-        Some(SessionAction::Connect { sock, host, port }) => {
+        Some(SocketAction::Connect { sock, host, port }) => {
             assert_eq!((host.as_str(), port), ("h", 80));
             s.handle_connected(now, sock);
             sock
@@ -118,7 +119,7 @@ fn unreachable_server_keeps_the_transport_but_a_refused_upgrade_falls_back() {
     s.subscribe(now, "a").unwrap();
     let mut t = now;
     for _ in 0..4 {
-        let Some(SessionAction::Connect { sock, .. }) = s.poll_action() else { panic!() };
+        let Some(SocketAction::Connect { sock, .. }) = s.poll_action() else { panic!() };
         s.handle_error(t, sock);
         t = s.next_retry_at().unwrap();
         s.handle_timeout(t);
@@ -230,7 +231,7 @@ fn polls_carry_the_position_and_recovered_false_refetches() {
     );
     assert_eq!(s.state(), SessionState::Open);
     // The next poll waits for the poll interval, then asks from the new position.
-    assert!(matches!(s.poll_action(), Some(SessionAction::Close { .. })));
+    assert!(matches!(s.poll_action(), Some(SocketAction::Close { .. })));
     assert_eq!(s.poll_timeout(), Some(now + Duration::from_millis(500)));
     s.handle_timeout(now + Duration::from_millis(500));
     let _ = connect(&mut s, now + Duration::from_millis(500));

@@ -1,38 +1,11 @@
-//! The public vocabulary of a session: sockets, actions, states, events and errors.
+//! The public vocabulary of a session: states, events and errors (its sockets and actions
+//! are [`crate::socket`]'s).
 
 use crate::replay::Position;
 use crate::time::Instant;
 use crate::ws::CloseCode;
 
 use super::config::Transport;
-
-/// A socket the session asked the adapter to open, named by the session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SockId(pub u64);
-
-/// What the adapter must do with its sockets, pulled with
-/// [`ClientSession::poll_action`](super::ClientSession::poll_action).
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SessionAction {
-    /// Open a TCP (or TLS) connection to `host:port` for `sock`; report
-    /// [`handle_connected`](super::ClientSession::handle_connected) when it is up, or
-    /// [`handle_error`](super::ClientSession::handle_error) when it fails.
-    Connect {
-        /// The name of the new socket.
-        sock: SockId,
-        /// The host to connect to.
-        host: String,
-        /// The port to connect to.
-        port: u16,
-    },
-    /// Write every byte already pulled for `sock`, then close it and feed nothing more of
-    /// it to the session.
-    Close {
-        /// The socket to close.
-        sock: SockId,
-    },
-}
 
 /// The state of a session (DESIGN.md "Connection states (client)").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

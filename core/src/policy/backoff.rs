@@ -26,15 +26,14 @@
 //! reset. Once it returned `None` it keeps returning `None` until [`Backoff::reset`] (or a
 //! healthy connection).
 //!
-//! **Server hints** ([`RetryHint`]: SSE `retry:`, HTTP `Retry-After`, WebSocket close 1012 and
-//! 1013) raise the floor of the *next* delay only: that delay is `max(floor, jittered)`. A
+//! **Server hints** ([`RetryHint`]: SSE `retry:`, HTTP `Retry-After`, a server that says it
+//! restarts or is overloaded, e.g. WebSocket close 1012 and 1013) raise the floor of the *next* delay only: that delay is `max(floor, jittered)`. A
 //! hint may exceed `cap`, but never [`max_hint`](BackoffConfig::max_hint), so a hostile or
 //! broken server cannot park its clients forever.
 //!
 //! ```
 //! use tidewire::policy::{Backoff, BackoffConfig, Jitter, RetryHint};
 //! use tidewire::time::{Duration, Instant};
-//! use tidewire::ws::CloseCode;
 //!
 //! let t0 = Instant::now();
 //! let cfg = BackoffConfig { jitter: Jitter::None, ..BackoffConfig::default() };
@@ -49,7 +48,7 @@
 //! assert_eq!(b.next_delay(t0), Some(Duration::from_secs(4)));
 //!
 //! // The server closes with 1013 "try again later": the next delay is at least 5 s.
-//! b.on_hint(RetryHint::Close(CloseCode::TRY_AGAIN_LATER));
+//! b.on_hint(RetryHint::RetryLater);
 //! assert_eq!(b.next_delay(t0), Some(Duration::from_secs(8)));
 //! b.on_hint(RetryHint::RetryAfter(Duration::from_secs(60)));
 //! assert_eq!(b.next_delay(t0), Some(Duration::from_secs(60)));
@@ -64,7 +63,6 @@
 
 use crate::rng::Rng;
 use crate::time::{Duration, Instant};
-use crate::ws::{CloseClass, CloseCode};
 
 /// How a backoff delay is spread around the capped exponential `d = min(cap, base · 2ⁿ)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -130,10 +128,11 @@ pub enum RetryHint {
     /// An HTTP `Retry-After` header (RFC 9110 §10.2.3), already turned into a delay by
     /// [`parse_retry_after`].
     RetryAfter(Duration),
-    /// The close code the server sent. Only the codes whose [`CloseClass`] is
-    /// [`RetryLater`](CloseClass::RetryLater) (1012 service restart, 1013 try again later)
-    /// raise the floor, to [`BackoffConfig::restart_floor`]; others are ignored.
-    Close(CloseCode),
+    /// The server is restarting or overloaded and asked for a later retry, without saying
+    /// when: raises the floor to [`BackoffConfig::restart_floor`]. The WebSocket close codes
+    /// 1012 (service restart) and 1013 (try again later) mean this; the transport maps
+    /// them (the backoff knows no close codes).
+    RetryLater,
 }
 
 /// The backoff machine. See the [module docs](self).
@@ -297,19 +296,14 @@ impl Backoff {
     }
 
     /// A server asked to wait: raises the floor of the next delay to the hint (at most
-    /// `max_hint`). Several hints before that delay keep the largest. Ignored for close codes
-    /// other than 1012 and 1013.
+    /// `max_hint`). Several hints before that delay keep the largest.
     pub fn on_hint(&mut self, hint: RetryHint) {
-        let raise = match hint {
-            RetryHint::SseRetry(d) | RetryHint::RetryAfter(d) => Some(d),
-            RetryHint::Close(code) => {
-                (code.class() == CloseClass::RetryLater).then_some(self.cfg.restart_floor)
-            }
+        let f = match hint {
+            RetryHint::SseRetry(d) | RetryHint::RetryAfter(d) => d,
+            RetryHint::RetryLater => self.cfg.restart_floor,
         };
-        if let Some(f) = raise {
-            let f = f.min(self.cfg.max_hint);
-            self.floor = Some(self.floor.map_or(f, |g| g.max(f)));
-        }
+        let f = f.min(self.cfg.max_hint);
+        self.floor = Some(self.floor.map_or(f, |g| g.max(f)));
     }
 
     /// Starts over: attempt 0, no first failure, not exhausted. A pending hint floor is kept
@@ -564,15 +558,13 @@ mod tests {
         b.on_hint(RetryHint::RetryAfter(secs(3600)));
         assert_eq!(b.next_delay(t0), Some(secs(60)));
         // Several hints: the largest wins.
-        b.on_hint(RetryHint::Close(CloseCode::SERVICE_RESTART));
+        b.on_hint(RetryHint::RetryLater);
         b.on_hint(RetryHint::SseRetry(secs(2)));
         assert_eq!(b.pending_floor(), Some(secs(5)));
-        // Codes other than 1012/1013 are not hints.
+        // A fresh backoff has no floor; "retry later" sets `restart_floor`.
         let mut b = Backoff::new(c, 1);
-        b.on_hint(RetryHint::Close(CloseCode::NORMAL));
-        b.on_hint(RetryHint::Close(CloseCode::GOING_AWAY));
         assert_eq!(b.pending_floor(), None);
-        b.on_hint(RetryHint::Close(CloseCode::TRY_AGAIN_LATER));
+        b.on_hint(RetryHint::RetryLater);
         assert_eq!(b.next_delay(t0), Some(secs(5)));
     }
 
@@ -581,7 +573,7 @@ mod tests {
         let t0 = crate::time::test_epoch();
         let mut b = Backoff::new(cfg(Jitter::Full), 3);
         b.on_connected(t0);
-        b.on_hint(RetryHint::Close(CloseCode::SERVICE_RESTART));
+        b.on_hint(RetryHint::RetryLater);
         b.on_disconnected(t0 + secs(60));
         let d = b.next_delay(t0 + secs(60)).unwrap();
         assert_eq!(d, secs(5)); // full jitter at attempt 0 is at most 1 s

@@ -7,7 +7,7 @@
 //! decides:
 //!
 //! - [`SlowConsumer::Disconnect`] (default): the push returns [`PushOutcome::Disconnect`]; the
-//!   owner MUST close the connection with [`CloseCode::TOO_SLOW`](crate::ws::CloseCode::TOO_SLOW)
+//!   owner MUST close the connection with WebSocket close code `TOO_SLOW`
 //!   (4100, "too slow"), after which the client resumes from its last position. The outbox
 //!   drops what it holds and refuses everything from then on.
 //! - [`SlowConsumer::DropOldest`]: the oldest frames are dropped until the new one fits.

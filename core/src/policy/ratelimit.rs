@@ -10,7 +10,7 @@
 //! has accrued is never rounded away (only what overflows the full bucket is discarded).
 //!
 //! Over the limit, the owner SHOULD close the connection with
-//! [`CloseCode::POLICY`](crate::ws::CloseCode::POLICY) (1008, policy violation);
+//! WebSocket close code `POLICY` (1008, policy violation);
 //! [`OverLimit::retry_after`] says how long the message would have had to wait.
 //!
 //! ```

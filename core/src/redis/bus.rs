@@ -8,12 +8,12 @@ use bytes::Bytes;
 use super::config::RedisConfig;
 use super::resp::{Reply, ReplyReader, command};
 use super::script::{self, ScriptKind};
-use super::types::{RedisAction, RedisEvent, RedisState, RedisTimer};
-use crate::client::SockId;
+use super::types::{RedisEvent, RedisState, RedisTimer};
 use crate::hub::{BusAction, BusToken, HubError};
 use crate::policy::Backoff;
 use crate::replay::{Epoch, Position};
 use crate::rng::Rng;
+use crate::socket::{SockId, SocketAction};
 use crate::time::{Instant, Monotonic};
 
 /// One of the two connections of an attempt.
@@ -111,7 +111,7 @@ pub struct RedisBus {
     pub(super) inflight: HashMap<Arc<str>, u32>,
     reconnect_at: Option<Instant>,
     connect_deadline: Option<Instant>,
-    actions: VecDeque<RedisAction>,
+    actions: VecDeque<SocketAction>,
     transmits: VecDeque<(SockId, Bytes)>,
     pub(super) events: VecDeque<RedisEvent>,
 }
@@ -361,7 +361,7 @@ impl RedisBus {
             self.next_sock += 1;
             *slot = Some(Conn::new(sock, self.cfg.max_reply_bytes));
             let (host, port) = (self.cfg.host.clone(), self.cfg.port);
-            self.actions.push_back(RedisAction::Connect { sock, host, port });
+            self.actions.push_back(SocketAction::Connect { sock, host, port });
         }
     }
 
@@ -503,7 +503,7 @@ impl RedisBus {
         }
         let was_up = self.is_up();
         for conn in [self.cmd.take(), self.sub.take()].into_iter().flatten() {
-            self.actions.push_back(RedisAction::Close { sock: conn.sock });
+            self.actions.push_back(SocketAction::Close { sock: conn.sock });
         }
         self.transmits.clear();
         for p in std::mem::take(&mut self.pending) {
@@ -577,7 +577,7 @@ impl RedisBus {
     /// The next socket action. New ones may follow [`new`](Self::new), any `handle_*` and
     /// [`execute`](Self::execute).
     #[must_use]
-    pub fn poll_action(&mut self) -> Option<RedisAction> {
+    pub fn poll_action(&mut self) -> Option<SocketAction> {
         self.actions.pop_front()
     }
 

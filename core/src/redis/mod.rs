@@ -6,15 +6,15 @@
 //!
 //! # Connections
 //!
-//! The machine asks for two TCP connections ([`RedisAction::Connect`], named by
-//! [`SockId`](crate::client::SockId)): one for commands, pipelined (replies are matched to
+//! The machine asks for two TCP connections ([`SocketAction::Connect`](crate::socket::SocketAction::Connect), named by
+//! [`SockId`](crate::socket::SockId)): one for commands, pipelined (replies are matched to
 //! commands in FIFO order), and one in pub/sub mode that receives live messages. Each
 //! sends a `PING` first; [`RedisEvent::Up`] comes once both answered. When either breaks
 //! (an error or end of the socket, input that is not RESP2, a reply buffer over
 //! [`max_reply_bytes`](RedisConfig::max_reply_bytes), no reply within
 //! [`command_timeout`](RedisConfig::command_timeout), no `Up` within
 //! [`connect_timeout`](RedisConfig::connect_timeout), a Redis error to a history or a
-//! `PING`), both are closed ([`RedisAction::Close`]), publishes awaiting a reply fail with
+//! `PING`), both are closed ([`SocketAction::Close`](crate::socket::SocketAction::Close)), publishes awaiting a reply fail with
 //! [`HubError::Unavailable`](crate::hub::HubError::Unavailable),
 //! [`RedisEvent::Down`] is emitted once (if `Up` was) and a new pair is opened after a
 //! jittered [`Backoff`](crate::policy::Backoff) delay. On the new pub/sub connection every
@@ -86,9 +86,9 @@
 //! Like every machine here (see the [crate docs](crate)), plus the socket actions:
 //!
 //! ```
-//! use tidewire::client::SockId;
+//! use tidewire::socket::{SockId, SocketAction};
 //! use tidewire::hub::Hub;
-//! use tidewire::redis::{RedisAction, RedisBus};
+//! use tidewire::redis::RedisBus;
 //! use tidewire::Instant;
 //!
 //! /// The adapter's sockets to Redis, by the bus's names for them.
@@ -106,14 +106,14 @@
 //!     }
 //!     while let Some(action) = bus.poll_action() {
 //!         match action {
-//!             RedisAction::Connect { sock, host, port } => {
+//!             SocketAction::Connect { sock, host, port } => {
 //!                 if io.connect(sock, &host, port) {
 //!                     bus.handle_connected(now, sock);
 //!                 } else {
 //!                     bus.handle_error(now, sock);
 //!                 }
 //!             }
-//!             RedisAction::Close { sock } => io.close(sock),
+//!             SocketAction::Close { sock } => io.close(sock),
 //!             _ => {}
 //!         }
 //!     }
@@ -135,9 +135,12 @@ mod resp;
 mod script;
 mod types;
 
+/// The outbound-socket action under its old name: [`crate::socket::SocketAction`], shared
+/// with the client session.
+pub use crate::socket::SocketAction as RedisAction;
 pub use bus::RedisBus;
 pub use config::{RedisConfig, UrlError};
-pub use types::{RedisAction, RedisEvent, RedisState, RedisTimer};
+pub use types::{RedisEvent, RedisState, RedisTimer};
 
 #[cfg(test)]
 mod tests;

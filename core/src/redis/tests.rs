@@ -9,11 +9,11 @@ use bytes::Bytes;
 use super::resp::{Reply, ReplyReader};
 use super::script::{HISTORY_LUA, PUBLISH_LUA, sha1_hex};
 use super::*;
-use crate::client::SockId;
 use crate::hub::{BusAction, BusHistory, BusToken, HubError};
 use crate::policy::{BackoffConfig, Jitter};
 use crate::replay::{Epoch, Position};
 use crate::rng::Rng;
+use crate::socket::{SockId, SocketAction};
 use crate::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug)]
@@ -33,7 +33,7 @@ struct H {
     /// Commands written per socket, decoded.
     sent: HashMap<SockId, Vec<Vec<String>>>,
     events: Vec<RedisEvent>,
-    actions: Vec<RedisAction>,
+    actions: Vec<SocketAction>,
 }
 
 fn cfg() -> RedisConfig {
@@ -113,11 +113,11 @@ impl H {
             .actions
             .iter()
             .filter_map(|a| match a {
-                RedisAction::Connect { sock, host, port } => {
+                SocketAction::Connect { sock, host, port } => {
                     assert_eq!((host.as_str(), *port), ("127.0.0.1", 6379));
                     Some(*sock)
                 }
-                RedisAction::Close { .. } => None,
+                SocketAction::Close { .. } => None,
             })
             .collect();
         let [.., cmd, sub] = socks[..] else { panic!("no connects: {:?}", self.actions) };
@@ -396,7 +396,7 @@ fn down_fails_publishes_and_reconnects_with_backoff() {
             RedisEvent::Down
         ]
     );
-    assert_eq!(h.actions, [RedisAction::Close { sock: h.sub }], "the broken one needs no Close");
+    assert_eq!(h.actions, [SocketAction::Close { sock: h.sub }], "the broken one needs no Close");
     assert_eq!(h.bus.state(), RedisState::Waiting);
     assert_eq!(
         h.bus.timeout_reason(),
@@ -463,7 +463,7 @@ fn timeouts_break_the_connection() {
     assert!(h.events.is_empty());
     assert_eq!(h.bus.state(), RedisState::Waiting);
     h.advance(Duration::from_millis(100));
-    assert_eq!(h.actions.iter().filter(|a| matches!(a, RedisAction::Connect { .. })).count(), 4);
+    assert_eq!(h.actions.iter().filter(|a| matches!(a, SocketAction::Connect { .. })).count(), 4);
 }
 
 #[test]
@@ -475,8 +475,8 @@ fn backoff_gives_up_when_configured() {
     for _ in 0..3 {
         let socks: Vec<SockId> = std::iter::from_fn(|| bus.poll_action())
             .filter_map(|a| match a {
-                RedisAction::Connect { sock, .. } => Some(sock),
-                RedisAction::Close { .. } => None,
+                SocketAction::Connect { sock, .. } => Some(sock),
+                SocketAction::Close { .. } => None,
             })
             .collect();
         assert_eq!(socks.len(), 2);

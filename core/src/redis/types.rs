@@ -1,34 +1,10 @@
-//! The public vocabulary of a [`RedisBus`](super::RedisBus): socket actions and events.
+//! The public vocabulary of a [`RedisBus`](super::RedisBus): its events, deadlines and
+//! states (its sockets and actions are [`crate::socket`]'s).
 
 use bytes::Bytes;
 
-use crate::client::SockId;
 use crate::hub::{BusHistory, BusToken, HubError};
 use crate::replay::Position;
-
-/// What the adapter must do with its sockets, pulled with
-/// [`RedisBus::poll_action`](super::RedisBus::poll_action).
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RedisAction {
-    /// Open a TCP connection to `host:port` for `sock`; report
-    /// [`handle_connected`](super::RedisBus::handle_connected) when it is up, or
-    /// [`handle_error`](super::RedisBus::handle_error) when it fails.
-    Connect {
-        /// The name of the new socket.
-        sock: SockId,
-        /// The host to connect to.
-        host: String,
-        /// The port to connect to.
-        port: u16,
-    },
-    /// Close `sock` (what was already pulled for it may be dropped) and feed nothing more
-    /// of it to the machine.
-    Close {
-        /// The socket to close.
-        sock: SockId,
-    },
-}
 
 /// What the bus reports, pulled with [`RedisBus::poll_event`](super::RedisBus::poll_event).
 /// Each variant is one call of the hub: see [`RedisEvent::apply`] (or the list below).

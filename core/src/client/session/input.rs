@@ -3,10 +3,11 @@
 
 use super::{ClientSession, Fail, Input, Owner, Proto, Purpose, Socket, socket_deadline};
 use crate::client::http::Progress;
-use crate::client::types::{ClientMsgId, Reason, SessionEvent, SockId};
+use crate::client::types::{ClientMsgId, Reason, SessionEvent};
 use crate::envelope::{self, PollBody, ServerMessage};
 use crate::machine::Machine;
 use crate::policy::{RetryHint, parse_retry_after};
+use crate::socket::SockId;
 
 /// A `Retry-After` in delta-seconds. The date form needs the wall clock, which the core
 /// does not have: it is ignored.
@@ -136,7 +137,8 @@ impl ClientSession {
                         CloseClass::Terminal => Fail::Terminal,
                         CloseClass::Reauthenticate => Fail::Auth,
                         CloseClass::RetryLater => {
-                            self.backoff.on_hint(RetryHint::Close(info.code));
+                            // 1012/1013: the server restarts or is overloaded.
+                            self.backoff.on_hint(RetryHint::RetryLater);
                             Fail::Retry
                         }
                         _ => Fail::Retry,
