@@ -131,6 +131,7 @@ mod conn;
 pub mod envelope;
 mod outcome;
 mod presence;
+mod restore;
 mod route;
 #[cfg(test)]
 mod tests;

@@ -136,7 +136,7 @@ fn opening(
 
 impl Hub {
     /// The channel named `ch`, created (with a fresh epoch) if needed.
-    fn channel_entry(&mut self, ch: &str) -> Result<Arc<str>, HubError> {
+    pub(super) fn channel_entry(&mut self, ch: &str) -> Result<Arc<str>, HubError> {
         if !channel::valid_name(ch, self.cfg.max_channel_name) {
             return Err(HubError::BadChannel);
         }

@@ -1,6 +1,8 @@
 //! Who a request is: the application's [`Authenticate`] policy, its [`Verdict`], and the
 //! one map from a hub refusal to an HTTP status ([`status_of`]).
 
+use core::net::SocketAddr;
+
 use crate::http::Request;
 use crate::hub::{DemoAuth, HubError, Principal};
 
@@ -71,6 +73,14 @@ pub enum Verdict {
 pub trait Authenticate {
     /// Who `req` is.
     fn authenticate(&self, req: &Request) -> Verdict;
+
+    /// Who `req`, from the socket address `peer` (when the adapter gave it to
+    /// [`Server::handle_accept_from`](super::Server::handle_accept_from)), is. The default
+    /// ignores the address; override it for rules such as "trusted on loopback".
+    fn authenticate_from(&self, req: &Request, peer: Option<SocketAddr>) -> Verdict {
+        let _ = peer;
+        self.authenticate(req)
+    }
 }
 
 impl<F: Fn(&Request) -> Verdict> Authenticate for F {

@@ -56,6 +56,8 @@ pub(super) struct Conn {
     pub(super) deadline: Instant,
     /// In the ready queue.
     pub(super) queued: bool,
+    /// The peer's address, when the adapter gave it.
+    pub(super) peer: Option<core::net::SocketAddr>,
 }
 
 impl Conn {
@@ -67,6 +69,7 @@ impl Conn {
             ends: 0,
             deadline,
             queued: false,
+            peer: None,
         }
     }
 

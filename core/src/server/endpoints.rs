@@ -49,7 +49,8 @@ impl Server {
         {
             return self.respond(conn, 403, &[], b"origin not allowed\n");
         }
-        let verdict = self.auth.authenticate(&req);
+        let peer = self.conns.get(&conn).and_then(|c| c.peer);
+        let verdict = self.auth.authenticate_from(&req, peer);
         self.apply_verdict(now, conn, req, rest, verdict);
     }
 

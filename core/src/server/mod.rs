@@ -409,6 +409,26 @@ impl Server {
         self.settle(now);
     }
 
+    /// [`handle_accept`](Self::handle_accept) of a socket whose peer is `peer`: the
+    /// [`Authenticate`] policy sees the address ([`Authenticate::authenticate_from`]).
+    pub fn handle_accept_from(
+        &mut self,
+        now: Instant,
+        conn: ConnHandle,
+        peer: core::net::SocketAddr,
+    ) {
+        self.handle_accept(now, conn);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.peer = Some(peer);
+        }
+    }
+
+    /// The peer address `conn` was accepted from, if the adapter gave it.
+    #[must_use]
+    pub fn peer(&self, conn: ConnHandle) -> Option<core::net::SocketAddr> {
+        self.conns.get(&conn).and_then(|c| c.peer)
+    }
+
     /// Bytes from `conn`'s socket.
     pub fn handle_read(&mut self, now: Instant, conn: ConnHandle, data: &[u8]) {
         self.on_data(now, conn, data);

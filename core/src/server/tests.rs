@@ -504,3 +504,31 @@ fn response_headers_go_on_every_hub_response() {
         assert!(resp.contains("Access-Control-Allow-Origin: *\r\n"), "{resp}");
     }
 }
+
+#[test]
+fn the_policy_sees_the_peer_address() {
+    struct Loopback;
+    impl Authenticate for Loopback {
+        fn authenticate(&self, _: &Request) -> Verdict {
+            Verdict::Refuse(Refusal::unauthorized())
+        }
+        fn authenticate_from(&self, req: &Request, peer: Option<core::net::SocketAddr>) -> Verdict {
+            match peer {
+                Some(p) if p.ip().is_loopback() => {
+                    Verdict::Allow(Credential { principal: Principal::anonymous(), trusted: true })
+                }
+                _ => self.authenticate(req),
+            }
+        }
+    }
+    let now = crate::time::test_epoch();
+    let mut s = Server::new(ServerConfig::default(), Loopback, DemoAuth, 1);
+    let head = b"POST /api/publish?ch=secret:a HTTP/1.1\r\nContent-Length: 1\r\n\r\n1";
+    for (conn, peer, want) in [(1, "127.0.0.1:9", 200), (2, "192.0.2.1:9", 401)] {
+        s.handle_accept_from(now, ConnHandle(conn), peer.parse().unwrap());
+        assert_eq!(s.peer(ConnHandle(conn)), Some(peer.parse().unwrap()));
+        s.handle_read(now, ConnHandle(conn), head);
+        let (out, _) = drain(&mut s, now, ConnHandle(conn));
+        assert_eq!(status(&String::from_utf8_lossy(&out)), want);
+    }
+}
