@@ -14,7 +14,9 @@
 //!   or one without a cookie) is accepted;
 //! - graceful shutdown: 1001 to the hub's and the application's WebSockets, event streams
 //!   ended, held polls answered, the port released;
-//! - the handle's view of the hub (presence, head, stats, connections, events);
+//! - the handle's view of the hub (presence, head, stats, connections, events), and its
+//!   `publish`, `submit` and `publish_once`, which mean the same in both adapters;
+//! - `response_headers` (CORS) on every hub response;
 //! - a binary frame on the hub's WebSocket closes it with 1003;
 //! - a plain server (`Server::bind`, no hub route) hands every upgrade to the application
 //!   and answers other requests 404;
@@ -382,7 +384,49 @@ fn a_plain_server_hands_everything_to_the_app<B: Backend + 'static>() {
     });
 }
 
+/// `publish`, `submit` and `publish_once` of the handle mean the same in both adapters
+/// without Redis: each appends (once per id) and answers the position.
+fn the_handle_publishes_the_same_way<B: Backend + 'static>() {
+    within(30, || {
+        let inst = start::<B>(&Spec::new(hub_config()));
+        let h = &inst.hub;
+        let p1 = B::handle_publish(h, "chat:p", r#"{"i":1}"#);
+        let p2 = B::handle_submit(h, "chat:p", r#"{"i":2}"#);
+        let p3 = B::publish_once(h, "chat:p", "once", r#"{"i":3}"#);
+        let again = B::publish_once(h, "chat:p", "once", r#"{"i":3}"#);
+        let offsets = [&p1, &p2].map(|r| r.as_ref().ok().map(|p| p.offset));
+        assert_eq!(offsets, [Some(1), Some(2)], "{}: publish {p1:?}, submit {p2:?}", B::NAME);
+        assert_eq!((p3.offset, again), (3, p3), "{}", B::NAME);
+        assert_eq!(B::head(h, "chat:p"), Some(p3));
+        assert_eq!(
+            B::handle_publish(h, "chat:p", "not json"),
+            Err(tidewire::hub::HubError::BadJson)
+        );
+    });
+}
+
+/// `response_headers` (CORS) is on every hub response: the event stream, a poll, a publish.
+fn response_headers_on_every_hub_response<B: Backend + 'static>() {
+    within(30, || {
+        let cors = ("Access-Control-Allow-Origin".to_owned(), "*".to_owned());
+        let spec = Spec { response_headers: vec![cors], ..Spec::new(hub_config()) };
+        let inst = start::<B>(&spec);
+        let addr = inst.addr;
+        let answers = [
+            open_stream(addr, "/events?ch=public:news", "").1,
+            http::get(addr, "/poll?ch=public:news", ""),
+            http::post(addr, &format!("/api/publish?ch=chat:x&{ANN}"), "", b"{}"),
+        ];
+        for a in answers {
+            assert_eq!(a.status, 200, "{a:?}");
+            assert_eq!(a.header("access-control-allow-origin"), Some("*"), "{}: {a:?}", B::NAME);
+        }
+    });
+}
+
 in_both_adapters!(
+    response_headers_on_every_hub_response,
+    the_handle_publishes_the_same_way,
     refusals_share_one_status_map,
     publish_poll_and_resume,
     cross_origin_cookie_is_refused,

@@ -86,6 +86,8 @@ pub(crate) struct Spec {
     pub gates: Arc<Gates>,
     /// Origins allowed besides the server's own.
     pub allowed_origins: Vec<String>,
+    /// Headers on every hub response (CORS).
+    pub response_headers: Vec<(String, String)>,
 }
 
 impl Spec {
@@ -99,6 +101,7 @@ impl Spec {
         e.routes = Routes::default();
         e.hub = self.hub.clone();
         e.allowed_origins = self.allowed_origins.clone();
+        e.response_headers = self.response_headers.clone();
         e
     }
 
@@ -168,6 +171,10 @@ pub(crate) trait Backend {
     }
     /// A trusted publish stored once per `id` (with Redis: across instances).
     fn publish_once(h: &Self::Handle, ch: &str, id: &str, json: &str) -> Position;
+    /// `ServerHandle::publish` itself (the core's publish).
+    fn handle_publish(h: &Self::Handle, ch: &str, json: &str) -> Result<Position, HubError>;
+    /// `ServerHandle::submit` itself (the publish that waits for the bus, where there is one).
+    fn handle_submit(h: &Self::Handle, ch: &str, json: &str) -> Result<Position, HubError>;
     fn inspect<T>(h: &Self::Handle, f: impl FnOnce(&Hub) -> T) -> T;
     fn presence(h: &Self::Handle, ch: &str) -> Vec<String>;
     fn head(h: &Self::Handle, ch: &str) -> Option<Position>;
@@ -413,6 +420,14 @@ pub(crate) mod std_adapter {
             h.publish_once(ch, id, json.as_bytes()).unwrap()
         }
 
+        fn handle_publish(h: &ServerHandle, ch: &str, json: &str) -> Result<Position, HubError> {
+            h.publish(ch, json.as_bytes())
+        }
+
+        fn handle_submit(h: &ServerHandle, ch: &str, json: &str) -> Result<Position, HubError> {
+            h.submit(ch, json.as_bytes())
+        }
+
         same_handle_api!();
 
         fn wait_event(h: &ServerHandle, timeout: Duration) -> Option<ServerEvent> {
@@ -569,6 +584,14 @@ pub(crate) mod smol_adapter {
 
         fn publish_once(h: &ServerHandle, ch: &str, id: &str, json: &str) -> Position {
             smol::block_on(h.publish_once(ch, id, json.as_bytes())).unwrap()
+        }
+
+        fn handle_publish(h: &ServerHandle, ch: &str, json: &str) -> Result<Position, HubError> {
+            h.publish(ch, json.as_bytes())
+        }
+
+        fn handle_submit(h: &ServerHandle, ch: &str, json: &str) -> Result<Position, HubError> {
+            smol::block_on(h.submit(ch, json.as_bytes()))
         }
 
         same_handle_api!();
