@@ -200,7 +200,7 @@ pub(crate) async fn run_conn(
     {
         let mut core = shared.core();
         core.wakers.insert(conn, wake.clone());
-        core.server.handle_accept(Instant::now(), conn);
+        core.server.handle_accept_from(Instant::now(), conn, peer);
         core.settle(&shared);
     }
     let sock = stream.get_ref();

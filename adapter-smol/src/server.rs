@@ -476,6 +476,16 @@ impl ServerHandle {
         self.with_core(|core| core.server.publish(Instant::now(), ch, json))
     }
 
+    /// Creates channel `ch` with its log continuing after `last`, a position an earlier
+    /// process of this server persisted ([`tidewire::hub::Hub::restore`]): a client that
+    /// was at `last` resumes exactly.
+    ///
+    /// # Errors
+    /// As [`Hub::restore`](tidewire::hub::Hub::restore).
+    pub fn restore(&self, ch: &str, last: Position) -> Result<(), HubError> {
+        self.with_core(|core| core.server.with_hub(Instant::now(), |hub| hub.restore(ch, last)))
+    }
+
     /// The trusted publish deduplicated by `id`: a repeat of an id answers the first one's
     /// position and appends nothing. Without Redis the window is the core's
     /// (`endpoint.trusted_dedup` ids); with Redis it goes through the bus, which

@@ -15,10 +15,10 @@
 //!
 //! With `--state FILE` the ticker saves, after each publish, the channel's last position and
 //! the tick number in FILE (a temporary file renamed over it), and on start goes on counting
-//! from the saved tick. The hub cannot yet continue a channel's log from a saved position
-//! (no restore in the core hub), so after a restart the channel has a new epoch and a
-//! client resuming from a position of the old life gets `event: reset` (refetch), never a
-//! silent gap.
+//! from the saved tick and the saved position (`ServerHandle::restore`): the channel keeps
+//! its epoch, so a client that had the last tick resumes exactly across a `kill -9` and a
+//! restart; one that was behind gets `event: reset` (the messages were not persisted),
+//! never a silent gap.
 //!
 //! Ctrl-C or SIGTERM ends every stream and held poll and exits 0.
 
@@ -95,6 +95,8 @@ fn main() {
     });
     let mut cfg = ServerConfig::default();
     cfg.endpoint.routes = Routes::default();
+    // Pages of other origins read the ticks too (the browser tests load one from a file).
+    cfg.endpoint.response_headers = vec![("Access-Control-Allow-Origin".into(), "*".into())];
     let policy = |p: &Principal, ch: &str, access: Access| match access {
         Access::Read => ch == CHANNEL || DemoAuth.can_read(p, ch),
         Access::Write => DemoAuth.can_write(p, ch),
@@ -108,7 +110,10 @@ fn main() {
         match load_state(path) {
             Ok(None) => {}
             Ok(Some((last, n))) => {
-                eprintln!("last life ended at {last}, tick {n}: a new epoch starts");
+                match server.handle().restore(CHANNEL, last) {
+                    Ok(()) => eprintln!("last life ended at {last}, tick {n}: continuing"),
+                    Err(e) => eprintln!("cannot restore {CHANNEL} at {last} ({e}): a new epoch"),
+                }
                 first_n = n;
             }
             Err(e) => {

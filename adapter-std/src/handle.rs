@@ -19,19 +19,15 @@ impl ServerHandle {
         out
     }
 
-    /// The trusted server-side publish: appends `json` (one JSON value) to `ch`'s log and
-    /// delivers it on every transport.
-    ///
-    /// With [`ServerConfig::redis`](crate::ServerConfig::redis) the message goes through
-    /// the bus, which numbers it: the call waits for Redis's answer ([`submit`](Self::submit)).
+    /// The trusted server-side publish (a ticker, an admin): `json` must be one JSON
+    /// value; no authorization, no dedup. Returns the message's position. With
+    /// [`ServerConfig::redis`](crate::ServerConfig::redis) use [`submit`](Self::submit),
+    /// which the bus numbers.
     ///
     /// # Errors
     /// [`HubError::BadJson`], [`HubError::BadChannel`], [`HubError::ChannelLimit`];
-    /// [`HubError::Unavailable`] while Redis is unreachable.
+    /// [`HubError::Unavailable`] with a bus.
     pub fn publish(&self, ch: &str, json: impl AsRef<[u8]>) -> Result<Position, HubError> {
-        if self.shared.bus.is_some() {
-            return self.submit_with(ch, None, json.as_ref());
-        }
         self.with(|c, now| c.server.publish(now, ch, json.as_ref()))
     }
 
@@ -53,12 +49,28 @@ impl ServerHandle {
         self.with(|c, now| c.server.publish_once(now, ch, id, json.as_ref()))
     }
 
-    /// Publishes through the Redis bus and waits (blocking) for its answer.
+    /// Creates channel `ch` with its log continuing after `last`, a position an earlier
+    /// process of this server persisted ([`tidewire::hub::Hub::restore`]): a client that
+    /// was at `last` resumes exactly.
     ///
     /// # Errors
-    /// [`HubError::Unavailable`] without a bus or while it is down; as
+    /// As [`Hub::restore`](tidewire::hub::Hub::restore).
+    pub fn restore(&self, ch: &str, last: Position) -> Result<(), HubError> {
+        self.with(|c, now| c.server.with_hub(now, |hub| hub.restore(ch, last)))
+    }
+
+    /// The trusted publish that works with and without Redis: with
+    /// [`ServerConfig::redis`](crate::ServerConfig::redis) it goes through the bus (which
+    /// numbers it) and waits (blocking) for its position; without, it is
     /// [`publish`](Self::publish).
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish); with Redis, [`HubError::Unavailable`] while Redis is
+    /// unreachable (retry with [`publish_once`](Self::publish_once) to stay idempotent).
     pub fn submit(&self, ch: &str, json: impl AsRef<[u8]>) -> Result<Position, HubError> {
+        if self.shared.bus.is_none() {
+            return self.publish(ch, json);
+        }
         self.submit_with(ch, None, json.as_ref())
     }
 

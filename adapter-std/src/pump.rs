@@ -191,7 +191,10 @@ pub(crate) fn run(
         let conn = ConnHandle(core.next_conn);
         core.next_conn += 1;
         core.slots.insert(conn, Arc::clone(&slot));
-        core.server.handle_accept(Instant::now(), conn);
+        match stream.peer_addr() {
+            Ok(peer) => core.server.handle_accept_from(Instant::now(), conn, peer),
+            Err(_) => core.server.handle_accept(Instant::now(), conn),
+        }
         core.after(shared);
         conn
     };

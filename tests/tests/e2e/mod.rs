@@ -413,7 +413,7 @@ pub(crate) mod std_adapter {
         }
 
         fn try_publish(h: &ServerHandle, ch: &str, json: &str) -> Result<Position, HubError> {
-            h.publish(ch, json.as_bytes())
+            h.submit(ch, json.as_bytes())
         }
 
         fn publish_once(h: &ServerHandle, ch: &str, id: &str, json: &str) -> Position {
