@@ -104,7 +104,70 @@ pub struct SessionConfig {
     pub rng_seed: [u8; 32],
 }
 
+/// Why [`SessionConfig::from_url`] refused a URL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UrlError {
+    /// Not `http://`, `ws://` (plain) or `https://`, `wss://` (TLS, not built yet).
+    #[error("the scheme must be http or ws")]
+    Scheme,
+    /// No host, a bad port, or a user-info part.
+    #[error("the URL has no usable host and port")]
+    Authority,
+    /// A query or fragment (the session builds its own).
+    #[error("the URL must not carry a query or fragment")]
+    Query,
+}
+
 impl SessionConfig {
+    /// The defaults for the server at `url`: `http://HOST[:PORT][/BASE]` (or `ws://`); the
+    /// path becomes [`base_path`](Self::base_path), the port defaults to 80.
+    ///
+    /// ```
+    /// use tidewire::client::SessionConfig;
+    ///
+    /// let cfg = SessionConfig::from_url("http://127.0.0.1:8080/realtime").unwrap();
+    /// assert_eq!((cfg.host.as_str(), cfg.port, cfg.base_path.as_str()), ("127.0.0.1", 8080, "/realtime"));
+    /// let cfg = SessionConfig::from_url("ws://[::1]").unwrap();
+    /// assert_eq!((cfg.host.as_str(), cfg.port, cfg.base_path.as_str()), ("::1", 80, ""));
+    /// assert!(SessionConfig::from_url("https://example.com").is_err()); // no TLS yet
+    /// ```
+    ///
+    /// # Errors
+    /// [`UrlError`] for another scheme, a missing host, a bad port, user info, a query.
+    pub fn from_url(url: &str) -> Result<Self, UrlError> {
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("ws://"))
+            .ok_or(UrlError::Scheme)?;
+        if rest.contains(['?', '#']) {
+            return Err(UrlError::Query);
+        }
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        if authority.is_empty() || authority.contains('@') {
+            return Err(UrlError::Authority);
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or(UrlError::Authority)?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            }
+        };
+        let port = match port {
+            Some(p) => p.parse::<u16>().map_err(|_| UrlError::Authority)?,
+            None => 80,
+        };
+        if host.is_empty() || port == 0 {
+            return Err(UrlError::Authority);
+        }
+        let mut cfg = Self::new(host, port);
+        cfg.base_path = path.trim_end_matches('/').to_owned();
+        Ok(cfg)
+    }
+
     /// The defaults for a server at `host:port`.
     #[must_use]
     pub fn new(host: impl Into<String>, port: u16) -> Self {
@@ -130,6 +193,38 @@ impl SessionConfig {
             max_queued_bytes: 1 << 20,
             send_rate: Some(RateLimitConfig { rate_per_sec: 40, burst: 80 }),
             rng_seed: [0; 32],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_host_port_and_base() {
+        let ok = [
+            ("http://a:1", ("a", 1, "")),
+            ("http://a", ("a", 80, "")),
+            ("ws://a:9/x/y/", ("a", 9, "/x/y")),
+            ("http://[::1]:7/", ("::1", 7, "")),
+        ];
+        for (url, (h, p, b)) in ok {
+            let c = SessionConfig::from_url(url).unwrap();
+            assert_eq!((c.host.as_str(), c.port, c.base_path.as_str()), (h, p, b), "{url}");
+        }
+        let bad = [
+            ("ftp://a", UrlError::Scheme),
+            ("wss://a", UrlError::Scheme),
+            ("http://", UrlError::Authority),
+            ("http://u@a", UrlError::Authority),
+            ("http://a:0", UrlError::Authority),
+            ("http://a:99999", UrlError::Authority),
+            ("http://[::1", UrlError::Authority),
+            ("http://a/?x=1", UrlError::Query),
+        ];
+        for (url, e) in bad {
+            assert_eq!(SessionConfig::from_url(url).err(), Some(e), "{url}");
         }
     }
 }

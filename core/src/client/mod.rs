@@ -112,6 +112,7 @@
 mod channels;
 mod config;
 mod http;
+mod outbound;
 mod session;
 mod types;
 pub mod wire;
@@ -119,7 +120,7 @@ pub mod wire;
 /// The outbound-socket vocabulary under its old names: [`crate::socket`] now, shared with
 /// the Redis bus.
 pub use crate::socket::{SockId, SocketAction as SessionAction};
-pub use config::{SessionConfig, TokenPlacement, Transport};
+pub use config::{SessionConfig, TokenPlacement, Transport, UrlError};
 pub use session::ClientSession;
 pub use types::{
     ClientMsgId, PublishError, Reason, SessionEvent, SessionState, SessionTimer, StateChange,
