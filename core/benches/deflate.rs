@@ -218,7 +218,7 @@ fn print_ratios() {
     for (name, msgs) in payloads() {
         let raw: usize = msgs.iter().map(Vec::len).sum();
         for backend in ["zlib-rs", "miniz"] {
-            for level in [1, 6] {
+            for level in [1, 3, 6] {
                 let ratio = |context| {
                     let c: usize =
                         compress_all(backend, level, context, &msgs).iter().map(Vec::len).sum();
@@ -243,7 +243,7 @@ fn bench_backends(c: &mut Criterion) {
     for (name, msgs) in payloads() {
         g.throughput(Throughput::Bytes(msgs[0].len() as u64));
         for backend in ["zlib-rs", "miniz"] {
-            for level in [1, 6] {
+            for level in [1, 3, 6] {
                 for context in [true, false] {
                     let id =
                         format!("{backend}/l{level}/{}", if context { "ctx" } else { "no-ctx" });

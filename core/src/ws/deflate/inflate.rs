@@ -12,6 +12,8 @@ use crate::ws::utf8::{Utf8Bytes, Utf8Validator};
 
 /// The smallest step the output buffer grows by (it doubles beyond that).
 const STEP: usize = 16 * 1024;
+/// The step when all input is in and the output is full: whatever is still pending.
+const PROBE: usize = 256;
 
 /// A compressed message whose final frame has not arrived.
 #[derive(Debug)]
@@ -97,7 +99,10 @@ fn inflate_into(
             if room == 0 {
                 return Err(ProtocolError::MessageTooLarge);
             }
-            out.reserve_exact(out.capacity().max(STEP).min(room));
+            // With all input taken, little or nothing is usually pending: probe with a small
+            // step rather than doubling a buffer that is likely complete.
+            let step = if input.is_empty() { PROBE } else { out.capacity().max(STEP) };
+            out.reserve_exact(step.min(room));
         }
         let (in_before, out_before) = (d.total_in(), out.len());
         let status = d

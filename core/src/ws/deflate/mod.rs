@@ -23,15 +23,17 @@
 //! # Memory and ratio: the modes
 //!
 //! A zlib state is large, and a message can only refer back to earlier messages when both
-//! ends keep their state between messages ("context takeover"). Measured with the zlib-rs
-//! backend (its hash table is 128 KiB whatever the window):
+//! ends keep their state between messages ("context takeover"). Heap per idle server
+//! connection, measured by `tests/tests/deflate.rs` with the zlib-rs backend (whose hash
+//! table is 128 KiB whatever the window), and ratios (compressed / raw, level 3) from
+//! `benches/deflate.rs`:
 //!
-//! | mode (per direction) | state kept between messages | ratio | CPU per message |
+//! | mode (both directions) | heap kept per idle connection | ratio: 200 B chat / 2 KiB dashboard / 64 KiB text | CPU per message |
 //! |---|---|---|---|
-//! | context takeover, window 15 | compressor ≈ 370 KiB, inflater ≈ 41 KiB, per connection, allocated on the first compressed message | best: small messages that repeat keys shrink to a few bytes | lowest |
-//! | context takeover, window 9–14 | compressor ≈ 240–370 KiB, inflater ≈ 9–25 KiB | a little lower on large messages | same |
-//! | no context takeover ([`DeflateMemory::ThreadPool`]) | nothing (< 1 KiB: the agreement); states borrowed per message from a per-thread pool of at most [`POOL_MAX`] spares | each message alone: poor under ~100 B, fine above 1 KiB | plus a state reset per message |
-//! | no context takeover ([`DeflateMemory::PerMessage`]) | nothing; states allocated for each message and freed | as above | plus an allocation per message |
+//! | context takeover, window 15 | ≈ 420 KiB (compressor and inflater, created on the first compressed message each way) | 0.28 / 0.12 / 0.30 | lowest: no reset |
+//! | context takeover, window 10 | ≈ 295 KiB | a little lower on large messages | same |
+//! | no context takeover, [`DeflateMemory::ThreadPool`] | nothing but the agreement (a box of ≈ 400 B: the [`DeflateParams`] and empty slots); states borrowed per message from a per-thread pool of at most [`POOL_MAX`] spares | 0.67 / 0.16 / 0.31: each message alone, poor under ~500 B | plus a state reset (≈ 3–10 µs) per message |
+//! | no context takeover, [`DeflateMemory::PerMessage`] | nothing; states allocated for each message and freed | as above | plus an allocation per message |
 //!
 //! `server_no_context_takeover` governs what the server keeps for sending and the client for
 //! receiving; `client_no_context_takeover` the other direction. An idle connection keeps no
@@ -137,8 +139,9 @@ pub struct DeflateConfig {
     pub server_max_window_bits: u8,
     /// Largest LZ77 window (log2 bytes, 8–15) the client compresses with (default 15).
     pub client_max_window_bits: u8,
-    /// Compression level 0–9 (default 6, zlib's); 1 is several times faster on small JSON at
-    /// a slightly lower ratio (see `benches/deflate.rs`).
+    /// Compression level 0–9 (default 3). zlib's own default, 6, costs 2–4 times the CPU
+    /// of 3 for 3–15 % fewer bytes; 1 is faster still but poor on text (ratio 0.48 against
+    /// 0.30 on 64 KiB of prose). Measured in `benches/deflate.rs`.
     pub level: u32,
     /// Messages shorter than this many bytes are sent uncompressed (default 256).
     pub min_size: usize,
@@ -153,7 +156,7 @@ impl Default for DeflateConfig {
             client_no_context_takeover: false,
             server_max_window_bits: 15,
             client_max_window_bits: 15,
-            level: 6,
+            level: 3,
             min_size: 256,
             memory: DeflateMemory::ThreadPool,
         }
