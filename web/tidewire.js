@@ -217,8 +217,11 @@
   };
 
   /**
-   * Subscribes `onMessage(data, {ch, ep, off})` to channel `ch`; `opts.pos` ("EP:OFF")
-   * resumes from a stored position. Returns a function that unsubscribes.
+   * Subscribes `onMessage(data, {ch, ep, off, from})` to channel `ch`; `opts.pos` ("EP:OFF")
+   * resumes from a stored position. `from` is the publisher's user as the server
+   * authenticated it (`null` for an anonymous client, a server-side publish, or a channel that
+   * hides publishers): trust it, not a name inside `data`. Returns a function that
+   * unsubscribes.
    */
   Client.prototype.subscribe = function (ch, onMessage, opts) {
     var self = this;
@@ -736,7 +739,7 @@
     var pos = typeof m.ep === 'string' && typeof m.off === 'number' ? { ep: m.ep, off: m.off } : null;
     switch (m.op) {
       case 'msg':
-        if (pos) this._deliver(m.ch, pos, m.data);
+        if (pos) this._deliver(m.ch, pos, m.data, m.from);
         break;
       case 'subscribed':
         this._subRefs.forEach(function (ch, ref, map) { if (ch === m.ch) map.delete(ref); });
@@ -773,7 +776,7 @@
 
   // ----- delivery: once and in order per channel -----------------------------------------------
 
-  Client.prototype._deliver = function (ch, pos, data) {
+  Client.prototype._deliver = function (ch, pos, data, from) {
     var c = this._channels.get(ch);
     if (!c) return;
     if (c.pos && c.pos.ep === pos.ep) {
@@ -786,7 +789,8 @@
       this._reportRefetch(c, ch, { ep: pos.ep, off: Math.max(0, pos.off - 1) });
     }
     c.pos = pos;
-    this._safe(c.fn, data, { ch: ch, ep: pos.ep, off: pos.off });
+    var meta = { ch: ch, ep: pos.ep, off: pos.off, from: typeof from === 'string' ? from : null };
+    this._safe(c.fn, data, meta);
   };
 
   /** The server says the history is gone: refetch, then continue from `pos`. */
@@ -845,11 +849,23 @@
       opened = true;
       self._channelOpened(link, ch);
     };
+    // The server names a message's publisher in an `event: from` block just before it
+    // (`{"ch":..,"pos":"EP:OFF","from":..}`): kept until the message at that position comes.
+    var from = null;
     var onEvent = function (ev) {
       if (!live()) return;
       var pos = parsePos(ev.lastEventId);
-      if (pos) self._deliver(ch, pos, parseData(ev.data));
+      var by = from && from.pos === ev.lastEventId ? from.from : null;
+      from = null;
+      if (pos) self._deliver(ch, pos, parseData(ev.data), by);
     };
+    if (ch !== 'from') {
+      es.addEventListener('from', function (ev) {
+        if (!live()) return;
+        var d = parseData(ev.data);
+        from = d && typeof d.pos === 'string' && typeof d.from === 'string' ? d : null;
+      });
+    }
     es.addEventListener(ch, onEvent); // `event: <channel>`
     if (ch !== 'message' && ch !== 'reset') es.addEventListener('message', onEvent);
     es.addEventListener('reset', function (ev) {
@@ -954,7 +970,7 @@
           } else {
             (r.body.events || []).forEach(function (e) {
               if (typeof e.ep === 'string' && typeof e.off === 'number') {
-                self._deliver(ch, { ep: e.ep, off: e.off }, e.data);
+                self._deliver(ch, { ep: e.ep, off: e.off }, e.data, e.from);
               }
             });
             self._cursor(ch, pos);

@@ -157,7 +157,7 @@ fn sse_and_polling_read_the_same_log_as_websocket() {
         assert_eq!(status, 200, "{head}");
         let poll = PollBody::decode(body.as_bytes()).unwrap();
         assert!(poll.recovered);
-        let polled: Vec<Position> = poll.events.iter().map(|e| e.0).collect();
+        let polled: Vec<Position> = poll.events.iter().map(|e| e.pos).collect();
         assert_eq!(polled, positions[1..]);
         assert!(head.contains(&format!("ETag: \"{}\"", positions[2])), "{head}");
         let (status, _, _) = fetch(
@@ -176,7 +176,7 @@ fn sse_and_polling_read_the_same_log_as_websocket() {
         let all = String::from_utf8(read_to_end_lossy(&mut waiting)).unwrap();
         let body = all.split_once("\r\n\r\n").unwrap().1;
         let poll = PollBody::decode(body.as_bytes()).unwrap();
-        assert_eq!(poll.events.iter().map(|e| e.0).collect::<Vec<_>>(), [fourth]);
+        assert_eq!(poll.events.iter().map(|e| e.pos).collect::<Vec<_>>(), [fourth]);
 
         // Refusals before any 200.
         assert_eq!(fetch(server.addr, "/events?ch=chat:lobby", "").0, 403);

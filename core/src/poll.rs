@@ -11,8 +11,11 @@
 //! JSON text):
 //!
 //! ```text
-//! {"ch":"ticks","pos":"a1:7","recovered":true,"events":[{"ep":"a1","off":6,"data":{"n":6}},{"ep":"a1","off":7,"data":{"n":7}}]}
+//! {"ch":"ticks","pos":"a1:7","recovered":true,"events":[{"ep":"a1","off":6,"data":{"n":6}},{"ep":"a1","off":7,"from":"ann","data":{"n":7}}]}
 //! ```
+//!
+//! An event's `from` is its publisher's user as the server authenticated them (recorded by
+//! the hub in the log); it is absent when there is none to show.
 //!
 //! `recovered: false` means the position was gone: no events, `pos` is the head, and the
 //! client must refetch state before it polls on from `pos`.
@@ -42,7 +45,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::http::{self, Request};
-use crate::replay::{Position, ReplayLog};
+use crate::replay::{LogEntry, Position, ReplayLog};
 use crate::time::{Duration, Instant};
 
 /// Settings of polling.
@@ -196,7 +199,7 @@ impl Poll {
         let Some(pos) = self.req.pos else {
             return Some(self.answer(log.head(), true, &[]));
         };
-        match log.since(pos) {
+        match log.since_entries(pos) {
             Err(gone) => Some(self.answer(gone.head, false, &[])),
             Ok(missed) if missed.len() == 0 => {
                 if hold {
@@ -214,8 +217,8 @@ impl Poll {
                 }
             }
             Ok(missed) => {
-                let events: Vec<(Position, &Bytes)> = missed.take(self.cfg.max_events).collect();
-                let last = events.last().map_or(pos, |(p, _)| *p);
+                let events: Vec<LogEntry<'_>> = missed.take(self.cfg.max_events).collect();
+                let last = events.last().map_or(pos, |e| e.pos);
                 Some(self.answer(last, true, &events))
             }
         }
@@ -233,13 +236,14 @@ impl Poll {
         if self.answered { None } else { self.deadline }
     }
 
-    fn answer(&mut self, pos: Position, recovered: bool, events: &[(Position, &Bytes)]) -> Bytes {
+    fn answer(&mut self, pos: Position, recovered: bool, events: &[LogEntry<'_>]) -> Bytes {
         self.answered = true;
         let events = events
             .iter()
-            .map(|(p, data)| PollEvent {
+            .map(|&LogEntry { pos: p, data, from }| PollEvent {
                 ep: p.epoch.to_string(),
                 off: p.offset,
+                from: from.map(ToString::to_string),
                 // The hub stores JSON text; anything else is carried as a JSON string.
                 data: std::str::from_utf8(data)
                     .ok()
@@ -275,6 +279,8 @@ struct PollBody<'a> {
 struct PollEvent {
     ep: String,
     off: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<String>,
     data: Box<RawValue>,
 }
 

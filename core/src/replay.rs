@@ -26,6 +26,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -123,6 +124,20 @@ pub struct Gone {
 struct Entry {
     at: Instant,
     data: Bytes,
+    /// Who published it, as the server authenticated them (`None`: anonymous, trusted or
+    /// hidden).
+    from: Option<Arc<str>>,
+}
+
+/// One retained message, as [`ReplayLog::since_entries`] gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogEntry<'a> {
+    /// Its position.
+    pub pos: Position,
+    /// Its data.
+    pub data: &'a Bytes,
+    /// Its publisher's identity, when the hub recorded one.
+    pub from: Option<&'a Arc<str>>,
 }
 
 /// The log of one channel. See the [module docs](self).
@@ -190,9 +205,15 @@ impl ReplayLog {
     /// Appends a message and returns its position; drops the oldest messages past the
     /// count, byte and age bounds.
     pub fn append(&mut self, now: Instant, data: Bytes) -> Position {
+        self.append_from(now, data, None)
+    }
+
+    /// [`append`](Self::append) of a message whose publisher is `from` (kept with it, so
+    /// that replays carry it; [`since_entries`](Self::since_entries) gives it back).
+    pub fn append_from(&mut self, now: Instant, data: Bytes, from: Option<Arc<str>>) -> Position {
         let now = self.advance(now);
         self.bytes += data.len();
-        self.entries.push_back(Entry { at: now, data });
+        self.entries.push_back(Entry { at: now, data, from });
         let pos = self.head();
         self.trim(now);
         pos
@@ -220,20 +241,44 @@ impl ReplayLog {
         &self,
         pos: Position,
     ) -> Result<impl ExactSizeIterator<Item = (Position, &Bytes)> + '_, Gone> {
-        let head = self.head();
-        let gone = Gone { asked: pos, head };
-        if pos.epoch != self.epoch || pos.offset > head.offset || pos.offset + 1 < self.first {
-            return Err(gone);
-        }
-        let skip = usize::try_from(pos.offset + 1 - self.first).map_err(|_| gone)?;
+        let (skip, first) = self.skip_after(pos)?;
         let epoch = self.epoch;
-        let first = self.first;
         Ok(self
             .entries
             .iter()
             .enumerate()
             .skip(skip)
             .map(move |(i, e)| (Position { epoch, offset: first + i as u64 }, &e.data)))
+    }
+
+    /// [`since`](Self::since) with each message's publisher: the messages after `pos`,
+    /// oldest first.
+    ///
+    /// # Errors
+    /// As [`since`](Self::since).
+    pub fn since_entries(
+        &self,
+        pos: Position,
+    ) -> Result<impl ExactSizeIterator<Item = LogEntry<'_>> + '_, Gone> {
+        let (skip, first) = self.skip_after(pos)?;
+        let epoch = self.epoch;
+        Ok(self.entries.iter().enumerate().skip(skip).map(move |(i, e)| LogEntry {
+            pos: Position { epoch, offset: first + i as u64 },
+            data: &e.data,
+            from: e.from.as_ref(),
+        }))
+    }
+
+    /// How many retained entries precede the first one after `pos`, and the offset of
+    /// `entries[0]`.
+    fn skip_after(&self, pos: Position) -> Result<(usize, u64), Gone> {
+        let head = self.head();
+        let gone = Gone { asked: pos, head };
+        if pos.epoch != self.epoch || pos.offset > head.offset || pos.offset + 1 < self.first {
+            return Err(gone);
+        }
+        let skip = usize::try_from(pos.offset + 1 - self.first).map_err(|_| gone)?;
+        Ok((skip, self.first))
     }
 
     fn advance(&mut self, now: Instant) -> Instant {
@@ -343,6 +388,21 @@ mod tests {
         assert_eq!(offsets(&log, last), Ok(vec![42]));
         let older = Position { epoch: Epoch(7), offset: 40 };
         assert!(log.since(older).is_err(), "41 is not in this life's log");
+    }
+
+    #[test]
+    fn entries_keep_their_publisher() {
+        let (mut log, t0) = log(LogLimits::default());
+        log.append_from(t0, Bytes::from_static(b"1"), Some(Arc::from("ann")));
+        log.append(t0, Bytes::from_static(b"2"));
+        let got: Vec<(u64, Option<String>)> = log
+            .since_entries(Position::start(Epoch(7)))
+            .unwrap()
+            .map(|e| (e.pos.offset, e.from.map(ToString::to_string)))
+            .collect();
+        assert_eq!(got, [(1, Some("ann".to_owned())), (2, None)]);
+        assert_eq!(log.since_entries(log.head()).unwrap().len(), 0);
+        assert!(log.since_entries(Position::start(Epoch(8))).is_err());
     }
 
     #[test]

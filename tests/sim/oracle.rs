@@ -58,6 +58,8 @@ pub(crate) struct Tally {
 #[derive(Debug, Default)]
 pub(crate) struct Oracle {
     truth: HashMap<(String, Position), String>,
+    /// The publisher each logged message shows.
+    senders: HashMap<(String, Position), Option<String>>,
     /// How often each client publish's data was logged, per epoch.
     logged: HashMap<(u64, String), u32>,
     views: Vec<View>,
@@ -144,6 +146,8 @@ impl Oracle {
                         self.fail(sim.elapsed(), msg);
                     }
                 }
+                let from = p.from.as_deref().map(str::to_owned);
+                self.senders.insert((p.ch.to_string(), p.pos), from);
                 self.truth.insert((p.ch.to_string(), p.pos), data);
             }
         }
@@ -173,9 +177,14 @@ impl Oracle {
     fn event(&mut self, sim: &Sim, i: usize, e: SessionEvent) {
         let at = sim.elapsed();
         match e {
-            SessionEvent::Message { ch, pos, data } => {
+            SessionEvent::Message { ch, pos, from, data } => {
                 self.tally.delivered += 1;
                 let truth = self.truth.get(&(ch.clone(), pos)).cloned();
+                let sender = self.senders.get(&(ch.clone(), pos)).cloned();
+                if sender.as_ref().is_some_and(|s| *s != from) {
+                    let msg = format!("client {i} {ch} {pos}: from {from:?} != {sender:?}");
+                    return self.fail(at, msg);
+                }
                 let view = &mut self.views[i];
                 view.resumed_from.remove(&ch);
                 let restarted = view.restarted;

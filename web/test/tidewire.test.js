@@ -497,3 +497,55 @@ test('closeClass and positions', () => {
   assert.equal(Tidewire.formatPos({ ep: 'a1', off: 0 }), 'a1:0');
   assert.equal(typeof scriptedRandom, 'function');
 });
+
+test('each message passes its publisher (`from`) to the callback, over WS, SSE and polling', async () => {
+  const t = setup({ token: 'user:ann', random: () => 0 });
+  const got = [];
+  t.client.subscribe('chat:lobby', (d, meta) => got.push([d.t, meta.from]), { pos: 'a1:0' });
+  const ws = await openWs(t);
+  ws.receive({ op: 'msg', ch: 'chat:lobby', ep: 'a1', off: 1, from: 'ann', data: { t: 'hi' } });
+  ws.receive({ op: 'msg', ch: 'chat:lobby', ep: 'a1', off: 2, data: { t: 'tick' } });
+  assert.deepEqual(got, [['hi', 'ann'], ['tick', null]]);
+
+  // SSE (a client whose WebSocket never opens): an `event: from` block names the publisher
+  // of the message that follows it.
+  const s = setup({ token: 'user:ann', random: () => 0 });
+  const sse = [];
+  s.client.subscribe('chat:lobby', (d, meta) => sse.push([d.t, meta.from]), { pos: 'a1:2' });
+  s.client.connect();
+  s.ws().serverClose(1006);
+  await s.clock.advance(0);
+  s.ws().serverClose(1006);
+  await s.clock.advance(0);
+  assert.equal(s.client.transport, 'sse');
+  const es = s.sources.at(-1);
+  es.open();
+  es.emit('from', { ch: 'chat:lobby', pos: 'a1:3', from: 'bob' }, 'a1:2');
+  es.emit('chat:lobby', { t: 'yo' }, 'a1:3');
+  es.emit('chat:lobby', { t: 'anon' }, 'a1:4'); // no `from` block: no publisher
+  es.emit('from', { ch: 'chat:lobby', pos: 'a1:9', from: 'eve' }, 'a1:4'); // not the next one
+  es.emit('chat:lobby', { t: 'later' }, 'a1:5');
+  assert.deepEqual(sse, [['yo', 'bob'], ['anon', null], ['later', null]]);
+
+  // Polling (a client whose WebSocket and SSE never open): each event carries `from` when
+  // there is one.
+  const p = setup({ token: 'user:ann', random: () => 0 });
+  const polled = [];
+  p.client.subscribe('chat:lobby', (d, meta) => polled.push([d.t, meta.from]), { pos: 'a1:5' });
+  p.client.connect();
+  for (let i = 0; i < 2; i++) {
+    p.ws().serverClose(1006);
+    await p.clock.advance(0);
+  }
+  for (let i = 0; i < 2; i++) {
+    p.sources.at(-1).error(0);
+    await p.clock.advance(0);
+  }
+  assert.equal(p.client.transport, 'poll');
+  p.requests.at(-1).respond(200, {
+    ch: 'chat:lobby', pos: 'a1:7', recovered: true,
+    events: [{ ep: 'a1', off: 6, from: 'cy', data: { t: 'p' } }, { ep: 'a1', off: 7, data: { t: 'q' } }]
+  });
+  await p.clock.advance(0);
+  assert.deepEqual(polled, [['p', 'cy'], ['q', null]]);
+});

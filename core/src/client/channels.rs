@@ -24,6 +24,9 @@ struct Channel {
     sock: Option<SockId>,
     /// Polling: when the next poll may start.
     next_poll: Option<Instant>,
+    /// SSE: the publisher an `event: from` block named for the message at this position,
+    /// which follows it.
+    from: Option<(Position, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -109,12 +112,26 @@ impl Channels {
         due
     }
 
-    /// Delivers a message unless it is a duplicate or stale.
+    /// SSE: `from` published the message of `ch` at `pos`, which comes next.
+    pub(crate) fn announce_from(&mut self, ch: &str, pos: Position, from: String) {
+        if let Some(c) = self.map.get_mut(ch) {
+            c.from = Some((pos, from));
+        }
+    }
+
+    /// SSE: the publisher announced for the message of `ch` at `pos` (forgotten either way).
+    pub(crate) fn take_from(&mut self, ch: &str, pos: Position) -> Option<String> {
+        let c = self.map.get_mut(ch)?;
+        c.from.take().filter(|(p, _)| *p == pos).map(|(_, f)| f)
+    }
+
+    /// Delivers a message (published by `from`) unless it is a duplicate or stale.
     pub(crate) fn deliver(
         &mut self,
         events: &mut VecDeque<SessionEvent>,
         ch: &str,
         pos: Position,
+        from: Option<String>,
         data: String,
     ) {
         let Some(c) = self.map.get_mut(ch) else { return };
@@ -139,7 +156,7 @@ impl Channels {
             None => {}
         }
         c.pos = Some(pos);
-        events.push_back(SessionEvent::Message { ch: ch.to_owned(), pos, data });
+        events.push_back(SessionEvent::Message { ch: ch.to_owned(), pos, from, data });
     }
 
     /// The server says the history is gone: refetch, then continue from `pos`.
@@ -213,20 +230,20 @@ mod tests {
         assert!(c.add("a", None));
         assert!(!c.add("a", None));
         for s in ["a1:1", "a1:2", "a1:2", "a1:1", "a1:4"] {
-            c.deliver(&mut ev, "a", p(s), "x".into());
+            c.deliver(&mut ev, "a", p(s), None, "x".into());
         }
         assert_eq!(c.duplicates, 2);
         c.refetch(&mut ev, "a", p("b2:9"));
         c.refetch(&mut ev, "a", p("b2:9"));
-        c.deliver(&mut ev, "a", p("b2:9"), "x".into());
-        c.deliver(&mut ev, "a", p("b2:10"), "x".into());
+        c.deliver(&mut ev, "a", p("b2:9"), None, "x".into());
+        c.deliver(&mut ev, "a", p("b2:10"), None, "x".into());
         // An unannounced epoch: one refetch, then the message.
-        c.deliver(&mut ev, "a", p("c3:5"), "x".into());
+        c.deliver(&mut ev, "a", p("c3:5"), None, "x".into());
         c.cursor(&mut ev, "a", p("c3:4"));
         c.cursor(&mut ev, "a", p("c3:7"));
         assert_eq!(c.position("a"), Some(p("c3:7")));
         c.cursor(&mut ev, "a", p("d4:1"));
-        c.deliver(&mut ev, "unknown", p("a1:1"), "x".into());
+        c.deliver(&mut ev, "unknown", p("a1:1"), None, "x".into());
         assert_eq!(
             kinds(&ev),
             ["ma1:1", "ma1:2", "ma1:4", "rb2:9", "mb2:10", "rc3:4", "mc3:5", "rd4:1"]
@@ -242,9 +259,9 @@ mod tests {
         let mut ev = VecDeque::new();
         c.add("a", None);
         c.refetch(&mut ev, "a", p("a1:4"));
-        c.deliver(&mut ev, "a", p("a1:5"), "x".into());
+        c.deliver(&mut ev, "a", p("a1:5"), None, "x".into());
         c.refetch(&mut ev, "a", p("a1:4"));
-        c.deliver(&mut ev, "a", p("a1:5"), "x".into());
+        c.deliver(&mut ev, "a", p("a1:5"), None, "x".into());
         assert_eq!(kinds(&ev), ["ra1:4", "ma1:5", "ra1:4", "ma1:5"]);
     }
 
@@ -255,10 +272,10 @@ mod tests {
         let mut c = Channels::default();
         let mut ev = VecDeque::new();
         c.add("a", Some(p("b2:13")));
-        c.deliver(&mut ev, "a", p("a1:0"), "x".into());
+        c.deliver(&mut ev, "a", p("a1:0"), None, "x".into());
         assert_eq!(kinds(&ev), Vec::<String>::new());
         assert_eq!((c.duplicates, c.position("a")), (1, Some(p("b2:13"))));
-        c.deliver(&mut ev, "a", p("a1:1"), "x".into());
+        c.deliver(&mut ev, "a", p("a1:1"), None, "x".into());
         assert_eq!(kinds(&ev), ["ra1:0", "ma1:1"]);
     }
 }

@@ -91,7 +91,7 @@
 //!                 if let Ok(ClientMessage::Sub { ch, .. }) = ClientMessage::decode(m.payload()) {
 //!                     let reply = format!(r#"{{"op":"subscribed","ch":"{ch}","recovered":true,"ep":"a1","off":0}}"#);
 //!                     server.send(now, Message::text(reply)).unwrap();
-//!                     let msg = format!(r#"{{"op":"msg","ch":"{ch}","ep":"a1","off":1,"data":{{"total":3}}}}"#);
+//!                     let msg = format!(r#"{{"op":"msg","ch":"{ch}","ep":"a1","off":1,"from":"ann","data":{{"total":3}}}}"#);
 //!                     server.send(now, Message::text(msg)).unwrap();
 //!                 }
 //!             }
@@ -105,8 +105,9 @@
 //! }
 //! assert_eq!(session.state(), SessionState::Open);
 //! assert!(events.iter().any(|e| matches!(e,
-//!     SessionEvent::Message { ch, pos, data }
-//!         if ch == "orders:42" && pos.to_string() == "a1:1" && data == r#"{"total":3}"#)));
+//!     SessionEvent::Message { ch, pos, from, data }
+//!         if ch == "orders:42" && pos.to_string() == "a1:1" && data == r#"{"total":3}"#
+//!             && from.as_deref() == Some("ann"))));
 //! ```
 
 mod channels;

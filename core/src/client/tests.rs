@@ -185,14 +185,41 @@ fn sse_streams_give_the_same_events_however_split() {
     assert_eq!(
         whole.0,
         [
-            SessionEvent::Message { ch: "a".into(), pos: p("a1:2"), data: "2".into() },
+            SessionEvent::Message { ch: "a".into(), pos: p("a1:2"), from: None, data: "2".into() },
             SessionEvent::RefetchNeeded { ch: "a".into(), pos: p("b2:7") },
-            SessionEvent::Message { ch: "a".into(), pos: p("b2:8"), data: "{\"x\":8}".into() },
+            SessionEvent::Message {
+                ch: "a".into(),
+                pos: p("b2:8"),
+                from: None,
+                data: "{\"x\":8}".into()
+            },
         ]
     );
     assert_eq!(whole.1, Some(p("b2:9")));
     assert_eq!(sse_run(body, 1), whole);
     assert_eq!(sse_run(body, 7), whole);
+}
+
+#[test]
+fn sse_from_blocks_name_the_publisher_of_the_next_message() {
+    let body = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n\
+        event: from\ndata: {\"ch\":\"a\",\"pos\":\"a1:2\",\"from\":\"ann\"}\n\n\
+        id: a1:2\nevent: a\ndata: 2\n\n\
+        id: a1:3\nevent: a\ndata: 3\n\n\
+        event: from\ndata: {\"ch\":\"a\",\"pos\":\"a1:9\",\"from\":\"eve\"}\n\n\
+        id: a1:4\nevent: a\ndata: 4\n\n";
+    let whole = sse_run(body, body.len());
+    let from: Vec<Option<&str>> = whole
+        .0
+        .iter()
+        .map(|e| match e {
+            SessionEvent::Message { from, .. } => from.as_deref(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(from, [Some("ann"), None, None]);
+    assert_eq!(whole.1, Some("a1:4".parse().unwrap()));
+    assert_eq!(sse_run(body, 1), whole);
 }
 
 #[test]

@@ -102,6 +102,9 @@ pub enum SessionEvent {
         ch: String,
         /// Its position.
         pos: Position,
+        /// Who published it, as the server authenticated them; `None` for an anonymous
+        /// client or a trusted server-side publish, or in a channel that hides publishers.
+        from: Option<String>,
         /// Its data, as JSON text.
         data: String,
     },

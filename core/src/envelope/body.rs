@@ -1,5 +1,5 @@
 //! The JSON bodies a client reads from the HTTP transports: a polling response, the data of
-//! an SSE `reset` event, the reply to `POST /api/publish`.
+//! an SSE `reset` or `from` event, the reply to `POST /api/publish`.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -16,8 +16,20 @@ pub struct PollBody {
     pub pos: Position,
     /// `false`: the position asked for is gone; refetch, then continue from `pos`.
     pub recovered: bool,
-    /// The messages after the position asked for, in order: position and JSON text.
-    pub events: Vec<(Position, String)>,
+    /// The messages after the position asked for, in order.
+    pub events: Vec<PollEvent>,
+}
+
+/// One message of a [`PollBody`]: `{"ep":..,"off":..,"from":..,"data":..}` (`from` absent
+/// when the server shows no publisher).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PollEvent {
+    /// Its position.
+    pub pos: Position,
+    /// Its publisher's user, as the server authenticated them.
+    pub from: Option<String>,
+    /// Its data, as JSON text.
+    pub data: String,
 }
 
 #[derive(Deserialize)]
@@ -33,6 +45,8 @@ struct WirePoll<'a> {
 struct WirePollEvent<'a> {
     ep: String,
     off: u64,
+    #[serde(default)]
+    from: Option<String>,
     #[serde(borrow)]
     data: &'a RawValue,
 }
@@ -56,7 +70,7 @@ impl PollBody {
             .map(|e| {
                 let pos = flat_position(Some(&e.ep), Some(e.off))
                     .ok_or_else(|| bad_position("an event's `ep`/`off`"))?;
-                Ok((pos, e.data.get().into()))
+                Ok(PollEvent { pos, from: e.from, data: e.data.get().into() })
             })
             .collect::<Result<_, EnvelopeError>>()?;
         Ok(Self {
@@ -81,6 +95,24 @@ pub fn decode_reset(data: &[u8]) -> Result<(String, Position), EnvelopeError> {
     }
     let r: Reset = serde_json::from_slice(data).map_err(|e| EnvelopeError::bad_json(&e))?;
     Ok((r.ch, r.pos.parse().map_err(|_| bad_position("`pos`"))?))
+}
+
+/// The data of an SSE `from` event, `{"ch":..,"pos":"EP:OFF","from":"ann"}`: the publisher
+/// of the channel message at `pos`, which follows it in the same stream (an SSE event has
+/// only `id`, `event` and `data` for an `EventSource` to read, so the publisher travels in
+/// an event of its own, and the message's `data` stays as published). Returns the position
+/// and the publisher.
+///
+/// # Errors
+/// [`EnvelopeError`] (`bad_json`, `bad_message`) for another shape.
+pub fn decode_from(data: &[u8]) -> Result<(Position, String), EnvelopeError> {
+    #[derive(Deserialize)]
+    struct From {
+        pos: String,
+        from: String,
+    }
+    let r: From = serde_json::from_slice(data).map_err(|e| EnvelopeError::bad_json(&e))?;
+    Ok((r.pos.parse().map_err(|_| bad_position("`pos`"))?, r.from))
 }
 
 /// The reply to `POST /api/publish`: `{"ep":..,"off":..}` (anything else gives `None`).

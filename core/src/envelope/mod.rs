@@ -6,7 +6,8 @@
 //! - [`ClientMessage`], client → server: `sub` (with an optional resume position), `unsub`,
 //!   `pub` (with a client message id that makes it idempotent, and a `ref` the answer
 //!   carries), `ping`.
-//! - [`ServerMessage`], server → client: `msg`, `ack`, `err`, `subscribed` (with
+//! - [`ServerMessage`], server → client: `msg` (with `from`, the publisher's user as the
+//!   server authenticated it, when there is one to show), `ack`, `err`, `subscribed` (with
 //!   `recovered`), `presence`, `pong`.
 //! - [`PollBody`], [`decode_reset`], [`decode_publish_reply`]: the JSON bodies a client reads
 //!   from the other transports (a polling response, an SSE `reset` event, the reply to
@@ -33,9 +34,14 @@
 //! assert_eq!((ch.as_str(), pos.unwrap().to_string()), ("orders:42", "a1:17".to_string()));
 //!
 //! // The server answers with a message; the client reads it.
-//! let msg = ServerMessage::Msg { ch: "orders:42".into(), pos: "a1:18".parse().unwrap(), data: r#"{"total":3}"#.into() };
+//! let msg = ServerMessage::Msg {
+//!     ch: "orders:42".into(),
+//!     pos: "a1:18".parse().unwrap(),
+//!     from: Some("ann".into()), // who published it, as the server authenticated them
+//!     data: r#"{"total":3}"#.into(),
+//! };
 //! let bytes = msg.encode();
-//! assert_eq!(bytes, r#"{"op":"msg","ch":"orders:42","ep":"a1","off":18,"data":{"total":3}}"#);
+//! assert_eq!(bytes, r#"{"op":"msg","ch":"orders:42","ep":"a1","off":18,"from":"ann","data":{"total":3}}"#);
 //! assert_eq!(ServerMessage::decode(&bytes).unwrap(), msg);
 //! ```
 
@@ -43,7 +49,7 @@ mod body;
 mod client;
 mod server;
 
-pub use body::{PollBody, decode_publish_reply, decode_reset};
+pub use body::{PollBody, PollEvent, decode_from, decode_publish_reply, decode_reset};
 pub use client::ClientMessage;
 pub use server::ServerMessage;
 pub(crate) use server::ServerMessageRef;

@@ -21,6 +21,9 @@ pub enum ServerMessage {
         ch: String,
         /// Its position.
         pos: Position,
+        /// Who published it, as the server authenticated them (`"from"` on the wire;
+        /// absent for an anonymous or trusted publisher, or a channel that hides them).
+        from: Option<String>,
         /// Its data, one JSON value as text (as published).
         data: String,
     },
@@ -79,6 +82,8 @@ struct Wire<'a> {
     #[serde(default, borrow)]
     data: Option<&'a RawValue>,
     #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
     recovered: Option<bool>,
     #[serde(default, rename = "ref")]
     reference: Option<u64>,
@@ -112,6 +117,7 @@ impl ServerMessage {
             "msg" => Self::Msg {
                 ch: w.ch.ok_or_else(|| missing("ch"))?,
                 pos: pos.ok_or_else(|| missing("ep/off"))?,
+                from: w.from,
                 data: w.data.ok_or_else(|| missing("data"))?.get().to_owned(),
             },
             "ack" => Self::Ack { reference: w.reference, pos },
@@ -140,7 +146,7 @@ impl ServerMessage {
     pub fn encode(&self) -> Bytes {
         let quoted: Box<RawValue>;
         let r = match self {
-            Self::Msg { ch, pos, data } => {
+            Self::Msg { ch, pos, from, data } => {
                 let data = match serde_json::from_str::<&RawValue>(data) {
                     Ok(raw) => raw,
                     Err(_) => {
@@ -152,7 +158,7 @@ impl ServerMessage {
                         &quoted
                     }
                 };
-                ServerMessageRef::Msg { ch, pos: *pos, data }
+                ServerMessageRef::Msg { ch, pos: *pos, from: from.as_deref(), data }
             }
             Self::Ack { reference, pos } => {
                 ServerMessageRef::Ack { reference: *reference, pos: *pos }
@@ -175,7 +181,7 @@ impl ServerMessage {
 #[derive(Debug)]
 pub(crate) enum ServerMessageRef<'a> {
     /// [`ServerMessage::Msg`].
-    Msg { ch: &'a str, pos: Position, data: &'a RawValue },
+    Msg { ch: &'a str, pos: Position, from: Option<&'a str>, data: &'a RawValue },
     /// [`ServerMessage::Ack`].
     Ack { reference: Option<u64>, pos: Option<Position> },
     /// [`ServerMessage::Err`].
@@ -210,10 +216,13 @@ impl Serialize for ServerMessageRef<'_> {
             None => Ok(()),
         };
         match self {
-            Self::Msg { ch, pos, data } => {
+            Self::Msg { ch, pos, from, data } => {
                 m.serialize_entry("op", "msg")?;
                 m.serialize_entry("ch", ch)?;
                 flat(&mut m, pos)?;
+                if let Some(from) = from {
+                    m.serialize_entry("from", from)?;
+                }
                 m.serialize_entry("data", data)?;
             }
             Self::Ack { reference: r, pos } => {

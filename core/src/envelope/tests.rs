@@ -142,9 +142,19 @@ fn encodes_every_server_op() {
     let join = ["ann".to_owned()];
     let cases = [
         (
-            ServerMessageRef::Msg { ch: "c", pos: p, data: &data },
-            ServerMessage::Msg { ch: "c".into(), pos: p, data: r#""hi""#.into() },
+            ServerMessageRef::Msg { ch: "c", pos: p, from: None, data: &data },
+            ServerMessage::Msg { ch: "c".into(), pos: p, from: None, data: r#""hi""#.into() },
             r#"{"op":"msg","ch":"c","ep":"a1","off":18,"data":"hi"}"#,
+        ),
+        (
+            ServerMessageRef::Msg { ch: "c", pos: p, from: Some("a\"n"), data: &data },
+            ServerMessage::Msg {
+                ch: "c".into(),
+                pos: p,
+                from: Some("a\"n".into()),
+                data: r#""hi""#.into(),
+            },
+            r#"{"op":"msg","ch":"c","ep":"a1","off":18,"from":"a\"n","data":"hi"}"#,
         ),
         (
             ServerMessageRef::Ack { reference: Some(7), pos: Some(p) },
@@ -194,11 +204,14 @@ fn server_messages_round_trip() {
     let positions = [None, Some(pos("a1:0")), Some(pos("ffffffffffffffff:18446744073709551615"))];
     let mut msgs = Vec::new();
     for data in [r#"{"total":3}"#, "[]", r#""a\"b""#, "true", "0.5"] {
-        msgs.push(ServerMessage::Msg {
-            ch: "orders:42".into(),
-            pos: pos("a1:18"),
-            data: data.into(),
-        });
+        for from in [None, Some("ann".to_owned())] {
+            msgs.push(ServerMessage::Msg {
+                ch: "orders:42".into(),
+                pos: pos("a1:18"),
+                from,
+                data: data.into(),
+            });
+        }
     }
     for reference in refs {
         for p in positions {
@@ -243,7 +256,12 @@ fn server_messages_decode_leniently() {
     let m = ServerMessage::decode(br#"{"op":"subscribed","ch":"c","recovered":true}"#).unwrap();
     assert_eq!(m, ServerMessage::Subscribed { ch: "c".into(), recovered: true, pos: None });
     // A `msg` whose data is not JSON travels as a string.
-    let m = ServerMessage::Msg { ch: "c".into(), pos: pos("a1:1"), data: "not json".into() };
+    let m = ServerMessage::Msg {
+        ch: "c".into(),
+        pos: pos("a1:1"),
+        from: None,
+        data: "not json".into(),
+    };
     assert_eq!(m.encode(), r#"{"op":"msg","ch":"c","ep":"a1","off":1,"data":"not json"}"#);
 }
 
@@ -289,7 +307,16 @@ fn poll_bodies_resets_and_replies() {
     let body = br#"{"ch":"t","pos":"a1:7","recovered":true,"events":[{"ep":"a1","off":7,"data":{"n":7}}]}"#;
     let b = PollBody::decode(body).unwrap();
     assert_eq!(b.pos, pos("a1:7"));
-    assert_eq!(b.events, vec![(pos("a1:7"), r#"{"n":7}"#.to_owned())]);
+    let n7 = PollEvent { pos: pos("a1:7"), from: None, data: r#"{"n":7}"#.to_owned() };
+    assert_eq!(b.events, vec![n7]);
+    let body = br#"{"ch":"t","pos":"a1:7","recovered":true,"events":[{"ep":"a1","off":7,"from":"ann","data":1}]}"#;
+    let b = PollBody::decode(body).unwrap();
+    assert_eq!(b.events[0].from.as_deref(), Some("ann"));
+    assert_eq!(
+        decode_from(br#"{"ch":"t","pos":"a1:7","from":"ann"}"#),
+        Ok((pos("a1:7"), "ann".into()))
+    );
+    assert!(decode_from(br#"{"ch":"t","pos":"a1:7"}"#).is_err());
     assert!(PollBody::decode(br#"{"ch":"t","pos":"x","recovered":true}"#).is_err());
     assert_eq!(
         decode_reset(br#"{"ch":"t","pos":"b2:3","recovered":false}"#),

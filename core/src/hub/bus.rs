@@ -446,7 +446,7 @@ impl Hub {
         let null = RawValue::NULL;
         let raw: &RawValue = serde_json::from_slice(data).unwrap_or(null);
         let raw = raw.to_owned();
-        self.log_and_fan_out(now, key, data, &raw);
+        self.log_and_fan_out(now, key, data, &raw, None);
     }
 
     /// Runs the joins that waited for `ch`'s history.

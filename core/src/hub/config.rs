@@ -49,6 +49,14 @@ pub struct HubConfig {
     pub dedup_window: usize,
     /// Longest client message id in bytes (default 128); longer is `bad_message`.
     pub max_id_len: usize,
+    /// Channel-name prefixes whose publishers stay hidden (default none: shown). Every
+    /// channel message a client publishes carries its publisher's user as the server
+    /// authenticated it (`"from"` in the WebSocket `msg` and in a poll's events, an
+    /// `event: from` block before it on SSE), kept with the message in the replay log;
+    /// in a channel whose name starts with one of these, it carries none. Anonymous
+    /// clients and trusted server-side publishes never show one. With a bus, publishers
+    /// are not carried (the bus stores the data only).
+    pub hide_publisher: Vec<String>,
 }
 
 impl Default for HubConfig {
@@ -67,6 +75,7 @@ impl Default for HubConfig {
             rate_limit: Some(RateLimitConfig { rate_per_sec: 50, burst: 100 }),
             dedup_window: 1 << 16,
             max_id_len: 128,
+            hide_publisher: Vec::new(),
         }
     }
 }

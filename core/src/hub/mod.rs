@@ -67,6 +67,14 @@
 //!   is not empty). On SSE the same JSON travels as `event: presence` without an id.
 //!   Leaves follow [`HubEvent::Left`]: at once on `unsub`, after
 //!   [`HubConfig::presence_grace`] when the name's last connection dropped.
+//! - Who said it: every channel message a client published carries its publisher's user
+//!   as the server authenticated it (the connection's [`Principal`]), kept with it in the
+//!   log so that replays carry it too: `"from":"ann"` in the WebSocket `msg` and in a poll's
+//!   events, an `event: from` block just before the message on SSE (data
+//!   `{"ch":..,"pos":"EP:OFF","from":"ann"}`; an `EventSource` listens for `from`, and
+//!   consumers that do not see the message events they always saw). None for anonymous
+//!   clients, trusted server-side publishes and channels listed in
+//!   [`HubConfig::hide_publisher`]; the field is then absent, so those frames are unchanged.
 //! - Publishes: the broadcast `msg` (to the publisher too, when it is a member) is queued
 //!   before the publisher's `ack`; a repeated client `id` of the same user (or, for an
 //!   anonymous client, of the same connection) is acknowledged again with the position of
@@ -109,7 +117,8 @@
 //! let epoch = hub.log("room:1").unwrap().epoch();
 //! let for_bob: Vec<&str> = frames.iter().filter(|f| f.0 == bob).map(|f| f.1.as_str()).collect();
 //! assert!(for_bob[0].starts_with(r#"{"op":"subscribed","ch":"room:1","recovered":true"#));
-//! assert_eq!(for_bob[2], format!(r#"{{"op":"msg","ch":"room:1","ep":"{epoch}","off":1,"data":{{"t":"hi"}}}}"#));
+//! // The message carries its publisher as the server authenticated it: `"from":"ann"`.
+//! assert_eq!(for_bob[2], format!(r#"{{"op":"msg","ch":"room:1","ep":"{epoch}","off":1,"from":"ann","data":{{"t":"hi"}}}}"#));
 //! assert!(frames.iter().any(|f| f.0 == ann && f.1 == format!(r#"{{"op":"ack","ref":1,"ep":"{epoch}","off":1}}"#)));
 //!
 //! // Cy saw offset 1 before its connection dropped: it resumes and gets offset 2 only.
@@ -118,7 +127,7 @@
 //! hub.handle_envelope(now, cy, sub.as_bytes());
 //! let got: Vec<_> = std::iter::from_fn(|| hub.pull(cy)).collect();
 //! assert!(got[0].starts_with(br#"{"op":"subscribed","ch":"room:1","recovered":true"#));
-//! assert!(got[1].starts_with(br#"{"op":"msg","ch":"room:1""#) && got[1].ends_with(br#""off":2,"data":{"t":"again"}}"#));
+//! assert!(got[1].starts_with(br#"{"op":"msg","ch":"room:1""#) && got[1].ends_with(br#""off":2,"from":"ann","data":{"t":"again"}}"#));
 //! assert!(got[2].starts_with(br#"{"op":"presence""#)); // who is there: bob (ann never joined)
 //! assert_eq!(got.len(), 3);
 //! ```
@@ -418,7 +427,7 @@ impl Hub {
         data: &RawValue,
     ) -> Result<Position, HubError> {
         let now = self.advance(now);
-        self.append(now, ch, data)
+        self.append(now, ch, data, None)
     }
 
     /// [`publish`](Self::publish) for a body that should hold one JSON value (the body of

@@ -81,9 +81,36 @@ fn presence_frames(ch: &str, join: &[String], leave: &[String]) -> (Bytes, Optio
 }
 
 /// The WebSocket `msg` of a logged message.
-fn ws_msg(ch: &str, pos: Position, data: &Bytes) -> Option<Bytes> {
+fn ws_msg(ch: &str, pos: Position, from: Option<&str>, data: &Bytes) -> Option<Bytes> {
     let data: &RawValue = serde_json::from_slice(data).ok()?;
-    Some(ServerMessageRef::Msg { ch, pos, data }.encode())
+    Some(ServerMessageRef::Msg { ch, pos, from, data }.encode())
+}
+
+/// The SSE frame of a logged message: its event block (`id: EP:OFF`, `event: CH`, the data
+/// as published), preceded, when the publisher is shown, by an `event: from` block without
+/// an id whose data is `{"ch":CH,"pos":"EP:OFF","from":USER}` — in the same frame, so that
+/// the two are never parted by a queue. An `EventSource` reads the publisher with a `from`
+/// listener and pairs it with the next message by position; a consumer that does not listen
+/// for `from` sees exactly the events it saw before.
+pub(super) fn sse_msg(pos: Position, ch: &str, from: Option<&str>, data: &Bytes) -> Option<Bytes> {
+    let msg = SseStream::encode(pos, Some(ch), data).ok()?;
+    // A channel named `from` would mistake the block for one of its messages.
+    let Some(from) = from.filter(|_| ch != "from") else { return Some(msg) };
+    #[derive(Serialize)]
+    struct From<'a> {
+        ch: &'a str,
+        pos: String,
+        from: &'a str,
+    }
+    let json = serde_json::to_vec(&From { ch, pos: pos.to_string(), from }).ok()?;
+    let head = Utf8Bytes::try_from_bytes(Bytes::from(json)).ok()?;
+    let head = encode::event(None, Some("from"), head).ok()?;
+    let mut out = bytes::BytesMut::with_capacity(head.len() + msg.len());
+    for chunk in head.chunks() {
+        out.extend_from_slice(&chunk);
+    }
+    out.extend_from_slice(&msg);
+    Some(out.freeze())
 }
 
 /// A frame and its conflation key.
@@ -101,7 +128,7 @@ fn opening(
     conflate: Option<&Arc<str>>,
 ) -> (bool, usize, Vec<Keyed>) {
     let head = log.head();
-    let missed = pos.map(|p| log.since(p));
+    let missed = pos.map(|p| log.since_entries(p));
     let recovered = !matches!(missed, Some(Err(_)));
     let mut frames = Vec::new();
     if transport == Transport::Poll {
@@ -114,10 +141,11 @@ fn opening(
     let mut replayed = 0;
     match missed {
         Some(Ok(it)) => {
-            for (p, data) in it {
+            for e in it {
+                let from = e.from.map(|f| &**f);
                 let frame = match transport {
-                    Transport::WebSocket => ws_msg(ch, p, data),
-                    _ => SseStream::encode(p, Some(ch), data).ok(),
+                    Transport::WebSocket => ws_msg(ch, e.pos, from, e.data),
+                    _ => sse_msg(e.pos, ch, from, e.data),
                 };
                 replayed += 1;
                 frames.extend(frame.map(|f| (f, conflate.cloned())));
@@ -439,7 +467,8 @@ impl Hub {
             self.stats.duplicates += 1;
             return Ok(self.dedup_pos.get(k).copied());
         }
-        let pos = self.append(now, ch, data)?;
+        let from = self.publisher(principal, ch);
+        let pos = self.append(now, ch, data, from.as_ref())?;
         if let Some(k) = key {
             self.remember(k, pos);
         }
@@ -475,12 +504,21 @@ impl Hub {
         }
     }
 
-    /// Appends to `ch` and fans the message out, encoded once per format.
+    /// The identity a publish by `principal` to `ch` shows: its user, unless the channel
+    /// hides publishers ([`HubConfig::hide_publisher`](super::HubConfig::hide_publisher)).
+    pub(super) fn publisher(&self, principal: &Principal, ch: &str) -> Option<Arc<str>> {
+        let hidden = self.cfg.hide_publisher.iter().any(|p| ch.starts_with(p.as_str()));
+        if hidden { None } else { principal.user.as_deref().map(Arc::from) }
+    }
+
+    /// Appends to `ch` and fans the message out, encoded once per format; `from` is the
+    /// publisher to show.
     pub(super) fn append(
         &mut self,
         now: Instant,
         ch: &str,
         data: &RawValue,
+        from: Option<&Arc<str>>,
     ) -> Result<Position, HubError> {
         if self.bus.is_some() {
             // With a bus, only the bus numbers messages (`submit`).
@@ -488,21 +526,23 @@ impl Hub {
         }
         let key = self.channel_entry(ch)?;
         let bytes = Bytes::copy_from_slice(data.get().as_bytes());
-        self.log_and_fan_out(now, &key, &bytes, data).ok_or(HubError::BadChannel)
+        self.log_and_fan_out(now, &key, &bytes, data, from).ok_or(HubError::BadChannel)
     }
 
     /// Appends to `key`'s log (a channel that exists) and fans the message out, encoded
-    /// once per format. `None` for an unknown channel.
+    /// once per format, with its publisher `from`. `None` for an unknown channel.
     pub(super) fn log_and_fan_out(
         &mut self,
         now: Instant,
         key: &Arc<str>,
         bytes: &Bytes,
         data: &RawValue,
+        from: Option<&Arc<str>>,
     ) -> Option<Position> {
         let key = key.clone();
         let c = self.channels.get_mut(&key)?;
-        let pos = c.log.append(now, bytes.clone());
+        let pos = c.log.append_from(now, bytes.clone(), from.cloned());
+        let from = from.map(|f| &**f);
         if self.timers.get(Timer::Trim(c.id)).is_none()
             && let Some(at) = c.log.poll_timeout()
         {
@@ -517,11 +557,12 @@ impl Hub {
             let Some(conn) = self.conns.get_mut(&m) else { continue };
             let frame = match conn.transport {
                 Transport::WebSocket => ws
-                    .get_or_insert_with(|| ServerMessageRef::Msg { ch: &key, pos, data }.encode())
+                    .get_or_insert_with(|| {
+                        ServerMessageRef::Msg { ch: &key, pos, from, data }.encode()
+                    })
                     .clone(),
                 Transport::Sse => {
-                    let f =
-                        sse.get_or_insert_with(|| SseStream::encode(pos, Some(&key), bytes).ok());
+                    let f = sse.get_or_insert_with(|| sse_msg(pos, &key, from, bytes));
                     let Some(f) = f else { continue };
                     f.clone()
                 }

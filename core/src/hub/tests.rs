@@ -39,7 +39,11 @@ fn ops(v: &[Value]) -> Vec<&str> {
 }
 
 fn ws(h: &mut Hub, now: Instant, user: Option<&str>) -> ConnId {
-    h.connect(now, Transport::WebSocket, Principal { user: user.map(str::to_owned), ..Principal::default() })
+    h.connect(
+        now,
+        Transport::WebSocket,
+        Principal { user: user.map(str::to_owned), ..Principal::default() },
+    )
 }
 
 fn send(h: &mut Hub, now: Instant, conn: ConnId, text: &str) {
@@ -682,4 +686,97 @@ fn a_channel_dropped_while_idle_keeps_its_epoch_when_used_again() {
     let b = ws(&mut h, later, Some("bob"));
     let sub = h.subscribe(later, b, "quiet", Some(start)).unwrap();
     assert!(!sub.recovered);
+}
+
+// ---------------------------------------------------------------------------------------
+// Who said it
+
+#[test]
+fn messages_carry_their_publisher_on_every_transport_and_in_replays() {
+    let (mut h, t0) = hub(HubConfig::default());
+    let ann = ws(&mut h, t0, Some("ann"));
+    let w1 = ws(&mut h, t0, Some("bob"));
+    let w2 = ws(&mut h, t0, None);
+    let s1 = h.connect(t0, Transport::Sse, Principal::anonymous());
+    let s2 = h.connect(t0, Transport::Sse, Principal::anonymous());
+    for c in [w1, w2, s1, s2] {
+        h.subscribe(t0, c, "room", None).unwrap();
+        drain(&mut h, c);
+    }
+    send(&mut h, t0, ann, r#"{"op":"pub","ch":"room","data":{"t":"hi"}}"#);
+    let ep = h.log("room").unwrap().epoch();
+    let (a, b) = (h.pull(w1).unwrap(), h.pull(w2).unwrap());
+    assert_eq!(a.as_ptr(), b.as_ptr(), "still one WebSocket encoding");
+    let want = format!(
+        r#"{{"op":"msg","ch":"room","ep":"{ep}","off":1,"from":"ann","data":{{"t":"hi"}}}}"#
+    );
+    assert_eq!(a, want.as_bytes());
+    let (c, d) = (h.pull(s1).unwrap(), h.pull(s2).unwrap());
+    assert_eq!(c.as_ptr(), d.as_ptr(), "still one SSE encoding");
+    let sse = format!(
+        "event: from\ndata: {{\"ch\":\"room\",\"pos\":\"{ep}:1\",\"from\":\"ann\"}}\n\n\
+         id: {ep}:1\nevent: room\ndata: {{\"t\":\"hi\"}}\n\n"
+    );
+    assert_eq!(c, sse.as_bytes());
+
+    // An anonymous client and the trusted publish show no one: the frames are unchanged.
+    send(&mut h, t0, w2, r#"{"op":"pub","ch":"room","data":2}"#);
+    h.publish(t0, "room", &raw("3")).unwrap();
+    let plain = drain(&mut h, w1);
+    assert_eq!(plain[0], format!(r#"{{"op":"msg","ch":"room","ep":"{ep}","off":2,"data":2}}"#));
+    assert_eq!(plain[1], format!(r#"{{"op":"msg","ch":"room","ep":"{ep}","off":3,"data":3}}"#));
+    assert_eq!(drain(&mut h, s1)[1], format!("id: {ep}:3\nevent: room\ndata: 3\n\n"));
+
+    // The log keeps it: a resume (WebSocket and SSE) and a poll carry it too.
+    let start = Position::start(ep);
+    let froms: Vec<Option<String>> = h
+        .log("room")
+        .unwrap()
+        .since_entries(start)
+        .unwrap()
+        .map(|e| e.from.map(ToString::to_string))
+        .collect();
+    assert_eq!(froms, [Some("ann".to_owned()), None, None]);
+    let late = ws(&mut h, t0, None);
+    h.subscribe(t0, late, "room", Some(start)).unwrap();
+    let replay = envelopes(&mut h, late);
+    assert_eq!(replay[1]["from"], "ann");
+    assert!(replay[2].get("from").is_none());
+    let late_sse = h.connect(t0, Transport::Sse, Principal::anonymous());
+    h.subscribe(t0, late_sse, "room", Some(start)).unwrap();
+    assert_eq!(drain(&mut h, late_sse)[0], sse);
+
+    // A publish without a connection (HTTP, the client's credentials) shows its user.
+    h.publish_as(t0, &Principal::user("cy"), "room", None, b"4").unwrap();
+    assert_eq!(envelopes(&mut h, w1)[0]["from"], "cy");
+}
+
+#[test]
+fn a_channel_may_hide_its_publishers() {
+    let cfg = HubConfig { hide_publisher: vec!["secret:".into()], ..HubConfig::default() };
+    let (mut h, t0) = hub(cfg);
+    let ann = ws(&mut h, t0, Some("ann"));
+    let bob = ws(&mut h, t0, Some("bob"));
+    for ch in ["secret:x", "open:x"] {
+        h.subscribe(t0, bob, ch, None).unwrap();
+        send(&mut h, t0, ann, &format!(r#"{{"op":"pub","ch":"{ch}","data":1}}"#));
+    }
+    let got = envelopes(&mut h, bob);
+    let msgs: Vec<&Value> = got.iter().filter(|e| e["op"] == "msg").collect();
+    assert!(msgs[0].get("from").is_none(), "{:?}", msgs[0]);
+    assert_eq!(msgs[1]["from"], "ann");
+    let hidden = h.log("secret:x").unwrap().since_entries(Position::start(Epoch(0)));
+    assert!(hidden.is_err() || hidden.unwrap().all(|e| e.from.is_none()));
+}
+
+#[test]
+fn sse_of_a_channel_named_from_has_no_from_block() {
+    let (mut h, t0) = hub(HubConfig::default());
+    let ann = ws(&mut h, t0, Some("ann"));
+    let s = h.connect(t0, Transport::Sse, Principal::anonymous());
+    h.subscribe(t0, s, "from", None).unwrap();
+    drain(&mut h, s);
+    send(&mut h, t0, ann, r#"{"op":"pub","ch":"from","data":1}"#);
+    let ep = h.log("from").unwrap().epoch();
+    assert_eq!(drain(&mut h, s), [format!("id: {ep}:1\nevent: from\ndata: 1\n\n")]);
 }

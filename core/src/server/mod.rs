@@ -168,6 +168,9 @@ pub enum ServerEvent {
         ch: Arc<str>,
         /// Its position.
         pos: Position,
+        /// Its publisher as the hub shows it (the client's user; `None` for anonymous and
+        /// trusted publishes, and in channels that hide publishers).
+        from: Option<Arc<str>>,
         /// Its data (JSON text).
         data: Bytes,
     },

@@ -80,13 +80,13 @@ impl Server {
                 if self.cfg.report_published {
                     let before =
                         Position { epoch: pos.epoch, offset: pos.offset.saturating_sub(1) };
-                    let data = self
+                    let (from, data) = self
                         .hub
                         .log(&ch)
-                        .and_then(|l| l.since(before).ok().and_then(|mut it| it.next()))
-                        .map(|(_, d)| d.clone())
+                        .and_then(|l| l.since_entries(before).ok().and_then(|mut it| it.next()))
+                        .map(|e| (e.from.cloned(), e.data.clone()))
                         .unwrap_or_default();
-                    self.push_event(ServerEvent::Published { ch: ch.clone(), pos, data });
+                    self.push_event(ServerEvent::Published { ch: ch.clone(), pos, from, data });
                 }
                 self.wake_polls(now, &ch);
             }

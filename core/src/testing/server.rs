@@ -36,6 +36,8 @@ pub struct Published {
     pub ch: Arc<str>,
     /// Its position.
     pub pos: Position,
+    /// Its publisher as the hub shows it.
+    pub from: Option<Arc<str>>,
     /// Its data (JSON text).
     pub data: Bytes,
 }
@@ -252,8 +254,8 @@ impl SimServer {
     fn take_events(&mut self, mut net: Option<&mut Net>) {
         while let Some(ev) = self.server.poll_event() {
             match ev {
-                ServerEvent::Published { ch, pos, data } => {
-                    self.published.push(Published { ch, pos, data });
+                ServerEvent::Published { ch, pos, from, data } => {
+                    self.published.push(Published { ch, pos, from, data });
                 }
                 ServerEvent::Request { conn, .. } | ServerEvent::Upgrade { conn, .. } => {
                     if let Some(net) = net.as_deref_mut() {

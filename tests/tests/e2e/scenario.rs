@@ -39,7 +39,7 @@ pub(crate) fn seq(data: &str) -> u64 {
 impl Inbox {
     pub(crate) fn record(&mut self, ev: SessionEvent, transport: Option<Transport>) {
         match ev {
-            SessionEvent::Message { ch, pos, data } => {
+            SessionEvent::Message { ch, pos, data, .. } => {
                 self.msgs.entry(ch).or_default().push((pos, seq(&data), transport));
                 self.total += 1;
             }

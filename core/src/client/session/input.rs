@@ -175,8 +175,8 @@ impl ClientSession {
 
     pub(super) fn server_frame(&mut self, frame: ServerMessage) {
         match frame {
-            ServerMessage::Msg { ch, pos, data } => {
-                self.channels.deliver(&mut self.events, &ch, pos, data);
+            ServerMessage::Msg { ch, pos, from, data } => {
+                self.channels.deliver(&mut self.events, &ch, pos, from, data);
             }
             ServerMessage::Subscribed { ch, recovered, pos } => {
                 self.sub_refs.retain(|_, c| *c != ch);
@@ -333,8 +333,8 @@ impl ClientSession {
                         return self.link_down(now, Reason::Protocol, Fail::Blocked);
                     };
                     if poll.recovered {
-                        for (pos, data) in poll.events {
-                            self.channels.deliver(&mut self.events, &ch, pos, data);
+                        for e in poll.events {
+                            self.channels.deliver(&mut self.events, &ch, e.pos, e.from, e.data);
                         }
                         self.channels.cursor(&mut self.events, &ch, poll.pos);
                     } else {
@@ -399,11 +399,19 @@ impl ClientSession {
             }
             return;
         }
+        if ev.event == "from" && ch != "from" {
+            // The publisher of the message that follows (see `envelope::decode_from`).
+            if let Ok((pos, from)) = envelope::decode_from(ev.data.as_bytes()) {
+                self.channels.announce_from(ch, pos, from);
+            }
+            return;
+        }
         if ev.event != ch && ev.event != "message" {
             return;
         }
         if let Ok(pos) = ev.id.parse::<Position>() {
-            self.channels.deliver(&mut self.events, ch, pos, ev.data);
+            let from = self.channels.take_from(ch, pos);
+            self.channels.deliver(&mut self.events, ch, pos, from, ev.data);
         }
     }
 }
