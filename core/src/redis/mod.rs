@@ -130,6 +130,7 @@
 
 mod bus;
 mod config;
+mod outbound;
 mod pubsub;
 mod resp;
 mod script;

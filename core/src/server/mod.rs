@@ -89,6 +89,8 @@
 //! ```
 
 mod auth;
+#[cfg(feature = "redis")]
+mod bus;
 mod config;
 mod conn;
 mod door;
@@ -231,6 +233,9 @@ pub struct Server {
     draining: Option<Instant>,
     stats: ServerStats,
     violations: Vec<String>,
+    /// The scale-out bus ([`Server::with_redis`]).
+    #[cfg(feature = "redis")]
+    bus: Option<crate::redis::RedisBus>,
     #[cfg(feature = "testing")]
     block_ws: bool,
 }
@@ -299,6 +304,8 @@ impl Server {
             draining: None,
             stats: ServerStats::default(),
             violations: Vec::new(),
+            #[cfg(feature = "redis")]
+            bus: None,
             #[cfg(feature = "testing")]
             block_ws: false,
         }
@@ -461,8 +468,10 @@ impl Server {
     }
 
     /// Fires every deadline `<= now`: the hub's, the connections' (heads, keep-alives,
-    /// held polls) and the shutdown's grace. Spurious calls are no-ops.
+    /// held polls), the shutdown's grace and the Redis bus's. Spurious calls are no-ops.
     pub fn handle_timeout(&mut self, now: Instant) {
+        #[cfg(feature = "redis")]
+        self.bus_timeout(now);
         self.hub.handle_timeout(now);
         self.settle(now);
         while let Some((conn, _)) = self.timers.pop_expired(now) {
@@ -604,7 +613,11 @@ impl Server {
     /// When [`handle_timeout`](Self::handle_timeout) must run next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.hub.poll_timeout(), self.timers.next_deadline(), self.draining]
+        #[cfg(feature = "redis")]
+        let bus = self.bus_deadline();
+        #[cfg(not(feature = "redis"))]
+        let bus = None;
+        [self.hub.poll_timeout(), self.timers.next_deadline(), self.draining, bus]
             .into_iter()
             .flatten()
             .min()

@@ -18,6 +18,9 @@ impl Server {
     /// in the ready queue gets its deadline re-armed.
     pub(super) fn settle(&mut self, now: Instant) {
         loop {
+            #[cfg(feature = "redis")]
+            let mut any = self.drive_bus(now);
+            #[cfg(not(feature = "redis"))]
             let mut any = false;
             while let Some(ev) = self.hub.poll_event() {
                 any = true;
