@@ -16,7 +16,9 @@
 # go to target/bench/load/. Tunables (environment): SECS (2), WARMUP (0.5), ROUNDS (2),
 # CASES ("100x20 10x1024 10x16384 200x16384"), IDLE_CONNS (10000), IDLE_CONNS_THREADED
 # (10000; for the thread-per-connection servers), SERVERS (all four names below),
-# SERVER_CPU (0), CLIENT_CPU (1), NO_BUILD (unset).
+# SERVER_CPU (0), CLIENT_CPU (1), NO_BUILD (unset), BASE_REV (unset: a git revision whose
+# echo examples run in the same tables as `tidewire-std@base` and `tidewire-smol@base`, built
+# from a worktree under target/bench-base; e.g. BASE_REV=HEAD~5 to compare against older work).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -51,6 +53,14 @@ args[tidewire-std]="--no-keepalive"
 args[tidewire-smol]="--no-keepalive"
 threaded[tidewire-std]=1
 threaded[tungstenite]=1
+if [[ -n ${BASE_REV:-} ]]; then
+    for adapter in std smol; do
+        bin[tidewire-$adapter@base]="$root/target/bench-base/$adapter/release/examples/echo"
+        args[tidewire-$adapter@base]="--no-keepalive"
+    done
+    threaded[tidewire-std@base]=1
+    [[ -n ${SERVERS:-} ]] || servers+=" tidewire-std@base tidewire-smol@base"
+fi
 
 if [[ -z ${NO_BUILD:-} ]]; then
     log "building the load generator and the peers"
@@ -63,6 +73,18 @@ if [[ -z ${NO_BUILD:-} ]]; then
                 log "tidewire-$adapter's echo example does not build: skipped"
         fi
     done
+    if [[ -n ${BASE_REV:-} ]]; then
+        tree="$root/target/bench-base/tree"
+        git -C "$root" worktree remove --force "$tree" 2>/dev/null || rm -rf "$tree"
+        git -C "$root" worktree add --detach "$tree" "$BASE_REV" >/dev/null
+        for adapter in std smol; do
+            log "building tidewire-$adapter's echo example at $BASE_REV"
+            (cd "$tree" && CARGO_TARGET_DIR="$root/target/bench-base/$adapter" \
+                cargo build --release --quiet -p "tidewire-$adapter" --example echo) ||
+                log "tidewire-$adapter's echo example at $BASE_REV does not build: skipped"
+        done
+        git -C "$root" worktree remove --force "$tree"
+    fi
 fi
 available=""
 for s in $servers; do
