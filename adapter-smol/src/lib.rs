@@ -158,11 +158,11 @@
 //! .unwrap();
 //! ```
 
-mod bus;
 mod client;
 mod conn;
 mod driver;
 mod http;
+mod outbound;
 mod pump;
 mod server;
 mod session;

@@ -23,7 +23,6 @@ use bytes::Bytes;
 use event_listener::Event as Notify;
 use smol::{Async, Timer, future};
 use tidewire::hub::{BusToken, HubError, HubEvent};
-use tidewire::redis::RedisBus;
 use tidewire::replay::Position;
 use tidewire::server::{ConnHandle, Server, ServerEvent};
 use tidewire::ws::{WsConnection, WsEvent};
@@ -31,6 +30,7 @@ use tidewire::{Machine, Transmit};
 
 use crate::driver::{consume, write_batch};
 use crate::http::HttpRequest;
+use crate::outbound::{Sockets, drain};
 use crate::server::{Registration, ServerShared, Upgrade, write_all_until};
 
 /// Bytes pulled from the core for one connection before they are written.
@@ -49,8 +49,8 @@ pub(crate) type Handlers = Arc<(Handler<Upgrade>, Handler<HttpRequest>)>;
 /// The core endpoint and what the pump keeps beside it, under one lock.
 pub(crate) struct Core {
     pub(crate) server: Server,
-    /// With Redis: the bus machine.
-    pub(crate) redis: Option<RedisBus>,
+    /// With Redis: the bus's sockets.
+    pub(crate) socks: Sockets<ServerShared>,
     /// Each pumped connection's wake-up.
     wakers: HashMap<ConnHandle, Arc<Notify>>,
     /// Connections the core handed to the application, until their task picks them up.
@@ -64,10 +64,10 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    pub(crate) fn new(server: Server, redis: Option<RedisBus>) -> Self {
+    pub(crate) fn new(server: Server, socks: Sockets<ServerShared>) -> Self {
         Self {
             server,
-            redis,
+            socks,
             wakers: HashMap::new(),
             handoffs: HashMap::new(),
             events: VecDeque::new(),
@@ -76,9 +76,11 @@ impl Core {
         }
     }
 
-    /// After every mutation: the core's events dispatched, ready connections woken, the
-    /// timer re-armed when the deadline changed, the bus woken when the hub asks for it.
+    /// After every mutation: the bus's sockets driven ([`crate::outbound`]), the core's
+    /// events dispatched, ready connections woken, the timer re-armed when the deadline
+    /// changed.
     pub(crate) fn settle(&mut self, shared: &ServerShared) {
+        drain(shared, &mut self.server, &mut self.socks);
         let mut queued = false;
         while let Some(ev) = self.server.poll_event() {
             match ev {
@@ -113,11 +115,6 @@ impl Core {
         if next != self.armed {
             self.armed = next;
             shared.timer.notify(1);
-        }
-        if self.server.hub().has_bus_actions()
-            && let Some(bus) = &shared.bus
-        {
-            bus.wake.notify(1);
         }
     }
 }

@@ -15,16 +15,15 @@ use event_listener::Event as Notify;
 use smol::net::{AsyncToSocketAddrs, TcpListener};
 use smol::{Async, Executor, Timer, future};
 use tidewire::http::Request;
-use tidewire::hub::{AllowAll, Authorize, Hub, HubError, HubStats, Principal};
-use tidewire::redis::RedisBus;
+use tidewire::hub::{AllowAll, Authorize, HubError, HubStats, Principal};
 use tidewire::replay::Position;
 use tidewire::server::{Authenticate, ConnHandle, Credential, Routes, ServerEvent, Verdict};
 use tidewire::ws::{CloseCode, UpgradeRequest, WsConnection};
 
-use crate::bus::BusLink;
 use crate::conn::{Shared, WebSocket};
 use crate::driver::{Driver, spawn_on};
 use crate::http::HttpRequest;
+use crate::outbound::{Host, Sockets};
 use crate::pump::{Core, Handlers, run_conn, run_timer};
 
 /// Pause after an `accept` error (e.g. out of file descriptors) before the next attempt.
@@ -101,8 +100,8 @@ pub(crate) struct ServerShared {
     pub(crate) events_ready: Notify,
     /// With Redis: a submitted publish was answered.
     pub(crate) submitted: Notify,
-    /// With Redis: the bus task and the sockets' writers.
-    pub(crate) bus: Option<BusLink>,
+    /// The core server has a Redis bus.
+    redis: bool,
     /// A connection ended.
     changed: Notify,
     /// Shutdown started: the accept loop stops.
@@ -115,9 +114,6 @@ impl Drop for ServerShared {
     fn drop(&mut self) {
         // The timer task holds a weak reference: let it see that the server is gone.
         self.timer.notify(usize::MAX);
-        if let Some(bus) = &self.bus {
-            bus.wake.notify(usize::MAX);
-        }
     }
 }
 
@@ -153,6 +149,23 @@ impl ServerShared {
 
     pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         spawn_on(self.cfg.executor.as_ref(), task);
+    }
+}
+
+/// The core server's Redis bus, driven by the outbound-socket driver.
+impl Host for ServerShared {
+    type Machine = tidewire::server::Server;
+
+    fn with<T>(&self, f: impl FnOnce(&mut Self::Machine, &mut Sockets<Self>, Instant) -> T) -> T {
+        let mut core = self.core();
+        let Core { server, socks, .. } = &mut *core;
+        let out = f(server, socks, Instant::now());
+        core.settle(self);
+        out
+    }
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        ServerShared::spawn(self, task);
     }
 }
 
@@ -242,37 +255,28 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let seed = os_seed();
         let now = Instant::now();
-        let (server, redis) = match cfg.redis.clone() {
-            None => (tidewire::server::Server::new(cfg.endpoint.clone(), authn, authz, seed), None),
-            Some(mut r) => {
-                if r.rng_seed == [0; 32] {
-                    r.rng_seed[..8].copy_from_slice(&seed.to_le_bytes());
-                    r.rng_seed[8..16].copy_from_slice(&(!seed).to_le_bytes());
-                }
-                let hub = Hub::with_bus(cfg.endpoint.hub.clone(), authz, seed);
-                let server =
-                    tidewire::server::Server::around(cfg.endpoint.clone(), authn, hub, seed);
-                (server, Some(RedisBus::new(r, now)))
-            }
+        let ecfg = cfg.endpoint.clone();
+        let redis = cfg.redis.is_some();
+        let server = match cfg.redis.clone() {
+            None => tidewire::server::Server::new(ecfg, authn, authz, seed),
+            Some(r) => tidewire::server::Server::with_redis(ecfg, authn, authz, r, seed, now),
         };
-        let with_bus = redis.is_some();
-        let shared = Arc::new(ServerShared {
+        let shared = Arc::new_cyclic(|me| ServerShared {
             cfg,
             local_addr,
             registry: Mutex::new(Registry::default()),
-            core: Mutex::new(Core::new(server, redis)),
+            core: Mutex::new(Core::new(server, Sockets::new(me.clone()))),
             timer: Arc::new(Notify::new()),
             events_ready: Notify::new(),
             submitted: Notify::new(),
-            bus: with_bus.then(BusLink::default),
+            redis,
             changed: Notify::new(),
             stop: Notify::new(),
             done: Notify::new(),
         });
         shared.spawn(run_timer(Arc::downgrade(&shared), shared.timer.clone()));
-        if with_bus {
-            shared.spawn(crate::bus::run_bus(Arc::downgrade(&shared)));
-        }
+        // The bus's first `Connect`s.
+        shared.with(|_, _, _| ());
         Ok(Server { listener, shared })
     }
 
@@ -500,7 +504,7 @@ impl ServerHandle {
         id: &str,
         json: &[u8],
     ) -> Result<Position, HubError> {
-        if self.shared.bus.is_none() {
+        if !self.shared.redis {
             return self.with_core(|core| core.server.publish_once(Instant::now(), ch, id, json));
         }
         self.submit_as(ch, Some(id), json).await
@@ -514,7 +518,7 @@ impl ServerHandle {
     /// As [`publish`](Self::publish); with Redis, [`HubError::Unavailable`] while Redis is
     /// unreachable (retry with [`publish_once`](Self::publish_once) to stay idempotent).
     pub async fn submit(&self, ch: &str, json: &[u8]) -> Result<Position, HubError> {
-        if self.shared.bus.is_none() {
+        if !self.shared.redis {
             return self.publish(ch, json);
         }
         self.submit_as(ch, None, json).await
@@ -526,10 +530,7 @@ impl ServerHandle {
         id: Option<&str>,
         json: &[u8],
     ) -> Result<Position, HubError> {
-        let token = self.with_core(|core| {
-            let now = Instant::now();
-            core.server.with_hub(now, |hub| hub.submit(now, None, ch, id, json))
-        })?;
+        let token = self.with_core(|core| core.server.submit(Instant::now(), ch, id, json))?;
         loop {
             let listener = self.shared.submitted.listen();
             if let Some(r) = self.shared.core().submits.remove(&token) {

@@ -1,29 +1,24 @@
-//! [`Session`]: a core `ClientSession` driven over TCP sockets.
+//! [`Session`]: a core `ClientSession` driven over TCP sockets opened by the adapter's
+//! outbound-socket driver ([`crate::outbound`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::net::Shutdown;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use bytes::Bytes;
 use event_listener::Event as Notify;
-use smol::io::{AsyncReadExt, AsyncWriteExt};
-use smol::net::TcpStream;
 use smol::{Executor, Timer, future};
 use tidewire::client::{
-    ClientMsgId, ClientSession, PublishError, SessionAction, SessionConfig, SessionEvent,
-    SessionState, SockId, SubscribeError, Transport,
+    ClientMsgId, ClientSession, PublishError, SessionConfig, SessionEvent, SessionState,
+    SubscribeError, Transport,
 };
 use tidewire::replay::Position;
 
+use crate::outbound::{self, Host, Sockets};
+
 /// Events queued for the application before the sockets stop being read.
 const MAX_EVENTS: usize = 1024;
-/// Bytes waiting for the sockets (all of them) before the driver stops pulling.
-const MAX_OUT: usize = 1 << 20;
-/// Read buffer of each socket.
-const READ_BUF: usize = 16 << 10;
 
 /// A reconnecting client session: WebSocket first, then SSE, then long polling, with
 /// resume, backoff, publish queue and credentials handled by the core's [`ClientSession`].
@@ -33,13 +28,12 @@ const READ_BUF: usize = 16 << 10;
 ///
 /// The session is a core [`ClientSession`] driven over TCP sockets.
 ///
-/// One *driver task* per session runs the core's loop ("Sockets" in
-/// [`tidewire::client`]): it fires the session's one timer, moves the bytes the session
-/// queued to their sockets, opens and closes sockets as the session asks
-/// ([`SessionAction`]), and moves the session's events to the application's queue. Each
-/// socket has a small task of its own that connects, feeds what it reads to the session
-/// (`handle_read`, `handle_eof`, `handle_error`) and writes what the driver queued for
-/// it. The session sits behind one mutex shared by these tasks and the [`Session`] handle,
+/// One *driver task* per session fires the session's one timer and ends once the closed
+/// session has no socket left. After every mutation (a command, a socket's input, the
+/// timer), under the session's mutex, the session's bytes and socket actions go to the
+/// adapter's outbound-socket driver (one task per socket: it connects, feeds what it reads
+/// to the session and writes what the session queued for it) and its events to the
+/// application's queue. The mutex is shared by these tasks and the [`Session`] handle,
 /// never held across an `.await`.
 ///
 /// Everything is bounded: the application's event queue (1024 events; when it is full the
@@ -110,19 +104,11 @@ struct Shared {
 
 struct Core {
     session: ClientSession,
-    socks: HashMap<SockId, Slot>,
-    /// Bytes in every slot's `out`.
-    out_bytes: usize,
+    socks: Sockets<Shared>,
     events: VecDeque<SessionEvent>,
+    /// The deadline the driver task waits for.
+    deadline: Option<Instant>,
     driver_done: bool,
-}
-
-/// One socket as the driver sees it.
-struct Slot {
-    out: VecDeque<Bytes>,
-    /// The session asked to close it once `out` is written.
-    closing: bool,
-    notify: Arc<Notify>,
 }
 
 impl Shared {
@@ -137,11 +123,58 @@ impl Shared {
         }
     }
 
-    /// Runs a command on the session and wakes the driver.
+    /// Runs a command on the session, then its output.
     fn command<T>(&self, f: impl FnOnce(&mut ClientSession, Instant) -> T) -> T {
-        let r = f(&mut self.lock().session, Instant::now());
-        self.wake.notify(1);
-        r
+        self.with(|session, _, now| f(session, now))
+    }
+
+    /// Step 3 of the run loop, under the lock: sockets, then events while there is room.
+    fn after(&self, core: &mut Core) {
+        let Core { session, socks, events, deadline, .. } = core;
+        outbound::drain(self, session, socks);
+        let ended = session.state() == SessionState::Closed && socks.len() == 0;
+        if ended || session.poll_timeout() != *deadline {
+            self.wake.notify(1);
+        }
+        let mut arrived = false;
+        while events.len() < MAX_EVENTS {
+            let Some(ev) = session.poll_event() else { break };
+            events.push_back(ev);
+            arrived = true;
+        }
+        if arrived {
+            self.events_ready.notify(usize::MAX);
+        }
+    }
+}
+
+impl Host for Shared {
+    type Machine = ClientSession;
+
+    fn with<T>(&self, f: impl FnOnce(&mut ClientSession, &mut Sockets<Self>, Instant) -> T) -> T {
+        let mut core = self.lock();
+        let Core { session, socks, .. } = &mut *core;
+        let out = f(session, socks, Instant::now());
+        self.after(&mut core);
+        out
+    }
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        Shared::spawn(self, task);
+    }
+
+    async fn room(&self) {
+        loop {
+            let listener = self.room.listen();
+            let full = {
+                let core = self.lock();
+                core.events.len() >= MAX_EVENTS && !core.driver_done
+            };
+            if !full {
+                return;
+            }
+            listener.await;
+        }
     }
 }
 
@@ -167,12 +200,12 @@ impl Session {
             cfg.rng_seed[..16].copy_from_slice(&t.as_nanos().to_le_bytes());
         }
         let session = ClientSession::new(cfg, Instant::now());
-        let shared = Arc::new(Shared {
+        let shared = Arc::new_cyclic(|me| Shared {
             core: Mutex::new(Core {
                 session,
-                socks: HashMap::new(),
-                out_bytes: 0,
+                socks: Sockets::new(me.clone()),
                 events: VecDeque::new(),
+                deadline: None,
                 driver_done: false,
             }),
             wake: Notify::new(),
@@ -247,7 +280,10 @@ impl Session {
 
     /// The next event if one is queued, without waiting.
     pub fn try_next_event(&mut self) -> Option<SessionEvent> {
-        let ev = self.shared.lock().events.pop_front()?;
+        let mut core = self.shared.lock();
+        let ev = core.events.pop_front()?;
+        self.shared.after(&mut core);
+        drop(core);
         if matches!(&ev, SessionEvent::State(c) if c.state == SessionState::Closed) {
             self.closed_seen = true;
         }
@@ -310,56 +346,7 @@ impl fmt::Debug for Session {
     }
 }
 
-/// Moves the session's output: bytes to the sockets, actions, events. Call with the lock.
-fn pump(shared: &Arc<Shared>, core: &mut Core) {
-    loop {
-        let mut progress = false;
-        while core.out_bytes < MAX_OUT {
-            let Some((sock, bytes)) = core.session.poll_transmit() else { break };
-            progress = true;
-            if let Some(slot) = core.socks.get_mut(&sock) {
-                core.out_bytes += bytes.len();
-                slot.out.push_back(bytes);
-                slot.notify.notify(1);
-            }
-        }
-        while let Some(action) = core.session.poll_action() {
-            progress = true;
-            match action {
-                SessionAction::Connect { sock, host, port } => {
-                    let notify = Arc::new(Notify::new());
-                    let slot =
-                        Slot { out: VecDeque::new(), closing: false, notify: notify.clone() };
-                    core.socks.insert(sock, slot);
-                    shared.spawn(run_socket(shared.clone(), sock, host, port, notify));
-                }
-                SessionAction::Close { sock } => {
-                    if let Some(slot) = core.socks.get_mut(&sock) {
-                        slot.closing = true;
-                        slot.notify.notify(1);
-                    }
-                }
-                _ => {}
-            }
-        }
-        let mut arrived = false;
-        while core.events.len() < MAX_EVENTS {
-            let Some(ev) = core.session.poll_event() else { break };
-            core.events.push_back(ev);
-            arrived = true;
-        }
-        if arrived {
-            progress = true;
-            shared.events_ready.notify(usize::MAX);
-        }
-        if !progress {
-            return;
-        }
-    }
-}
-
-/// The driver task: the session's timer and output, until it is closed and every socket
-/// is gone.
+/// The driver task: the session's timer, until it is closed and every socket is gone.
 async fn drive(shared: Arc<Shared>) {
     let mut timer = Timer::never();
     let mut armed: Option<Instant> = None;
@@ -371,14 +358,16 @@ async fn drive(shared: Arc<Shared>) {
             if core.session.poll_timeout().is_some_and(|d| d <= now) {
                 core.session.handle_timeout(now);
             }
-            pump(&shared, &mut core);
-            if core.session.state() == SessionState::Closed && core.socks.is_empty() {
+            shared.after(&mut core);
+            if core.session.state() == SessionState::Closed && core.socks.len() == 0 {
                 core.driver_done = true;
                 drop(core);
                 shared.events_ready.notify(usize::MAX);
+                shared.room.notify(usize::MAX);
                 return;
             }
-            core.session.poll_timeout()
+            core.deadline = core.session.poll_timeout();
+            core.deadline
         };
         if deadline.is_some_and(|d| d <= now) {
             continue;
@@ -400,146 +389,5 @@ async fn drive(shared: Arc<Shared>) {
         if armed.is_some_and(|d| d <= Instant::now()) {
             armed = None;
         }
-    }
-}
-
-/// Waits until the session asks to close `sock` (or forgets it).
-async fn closing(shared: &Shared, sock: SockId, notify: &Notify) {
-    loop {
-        let listener = notify.listen();
-        if shared.lock().socks.get(&sock).is_none_or(|s| s.closing) {
-            return;
-        }
-        listener.await;
-    }
-}
-
-/// One socket: connects, feeds reads to the session, writes what the driver queued,
-/// closes when asked. Its slot is removed when it ends.
-async fn run_socket(
-    shared: Arc<Shared>,
-    sock: SockId,
-    host: String,
-    port: u16,
-    notify: Arc<Notify>,
-) {
-    let connected =
-        future::or(async { Some(TcpStream::connect((host.as_str(), port)).await) }, async {
-            closing(&shared, sock, &notify).await;
-            None
-        })
-        .await;
-    match connected {
-        Some(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            shared.lock().session.handle_connected(Instant::now(), sock);
-            shared.wake.notify(1);
-            let reader = read_socket(&shared, sock, stream.clone());
-            let writer = write_socket(&shared, sock, stream.clone(), &notify);
-            future::or(reader, writer).await;
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-        Some(Err(_)) => {
-            let mut core = shared.lock();
-            if core.socks.get(&sock).is_some_and(|s| !s.closing) {
-                core.session.handle_error(Instant::now(), sock);
-            }
-        }
-        None => {}
-    }
-    let mut core = shared.lock();
-    if let Some(slot) = core.socks.remove(&sock) {
-        core.out_bytes -= slot.out.iter().map(Bytes::len).sum::<usize>();
-    }
-    drop(core);
-    shared.wake.notify(1);
-}
-
-/// Feeds what `sock` reads to the session; returns on an error (after end of file it
-/// waits for the session to close the socket).
-async fn read_socket(shared: &Shared, sock: SockId, mut stream: TcpStream) {
-    let mut buf = vec![0u8; READ_BUF];
-    loop {
-        // The application's queue is full: stop reading until it takes events.
-        loop {
-            let listener = shared.room.listen();
-            if shared.lock().events.len() < MAX_EVENTS {
-                break;
-            }
-            listener.await;
-        }
-        let read = stream.read(&mut buf).await;
-        let done = {
-            let mut core = shared.lock();
-            let live = core.socks.get(&sock).is_some_and(|s| !s.closing);
-            let now = Instant::now();
-            match read {
-                Ok(0) => {
-                    if live {
-                        core.session.handle_eof(now, sock);
-                    }
-                    Some(false)
-                }
-                Ok(n) => {
-                    if live {
-                        core.session.handle_read(now, sock, &buf[..n]);
-                    }
-                    None
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => None,
-                Err(_) => {
-                    if live {
-                        core.session.handle_error(now, sock);
-                    }
-                    Some(true)
-                }
-            }
-        };
-        shared.wake.notify(1);
-        match done {
-            None => {}
-            Some(true) => return,
-            Some(false) => return future::pending().await,
-        }
-    }
-}
-
-/// Writes what the driver queued for `sock`; returns once the session closed it (and its
-/// bytes are written) or a write failed.
-async fn write_socket(shared: &Shared, sock: SockId, mut stream: TcpStream, notify: &Notify) {
-    loop {
-        let listener = notify.listen();
-        let (chunks, close) = {
-            let mut core = shared.lock();
-            let Some(slot) = core.socks.get_mut(&sock) else { return };
-            let chunks: Vec<Bytes> = slot.out.drain(..).collect();
-            let close = slot.closing;
-            core.out_bytes -= chunks.iter().map(Bytes::len).sum::<usize>();
-            (chunks, close)
-        };
-        if !chunks.is_empty() {
-            let mut failed = false;
-            for chunk in &chunks {
-                if stream.write_all(chunk).await.is_err() {
-                    failed = true;
-                    break;
-                }
-            }
-            let mut core = shared.lock();
-            if failed && core.socks.get(&sock).is_some_and(|s| !s.closing) {
-                core.session.handle_error(Instant::now(), sock);
-            }
-            drop(core);
-            shared.wake.notify(1);
-            if failed {
-                return;
-            }
-            continue;
-        }
-        if close {
-            let _ = stream.flush().await;
-            return;
-        }
-        listener.await;
     }
 }

@@ -43,7 +43,7 @@ impl ServerHandle {
         id: &str,
         json: impl AsRef<[u8]>,
     ) -> Result<Position, HubError> {
-        if self.shared.bus.is_some() {
+        if self.shared.redis {
             return self.submit_with(ch, Some(id), json.as_ref());
         }
         self.with(|c, now| c.server.publish_once(now, ch, id, json.as_ref()))
@@ -68,7 +68,7 @@ impl ServerHandle {
     /// As [`publish`](Self::publish); with Redis, [`HubError::Unavailable`] while Redis is
     /// unreachable (retry with [`publish_once`](Self::publish_once) to stay idempotent).
     pub fn submit(&self, ch: &str, json: impl AsRef<[u8]>) -> Result<Position, HubError> {
-        if self.shared.bus.is_none() {
+        if !self.shared.redis {
             return self.publish(ch, json);
         }
         self.submit_with(ch, None, json.as_ref())
@@ -77,7 +77,7 @@ impl ServerHandle {
     fn submit_with(&self, ch: &str, id: Option<&str>, json: &[u8]) -> Result<Position, HubError> {
         let mut core = core(&self.shared);
         let now = Instant::now();
-        let token = core.server.with_hub(now, |hub| hub.submit(now, None, ch, id, json));
+        let token = core.server.submit(now, ch, id, json);
         core.after(&self.shared);
         let token = token?;
         loop {

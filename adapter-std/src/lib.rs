@@ -97,11 +97,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod bus;
 mod client;
 mod conn;
 mod handle;
 mod http;
+mod outbound;
 mod pump;
 mod server;
 mod session;

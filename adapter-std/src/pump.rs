@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 use bytes::{Buf as _, Bytes};
 use tidewire::Transmit;
 use tidewire::hub::{BusToken, HubError, HubEvent};
-use tidewire::redis::RedisBus;
 use tidewire::replay::Position;
 use tidewire::server::{ConnHandle, Server as Endpoint, ServerEvent};
 
@@ -51,8 +50,6 @@ const STALL: Duration = Duration::from_secs(30);
 /// The core server and what the adapter keeps beside it, under one mutex.
 pub(crate) struct Core {
     pub(crate) server: Endpoint,
-    /// With Redis: the bus machine.
-    pub(crate) redis: Option<RedisBus>,
     slots: HashMap<ConnHandle, Arc<Slot>>,
     events: VecDeque<ServerEvent>,
     max_events: usize,
@@ -61,16 +58,15 @@ pub(crate) struct Core {
     /// The deadline the timer thread sleeps until.
     deadline: Option<Instant>,
     next_conn: u64,
-    /// The timer and bus threads end.
+    /// The timer thread ends.
     pub(crate) stop: bool,
 }
 
 impl Core {
-    pub(crate) fn new(server: Endpoint, redis: Option<RedisBus>) -> Self {
+    pub(crate) fn new(server: Endpoint) -> Self {
         let max_events = server.config().max_events.max(1);
         Self {
             server,
-            redis,
             slots: HashMap::new(),
             events: VecDeque::new(),
             max_events,
@@ -81,8 +77,10 @@ impl Core {
         }
     }
 
-    /// Step 3 of the run loop, after every mutation, under the lock.
+    /// Step 3 of the run loop, after every mutation, under the lock: the bus's sockets
+    /// (see [`crate::outbound`]), events, ready connections, the deadline.
     pub(crate) fn after(&mut self, shared: &Shared) {
+        crate::outbound::drain(shared, &mut self.server, Instant::now());
         while let Some(ev) = self.server.poll_event() {
             match ev {
                 ServerEvent::Upgrade { conn, .. } | ServerEvent::Request { conn, .. } => {
@@ -116,11 +114,6 @@ impl Core {
         if next != self.deadline {
             self.deadline = next;
             shared.timer_cv.notify_all();
-        }
-        if self.server.hub().has_bus_actions()
-            && let Some(link) = &shared.bus
-        {
-            link.cv.notify_all();
         }
     }
 

@@ -13,14 +13,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tidewire::http::Request;
-use tidewire::hub::{AllowAll, Authorize, Hub, Principal};
-use tidewire::redis::{RedisBus, RedisConfig};
+use tidewire::hub::{AllowAll, Authorize, Principal};
+use tidewire::redis::RedisConfig;
 use tidewire::server::{Authenticate, Credential, Routes, ServerEvent, Verdict};
 use tidewire::ws::{UpgradeRequest, WsConnection, WsEvent};
 
-use crate::bus::BusLink;
 use crate::conn::{Conn, Flush, Reader, io_error, lock};
 use crate::http::{HttpLimits, HttpRequest};
+use crate::outbound::{Dial, Host, Sockets};
 use crate::pump::{self, Core};
 use crate::socket::{Link, WebSocket};
 
@@ -120,8 +120,10 @@ pub(crate) struct Shared {
     pub(crate) timer_cv: Condvar,
     /// An informational event or a submit's answer arrived.
     pub(crate) event_cv: Condvar,
-    /// With Redis: the bus thread's wake-up and the sockets' writers.
-    pub(crate) bus: Option<BusLink>,
+    /// With Redis: the bus's sockets.
+    pub(crate) bus: Sockets<Shared>,
+    /// The server has a Redis bus.
+    pub(crate) redis: bool,
     pub(crate) read_buffer: usize,
     /// `WsConfig::send_timeout`: a write without progress this long loses the socket.
     pub(crate) stall: Option<Duration>,
@@ -141,6 +143,22 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn is_stopping(&self) -> bool {
         self.stop.load(Ordering::Acquire)
+    }
+}
+
+/// The core server's Redis bus, driven by the outbound-socket driver.
+impl Host for Shared {
+    type Machine = tidewire::server::Server;
+
+    fn sockets(&self) -> &Sockets<Self> {
+        &self.bus
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Self::Machine, Instant) -> T) -> T {
+        let mut core = pump::core(self);
+        let out = f(&mut core.server, Instant::now());
+        core.after(self);
+        out
     }
 }
 
@@ -197,22 +215,23 @@ impl Server {
         let ws = &ecfg.ws;
         let (stall, ws_timeouts, limits) =
             (ws.send_timeout, (ws.send_timeout, ws.close_timeout), HttpLimits::from_ws(ws));
-        let (endpoint, redis) = match redis {
-            None => (tidewire::server::Server::new(ecfg, authn, authz, seed), None),
-            Some(mut r) => {
-                if r.rng_seed == [0; 32] {
-                    r.rng_seed[..8].copy_from_slice(&seed.to_le_bytes());
-                    r.rng_seed[8..16].copy_from_slice(&(!seed).to_le_bytes());
-                }
-                let hub = Hub::with_bus(ecfg.hub.clone(), authz, seed);
-                let server = tidewire::server::Server::around(ecfg, authn, hub, seed);
-                (server, Some(RedisBus::new(r, Instant::now())))
+        let has_redis = redis.is_some();
+        let endpoint = match redis {
+            None => tidewire::server::Server::new(ecfg, authn, authz, seed),
+            Some(r) => {
+                tidewire::server::Server::with_redis(ecfg, authn, authz, r, seed, Instant::now())
             }
         };
-        let shared = Arc::new(Shared {
+        let dial = Dial {
+            connect_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(30),
+            read_chunk: 64 << 10,
+        };
+        let shared = Arc::new_cyclic(|me| Shared {
             local,
-            bus: redis.is_some().then(BusLink::default),
-            core: Mutex::new(Core::new(endpoint, redis)),
+            bus: Sockets::new(me.clone(), dial),
+            redis: has_redis,
+            core: Mutex::new(Core::new(endpoint)),
             timer_cv: Condvar::new(),
             event_cv: Condvar::new(),
             read_buffer: read_buffer.max(1024),
@@ -233,14 +252,8 @@ impl Server {
                 .name("tidewire-timer".into())
                 .spawn(move || pump::run_timer(&timer))?,
         );
-        if shared.bus.is_some() {
-            let bus = Arc::clone(&shared);
-            threads.push(
-                std::thread::Builder::new()
-                    .name("tidewire-redis-bus".into())
-                    .spawn(move || crate::bus::run_bus(&bus))?,
-            );
-        }
+        // The bus's first `Connect`s.
+        shared.with(|_, _| ());
         Ok(Server { listener, shared, threads })
     }
 
@@ -322,9 +335,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         pump::core(&self.shared).stop = true;
         self.shared.timer_cv.notify_all();
-        if let Some(link) = &self.shared.bus {
-            link.cv.notify_all();
-        }
+        self.shared.bus.close_all();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }

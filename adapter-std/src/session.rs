@@ -1,39 +1,33 @@
 //! [`Session`]: the core [`ClientSession`] (the reconnecting, transport-falling-back
-//! client) driven over TCP sockets by one driver thread.
+//! client) over TCP sockets opened by the adapter's outbound-socket driver
+//! ([`crate::outbound`]).
 //!
 //! Threads and locks:
 //!
-//! - The driver thread runs the session's run loop (core/src/client docs): it feeds socket
-//!   input and timeouts to the session, writes its transmits (blocking, with
-//!   [`SessionOptions::write_timeout`]), opens and closes sockets as its actions say, and
-//!   moves its events to the application's queue. It sleeps on one condition variable until
-//!   socket input, an application command, room in the event queue, or the session's next
-//!   deadline.
-//! - Each socket has one thread: it connects (at most
-//!   [`SessionOptions::connect_timeout`]), then reads until end of file, handing what it
-//!   read to the driver through a bounded inbox ([`SessionOptions::max_inbox`] bytes; a
-//!   reader waits while it is full, which holds the server back through TCP). Closing a
-//!   socket shuts it down, which ends its thread.
-//! - The application's calls lock the session (a mutex), run the command and wake the
-//!   driver; they never wait for the network (only for the driver to finish a write).
+//! - The session sits behind one mutex with the application's event queue. Every mutation
+//!   (a command, a socket's input, a timeout) is followed, under it, by the drain: the
+//!   session's bytes and socket actions go to the driver, its events to the queue.
+//! - Each socket has a reader thread and a writer thread (see [`crate::outbound`]); a
+//!   write that makes no progress for [`SessionOptions::write_timeout`] fails the socket.
+//! - One timer thread fires the session's deadline and ends the session's sockets once it
+//!   is closed.
 //! - Events reach the application through a queue bounded by
-//!   [`SessionOptions::max_events`]. While it is full the driver reads no more socket input
-//!   (timers keep running), so an application that stops reading events slows the session
-//!   down instead of growing memory.
+//!   [`SessionOptions::max_events`]. While it is full the sockets are not read (timers keep
+//!   running), so an application that stops reading events slows the session down instead
+//!   of growing memory.
 
-use std::collections::{HashMap, VecDeque};
-use std::io::{ErrorKind, Read as _, Write as _};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs as _};
+use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tidewire::client::{
-    ClientMsgId, ClientSession, PublishError, SessionAction, SessionConfig, SessionEvent,
-    SessionState, SockId, SubscribeError,
+    ClientMsgId, ClientSession, PublishError, SessionConfig, SessionEvent, SessionState,
+    SubscribeError,
 };
 
 use crate::conn::lock;
+use crate::outbound::{self, Dial, Host, Sockets};
 
 /// Settings of the adapter's side of a [`Session`]. Build with `SessionOptions::default()`
 /// and change fields.
@@ -42,7 +36,8 @@ use crate::conn::lock;
 pub struct SessionOptions {
     /// Events queued for [`Session::next_event`] at most (default 1024).
     pub max_events: usize,
-    /// Bytes read from sockets and not yet handed to the session at most (default 1 MiB).
+    /// Bytes read from a socket and not yet handed to the session at most (default 1 MiB):
+    /// a socket reads at most this much (and [`read_chunk`](Self::read_chunk)) at a time.
     pub max_inbox: usize,
     /// Bytes read from a socket at a time (default 16 KiB).
     pub read_chunk: usize,
@@ -124,68 +119,68 @@ impl std::fmt::Debug for Session {
 }
 
 struct Shared {
-    core: Mutex<ClientSession>,
-    io: Mutex<Io>,
-    /// Wakes the driver: input, a command, room for events, the end.
+    core: Mutex<Core>,
+    /// Wakes the timer thread: a new deadline, the end.
     driver_cv: Condvar,
-    /// Wakes the application: an event, or the driver's end.
+    /// Wakes the application: an event, or the end.
     app_cv: Condvar,
-    /// Wakes readers waiting for room in the inbox.
-    reader_cv: Condvar,
+    /// Wakes readers waiting for room in the event queue.
+    room_cv: Condvar,
+    socks: Sockets<Shared>,
     opts: SessionOptions,
 }
 
-#[derive(Default)]
-struct Io {
-    inbox: VecDeque<Input>,
-    inbox_bytes: usize,
-    /// A command changed the session: run the loop.
-    wake: bool,
+struct Core {
+    session: ClientSession,
     events: VecDeque<SessionEvent>,
-    /// The driver ended: no more events.
+    /// The timer thread ended: no more events.
     done: bool,
     /// The `Session` was dropped.
     stop: bool,
 }
 
-/// What a socket thread reports.
-enum Input {
-    Connected(SockId, TcpStream),
-    Failed(SockId),
-    Read(SockId, Vec<u8>),
-    Eof(SockId),
-    Error(SockId),
+impl Shared {
+    fn core(&self) -> MutexGuard<'_, Core> {
+        lock(&self.core)
+    }
+
+    /// Step 3 of the run loop, under the lock: sockets, then events while there is room.
+    fn after(&self, core: &mut Core, now: Instant) {
+        outbound::drain(self, &mut core.session, now);
+        let mut arrived = false;
+        while core.events.len() < self.opts.max_events.max(1) {
+            let Some(ev) = core.session.poll_event() else { break };
+            core.events.push_back(ev);
+            arrived = true;
+        }
+        if arrived {
+            self.app_cv.notify_all();
+        }
+        self.driver_cv.notify_all();
+    }
 }
 
-impl Shared {
-    fn io(&self) -> MutexGuard<'_, Io> {
-        lock(&self.io)
+impl Host for Shared {
+    type Machine = ClientSession;
+
+    fn sockets(&self) -> &Sockets<Self> {
+        &self.socks
     }
 
-    fn wake(&self) {
-        self.io().wake = true;
-        self.driver_cv.notify_all();
+    fn with<T>(&self, f: impl FnOnce(&mut ClientSession, Instant) -> T) -> T {
+        let mut core = self.core();
+        let now = Instant::now();
+        let out = f(&mut core.session, now);
+        self.after(&mut core, now);
+        out
     }
 
-    /// Hands input to the driver, waiting while the inbox is full. `false` once the session
-    /// is gone.
-    fn push(&self, input: Input) -> bool {
-        let len = match &input {
-            Input::Read(_, data) => data.len(),
-            _ => 0,
-        };
-        let mut io = self.io();
-        while len > 0 && io.inbox_bytes >= self.opts.max_inbox && !io.stop && !io.done {
-            io = self.reader_cv.wait(io).unwrap_or_else(std::sync::PoisonError::into_inner);
+    fn admit(&self) -> bool {
+        let mut core = self.core();
+        while core.events.len() >= self.opts.max_events.max(1) && !core.done && !core.stop {
+            core = self.room_cv.wait(core).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
-        if io.stop || io.done {
-            return false;
-        }
-        io.inbox_bytes += len;
-        io.inbox.push_back(input);
-        drop(io);
-        self.driver_cv.notify_all();
-        true
+        !core.done && !core.stop
     }
 }
 
@@ -211,29 +206,34 @@ impl Session {
             let s = crate::fallback_seed().to_le_bytes();
             cfg.rng_seed[..8].copy_from_slice(&s);
         }
-        let core = ClientSession::new(cfg, Instant::now());
-        let shared = Arc::new(Shared {
-            core: Mutex::new(core),
-            io: Mutex::new(Io::default()),
+        let session = ClientSession::new(cfg, Instant::now());
+        let dial = Dial {
+            connect_timeout: opts.connect_timeout,
+            write_timeout: opts.write_timeout,
+            read_chunk: opts.read_chunk.min(opts.max_inbox),
+        };
+        let shared = Arc::new_cyclic(|me| Shared {
+            core: Mutex::new(Core { session, events: VecDeque::new(), done: false, stop: false }),
             driver_cv: Condvar::new(),
             app_cv: Condvar::new(),
-            reader_cv: Condvar::new(),
+            room_cv: Condvar::new(),
+            socks: Sockets::new(me.clone(), dial),
             opts,
         });
+        // The session queued its first `Connect`.
+        shared.with(|_, _| ());
         let driver = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("tidewire-session".into())
-                .spawn(move || Driver::new(shared).run())
+                .spawn(move || run_timer(&shared))
                 .expect("spawn the session's driver thread")
         };
         Session { shared, driver: Some(driver), finished: false }
     }
 
     fn command<T>(&self, f: impl FnOnce(&mut ClientSession, Instant) -> T) -> T {
-        let out = f(&mut lock(&self.shared.core), Instant::now());
-        self.shared.wake();
-        out
+        self.shared.with(f)
     }
 
     /// Subscribes to `ch` (resumed with its position after every reconnection).
@@ -275,13 +275,13 @@ impl Session {
     /// The current state.
     #[must_use]
     pub fn state(&self) -> SessionState {
-        lock(&self.shared.core).state()
+        self.shared.core().session.state()
     }
 
     /// Reads the core session (transport, positions, queued publishes, counters…). Keep
     /// `f` short: the driver waits for it.
     pub fn inspect<T>(&self, f: impl FnOnce(&ClientSession) -> T) -> T {
-        f(&lock(&self.shared.core))
+        f(&self.shared.core().session)
     }
 
     /// The next event, waiting for it. `None` once the session is closed and its
@@ -301,11 +301,13 @@ impl Session {
             return None;
         }
         let shared = &self.shared;
-        let mut io = shared.io();
+        let mut io = shared.core();
         loop {
             if let Some(ev) = io.events.pop_front() {
+                // Room: the session's next events, and its sockets may be read again.
+                shared.after(&mut io, Instant::now());
                 drop(io);
-                shared.driver_cv.notify_all();
+                shared.room_cv.notify_all();
                 if let SessionEvent::State(change) = &ev
                     && change.state == SessionState::Closed
                 {
@@ -336,239 +338,45 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.shared.io().stop = true;
+        self.shared.core().stop = true;
         self.shared.driver_cv.notify_all();
-        self.shared.reader_cv.notify_all();
+        self.shared.room_cv.notify_all();
         if let Some(d) = self.driver.take() {
             let _ = d.join();
         }
     }
 }
 
-/// A socket as the driver sees it.
-struct Sock {
-    /// `None` while its thread connects.
-    stream: Option<TcpStream>,
-}
-
-struct Driver {
-    shared: Arc<Shared>,
-    socks: HashMap<SockId, Sock>,
-    /// An event taken from the session while the application's queue was full.
-    held: Option<SessionEvent>,
-    deadline: Option<Instant>,
-}
-
-impl Driver {
-    fn new(shared: Arc<Shared>) -> Self {
-        Self { shared, socks: HashMap::new(), held: None, deadline: None }
-    }
-
-    fn run(mut self) {
-        let shared = Arc::clone(&self.shared);
-        let max_events = shared.opts.max_events.max(1);
-        // The first step runs at once: the session queued its first `Connect`.
-        let mut first = true;
-        loop {
-            let (inputs, stop) = {
-                let mut io = shared.io();
-                loop {
-                    if io.stop || first {
-                        break;
-                    }
-                    let room = io.events.len() < max_events;
-                    if io.wake || (room && (!io.inbox.is_empty() || self.held.is_some())) {
-                        break;
-                    }
-                    let now = Instant::now();
-                    io = match self.deadline {
-                        Some(d) if d <= now => break,
-                        Some(d) => shared
-                            .driver_cv
-                            .wait_timeout(io, d - now)
-                            .map_or_else(|p| p.into_inner().0, |r| r.0),
-                        None => shared
-                            .driver_cv
-                            .wait(io)
-                            .unwrap_or_else(std::sync::PoisonError::into_inner),
-                    };
-                }
-                first = false;
-                io.wake = false;
-                let inputs: Vec<Input> = if io.events.len() < max_events {
-                    io.inbox_bytes = 0;
-                    io.inbox.drain(..).collect()
-                } else {
-                    Vec::new()
-                };
-                if !inputs.is_empty() {
-                    shared.reader_cv.notify_all();
-                }
-                (inputs, io.stop)
-            };
-            let mut core = lock(&shared.core);
-            let now = Instant::now();
-            if stop {
-                core.close(now);
-                self.drain(&mut core, now);
-                break;
-            }
-            for input in inputs {
-                self.feed(&mut core, now, input);
-            }
-            if core.poll_timeout().is_some_and(|d| d <= now) {
-                core.handle_timeout(now);
-            }
-            self.drain(&mut core, now);
-            self.deadline = core.poll_timeout();
-            let closed = core.state() == SessionState::Closed;
-            {
-                let mut io = shared.io();
-                while io.events.len() < max_events {
-                    let Some(ev) = self.held.take().or_else(|| core.poll_event()) else { break };
-                    io.events.push_back(ev);
-                }
-                if self.held.is_none() && io.events.len() >= max_events {
-                    self.held = core.poll_event();
-                }
-            }
-            shared.app_cv.notify_all();
-            drop(core);
-            if closed && self.socks.is_empty() && self.held.is_none() {
-                break;
-            }
-        }
-        for (_, s) in self.socks.drain() {
-            if let Some(stream) = s.stream {
-                let _ = stream.shutdown(Shutdown::Both);
-            }
-        }
-        shared.io().done = true;
-        shared.app_cv.notify_all();
-        shared.reader_cv.notify_all();
-    }
-
-    fn feed(&mut self, core: &mut ClientSession, now: Instant, input: Input) {
-        match input {
-            Input::Connected(sock, stream) => {
-                let Some(s) = self.socks.get_mut(&sock) else {
-                    let _ = stream.shutdown(Shutdown::Both);
-                    return;
-                };
-                let _ = stream.set_nodelay(true);
-                let _ = stream.set_write_timeout(Some(self.shared.opts.write_timeout));
-                s.stream = Some(stream);
-                core.handle_connected(now, sock);
-            }
-            Input::Failed(sock) => {
-                if self.socks.remove(&sock).is_some() {
-                    core.handle_error(now, sock);
-                }
-            }
-            Input::Read(sock, data) => {
-                if self.socks.contains_key(&sock) {
-                    core.handle_read(now, sock, &data);
-                }
-            }
-            Input::Eof(sock) => {
-                if self.socks.contains_key(&sock) {
-                    core.handle_eof(now, sock);
-                }
-            }
-            Input::Error(sock) => self.fail(core, now, sock),
-        }
-    }
-
-    fn fail(&mut self, core: &mut ClientSession, now: Instant, sock: SockId) {
-        if let Some(s) = self.socks.remove(&sock) {
-            if let Some(stream) = s.stream {
-                let _ = stream.shutdown(Shutdown::Both);
-            }
-            core.handle_error(now, sock);
-        }
-    }
-
-    /// Steps 1–2 of the run loop: writes, then socket actions, until neither has more.
-    fn drain(&mut self, core: &mut ClientSession, now: Instant) {
-        loop {
-            let mut progress = false;
-            while let Some((sock, bytes)) = core.poll_transmit() {
-                progress = true;
-                let written = match self.socks.get(&sock).and_then(|s| s.stream.as_ref()) {
-                    Some(mut stream) => stream.write_all(&bytes).is_ok(),
-                    None => true, // closed meanwhile: nothing to write to
-                };
-                if !written {
-                    self.fail(core, now, sock);
-                }
-            }
-            while let Some(action) = core.poll_action() {
-                progress = true;
-                match action {
-                    SessionAction::Connect { sock, host, port } => {
-                        self.socks.insert(sock, Sock { stream: None });
-                        let shared = Arc::clone(&self.shared);
-                        let spawned = std::thread::Builder::new()
-                            .name("tidewire-session-sock".into())
-                            .spawn(move || socket_thread(&shared, sock, &host, port));
-                        if spawned.is_err() {
-                            self.socks.remove(&sock);
-                            core.handle_error(now, sock);
-                        }
-                    }
-                    SessionAction::Close { sock } => {
-                        if let Some(Sock { stream: Some(stream) }) = self.socks.remove(&sock) {
-                            let _ = stream.shutdown(Shutdown::Both);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            if !progress {
-                return;
-            }
-        }
-    }
-}
-
-/// One socket's thread: connect, then read until the end.
-fn socket_thread(shared: &Shared, sock: SockId, host: &str, port: u16) {
-    let Some(stream) = open(host, port, shared.opts.connect_timeout) else {
-        shared.push(Input::Failed(sock));
-        return;
-    };
-    let Ok(reader) = stream.try_clone() else {
-        shared.push(Input::Failed(sock));
-        return;
-    };
-    if !shared.push(Input::Connected(sock, stream)) {
-        let _ = reader.shutdown(Shutdown::Both);
-        return;
-    }
-    let mut buf = vec![0u8; shared.opts.read_chunk.max(512)];
+/// The timer thread: fires the session's deadline; after a close (or the `Session`'s
+/// drop), ends once the session closed its sockets.
+fn run_timer(shared: &Shared) {
+    let mut core = shared.core();
     loop {
-        match (&reader).read(&mut buf) {
-            Ok(0) => {
-                shared.push(Input::Eof(sock));
-                return;
-            }
-            Ok(n) => {
-                if !shared.push(Input::Read(sock, buf[..n].to_vec())) {
-                    let _ = reader.shutdown(Shutdown::Both);
-                    return;
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => {
-                shared.push(Input::Error(sock));
-                return;
-            }
+        let now = Instant::now();
+        if core.stop && core.session.state() != SessionState::Closed {
+            core.session.close(now);
+            shared.after(&mut core, now);
         }
+        if core.session.poll_timeout().is_some_and(|d| d <= now) {
+            core.session.handle_timeout(now);
+            shared.after(&mut core, now);
+        }
+        let closed = core.session.state() == SessionState::Closed;
+        if (closed && shared.socks.is_empty()) || core.stop {
+            break;
+        }
+        core = match core.session.poll_timeout() {
+            Some(d) if d <= now => core,
+            Some(d) => shared
+                .driver_cv
+                .wait_timeout(core, d - now)
+                .map_or_else(|p| p.into_inner().0, |r| r.0),
+            None => shared.driver_cv.wait(core).unwrap_or_else(std::sync::PoisonError::into_inner),
+        };
     }
-}
-
-/// A TCP connection to the first address of `host` that answers.
-fn open(host: &str, port: u16, timeout: Duration) -> Option<TcpStream> {
-    let addrs = (host, port).to_socket_addrs().ok()?;
-    addrs.into_iter().find_map(|a| TcpStream::connect_timeout(&a, timeout).ok())
+    core.done = true;
+    drop(core);
+    shared.socks.close_all();
+    shared.app_cv.notify_all();
+    shared.room_cv.notify_all();
 }
