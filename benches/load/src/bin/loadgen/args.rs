@@ -3,9 +3,8 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-pub(crate) const USAGE: &str = "\
-usage: loadgen --url ws://HOST:PORT[/PATH] --conns N --size BYTES --secs S [--warmup S]
-               [--window-ms 500] [--server-pid PID] [--text] [--connect-burst 64]
+pub(crate) const USAGE: &str = r#"usage: loadgen --url ws://HOST:PORT[/PATH] --conns N --size BYTES --secs S [--warmup S]
+               [--window-ms 500] [--server-pid PID] [--text] [--hub] [--connect-burst 64]
        loadgen --url ws://HOST:PORT[/PATH] --idle N [--server-pid PID] [--settle-ms 500]
 
 Load mode: N connections, each with exactly one message of BYTES in flight (send, wait for
@@ -13,7 +12,12 @@ the echo, send again). After the warmup it counts echoes per window for S second
 prints msgs/s (mean, per-window min and max), and with --server-pid the server's CPU time
 over the same window. Idle mode: opens N connections, completes every handshake, holds them
 and prints the server's VmRSS growth per connection.
-The last line is `RESULT key=value ...` for scripts.";
+--hub: a Tidewire hub (envelope protocol) instead of an echo server. Connection N opens
+PATH?token=user:lgN (e.g. --url ws://HOST:PORT/ws), sends {"op":"sub","ch":"chat:lgN"}
+and waits for `subscribed`; then each round trip is one
+{"op":"pub","ch":"chat:lgN","data":DATA,"ref":K} and both its `ack` (ref K) and the `msg`
+of chat:lgN carrying exactly DATA (a JSON string of BYTES bytes, quotes included).
+The last line is `RESULT key=value ...` for scripts."#;
 
 /// What to run.
 pub(crate) struct Args {
@@ -32,6 +36,9 @@ pub(crate) struct Args {
     pub(crate) server_pid: Option<u32>,
     /// Send text frames (the payload is ASCII) instead of binary ones.
     pub(crate) text: bool,
+    /// Hub mode: publish on the connection's own channel and wait for the ack and the
+    /// message instead of an echo.
+    pub(crate) hub: bool,
     /// At most this many connections are opening (TCP connect + handshake) at once, so the
     /// server's listen backlog never overflows.
     pub(crate) connect_burst: usize,
@@ -48,11 +55,16 @@ pub(crate) fn parse() -> Result<Args, String> {
     let mut settle_ms = 500;
     let mut server_pid = None;
     let mut text = false;
+    let mut hub = false;
     let mut connect_burst = 64;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--text" {
             text = true;
+            continue;
+        }
+        if flag == "--hub" {
+            hub = true;
             continue;
         }
         if flag == "--help" || flag == "-h" {
@@ -107,6 +119,7 @@ pub(crate) fn parse() -> Result<Args, String> {
         settle: Duration::from_millis(settle_ms),
         server_pid,
         text,
+        hub,
         connect_burst,
     })
 }

@@ -4,6 +4,12 @@
 //! The framing is hand-written and minimal (RFC 6455 §5.2): every connection sends the same
 //! pre-encoded masked frame ([`Workload::frame`]); replies are decoded in place from the
 //! event loop's shared read buffer, so a connection holds no payload buffer of its own.
+//!
+//! Hub mode ([`Workload::hub`]) speaks Tidewire's envelope protocol instead: each connection
+//! subscribes to its own channel, then publishes on it with one `pub` in flight and waits
+//! for both the `ack` and the `msg` carrying the data. Those frames differ per connection
+//! (channel, `ref`), so each is encoded into the connection's own buffer, and replies are
+//! gathered into a message buffer and checked loosely (op, channel, ref, exact data).
 
 use std::io::{self, ErrorKind, Read, Write};
 
@@ -13,6 +19,8 @@ use mio::net::TcpStream;
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// Longest handshake response accepted.
 const MAX_RESPONSE: usize = 8 * 1024;
+/// Longest hub message accepted.
+const MAX_HUB_MESSAGE: usize = 1 << 20;
 
 const OP_CONTINUATION: u8 = 0x0;
 const OP_TEXT: u8 = 0x1;
@@ -27,9 +35,11 @@ pub(crate) struct Workload {
     payload: Vec<u8>,
     /// Opcode of the data frames (text or binary).
     opcode: u8,
-    /// `payload` as one complete masked frame.
+    /// `payload` as one complete masked frame (echo mode; empty in hub mode).
     frame: Vec<u8>,
     mask: [u8; 4],
+    /// Hub mode: `payload` is the JSON value published (the `data` of each `pub`).
+    hub: bool,
 }
 
 impl Workload {
@@ -39,7 +49,18 @@ impl Workload {
         let opcode = if text { OP_TEXT } else { OP_BINARY };
         let mut frame = Vec::with_capacity(size + 14);
         encode_masked(&mut frame, opcode, &payload, mask);
-        Self { payload, opcode, frame, mask }
+        Self { payload, opcode, frame, mask, hub: false }
+    }
+
+    /// Hub mode: the published data is a JSON string of `size` bytes, quotes included (at
+    /// least 2), of ASCII letters, so any server writes it back byte for byte.
+    pub(crate) fn hub(size: usize, mask: [u8; 4]) -> Self {
+        let inner = size.saturating_sub(2);
+        let mut payload = Vec::with_capacity(inner + 2);
+        payload.push(b'"');
+        payload.extend((0..inner).map(|i| b'a' + (i % 26) as u8));
+        payload.push(b'"');
+        Self { payload, opcode: OP_TEXT, frame: Vec::new(), mask, hub: true }
     }
 }
 
@@ -65,8 +86,25 @@ fn encode_masked(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4]) {
 pub(crate) struct Progress {
     /// The opening handshake completed.
     pub(crate) opened: bool,
-    /// Echoes received complete and correct.
+    /// Echoes received complete and correct (hub mode: round trips, the `ack` and the
+    /// `msg` of one `pub`).
     pub(crate) echoes: u32,
+}
+
+/// A hub connection's protocol state (hub mode).
+struct HubState {
+    /// `chat:lgN`.
+    ch: String,
+    /// `"ch":"chat:lgN"` as it appears in the server's messages.
+    ch_field: Vec<u8>,
+    /// The frame being sent (`sub`, then each `pub`), masked.
+    out: Vec<u8>,
+    /// `ref` of the `pub` in flight (0: none yet).
+    reference: u64,
+    subscribed: bool,
+    in_flight: bool,
+    acked: bool,
+    delivered: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -95,12 +133,21 @@ pub(crate) struct Conn {
     /// Send the next message when an echo completes.
     pub(crate) keep_sending: bool,
     decoder: Decoder,
+    /// Hub mode: the envelope protocol's state.
+    hub: Option<HubState>,
 }
 
 impl Conn {
     /// Wraps a socket whose non-blocking connect was started; `key` is the
-    /// `Sec-WebSocket-Key` (base64 of 16 random bytes).
-    pub(crate) fn new(stream: TcpStream, host: &str, path: &str, key: &str) -> Self {
+    /// `Sec-WebSocket-Key` (base64 of 16 random bytes). `hub_channel`: hub mode, with this
+    /// channel (the connection counts as opened once subscribed to it).
+    pub(crate) fn new(
+        stream: TcpStream,
+        host: &str,
+        path: &str,
+        key: &str,
+        hub_channel: Option<String>,
+    ) -> Self {
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -117,12 +164,37 @@ impl Conn {
             control_out: Vec::new(),
             keep_sending: false,
             decoder: Decoder::default(),
+            hub: hub_channel.map(|ch| HubState {
+                ch_field: format!("\"ch\":\"{ch}\"").into_bytes(),
+                ch,
+                out: Vec::new(),
+                reference: 0,
+                subscribed: false,
+                in_flight: false,
+                acked: false,
+                delivered: false,
+            }),
         }
     }
 
     /// Queues one message; the connection must be open with nothing in flight.
     pub(crate) fn start_send(&mut self, w: &Workload) -> io::Result<()> {
         debug_assert!(self.state == State::Open && self.frame_pos.is_none());
+        if let Some(h) = &mut self.hub {
+            debug_assert!(h.subscribed && !h.in_flight);
+            h.reference += 1;
+            let mut text = Vec::with_capacity(w.payload.len() + h.ch.len() + 48);
+            text.extend_from_slice(b"{\"op\":\"pub\",\"ch\":\"");
+            text.extend_from_slice(h.ch.as_bytes());
+            text.extend_from_slice(b"\",\"data\":");
+            text.extend_from_slice(&w.payload);
+            text.extend_from_slice(format!(",\"ref\":{}}}", h.reference).as_bytes());
+            h.out.clear();
+            encode_masked(&mut h.out, OP_TEXT, &text, w.mask);
+            h.in_flight = true;
+            h.acked = false;
+            h.delivered = false;
+        }
         self.frame_pos = Some(0);
         self.flush(w)
     }
@@ -195,7 +267,17 @@ impl Conn {
             data = &data[rest..];
             self.response = Vec::new();
             self.state = State::Open;
-            progress.opened = true;
+            match &mut self.hub {
+                // Opened once subscribed.
+                Some(h) => {
+                    let sub = format!("{{\"op\":\"sub\",\"ch\":\"{}\"}}", h.ch);
+                    h.out.clear();
+                    encode_masked(&mut h.out, OP_TEXT, sub.as_bytes(), w.mask);
+                    self.frame_pos = Some(0);
+                    self.flush(w)?;
+                }
+                None => progress.opened = true,
+            }
         }
         while !data.is_empty() {
             match self.decoder.decode(&mut data, w)? {
@@ -210,6 +292,19 @@ impl Conn {
                         self.flush(w)?;
                     }
                 }
+                Some(Decoded::Message) => {
+                    let (opened, done) = self.on_envelope(w)?;
+                    progress.opened |= opened;
+                    if done {
+                        progress.echoes += 1;
+                        if self.frame_pos.is_some() {
+                            return Err(invalid("reply complete before the pub was sent"));
+                        }
+                        if self.keep_sending {
+                            self.start_send(w)?;
+                        }
+                    }
+                }
                 Some(Decoded::Ping) => {
                     encode_masked(&mut self.control_out, OP_PONG, &self.decoder.control, w.mask);
                     self.flush(w)?;
@@ -218,6 +313,51 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    /// Checks one hub message ([`Decoder::message`]); returns (subscribed now, round trip
+    /// complete now).
+    fn on_envelope(&mut self, w: &Workload) -> io::Result<(bool, bool)> {
+        let h = self.hub.as_mut().ok_or_else(|| invalid("hub message in echo mode"))?;
+        let m = &self.decoder.message[..];
+        let rest = m.strip_prefix(b"{\"op\":\"").ok_or_else(|| bad_envelope("no op", m))?;
+        let op = &rest[..find(rest, b"\"").ok_or_else(|| bad_envelope("no op", m))?];
+        match op {
+            b"subscribed" => {
+                if h.subscribed || find(m, &h.ch_field).is_none() {
+                    return Err(bad_envelope("unexpected subscribed", m));
+                }
+                h.subscribed = true;
+                Ok((true, false))
+            }
+            b"ack" => {
+                let expected = format!("\"ref\":{}", h.reference);
+                let at = find(m, expected.as_bytes()).map(|i| i + expected.len());
+                let ends = at.and_then(|i| m.get(i)).is_some_and(|&b| b == b',' || b == b'}');
+                if !h.in_flight || h.acked || !ends {
+                    return Err(bad_envelope(
+                        &format!("ack is not the one of ref {}", h.reference),
+                        m,
+                    ));
+                }
+                h.acked = true;
+                Ok((false, h.delivered && complete(h)))
+            }
+            b"msg" => {
+                let data = find(m, b"\"data\":").map(|i| &m[i + 7..]);
+                let exact = data.is_some_and(|d| {
+                    d.starts_with(&w.payload) && matches!(d.get(w.payload.len()), Some(b',' | b'}'))
+                });
+                if !h.in_flight || h.delivered || find(m, &h.ch_field).is_none() || !exact {
+                    return Err(bad_envelope("unexpected msg", m));
+                }
+                h.delivered = true;
+                Ok((false, h.acked && complete(h)))
+            }
+            // Presence of the connection's own user; pongs of pings it never sends.
+            b"presence" | b"pong" => Ok((false, false)),
+            _ => Err(bad_envelope("server said", m)),
+        }
     }
 
     fn check_response(&self, head: &[u8]) -> io::Result<()> {
@@ -252,8 +392,12 @@ impl Conn {
             }
         }
         if let Some(pos) = self.frame_pos {
-            let pos = pos + write_some(&mut self.stream, &w.frame[pos..])?;
-            if pos < w.frame.len() {
+            let frame = match &self.hub {
+                Some(h) => &h.out[..],
+                None => &w.frame[..],
+            };
+            let pos = pos + write_some(&mut self.stream, &frame[pos..])?;
+            if pos < frame.len() {
                 self.frame_pos = Some(pos);
                 return Ok(());
             }
@@ -265,6 +409,17 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+/// Ends the round trip in flight.
+fn complete(h: &mut HubState) -> bool {
+    h.in_flight = false;
+    true
+}
+
+fn bad_envelope(what: &str, m: &[u8]) -> io::Error {
+    let shown = String::from_utf8_lossy(&m[..m.len().min(200)]).into_owned();
+    invalid(&format!("hub: {what}: {shown}"))
 }
 
 /// Writes as much of `buf` as the socket takes; 0 when it is full.
@@ -285,6 +440,8 @@ fn write_some(stream: &mut TcpStream, buf: &[u8]) -> io::Result<usize> {
 enum Decoded {
     /// A whole echo arrived and matches what was sent.
     Echo,
+    /// Hub mode: a whole text message, in [`Decoder::message`].
+    Message,
     /// A ping; its payload is in [`Decoder::control`].
     Ping,
     Close,
@@ -308,6 +465,8 @@ struct Decoder {
     received: usize,
     /// Payload of the current control frame.
     control: Vec<u8>,
+    /// Hub mode: the open (or just completed) data message.
+    message: Vec<u8>,
 }
 
 impl Decoder {
@@ -349,6 +508,8 @@ impl Decoder {
         *data = rest;
         if self.opcode >= OP_CLOSE {
             self.control.extend_from_slice(chunk);
+        } else if w.hub {
+            self.message.extend_from_slice(chunk);
         } else {
             let expected = &w.payload[self.received..self.received + take];
             if chunk != expected {
@@ -366,6 +527,10 @@ impl Decoder {
             OP_PONG => None,
             OP_CLOSE => Some(Decoded::Close),
             _ if !self.fin => None,
+            _ if w.hub => {
+                self.in_message = false;
+                Some(Decoded::Message)
+            }
             _ => {
                 if self.received != w.payload.len() {
                     return Err(invalid("echo shorter than what was sent"));
@@ -404,6 +569,14 @@ impl Decoder {
                 if self.opcode != w.opcode {
                     return Err(invalid("echo has another opcode than what was sent"));
                 }
+                if w.hub {
+                    if len > MAX_HUB_MESSAGE as u64 {
+                        return Err(invalid("hub message too long"));
+                    }
+                    self.message.clear();
+                    self.in_message = true;
+                    return Ok(len as usize);
+                }
                 if len > w.payload.len() as u64 {
                     return Err(invalid("echo longer than what was sent"));
                 }
@@ -414,7 +587,11 @@ impl Decoder {
                 if !self.in_message {
                     return Err(invalid("continuation without a message"));
                 }
-                if len > room {
+                if w.hub {
+                    if self.message.len() as u64 + len > MAX_HUB_MESSAGE as u64 {
+                        return Err(invalid("hub message too long"));
+                    }
+                } else if len > room {
                     return Err(invalid("echo longer than what was sent"));
                 }
             }
@@ -481,6 +658,7 @@ mod tests {
                     Some(Decoded::Echo) => echoes += 1,
                     Some(Decoded::Ping) => pings += 1,
                     Some(Decoded::Close) => panic!("close"),
+                    Some(Decoded::Message) => panic!("hub message in echo mode"),
                     None => {}
                 }
             }
@@ -544,5 +722,29 @@ mod tests {
         let mut long = w.payload.clone();
         long.push(b'x');
         assert!(decode_all(&w, &server_frame(OP_BINARY, true, &long), 1).is_err());
+    }
+
+    #[test]
+    fn hub_messages_gather_across_frames_and_chunks() {
+        let w = Workload::hub(20, [1, 2, 3, 4]);
+        assert_eq!(w.payload.len(), 20);
+        assert!(w.payload.starts_with(b"\"abc") && w.payload.ends_with(b"\""));
+        let msg = br#"{"op":"ack","ref":3,"ep":"a1","off":4}"#;
+        let mut stream = server_frame(OP_TEXT, false, &msg[..10]);
+        stream.extend(server_frame(OP_CONTINUATION, true, &msg[10..]));
+        stream.extend(server_frame(OP_TEXT, true, msg));
+        for step in [1, 5, stream.len()] {
+            let mut d = Decoder::default();
+            let mut got = Vec::new();
+            for mut chunk in stream.chunks(step) {
+                while !chunk.is_empty() {
+                    if let Some(Decoded::Message) = d.decode(&mut chunk, &w).unwrap() {
+                        got.push(d.message.clone());
+                    }
+                }
+            }
+            assert_eq!(got, vec![msg.to_vec(), msg.to_vec()], "step {step}");
+        }
+        assert!(decode_all(&w, &server_frame(OP_BINARY, true, msg), 1).is_err());
     }
 }

@@ -59,14 +59,19 @@ impl Bench {
             events: Events::with_capacity(1024),
             conns: Vec::new(),
             rbuf: vec![0; READ_BUF],
-            workload: Workload::new(workload_size, args.text, mask),
+            workload: if args.hub {
+                Workload::hub(workload_size, mask)
+            } else {
+                Workload::new(workload_size, args.text, mask)
+            },
             rng,
             opening: 0,
             open: 0,
         })
     }
 
-    /// Opens `n` connections, at most `connect_burst` at a time, and waits for every 101.
+    /// Opens `n` connections, at most `connect_burst` at a time, and waits for every 101
+    /// (hub mode: every `subscribed`).
     fn open_all(&mut self, args: &Args, n: usize) -> io::Result<Duration> {
         let start = Instant::now();
         let deadline = start + OPEN_TIMEOUT;
@@ -95,7 +100,17 @@ impl Bench {
         )?;
         let key: Vec<u8> =
             [self.rng.next(), self.rng.next()].iter().flat_map(|x| x.to_le_bytes()).collect();
-        self.conns.push(Conn::new(stream, &args.host, &args.path, &client::base64(&key)));
+        let key = client::base64(&key);
+        let conn = if args.hub {
+            // Connection N is user lgN on its own channel chat:lgN.
+            let n = self.conns.len();
+            let sep = if args.path.contains('?') { '&' } else { '?' };
+            let path = format!("{}{sep}token=user:lg{n}", args.path);
+            Conn::new(stream, &args.host, &path, &key, Some(format!("chat:lg{n}")))
+        } else {
+            Conn::new(stream, &args.host, &args.path, &key, None)
+        };
+        self.conns.push(conn);
         self.opening += 1;
         Ok(())
     }
@@ -198,7 +213,8 @@ fn load(args: &Args) -> io::Result<()> {
         args.window
     );
     let mut result = format!(
-        "RESULT conns={} size={} msgs={total} secs={secs:.4} rate={rate:.1} min={min:.1} max={max:.1} windows={}",
+        "RESULT mode={} conns={} size={} msgs={total} secs={secs:.4} rate={rate:.1} min={min:.1} max={max:.1} windows={}",
+        if args.hub { "hub" } else { "echo" },
         args.conns,
         args.size,
         windows.len()
