@@ -60,7 +60,7 @@ pub enum ProtocolError {
     #[error("message exceeds the message size limit")]
     MessageTooLarge,
     /// A compressed message (RSV1, permessage-deflate) whose payload is not valid DEFLATE
-    /// data (RFC 7692 §7.2.2); answered with 1007, see [`crate::ws::deflate`].
+    /// data (RFC 7692 §7.2.2); answered with 1007 (see `ws::deflate`, feature `deflate`).
     #[error("invalid compressed data")]
     InvalidCompressedData,
 }

@@ -13,7 +13,9 @@
 //! - inputs ([`Machine`]): `handle_read`, `handle_eof`, `handle_timeout`;
 //! - commands: [`accept`](WsConnection::accept), [`reject`](WsConnection::reject),
 //!   [`send`](WsConnection::send), [`ping`](WsConnection::ping), [`close`](WsConnection::close);
-//! - outputs ([`Machine`]): `poll_transmit`, `poll_event`, `poll_timeout`.
+//! - outputs ([`Machine`]): `poll_transmit`, `poll_event`, `poll_timeout`;
+//! - with feature `deflate` (permessage-deflate, see `ws::deflate`): the getters
+//!   `deflate_params` and `takes_prepared`, the command `send_prepared`.
 
 use std::collections::VecDeque;
 
