@@ -25,8 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use event_listener::Event as Notify;
 use smol::{Async, Executor, Timer, future};
-use tidewire::http::ResponseParser;
-use tidewire::policy::parse_retry_after;
+use tidewire::sse::client::{SseResponseReader, sse_request};
 use tidewire::sse::{SseAction, SseClient, SseClientConfig, SseClientEvent, SseState, SseTimer};
 use url::Url;
 
@@ -39,8 +38,6 @@ const MAX_QUEUED: usize = 256;
 const READ_BUFFER: usize = 4 << 10;
 /// The largest response head accepted.
 const MAX_RESPONSE_HEAD: usize = 16 << 10;
-/// Digits of a chunk size at most (a 64-bit length).
-const MAX_CHUNK_DIGITS: u8 = 15;
 
 /// Settings of [`connect`]. Build it with `SseOptions::default()` and change the fields you
 /// need.
@@ -110,22 +107,9 @@ struct Target {
 }
 
 impl Target {
-    fn request(&self, last_event_id: Option<&str>) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
-        let _ = write!(
-            out,
-            "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\
-             Cache-Control: no-cache\r\n",
-            self.path, self.host_header
-        );
-        if let Some(id) = last_event_id {
-            let _ = write!(out, "Last-Event-ID: {id}\r\n");
-        }
-        for (name, value) in &self.headers {
-            let _ = write!(out, "{name}: {value}\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-        out
+    /// `None`: an ID or header that cannot be written.
+    fn request(&self, last_event_id: Option<&str>) -> Option<Vec<u8>> {
+        sse_request(&self.host_header, &self.path, last_event_id, &self.headers)
     }
 }
 
@@ -156,12 +140,8 @@ pub async fn connect(url: &str, opts: SseOptions) -> Result<SseConnection, Conne
         path.push('?');
         path.push_str(q);
     }
-    for (name, value) in &opts.headers {
-        let name_ok = !name.is_empty()
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-        if !name_ok || value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
-            return Err(ConnectError::Url(format!("invalid header {name:?}")));
-        }
+    if sse_request(&host_header, &path, None, &opts.headers).is_none() {
+        return Err(ConnectError::Url("invalid header".into()));
     }
     let mut cfg = opts.client;
     if cfg.rng_seed == [0; 32] {
@@ -288,156 +268,12 @@ fn open(target: Arc<Target>, request: Vec<u8>) -> Connecting {
 /// An open connection: reading the response head, then the body.
 struct Conn {
     stream: Async<TcpStream>,
-    head: Option<(ResponseParser, Vec<u8>)>,
-    chunked: Option<Chunked>,
-}
-
-/// What the body reader learnt.
-enum Fed {
-    More,
-    /// The body ended (a chunked body's last chunk): report end of file.
-    Ended,
-    /// The response could not be read: report a network error.
-    Broken,
+    response: SseResponseReader,
 }
 
 impl Conn {
     fn new(stream: Async<TcpStream>) -> Self {
-        Self {
-            stream,
-            head: Some((ResponseParser::new(MAX_RESPONSE_HEAD), Vec::new())),
-            chunked: None,
-        }
-    }
-
-    fn feed(&mut self, now: Instant, data: &[u8], client: &mut SseClient) -> Fed {
-        let Some((parser, buf)) = &mut self.head else {
-            return self.body(now, data, client);
-        };
-        buf.extend_from_slice(data);
-        match parser.parse(buf) {
-            Ok(None) => Fed::More,
-            Err(_) => Fed::Broken,
-            Ok(Some((resp, len))) => {
-                let unix_now =
-                    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-                let retry_after =
-                    resp.header("retry-after").and_then(|v| parse_retry_after(v, unix_now));
-                let chunked = resp.header("transfer-encoding").is_some_and(|te| {
-                    te.split(',').any(|t| t.trim().eq_ignore_ascii_case("chunked"))
-                });
-                if chunked {
-                    self.chunked = Some(Chunked::default());
-                }
-                client.handle_response(
-                    now,
-                    resp.status(),
-                    resp.header("content-type"),
-                    retry_after,
-                );
-                let rest = buf.split_off(len);
-                self.head = None;
-                if rest.is_empty() { Fed::More } else { self.body(now, &rest, client) }
-            }
-        }
-    }
-
-    fn body(&mut self, now: Instant, data: &[u8], client: &mut SseClient) -> Fed {
-        match &mut self.chunked {
-            None => {
-                client.handle_read(now, data);
-                Fed::More
-            }
-            Some(chunked) => match chunked.decode(data, |part| client.handle_read(now, part)) {
-                Ok(false) => Fed::More,
-                Ok(true) => Fed::Ended,
-                Err(()) => Fed::Broken,
-            },
-        }
-    }
-}
-
-/// A `Transfer-Encoding: chunked` decoder (RFC 9112 §7.1) that buffers nothing: chunk
-/// data is handed on as it arrives; extensions and trailers are skipped.
-#[derive(Debug, Default)]
-struct Chunked {
-    state: ChunkState,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ChunkState {
-    /// Reading a size line: its value, digits so far, whether past the digits.
-    Size {
-        value: u64,
-        digits: u8,
-        ext: bool,
-    },
-    SizeLf {
-        value: u64,
-    },
-    Data(u64),
-    DataCr,
-    DataLf,
-    /// Trailer lines after the last chunk; whether at the start of a line.
-    Trailer {
-        line_start: bool,
-    },
-    Done,
-}
-
-impl Default for ChunkState {
-    fn default() -> Self {
-        Self::Size { value: 0, digits: 0, ext: false }
-    }
-}
-
-impl Chunked {
-    /// Decodes `input`, handing chunk data to `out`. `Ok(true)` once the body is complete
-    /// (what follows is ignored), `Err` for a malformed body.
-    fn decode(&mut self, mut input: &[u8], mut out: impl FnMut(&[u8])) -> Result<bool, ()> {
-        use ChunkState as S;
-        while let Some((&b, rest)) = input.split_first() {
-            self.state = match self.state {
-                S::Data(n) => {
-                    let take = usize::try_from(n).unwrap_or(usize::MAX).min(input.len());
-                    out(&input[..take]);
-                    input = &input[take..];
-                    let left = n - take as u64;
-                    self.state = if left == 0 { S::DataCr } else { S::Data(left) };
-                    continue;
-                }
-                S::Size { value, digits, ext } => match (b, char::from(b).to_digit(16)) {
-                    (_, Some(d)) if !ext => {
-                        if digits >= MAX_CHUNK_DIGITS {
-                            return Err(());
-                        }
-                        S::Size { value: value << 4 | u64::from(d), digits: digits + 1, ext }
-                    }
-                    (b'\r', _) if digits > 0 => S::SizeLf { value },
-                    (b'\n', _) if digits > 0 => Self::after_size(value),
-                    (b';' | b' ' | b'\t', _) if digits > 0 => S::Size { value, digits, ext: true },
-                    (_, _) if ext => S::Size { value, digits, ext },
-                    _ => return Err(()),
-                },
-                S::SizeLf { value } if b == b'\n' => Self::after_size(value),
-                S::DataCr if b == b'\r' => S::DataLf,
-                S::DataCr | S::DataLf if b == b'\n' => S::default(),
-                S::Trailer { line_start } => match b {
-                    b'\n' if line_start => S::Done,
-                    b'\n' => S::Trailer { line_start: true },
-                    b'\r' => S::Trailer { line_start },
-                    _ => S::Trailer { line_start: false },
-                },
-                S::Done => return Ok(true),
-                S::SizeLf { .. } | S::DataCr | S::DataLf => return Err(()),
-            };
-            input = rest;
-        }
-        Ok(self.state == S::Done)
-    }
-
-    fn after_size(value: u64) -> ChunkState {
-        if value == 0 { ChunkState::Trailer { line_start: true } } else { ChunkState::Data(value) }
+        Self { stream, response: SseResponseReader::new(MAX_RESPONSE_HEAD) }
     }
 }
 
@@ -463,8 +299,10 @@ async fn run(shared: Arc<Shared>, target: Arc<Target>) {
                 match action {
                     SseAction::Connect { last_event_id } => {
                         conn = None;
-                        let request = target.request(last_event_id.as_deref());
-                        connecting = Some(open(target.clone(), request));
+                        match target.request(last_event_id.as_deref()) {
+                            Some(request) => connecting = Some(open(target.clone(), request)),
+                            None => inner.client.handle_error(Instant::now()),
+                        }
                     }
                     SseAction::Disconnect => {
                         conn = None;
@@ -548,20 +386,12 @@ async fn run(shared: Arc<Shared>, target: Arc<Target>) {
                 inner.client.handle_eof(now);
             }
             Wake::Read(Ok(n)) => {
-                let fed = match &mut conn {
-                    Some(c) => c.feed(now, &rbuf[..n], &mut inner.client),
-                    None => Fed::More,
-                };
-                match fed {
-                    Fed::More => {}
-                    Fed::Ended => {
-                        conn = None;
-                        inner.client.handle_eof(now);
-                    }
-                    Fed::Broken => {
-                        conn = None;
-                        inner.client.handle_error(now);
-                    }
+                let unix_now =
+                    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                if let Some(c) = &mut conn
+                    && c.response.feed(now, unix_now, &rbuf[..n], &mut inner.client)
+                {
+                    conn = None;
                 }
             }
             Wake::Read(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -576,44 +406,6 @@ async fn run(shared: Arc<Shared>, target: Arc<Target>) {
                 }
             }
             Wake::Notified => {}
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn decode_all(parts: &[&[u8]]) -> (Vec<u8>, Result<bool, ()>) {
-        let mut c = Chunked::default();
-        let mut out = Vec::new();
-        let mut last = Ok(false);
-        for p in parts {
-            last = c.decode(p, |d| out.extend_from_slice(d));
-            if last != Ok(false) {
-                break;
-            }
-        }
-        (out, last)
-    }
-
-    #[test]
-    fn chunked_bodies_decode_in_any_split() {
-        let body = b"5;ext=1\r\nhello\r\nA\r\n, world!!!\r\n0\r\nX-T: 1\r\n\r\n";
-        for split in 0..body.len() {
-            let (out, done) = decode_all(&[&body[..split], &body[split..]]);
-            assert_eq!((out.as_slice(), done), (&b"hello, world!!!"[..], Ok(true)), "{split}");
-        }
-        let bytewise: Vec<&[u8]> = body.chunks(1).collect();
-        assert_eq!(decode_all(&bytewise), (b"hello, world!!!".to_vec(), Ok(true)));
-        // Bare LF line endings are accepted.
-        assert_eq!(decode_all(&[b"3\nabc\n0\n\n"]), (b"abc".to_vec(), Ok(true)));
-    }
-
-    #[test]
-    fn malformed_chunked_bodies_fail() {
-        for bad in [&b"x\r\n"[..], b"\r\n", b"3\r\nabcX", b"3\rX", b"1234567890abcdef0\r\n"] {
-            assert_eq!(decode_all(&[bad]).1, Err(()), "{:?}", String::from_utf8_lossy(bad));
         }
     }
 }

@@ -32,8 +32,7 @@ use std::io::{self, ErrorKind, Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime};
 
-use tidewire::http::ResponseParser;
-use tidewire::policy::backoff::parse_retry_after;
+use tidewire::sse::client::{SseResponseReader, sse_request};
 use tidewire::sse::{SseAction, SseClient, SseClientConfig, SseClientEvent, SseState};
 
 use crate::ConnectError;
@@ -97,12 +96,8 @@ pub fn connect(url: &str, opts: SseOptions) -> Result<SseConnection, ConnectErro
     };
     let path = &parsed[url::Position::BeforePath..url::Position::AfterQuery];
     let path = if path.is_empty() { "/" } else { path };
-    for (name, value) in &opts.headers {
-        let bad_name = name.is_empty()
-            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-        if bad_name || value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
-            return Err(ConnectError::Url(format!("invalid header {name:?}")));
-        }
+    if sse_request(&host_header, path, None, &opts.headers).is_none() {
+        return Err(ConnectError::Url("invalid header".into()));
     }
     let mut cfg = opts.client;
     if cfg.rng_seed == [0; 32] {
@@ -166,20 +161,8 @@ impl std::fmt::Debug for SseConnection {
 /// The connection of the current request.
 struct Body {
     sock: TcpStream,
-    /// While the response head is read: its parser and the bytes so far.
-    head: Option<(ResponseParser, Vec<u8>)>,
-    framing: Framing,
+    response: SseResponseReader,
     read_timeout: Option<Option<Duration>>,
-}
-
-/// How the response body ends.
-enum Framing {
-    /// At the end of the connection.
-    Close,
-    /// After this many more bytes.
-    Length(u64),
-    /// `Transfer-Encoding: chunked`.
-    Chunked(Dechunker),
 }
 
 impl SseConnection {
@@ -257,12 +240,8 @@ impl SseConnection {
     fn open(&mut self, last_event_id: Option<&str>) {
         match self.dial(last_event_id) {
             Ok(sock) => {
-                self.body = Some(Body {
-                    sock,
-                    head: Some((ResponseParser::new(MAX_HEAD), Vec::new())),
-                    framing: Framing::Close,
-                    read_timeout: None,
-                });
+                let response = SseResponseReader::new(MAX_HEAD);
+                self.body = Some(Body { sock, response, read_timeout: None });
             }
             Err(_) => {
                 self.body = None;
@@ -291,27 +270,10 @@ impl SseConnection {
         }
         let sock = sock.ok_or(last_err)?;
         sock.set_nodelay(true)?;
-        let mut req = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n",
-            self.path, self.host_header
-        );
-        if let Some(id) = last_event_id.filter(|id| !id.is_empty()) {
-            if id.contains(['\r', '\n', '\0']) {
-                return Err(ErrorKind::InvalidData.into());
-            }
-            req.push_str("Last-Event-ID: ");
-            req.push_str(id);
-            req.push_str("\r\n");
-        }
-        for (name, value) in &self.headers {
-            req.push_str(name);
-            req.push_str(": ");
-            req.push_str(value);
-            req.push_str("\r\n");
-        }
-        req.push_str("\r\n");
+        let req = sse_request(&self.host_header, &self.path, last_event_id, &self.headers)
+            .ok_or(ErrorKind::InvalidData)?;
         sock.set_write_timeout(Some(self.connect_timeout.max(Duration::from_millis(1))))?;
-        (&sock).write_all(req.as_bytes())?;
+        (&sock).write_all(&req)?;
         Ok(sock)
     }
 
@@ -339,7 +301,14 @@ impl SseConnection {
                 self.body = None;
                 self.client.handle_eof(now);
             }
-            Ok(n) => self.input(now, n),
+            Ok(n) => {
+                let unix_now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                if body.response.feed(now, unix_now, &self.buf[..n], &mut self.client) {
+                    self.body = None;
+                }
+            }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 self.client.handle_timeout(now);
             }
@@ -348,219 +317,6 @@ impl SseConnection {
                 self.body = None;
                 self.client.handle_error(now);
             }
-        }
-    }
-
-    /// `n` bytes arrived in `self.buf`.
-    fn input(&mut self, now: Instant, n: usize) {
-        let Some(body) = &mut self.body else { return };
-        let Some((parser, head)) = &mut body.head else {
-            self.body_bytes(now, n, None);
-            return;
-        };
-        head.extend_from_slice(&self.buf[..n]);
-        let (response, len) = match parser.parse(head) {
-            Ok(None) => return,
-            Ok(Some(parsed)) => parsed,
-            Err(_) => {
-                self.body = None;
-                self.client.handle_error(now);
-                return;
-            }
-        };
-        let rest = head.split_off(len);
-        body.head = None;
-        let chunked = response
-            .header("transfer-encoding")
-            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("chunked")));
-        body.framing = if chunked {
-            Framing::Chunked(Dechunker::default())
-        } else if let Some(len) =
-            response.header("content-length").and_then(|v| v.trim().parse().ok())
-        {
-            Framing::Length(len)
-        } else {
-            Framing::Close
-        };
-        let unix_now =
-            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let retry_after =
-            response.header("retry-after").and_then(|v| parse_retry_after(v, unix_now));
-        let media_type = response.media_type();
-        self.client.handle_response(now, response.status(), media_type.as_deref(), retry_after);
-        if !rest.is_empty() && self.client.state() == SseState::Open {
-            self.body_bytes(now, rest.len(), Some(&rest));
-        } else if matches!(body_framing(&self.body), Some(Framing::Length(0)))
-            && self.client.state() == SseState::Open
-        {
-            self.body = None;
-            self.client.handle_eof(now);
-        }
-    }
-
-    /// Body bytes: `len` bytes of `owned`, or of `self.buf` when `owned` is `None`.
-    fn body_bytes(&mut self, now: Instant, len: usize, owned: Option<&[u8]>) {
-        let Some(body) = &mut self.body else { return };
-        let data: &[u8] = match owned {
-            Some(v) => v,
-            None => &self.buf[..len],
-        };
-        let mut ended = false;
-        match &mut body.framing {
-            Framing::Close => self.client.handle_read(now, data),
-            Framing::Length(left) => {
-                let take = usize::try_from(*left).map_or(data.len(), |l| l.min(data.len()));
-                self.client.handle_read(now, &data[..take]);
-                *left -= take as u64;
-                ended = *left == 0;
-            }
-            Framing::Chunked(dechunker) => {
-                let mut out = Vec::with_capacity(data.len());
-                match dechunker.feed(data, &mut out) {
-                    Ok(done) => {
-                        self.client.handle_read(now, &out);
-                        ended = done;
-                    }
-                    Err(()) => {
-                        self.client.handle_read(now, &out);
-                        self.body = None;
-                        self.client.handle_error(now);
-                        return;
-                    }
-                }
-            }
-        }
-        if ended {
-            self.body = None;
-            self.client.handle_eof(now);
-        }
-    }
-}
-
-fn body_framing(body: &Option<Body>) -> Option<&Framing> {
-    body.as_ref().map(|b| &b.framing)
-}
-
-/// Decodes `Transfer-Encoding: chunked` (RFC 9112 §7.1): sizes, extensions and trailers
-/// are skipped; the data is passed on. Bounded: it holds no data, only its position.
-#[derive(Debug, Default)]
-struct Dechunker {
-    state: Chunk,
-}
-
-#[derive(Debug, Default)]
-enum Chunk {
-    /// Reading a size line: the value so far, its digit count, whether in an extension.
-    #[default]
-    SizeStart,
-    Size {
-        value: u64,
-        digits: u32,
-        ext: bool,
-    },
-    Data(u64),
-    /// After the data: CR LF.
-    DataEnd {
-        cr: bool,
-    },
-    /// The trailer section; whether the current line is still empty.
-    Trailer {
-        empty_line: bool,
-    },
-    Done,
-}
-
-impl Dechunker {
-    /// Appends the data of `input` to `out`. Returns whether the body ended.
-    fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<bool, ()> {
-        while let Some((&b, rest)) = input.split_first() {
-            match &mut self.state {
-                Chunk::Done => return Ok(true),
-                Chunk::Data(left) => {
-                    let take = usize::try_from(*left).map_or(input.len(), |l| l.min(input.len()));
-                    out.extend_from_slice(&input[..take]);
-                    *left -= take as u64;
-                    if *left == 0 {
-                        self.state = Chunk::DataEnd { cr: false };
-                    }
-                    input = &input[take..];
-                    continue;
-                }
-                Chunk::SizeStart => {
-                    let digit = char::from(b).to_digit(16).ok_or(())?;
-                    self.state = Chunk::Size { value: u64::from(digit), digits: 1, ext: false };
-                }
-                Chunk::Size { value, digits, ext } => match b {
-                    b'\n' => {
-                        self.state = if *value == 0 {
-                            Chunk::Trailer { empty_line: true }
-                        } else {
-                            Chunk::Data(*value)
-                        };
-                    }
-                    b'\r' => {}
-                    _ if *ext => {}
-                    b';' | b' ' | b'\t' => *ext = true,
-                    _ => {
-                        let digit = char::from(b).to_digit(16).ok_or(())?;
-                        *digits += 1;
-                        if *digits > 15 {
-                            return Err(());
-                        }
-                        *value = *value << 4 | u64::from(digit);
-                    }
-                },
-                Chunk::DataEnd { cr } => match b {
-                    b'\r' if !*cr => *cr = true,
-                    b'\n' => self.state = Chunk::SizeStart,
-                    _ => return Err(()),
-                },
-                Chunk::Trailer { empty_line } => match b {
-                    b'\n' if *empty_line => self.state = Chunk::Done,
-                    b'\n' => *empty_line = true,
-                    b'\r' => {}
-                    _ => *empty_line = false,
-                },
-            }
-            input = rest;
-        }
-        Ok(matches!(self.state, Chunk::Done))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dechunk(input: &[u8], split: usize) -> (Vec<u8>, Result<bool, ()>) {
-        let mut d = Dechunker::default();
-        let mut out = Vec::new();
-        let mut result = Ok(false);
-        for part in input.chunks(split.max(1)) {
-            result = d.feed(part, &mut out);
-            if result != Ok(false) {
-                break;
-            }
-        }
-        (out, result)
-    }
-
-    #[test]
-    fn chunked_bodies_decode_whatever_the_split() {
-        let body = b"7\r\ndata: a\r\n3;ext=1\r\n\n\n\n\r\n0\r\nX-Trailer: t\r\n\r\n";
-        for split in [1, 2, 3, 7, body.len()] {
-            let (out, result) = dechunk(body, split);
-            assert_eq!(out, b"data: a\n\n\n", "split {split}");
-            assert_eq!(result, Ok(true), "split {split}");
-        }
-        let (out, result) = dechunk(b"4\r\nab", 100);
-        assert_eq!((out.as_slice(), result), (&b"ab"[..], Ok(false)));
-    }
-
-    #[test]
-    fn malformed_chunks_are_errors() {
-        for bad in [&b"zz\r\n"[..], b"3\r\nabcX", b"1234567890abcdef0\r\n"] {
-            assert_eq!(dechunk(bad, 100).1, Err(()), "{}", String::from_utf8_lossy(bad));
         }
     }
 }

@@ -30,8 +30,15 @@ use crate::time::Instant;
 impl Server {
     /// A server whose hub shares every channel with other instances through Redis (see
     /// [`crate::redis`]): as [`new`](Self::new), plus the bus, which starts connecting at
-    /// once (pull its sockets through [`Outbound`]). An all-zero `redis.rng_seed` is
-    /// derived from `seed`.
+    /// once. An all-zero `redis.rng_seed` is derived from `seed`.
+    ///
+    /// The server is then an [`Outbound`] machine for the bus's two sockets: the adapter's
+    /// outbound-socket driver opens and closes them (`poll_action`), writes to them
+    /// (`poll_transmit`) and feeds their input (`handle_connected`, `handle_read`, …).
+    /// [`Server::handle_read`] and [`Server::poll_transmit`] are the inbound connections',
+    /// so call the bus's through the trait (`Outbound::handle_read(&mut server, ..)`) or from
+    /// a generic driver. The trait's `poll_timeout`/`handle_timeout` are the server's own,
+    /// which include the bus's deadlines (reconnection, connect and reply timeouts).
     #[must_use]
     pub fn with_redis(
         cfg: ServerConfig,
@@ -113,7 +120,8 @@ impl Server {
     }
 }
 
-/// The bus's sockets (none without a bus). See the [module docs](self).
+/// The bus's sockets (none without a bus), for the adapter's outbound-socket driver: see
+/// [`Server::with_redis`].
 impl Outbound for Server {
     fn handle_connected(&mut self, now: Instant, sock: SockId) {
         self.bus_input(now, |bus, now| bus.handle_connected(now, sock));

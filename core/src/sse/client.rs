@@ -107,7 +107,11 @@
 //! assert_eq!(client.poll_timeout(), None);
 //! ```
 
+mod http;
+
 use std::collections::VecDeque;
+
+pub use http::{SseResponseReader, sse_request};
 
 use super::parse::{ParserLimits, SseError, SseEvent, SseParser};
 use crate::policy::backoff::{Backoff, BackoffConfig, RetryHint};
