@@ -57,6 +57,19 @@ pub struct HubConfig {
     /// clients and trusted server-side publishes never show one. With a bus, publishers
     /// are not carried (the bus stores the data only).
     pub hide_publisher: Vec<String>,
+    /// Whether the application sees each client publish before it is logged (default
+    /// `false`): a WebSocket `pub` or a [`Hub::request_publish`](super::Hub::request_publish)
+    /// that passed the checks is held, [`HubEvent::PublishRequested`](super::HubEvent::PublishRequested)
+    /// is emitted, and [`Hub::decide_publish`](super::Hub::decide_publish) accepts, replaces
+    /// or refuses it. Not with a bus.
+    pub vet_publishes: bool,
+    /// Held publishes per connection at most (default 16); past it, `too_many_pending`.
+    pub max_pending_per_conn: usize,
+    /// Held publishes in the hub at most (default 1024); past it, `too_many_pending`.
+    pub max_pending: usize,
+    /// How long a held publish waits for the decision (default 5 s); then it is refused
+    /// with `publish_timeout`.
+    pub vet_timeout: Duration,
 }
 
 impl Default for HubConfig {
@@ -76,6 +89,10 @@ impl Default for HubConfig {
             dedup_window: 1 << 16,
             max_id_len: 128,
             hide_publisher: Vec::new(),
+            vet_publishes: false,
+            max_pending_per_conn: 16,
+            max_pending: 1024,
+            vet_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -144,6 +144,7 @@ mod restore;
 mod route;
 #[cfg(test)]
 mod tests;
+mod vet;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -157,6 +158,7 @@ pub use bus::{BusAction, BusHistory, BusToken};
 pub use config::HubConfig;
 pub use conn::{ConnId, Transport};
 pub use outcome::{HubError, HubEvent, HubStats, Subscription};
+pub use vet::{PublishDecision, PublishId, PublishRefusal, PublishRequest};
 
 use crate::envelope::{ClientMessage, ServerMessageRef};
 use crate::policy::dedup::RecentIds;
@@ -179,6 +181,8 @@ enum Timer {
     Grace(u64),
     /// The oldest message of a channel's log ages out (channel id).
     Trim(u64),
+    /// A held publish waits no longer for the application ([`PublishId`]).
+    Vet(u64),
 }
 
 /// The hub. See the [module docs](self) for the method groups, the run loop and the
@@ -211,6 +215,8 @@ pub struct Hub {
     stats: HubStats,
     /// With a bus ([`Hub::with_bus`]).
     bus: Option<bus::BusState>,
+    /// Publishes held for the application ([`HubConfig::vet_publishes`]).
+    vetting: vet::Vetting,
 }
 
 impl fmt::Debug for Hub {
@@ -252,6 +258,7 @@ impl Hub {
             events: VecDeque::new(),
             stats: HubStats::default(),
             bus: None,
+            vetting: vet::Vetting::default(),
         }
     }
 
@@ -378,6 +385,7 @@ impl Hub {
                 Timer::Poll(id) => self.poll_deadline(now, id),
                 Timer::Grace(g) => self.grace_deadline(now, g),
                 Timer::Trim(cid) => self.trim_deadline(now, cid),
+                Timer::Vet(id) => self.vet_deadline(now, id),
             }
         }
     }

@@ -38,11 +38,16 @@ pub enum HubError {
     /// [`Hub::submit`]: super::Hub::submit
     #[error("the message bus is unavailable")]
     Unavailable,
+    /// Too many publishes wait for the application's decision, on this connection or in
+    /// the hub ([`HubConfig::vet_publishes`](super::HubConfig::vet_publishes)).
+    #[error("too many publishes waiting for a decision")]
+    TooManyPending,
 }
 
 impl HubError {
     /// The `code` of the `err` reply: `unknown_conn`, `bad_channel`, `forbidden`,
-    /// `too_many_channels`, `channel_limit`, `bad_message`, `bad_json` or `unavailable`.
+    /// `too_many_channels`, `channel_limit`, `bad_message`, `bad_json`, `unavailable` or
+    /// `too_many_pending`.
     #[must_use]
     pub fn code(self) -> &'static str {
         match self {
@@ -54,6 +59,7 @@ impl HubError {
             Self::BadId => "bad_message",
             Self::BadJson => "bad_json",
             Self::Unavailable => "unavailable",
+            Self::TooManyPending => "too_many_pending",
         }
     }
 }
@@ -130,6 +136,30 @@ pub enum HubEvent {
     Synced {
         /// The channel.
         ch: Arc<str>,
+    },
+    /// With [`HubConfig::vet_publishes`](super::HubConfig::vet_publishes): a client
+    /// publish waits for [`Hub::decide_publish`](super::Hub::decide_publish) (or its
+    /// timeout). The application MUST answer it; it is never repeated.
+    PublishRequested {
+        /// Names it in the decision.
+        id: super::PublishId,
+        /// The publishing connection (`None`: without one, e.g. HTTP).
+        conn: Option<ConnId>,
+        /// Who publishes, as authenticated.
+        principal: super::Principal,
+        /// The channel.
+        ch: Arc<str>,
+        /// The data as sent (one JSON value, as text).
+        data: bytes::Bytes,
+    },
+    /// The answer to a held publish that came without a connection
+    /// ([`Hub::request_publish`](super::Hub::request_publish)): its position, or why it
+    /// was not logged.
+    PublishDecided {
+        /// The publish.
+        id: super::PublishId,
+        /// The position, or the refusal.
+        result: Result<Position, super::PublishRefusal>,
     },
 }
 

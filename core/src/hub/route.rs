@@ -380,6 +380,7 @@ impl Hub {
     pub(super) fn remove(&mut self, now: Instant, id: ConnId, grace: bool) -> bool {
         let Some(conn) = self.conns.remove(&id) else { return false };
         self.timers.cancel(Timer::Poll(id));
+        self.drop_vetted(id);
         for (ch, held) in conn.channels {
             self.leave(now, id, &ch, held, grace);
         }
@@ -440,6 +441,9 @@ impl Hub {
             }
             return;
         }
+        if self.vets() {
+            return self.vet_client_publish(now, id, ch, msg_id, data, reference);
+        }
         let Some(conn) = self.conns.get(&id) else { return };
         let (principal, scope) = (conn.principal.clone(), conn.scope.clone());
         match self.checked_publish(now, &principal, scope, ch, msg_id, data) {
@@ -495,7 +499,7 @@ impl Hub {
         Ok(())
     }
 
-    fn remember(&mut self, key: (Scope, Box<str>), pos: Position) {
+    pub(super) fn remember(&mut self, key: (Scope, Box<str>), pos: Position) {
         self.dedup.check_and_insert(key.clone());
         self.dedup_pos.insert(key, pos);
         if self.dedup_pos.len() > 2 * self.dedup.capacity() {

@@ -114,6 +114,7 @@ pub fn status_of(e: HubError) -> u16 {
         HubError::Forbidden => 403,
         HubError::BadChannel | HubError::BadId | HubError::BadJson => 400,
         HubError::TooManyChannels | HubError::ChannelLimit | HubError::Unavailable => 503,
+        HubError::TooManyPending => 429,
         _ => 500,
     }
 }

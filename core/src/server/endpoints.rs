@@ -8,7 +8,7 @@ use super::auth::origin_allowed;
 use super::route::Endpoint;
 use super::{ConnHandle, Credential, Proto, Server, ServerEvent, Verdict, pending, status_of};
 use crate::http::Request;
-use crate::hub::{ConnId, HubError, Principal, Transport};
+use crate::hub::{ConnId, HubError, Principal, PublishRequest, Transport};
 use crate::machine::Machine;
 use crate::poll::{Poll, PollRequest};
 use crate::replay::{Epoch, Position};
@@ -127,7 +127,7 @@ impl Server {
         }
     }
 
-    fn refuse(&mut self, conn: ConnHandle, e: HubError) {
+    pub(super) fn refuse(&mut self, conn: ConnHandle, e: HubError) {
         let body = format!("{e}\n");
         self.respond(conn, status_of(e), &[], body.as_bytes());
     }
@@ -348,21 +348,25 @@ impl Server {
         };
         self.stats.publishes += 1;
         let result = if cred.trusted {
-            self.trusted_publish(now, &ch, id.as_deref(), &body)
+            self.trusted_publish(now, &ch, id.as_deref(), &body).map(PublishRequest::Published)
         } else {
-            self.hub.publish_as(now, &cred.principal, &ch, id.as_deref(), &body)
+            self.hub.request_publish(now, &cred.principal, &ch, id.as_deref(), &body)
         };
         match result {
-            Ok(pos) => {
-                let reply = format!("{{\"ep\":\"{}\",\"off\":{}}}", pos.epoch, pos.offset);
-                let mut h =
-                    vec![("Content-Type", "application/json"), ("Cache-Control", "no-store")];
-                let extra = self.cfg.response_headers.clone();
-                h.extend(extra.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-                self.respond(conn, 200, &h, reply.as_bytes());
-            }
+            Ok(PublishRequest::Published(pos)) => self.publish_ok(conn, pos),
+            // Held for the application: answered when it decides (`publish_decided`).
+            Ok(PublishRequest::Pending(pid)) => self.vetting.entry(pid).or_default().push(conn),
             Err(e) => self.refuse(conn, e),
         }
+    }
+
+    /// `200` with the position of a logged publish.
+    pub(super) fn publish_ok(&mut self, conn: ConnHandle, pos: Position) {
+        let reply = format!("{{\"ep\":\"{}\",\"off\":{}}}", pos.epoch, pos.offset);
+        let mut h = vec![("Content-Type", "application/json"), ("Cache-Control", "no-store")];
+        let extra = self.cfg.response_headers.clone();
+        h.extend(extra.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        self.respond(conn, 200, &h, reply.as_bytes());
     }
 
     /// A trusted publish, deduplicated by `id` in a window of its own.

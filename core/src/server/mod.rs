@@ -28,6 +28,7 @@
 //!   [`handle_eof`](Server::handle_eof), [`handle_lost`](Server::handle_lost),
 //!   [`handle_timeout`](Server::handle_timeout).
 //! - Commands: [`publish`](Server::publish), [`decide`](Server::decide),
+//!   [`decide_publish`](Server::decide_publish) (a vetted client publish),
 //!   [`shutdown`](Server::shutdown), [`with_hub`](Server::with_hub).
 //! - Outputs: [`poll_ready`](Server::poll_ready) (a connection may have bytes to write),
 //!   [`poll_transmit`](Server::poll_transmit) (per connection), [`poll_event`](Server::poll_event),
@@ -62,7 +63,7 @@
 //!
 //! [`shutdown`](Server::shutdown) closes every hub WebSocket with `1001`, ends every SSE
 //! stream, answers held polls, and answers new heads with `503`; connections that have not
-//! finished by the grace deadline are cut ([`Transmit::Shutdown`]).
+//! finished by the grace deadline are cut ([`Transmit::Shutdown`](crate::Transmit::Shutdown)).
 //! [`is_drained`](Server::is_drained) says when none is left.
 //!
 //! # Example
@@ -99,6 +100,7 @@ mod output;
 mod route;
 #[cfg(test)]
 mod tests;
+mod vet;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -177,6 +179,9 @@ pub enum ServerEvent {
         data: Bytes,
     },
     /// What the hub reports to the application (joins, leaves, bus state, ...).
+    /// [`HubEvent::PublishRequested`] (with [`HubConfig::vet_publishes`](crate::hub::HubConfig::vet_publishes))
+    /// needs an answer, [`Server::decide_publish`], and is queued with the other events
+    /// that do: it is never dropped.
     Hub(HubEvent),
 }
 
@@ -233,6 +238,8 @@ pub struct Server {
     draining: Option<Instant>,
     stats: ServerStats,
     violations: Vec<String>,
+    /// HTTP publishes waiting for the application's decision, by the hub's id.
+    vetting: HashMap<crate::hub::PublishId, Vec<ConnHandle>>,
     /// The scale-out bus ([`Server::with_redis`]).
     #[cfg(feature = "redis")]
     bus: Option<crate::redis::RedisBus>,
@@ -304,6 +311,7 @@ impl Server {
             draining: None,
             stats: ServerStats::default(),
             violations: Vec::new(),
+            vetting: HashMap::new(),
             #[cfg(feature = "redis")]
             bus: None,
             #[cfg(feature = "testing")]
@@ -446,7 +454,7 @@ impl Server {
     }
 
     /// `conn`'s peer finished sending (or the read failed). Keep pulling
-    /// [`poll_transmit`](Self::poll_transmit) until it returns [`Transmit::Shutdown`].
+    /// [`poll_transmit`](Self::poll_transmit) until it returns [`Transmit::Shutdown`](crate::Transmit::Shutdown).
     pub fn handle_eof(&mut self, now: Instant, conn: ConnHandle) {
         self.on_eof(now, conn);
         self.settle(now);

@@ -103,6 +103,11 @@ impl Server {
                     self.poll_clients.remove(&key);
                 }
             }
+            // It needs an answer (`Server::decide_publish`): never dropped.
+            ev @ HubEvent::PublishRequested { .. } => {
+                self.decisions.push_back(ServerEvent::Hub(ev));
+            }
+            HubEvent::PublishDecided { id, result } => self.publish_decided(id, &result),
             ev => self.push_event(ServerEvent::Hub(ev)),
         }
     }
