@@ -11,7 +11,7 @@ use crate::hub::ConnId;
 use crate::poll::Poll;
 use crate::sse::SseStream;
 use crate::time::Instant;
-use crate::ws::{Message, WsConnection};
+use crate::ws::WsConnection;
 
 /// What a connection is, by the stage of its one request.
 pub(super) enum Proto {
@@ -20,8 +20,8 @@ pub(super) enum Proto {
     /// The application decides who the request is ([`super::Verdict::Defer`]).
     Deciding { request: Request, rest: BytesMut },
     /// The hub's WebSocket: envelopes in, frames pulled from the hub out. `stash` holds a
-    /// frame the machine pushed back.
-    Ws { ws: Box<WsConnection>, hub: Option<ConnId>, stash: Option<Message> },
+    /// hub frame the machine pushed back.
+    Ws { ws: Box<WsConnection>, hub: Option<ConnId>, stash: Option<Bytes> },
     /// One channel as SSE.
     Sse { sse: Box<SseStream>, hub: Option<ConnId> },
     /// A poll, held until a publish or its deadline. `once`: the hub connection is this

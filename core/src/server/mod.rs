@@ -90,6 +90,8 @@
 //! ```
 
 mod auth;
+#[cfg(feature = "deflate")]
+mod broadcast;
 #[cfg(feature = "redis")]
 mod bus;
 mod config;
@@ -238,6 +240,9 @@ pub struct Server {
     draining: Option<Instant>,
     stats: ServerStats,
     violations: Vec<String>,
+    /// Broadcast frames compressed once for every receiver that can share them.
+    #[cfg(feature = "deflate")]
+    compressed: broadcast::Compressed,
     /// HTTP publishes waiting for the application's decision, by the hub's id.
     vetting: HashMap<crate::hub::PublishId, Vec<ConnHandle>>,
     /// The scale-out bus ([`Server::with_redis`]).
@@ -311,6 +316,8 @@ impl Server {
             draining: None,
             stats: ServerStats::default(),
             violations: Vec::new(),
+            #[cfg(feature = "deflate")]
+            compressed: broadcast::Compressed::default(),
             vetting: HashMap::new(),
             #[cfg(feature = "redis")]
             bus: None,
@@ -338,6 +345,14 @@ impl Server {
     #[must_use]
     pub fn stats(&self) -> ServerStats {
         self.stats
+    }
+
+    /// Broadcast compression (feature `deflate`): frames compressed, and sends that
+    /// shared a compression made for another receiver.
+    #[cfg(feature = "deflate")]
+    #[must_use]
+    pub fn compression_counts(&self) -> (u64, u64) {
+        (self.compressed.compressions, self.compressed.shared)
     }
 
     /// Connections the server holds (any route, handed-over ones excluded).

@@ -10,6 +10,19 @@ use crate::sse::{SseStreamEvent, StreamEnd};
 use crate::time::Instant;
 use crate::ws::{CloseCode, Message, SendError, Utf8Bytes, WsEvent};
 
+/// Sends a hub frame (JSON text) as a text message; a frame that is not UTF-8 (never
+/// made by the hub) is dropped.
+fn send_text(
+    ws: &mut crate::ws::WsConnection,
+    now: Instant,
+    frame: &bytes::Bytes,
+) -> Result<(), SendError> {
+    match Utf8Bytes::try_from_bytes(frame.clone()) {
+        Ok(t) => ws.send(now, Message::text(t)),
+        Err(_) => Ok(()),
+    }
+}
+
 /// Frames pulled from the hub into a WebSocket in one refill.
 const WS_BATCH: usize = 64;
 
@@ -224,23 +237,24 @@ impl Server {
         match &mut c.proto {
             Proto::Ws { ws, hub: Some(id), stash } => {
                 for _ in 0..WS_BATCH {
-                    let msg = match stash.take() {
-                        Some(m) => m,
-                        None => match self.hub.pull(*id) {
-                            Some(f) => match Utf8Bytes::try_from_bytes(f) {
-                                Ok(t) => Message::text(t),
-                                Err(_) => continue,
-                            },
-                            None => break,
-                        },
+                    let Some(frame) = stash.take().or_else(|| self.hub.pull(*id)) else {
+                        break;
                     };
-                    match ws.send(now, msg) {
+                    #[cfg(feature = "deflate")]
+                    let sent =
+                        match self.compressed.prepare(ws, self.cfg.ws.deflate.as_ref(), &frame) {
+                            Some(p) => ws.send_prepared(now, &p),
+                            None => send_text(ws, now, &frame),
+                        };
+                    #[cfg(not(feature = "deflate"))]
+                    let sent = send_text(ws, now, &frame);
+                    match sent {
                         Ok(()) => moved = true,
-                        Err(SendError::Backpressure(m)) => {
-                            *stash = Some(m);
+                        Err(SendError::Backpressure(_)) => {
+                            *stash = Some(frame);
                             break;
                         }
-                        Err(_) => break,
+                        Err(_) => {}
                     }
                 }
             }

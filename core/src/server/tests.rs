@@ -195,9 +195,13 @@ struct WsPeer {
 
 impl WsPeer {
     fn open(s: &mut Server, now: Instant, conn: u64, token: &str) -> Self {
+        Self::open_with(s, now, conn, token, WsConfig::default())
+    }
+
+    fn open_with(s: &mut Server, now: Instant, conn: u64, token: &str, cfg: WsConfig) -> Self {
         let conn = ConnHandle(conn);
         let path = format!("/ws?token={token}");
-        let ws = WsConnection::client(WsConfig::default(), "x", &path, now).unwrap();
+        let ws = WsConnection::client(cfg, "x", &path, now).unwrap();
         let mut p = Self { ws, conn, got: Vec::new(), closed: None };
         s.handle_accept(now, conn);
         p.pump(s, now);
@@ -530,5 +534,48 @@ fn the_policy_sees_the_peer_address() {
         s.handle_read(now, ConnHandle(conn), head);
         let (out, _) = drain(&mut s, now, ConnHandle(conn));
         assert_eq!(status(&String::from_utf8_lossy(&out)), want);
+    }
+}
+
+#[cfg(feature = "deflate")]
+#[test]
+fn a_broadcast_is_compressed_once_for_every_receiver_that_can_share_it() {
+    use crate::ws::deflate::DeflateConfig;
+    let now = crate::time::test_epoch();
+    let data = format!("{{\"rows\":\"{}\"}}", "dashboard ".repeat(200));
+    for (server_resets, want_compressions) in [(true, 1), (false, 0)] {
+        // Presence frames (under min_size) stay plain.
+        let d = DeflateConfig {
+            server_no_context_takeover: server_resets,
+            min_size: 256,
+            ..DeflateConfig::default()
+        };
+        let ws = WsConfig { deflate: Some(d), ..WsConfig::default() };
+        let cfg = ServerConfig { ws, ..ServerConfig::default() };
+        let mut s = Server::new(cfg, DemoAuth, DemoAuth, 1);
+        let client = WsConfig { deflate: Some(DeflateConfig::default()), ..WsConfig::default() };
+        let mut peers: Vec<WsPeer> = (1..=3)
+            .map(|i| WsPeer::open_with(&mut s, now, i, &format!("user:u{i}"), client.clone()))
+            .collect();
+        for p in &mut peers {
+            p.send(&mut s, now, r#"{"op":"sub","ch":"chat:x"}"#);
+            assert!(p.ws.deflate_params().is_some(), "negotiated");
+            p.texts();
+        }
+        for p in &mut peers {
+            p.pump(&mut s, now);
+            p.texts();
+        }
+        s.publish(now, "chat:x", data.as_bytes()).unwrap();
+        for p in &mut peers {
+            p.pump(&mut s, now);
+            let got: Vec<String> =
+                p.texts().into_iter().filter(|t| t.starts_with(r#"{"op":"msg""#)).collect();
+            assert_eq!(got.len(), 1, "{got:?}");
+            assert!(got[0].contains(&data), "delivered whole");
+        }
+        let (compressions, shared) = s.compression_counts();
+        assert_eq!(compressions, want_compressions, "server_no_context_takeover {server_resets}");
+        assert_eq!(shared, 2 * want_compressions);
     }
 }
