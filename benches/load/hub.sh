@@ -34,7 +34,11 @@
 # in target/bench/hub/. Tunables (environment): SECS (2), WARMUP (0.5), REPS (3), CASES
 # ("10x20 100x20 100x1024 1000x20": connections x data bytes), THREADS (2), SERVER_CPUS
 # (0-1), CLIENT_CPUS (empty: unpinned), OLD_REV (7c81dbe), NEW_REV (HEAD), NO_BUILD,
-# KEEP_TREES.
+# KEEP_TREES, NICE (empty; e.g. -10 runs the server and the load generator at that niceness,
+# so that on a shared machine they take the CPUs from other work: both sides alike, but it
+# slows everyone else's jobs while it runs, so it is off by default), QUIET_WAIT (0: off; N
+# waits up to N seconds before each pair of measurements until the rest of the machine uses
+# under QUIET_MAX (0.2) of a core, over 1 s), QUIET_MAX.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -48,6 +52,10 @@ cases=${CASES:-"10x20 100x20 100x1024 1000x20"}
 threads=${THREADS:-2}
 server_cpus=${SERVER_CPUS:-0-1}
 client_cpus=${CLIENT_CPUS:-}
+quiet_wait=${QUIET_WAIT:-0}
+quiet_max=${QUIET_MAX:-0.2}
+nice_cmd=()
+[[ -z ${NICE:-} ]] || nice_cmd=(nice -n "$NICE")
 old_rev=${OLD_REV:-7c81dbe}
 new_rev=${NEW_REV:-HEAD}
 
@@ -100,7 +108,7 @@ trap cleanup EXIT
 start() {
     local side=$1 logfile=$2 i
     : >"$logfile"
-    taskset -c "$server_cpus" "${bin[$side]}" --addr 127.0.0.1:0 --threads "$threads" >"$logfile" 2>&1 &
+    "${nice_cmd[@]}" taskset -c "$server_cpus" "${bin[$side]}" --addr 127.0.0.1:0 --threads "$threads" >"$logfile" 2>&1 &
     server_pid=$!
     for ((i = 0; i < 100; i++)); do
         server_addr=$(sed -n 's/^listening on \([^ ]*\).*/\1/p' "$logfile" | head -n1) || true
@@ -125,9 +133,27 @@ run_loadgen() {
     shift
     local pin=()
     [[ -z $client_cpus ]] || pin=(taskset -c "$client_cpus")
-    "${pin[@]}" "$loadgen" "$@" >"$raw/last.out" 2>&1 || status=$?
+    "${nice_cmd[@]}" "${pin[@]}" "$loadgen" "$@" >"$raw/last.out" 2>&1 || status=$?
     { echo "== $label: loadgen $*"; cat "$raw/last.out"; } >>"$raw/loadgen.log"
     [[ $status -eq 0 ]] && sed -n 's/^RESULT //p' "$raw/last.out" | grep .
+}
+
+# busy_ticks: the machine's non-idle ticks so far (/proc/stat; user nice system irq softirq steal).
+busy_ticks() { awk 'NR == 1 { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+
+# wait_quiet: with QUIET_WAIT, waits (at most that long) until the machine is nearly idle.
+wait_quiet() {
+    local waited=0 a b
+    ((quiet_wait > 0)) || return 0
+    while ((waited < quiet_wait)); do
+        a=$(busy_ticks)
+        sleep 1
+        b=$(busy_ticks)
+        waited=$((waited + 1))
+        # Ticks are 10 ms: (b - a) / 100 cores over the second.
+        if awk -v d=$((b - a)) -v m="$quiet_max" 'BEGIN { exit !(d / 100 < m) }'; then return 0; fi
+    done
+    log "not quiet after ${quiet_wait} s: measuring anyway"
 }
 
 # ---------------------------------------------------------------- load cases
@@ -138,6 +164,7 @@ for case in $cases; do
     for ((rep = 1; rep <= reps; rep++)); do
         # Alternate who goes first, per repetition and per case.
         if (((rep + c) % 2)); then order="old new"; else order="new old"; fi
+        wait_quiet
         for side in $order; do
             start "$side" "$raw/$side.log"
             log "$side (${rev[$side]}) rep $rep: $conns conns x $size B"
@@ -162,7 +189,7 @@ report() {
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'), OLD = ${rev[old]}, NEW = ${rev[new]}, \
 $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), kernel $(uname -r)."
     echo "Each server: a smol Executor on $threads threads, pinned to CPUs $server_cpus; the load"
-    echo "generator (one thread, epoll) ${client_cpus:+pinned to CPUs $client_cpus}${client_cpus:-unpinned}."
+    echo "generator (one thread, epoll) ${client_cpus:+pinned to CPUs $client_cpus}${client_cpus:-unpinned}${NICE:+; both at niceness $NICE}."
     echo "Hub mode: one \`pub\` in flight per connection, a round trip is its \`ack\` and its \`msg\`;"
     echo "${warmup} s warmup, ${secs} s measured, $reps repetitions per server alternating, each on a fresh"
     echo "server; medians. Server µs/msg: CPU time (user+system, all threads) per round trip."
@@ -189,9 +216,15 @@ $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ */
         rate[k] = rate[k] " " val($4, "rate")
         us[k] = us[k] " " val($4, "server_us_per_msg")
         r1[$2, $3, $1] = val($4, "rate"); u1[$2, $3, $1] = val($4, "server_us_per_msg")
+        o1[$2, $3, $1] = val($4, "other_cpu")
         if ((($2, $3, "old") in r1) && (($2, $3, "new") in r1)) {
             pr[$2] = pr[$2] " " r1[$2, $3, "new"] / r1[$2, $3, "old"]
             pu[$2] = pu[$2] " " u1[$2, $3, "new"] / u1[$2, $3, "old"]
+            if (o1[$2, $3, "old"] < 0.25 && o1[$2, $3, "new"] < 0.25) {
+                qr[$2] = qr[$2] " " r1[$2, $3, "new"] / r1[$2, $3, "old"]
+                qu[$2] = qu[$2] " " u1[$2, $3, "new"] / u1[$2, $3, "old"]
+                qn[$2]++
+            }
         }
         scpu[k] = scpu[k] " " val($4, "server_cpu_ns") / 1e9 / val($4, "secs")
         ccpu[k] = ccpu[k] " " val($4, "client_cpu")
@@ -221,6 +254,17 @@ $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ */
                 failed[ko] + failed[kn]
             if (other[ko] > maxOther) maxOther = other[ko]
             if (other[kn] > maxOther) maxOther = other[kn]
+        }
+        print ""
+        print "Quiet pairs only (other CPU under 25% in both runs of a repetition): median NEW/OLD."
+        print ""
+        print "| case | quiet pairs | msgs/s NEW/OLD | µs/msg NEW/OLD | each pair (msgs/s, µs/msg) |"
+        print "|---|---:|---:|---:|---|"
+        for (c = 1; c <= nc; c++) {
+            n = split(qr[C[c]], A, " "); split(qu[C[c]], U, " "); each = ""
+            for (i = 1; i <= n; i++) each = each sprintf("%s%.2f, %.2f", (i > 1 ? "; " : ""), A[i], U[i])
+            printf "| %s | %d | %s | %s | %s |\n", C[c], qn[C[c]],
+                (n ? sprintf("%.3f", median(qr[C[c]])) : "–"), (n ? sprintf("%.3f", median(qu[C[c]])) : "–"), each
         }
         if (maxOther > 0.1)
             printf "\n**Noisy run:** up to %.0f%% of a core went to other processes (or the hypervisor) during a measurement; rerun on a quiet machine.\n", maxOther * 100
