@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smol::{Async, Executor, Timer, future};
+use smol::{Async, Executor};
 use tidewire::ws::{CloseInfo, ConnError, HandshakeError, WsConfig, WsConnection};
 use url::{Host, Url};
 
@@ -82,11 +82,9 @@ pub async fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, Connec
         path.push_str(q);
     }
 
-    let tcp = future::or(open_tcp(&url, port), async {
-        Timer::after(opts.connect_timeout).await;
-        Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
-    })
-    .await?;
+    let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+    let connect = crate::until(Instant::now() + opts.connect_timeout, open_tcp(&url, port));
+    let tcp = connect.await.unwrap_or_else(|| Err(timed_out()))?;
     tcp.get_ref().set_nodelay(true)?;
     let peer = tcp.get_ref().peer_addr()?;
 

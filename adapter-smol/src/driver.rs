@@ -1,11 +1,5 @@
-//! The driver task: one per connection, it owns the socket and runs the core's run loop
-//! (read → one mutation → drain events and transmits → re-arm the one timer).
-//!
-//! The socket is non-blocking: the driver writes and reads it directly, and waits for
-//! readiness only after the kernel said `WouldBlock` (or a read came back short, which
-//! means the receive queue was empty). The readiness futures, the timer and the wake-up
-//! listener live across iterations, so a wake-up for one reason does not re-register the
-//! others.
+//! The driver task of an application WebSocket: the run loop of the crate docs ("How an
+//! application WebSocket is driven") over a non-blocking socket.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -17,6 +11,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
+use event_listener::Event as Notify;
 use smol::future;
 use smol::{Async, Executor, Timer};
 use tidewire::ws::{CloseCode, CloseInfo, Initiator, Utf8Bytes, WsState};
@@ -48,6 +43,42 @@ where
     match executor {
         Some(ex) => ex.spawn(task).detach(),
         None => smol::spawn(task).detach(),
+    }
+}
+
+/// A timer task's loop: on every wake-up (a notification of `wake`, or the deadline) `step`
+/// runs with the time and returns the next deadline, or `None` to end the task. The timer
+/// is re-armed only when the deadline changes.
+pub(crate) async fn run_timer(
+    wake: &Notify,
+    mut step: impl FnMut(Instant) -> Option<Option<Instant>>,
+) {
+    let mut timer = Timer::never();
+    let mut armed: Option<Instant> = None;
+    loop {
+        let listener = wake.listen();
+        let now = Instant::now();
+        let Some(deadline) = step(now) else { return };
+        if deadline.is_some_and(|d| d <= now) {
+            continue;
+        }
+        if deadline != armed {
+            match deadline {
+                Some(d) => timer.set_at(d),
+                None => timer = Timer::never(),
+            }
+            armed = deadline;
+        }
+        future::or(
+            async {
+                (&mut timer).await;
+            },
+            listener,
+        )
+        .await;
+        if armed.is_some_and(|d| d <= Instant::now()) {
+            armed = None;
+        }
     }
 }
 

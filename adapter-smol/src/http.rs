@@ -8,10 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use smol::{Async, Timer, future};
+use smol::Async;
+use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tidewire::http::Request;
+use tidewire::ws::WsConnection;
+use tidewire::{Machine as _, Transmit};
 
-use crate::server::{Registration, write_all_until};
+use crate::server::Registration;
+use crate::until;
 
 /// How long a closed response waits for the client to close its side (so that unread
 /// request bytes do not turn the close into a reset that destroys the response).
@@ -97,16 +101,8 @@ impl HttpRequest {
         let mut chunk = vec![0u8; (len - body.len()).min(64 << 10)];
         while body.len() < len {
             let want = (len - body.len()).min(chunk.len());
-            let buf = &mut chunk[..want];
-            let read = future::or(
-                async { Some(self.stream.read_with(|s| io::Read::read(&mut &*s, buf)).await) },
-                async {
-                    Timer::at(deadline).await;
-                    None
-                },
-            )
-            .await;
-            match read {
+            let mut stream = &*self.stream;
+            match until(deadline, stream.read(&mut chunk[..want])).await {
                 Some(Ok(n)) if n > 0 => body.extend_from_slice(&chunk[..n]),
                 Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Some(_) => {
@@ -164,23 +160,14 @@ impl HttpRequest {
 
     /// Closes our side and reads until the client closes its side (or `until`), so that
     /// unread request bytes do not reset the connection under the response.
-    async fn linger(&self, until: Instant) {
+    async fn linger(&self, until_at: Instant) {
         if self.stream.get_ref().shutdown(Shutdown::Write).is_err() {
             return;
         }
         let mut sink = [0u8; 512];
+        let mut stream = &*self.stream;
         loop {
-            let read = future::or(
-                async {
-                    Some(self.stream.read_with(|s| io::Read::read(&mut &*s, &mut sink)).await)
-                },
-                async {
-                    Timer::at(until).await;
-                    None
-                },
-            )
-            .await;
-            match read {
+            match until(until_at, stream.read(&mut sink)).await {
                 Some(Ok(n)) if n > 0 => {}
                 Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 _ => return,
@@ -221,4 +208,36 @@ impl fmt::Debug for HttpRequest {
             .field("path", &self.request.path())
             .finish_non_exhaustive()
     }
+}
+
+/// Writes `chunks`, giving up at `deadline`.
+pub(crate) async fn write_all_until(
+    stream: &Async<TcpStream>,
+    chunks: Vec<Bytes>,
+    deadline: Instant,
+) -> io::Result<()> {
+    let write = async {
+        let mut stream = stream;
+        for chunk in &chunks {
+            stream.write_all(chunk).await?;
+        }
+        Ok(())
+    };
+    until(deadline, write).await.unwrap_or_else(|| Err(io::ErrorKind::TimedOut.into()))
+}
+
+/// Writes the response a WebSocket machine queued (a rejection, an error status) within
+/// `close_timeout`, then closes the connection.
+pub(crate) async fn answer(
+    stream: &Async<TcpStream>,
+    conn: &mut WsConnection,
+    close_timeout: Duration,
+) -> io::Result<()> {
+    let mut out = Vec::new();
+    while let Some(Transmit::Bytes(b)) = conn.poll_transmit() {
+        out.push(b);
+    }
+    let result = write_all_until(stream, out, Instant::now() + close_timeout).await;
+    let _ = stream.get_ref().shutdown(Shutdown::Both);
+    result
 }

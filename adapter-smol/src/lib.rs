@@ -168,9 +168,12 @@ mod server;
 mod session;
 pub mod sse;
 
+use std::future::Future;
 use std::io;
+use std::time::Instant;
 
 use bytes::Bytes;
+use smol::{Timer, future};
 
 pub use tidewire;
 pub use tidewire::ws::{
@@ -214,4 +217,13 @@ fn seed(cfg: &mut WsConfig) -> io::Result<()> {
         getrandom::fill(&mut cfg.rng_seed).map_err(|e| io::Error::other(e.to_string()))?;
     }
     Ok(())
+}
+
+/// `fut`'s output, or `None` once `deadline` has passed.
+async fn until<T>(deadline: Instant, fut: impl Future<Output = T>) -> Option<T> {
+    let timeout = async {
+        Timer::at(deadline).await;
+        None
+    };
+    future::or(async { Some(fut.await) }, timeout).await
 }

@@ -1,15 +1,7 @@
-//! The socket pump: one task per accepted connection and one timer task per server drive
-//! the core endpoint ([`tidewire::server::Server`]) behind one mutex.
-//!
-//! A connection's task runs the run loop of the core: it waits for the socket to be
-//! readable, for its wake-up (the core named it in `poll_ready`) or for its write to make
-//! progress; makes one mutation under the lock (`handle_read`, `handle_eof`,
-//! `handle_lost`); then, still under the lock, pulls the connection's transmits while they
-//! stay under [`PULL_BOUND`] and the socket took what was pulled before, and dispatches
-//! the core's outputs ([`Core::settle`]). It writes outside the lock and pulls again only
-//! once the socket took the batch, so socket → transport → hub outbox stay one
-//! backpressure chain. A connection the core hands over (an upgrade or a request for a path
-//! that is not the hub's) leaves the pump: the task runs the application's handler.
+//! The socket pump of the crate docs ("How the server is driven"): one task per accepted
+//! connection and one timer task per server drive the core endpoint behind one mutex. A
+//! connection the core hands over (an upgrade or a request for a path that is not the hub's)
+//! leaves the pump: its task runs the application's handler.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -29,9 +21,9 @@ use tidewire::ws::{WsConnection, WsEvent};
 use tidewire::{Machine, Transmit};
 
 use crate::driver::{consume, write_batch};
-use crate::http::HttpRequest;
+use crate::http::{HttpRequest, answer};
 use crate::outbound::{Sockets, drain};
-use crate::server::{Registration, ServerShared, Upgrade, write_all_until};
+use crate::server::{Registration, ServerShared, Upgrade};
 
 /// Bytes pulled from the core for one connection before they are written.
 const PULL_BOUND: usize = 256 << 10;
@@ -122,37 +114,16 @@ impl Core {
 /// The server's one timer: `handle_timeout` at the core's deadline (checked against the
 /// clock on every wake-up). Ends with the server.
 pub(crate) async fn run_timer(weak: Weak<ServerShared>, wake: Arc<Notify>) {
-    let mut timer = Timer::never();
-    let mut set: Option<Instant> = None;
-    loop {
-        let listener = wake.listen();
-        let Some(shared) = weak.upgrade() else { return };
-        let deadline = {
-            let mut core = shared.core();
-            let now = Instant::now();
-            if core.armed.is_some_and(|d| now >= d) {
-                core.server.handle_timeout(now);
-                core.settle(&shared);
-            }
-            core.armed
-        };
-        drop(shared);
-        if deadline != set {
-            match deadline {
-                Some(d) => timer.set_at(d),
-                None => timer = Timer::never(),
-            }
-            set = deadline;
+    crate::driver::run_timer(&wake, |now| {
+        let shared = weak.upgrade()?;
+        let mut core = shared.core();
+        if core.armed.is_some_and(|d| now >= d) {
+            core.server.handle_timeout(now);
+            core.settle(&shared);
         }
-        future::or(
-            async {
-                (&mut timer).await;
-                set = None;
-            },
-            listener,
-        )
-        .await;
-    }
+        Some(core.armed)
+    })
+    .await;
 }
 
 /// Forgets a pumped connection however its task ends: the core loses it if it still has
@@ -345,20 +316,8 @@ async fn upgrade(
     }
     let Some(request) = request else {
         // A malformed upgrade: the core's answer (400, 426…), then the end.
-        let out = drain_ws(&mut conn);
-        let close_timeout = registration.server.cfg.endpoint.ws.close_timeout;
-        let _ = write_all_until(&stream, out, Instant::now() + close_timeout).await;
-        let _ = stream.get_ref().shutdown(Shutdown::Both);
+        let _ = answer(&stream, &mut conn, registration.server.cfg.endpoint.ws.close_timeout).await;
         return;
     };
     (handlers.0)(Upgrade { conn, stream, request, peer, registration }).await;
-}
-
-/// Everything a WebSocket machine queued (up to its `Shutdown`).
-pub(crate) fn drain_ws(conn: &mut WsConnection) -> Vec<Bytes> {
-    let mut out = Vec::new();
-    while let Some(Transmit::Bytes(b)) = conn.poll_transmit() {
-        out.push(b);
-    }
-    out
 }

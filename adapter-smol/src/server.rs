@@ -10,7 +10,6 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use event_listener::Event as Notify;
 use smol::net::{AsyncToSocketAddrs, TcpListener};
 use smol::{Async, Executor, Timer, future};
@@ -22,9 +21,10 @@ use tidewire::ws::{CloseCode, UpgradeRequest, WsConnection};
 
 use crate::conn::{Shared, WebSocket};
 use crate::driver::{Driver, spawn_on};
-use crate::http::HttpRequest;
+use crate::http::{HttpRequest, answer};
 use crate::outbound::{Host, Sockets};
 use crate::pump::{Core, Handlers, run_conn, run_timer};
+use crate::until;
 
 /// Pause after an `accept` error (e.g. out of file descriptors) before the next attempt.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
@@ -420,18 +420,7 @@ impl ServerHandle {
             if shared.registry().conns.is_empty() {
                 break;
             }
-            let expired = future::or(
-                async {
-                    changed.await;
-                    false
-                },
-                async {
-                    Timer::at(deadline).await;
-                    true
-                },
-            )
-            .await;
-            if expired || Instant::now() >= deadline {
+            if until(deadline, changed).await.is_none() || Instant::now() >= deadline {
                 break;
             }
         }
@@ -689,11 +678,7 @@ impl Upgrade {
         let Upgrade { mut conn, stream, registration, .. } = self;
         conn.reject(Instant::now(), status, headers, body)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let out = crate::pump::drain_ws(&mut conn);
-        let deadline = Instant::now() + registration.server.cfg.endpoint.ws.close_timeout;
-        let result = write_all_until(&stream, out, deadline).await;
-        let _ = stream.get_ref().shutdown(Shutdown::Both);
-        result
+        answer(&stream, &mut conn, registration.server.cfg.endpoint.ws.close_timeout).await
     }
 }
 
@@ -704,30 +689,4 @@ impl fmt::Debug for Upgrade {
             .field("request", &self.request)
             .finish_non_exhaustive()
     }
-}
-
-/// Writes `chunks`, giving up at `deadline`.
-pub(crate) async fn write_all_until(
-    stream: &Async<TcpStream>,
-    chunks: Vec<Bytes>,
-    deadline: Instant,
-) -> io::Result<()> {
-    let write = async {
-        for chunk in &chunks {
-            let mut rest = &chunk[..];
-            while !rest.is_empty() {
-                let n = stream.write_with(|s| io::Write::write(&mut &*s, rest)).await?;
-                if n == 0 {
-                    return Err(io::ErrorKind::WriteZero.into());
-                }
-                rest = &rest[n..];
-            }
-        }
-        Ok(())
-    };
-    future::or(write, async {
-        Timer::at(deadline).await;
-        Err(io::ErrorKind::TimedOut.into())
-    })
-    .await
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use event_listener::Event as Notify;
-use smol::{Executor, Timer, future};
+use smol::Executor;
 use tidewire::client::{
     ClientMsgId, ClientSession, PublishError, SessionConfig, SessionEvent, SessionState,
     SubscribeError, Transport,
@@ -26,17 +26,8 @@ const MAX_EVENTS: usize = 1024;
 /// Dropping the session closes it (as [`close`](Self::close)); its driver finishes the
 /// WebSocket's close handshake on its own.
 ///
-/// The session is a core [`ClientSession`] driven over TCP sockets.
-///
-/// One *driver task* per session fires the session's one timer and ends once the closed
-/// session has no socket left. After every mutation (a command, a socket's input, the
-/// timer), under the session's mutex, the session's bytes and socket actions go to the
-/// adapter's outbound-socket driver (one task per socket: it connects, feeds what it reads
-/// to the session and writes what the session queued for it) and its events to the
-/// application's queue. The mutex is shared by these tasks and the [`Session`] handle,
-/// never held across an `.await`.
-///
-/// Everything is bounded: the application's event queue (1024 events; when it is full the
+/// One task per session fires the session's timer; one task per socket connects, reads and
+/// writes. Everything is bounded: the application's event queue (1024 events; when it is full the
 /// socket tasks stop reading, so the server is pushed back through TCP), and the bytes
 /// waiting for the sockets (1 MiB over all sockets; past it the driver stops pulling from
 /// the session, whose own WebSocket outbox then applies backpressure).
@@ -117,10 +108,7 @@ impl Shared {
     }
 
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        match &self.executor {
-            Some(ex) => ex.spawn(task).detach(),
-            None => smol::spawn(task).detach(),
-        }
+        crate::driver::spawn_on(self.executor.as_ref(), task);
     }
 
     /// Runs a command on the session, then its output.
@@ -348,46 +336,21 @@ impl fmt::Debug for Session {
 
 /// The driver task: the session's timer, until it is closed and every socket is gone.
 async fn drive(shared: Arc<Shared>) {
-    let mut timer = Timer::never();
-    let mut armed: Option<Instant> = None;
-    loop {
-        let listener = shared.wake.listen();
-        let now = Instant::now();
-        let deadline = {
-            let mut core = shared.lock();
-            if core.session.poll_timeout().is_some_and(|d| d <= now) {
-                core.session.handle_timeout(now);
-            }
-            shared.after(&mut core);
-            if core.session.state() == SessionState::Closed && core.socks.len() == 0 {
-                core.driver_done = true;
-                drop(core);
-                shared.events_ready.notify(usize::MAX);
-                shared.room.notify(usize::MAX);
-                return;
-            }
-            core.deadline = core.session.poll_timeout();
-            core.deadline
-        };
-        if deadline.is_some_and(|d| d <= now) {
-            continue;
+    crate::driver::run_timer(&shared.wake, |now| {
+        let mut core = shared.lock();
+        if core.session.poll_timeout().is_some_and(|d| d <= now) {
+            core.session.handle_timeout(now);
         }
-        if deadline != armed {
-            match deadline {
-                Some(d) => timer.set_at(d),
-                None => timer = Timer::never(),
-            }
-            armed = deadline;
+        shared.after(&mut core);
+        if core.session.state() == SessionState::Closed && core.socks.len() == 0 {
+            core.driver_done = true;
+            drop(core);
+            shared.events_ready.notify(usize::MAX);
+            shared.room.notify(usize::MAX);
+            return None;
         }
-        future::or(
-            async {
-                (&mut timer).await;
-            },
-            listener,
-        )
-        .await;
-        if armed.is_some_and(|d| d <= Instant::now()) {
-            armed = None;
-        }
-    }
+        core.deadline = core.session.poll_timeout();
+        Some(core.deadline)
+    })
+    .await;
 }
