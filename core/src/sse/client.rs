@@ -43,6 +43,7 @@
 //!
 //! - constructor: [`SseClient::new`] (queues the first [`SseAction::Connect`]);
 //! - getters: [`state`](SseClient::state), [`last_event_id`](SseClient::last_event_id),
+//!   [`wants_read`](SseClient::wants_read),
 //!   [`reconnection_time`](SseClient::reconnection_time),
 //!   [`next_retry_at`](SseClient::next_retry_at), [`attempt`](SseClient::attempt),
 //!   [`timeout_reason`](SseClient::timeout_reason), [`config`](SseClient::config);
@@ -58,6 +59,13 @@
 //! requests are [`SseAction`]s for an HTTP client the adapter owns, so `poll_transmit` would
 //! always be empty) and it has inputs the trait lacks (`handle_response`, `handle_error`).
 //! The inputs and outputs it shares with the trait keep the trait's names and signatures.
+//!
+//! # Over plain sockets
+//!
+//! [`EventSource`] is this client over TCP sockets it asks for, speaking HTTP/1.1 itself
+//! ([`sse_request`], [`SseResponseReader`]): it implements
+//! [`Outbound`](crate::socket::Outbound), so an adapter drives it with the same
+//! outbound-socket driver as a [`ClientSession`](crate::client::ClientSession).
 //!
 //! # Example
 //!
@@ -108,10 +116,12 @@
 //! ```
 
 mod http;
+mod source;
 
 use std::collections::VecDeque;
 
 pub use http::{SseResponseReader, sse_request};
+pub use source::{EventSource, EventSourceConfig, InvalidRequest};
 
 use super::parse::{ParserLimits, SseError, SseEvent, SseParser};
 use crate::policy::backoff::{Backoff, BackoffConfig, RetryHint};
@@ -381,6 +391,15 @@ impl SseClient {
     #[must_use]
     pub fn config(&self) -> &SseClientConfig {
         &self.cfg
+    }
+
+    /// Whether a read is welcome: `false` while the application leaves `max_queued`
+    /// ([`ParserLimits`]) events unpulled, when [`handle_read`](Self::handle_read) would
+    /// refuse the bytes as [`SseError::TooManyQueued`]. An adapter stops reading the body
+    /// meanwhile, so that a slow application pushes back on the server through TCP.
+    #[must_use]
+    pub fn wants_read(&self) -> bool {
+        self.queued < self.cfg.limits.max_queued
     }
 
     // ----- inputs -----

@@ -3,7 +3,8 @@
 //! project's SSE guide; the WHATWG algorithm is cited in the parser's docs.
 //!
 //! ```text
-//! client   EventSource semantics: connect, reconnect with backoff, Last-Event-ID, idle watchdog
+//! client   EventSource semantics: connect, reconnect with backoff, Last-Event-ID, idle watchdog;
+//!          EventSource: the client over outbound sockets (HTTP/1.1), for the adapters' driver
 //! stream   server side of one response: resume from Last-Event-ID, live, keep-alive
 //! encode   events, id-only cursor blocks, retry, keep-alive comments → shared Bytes
 //! parse    any split of a byte stream → events, last event ID, retry (linear, bounded)
@@ -15,8 +16,8 @@ pub mod parse;
 pub mod stream;
 
 pub use client::{
-    SseAction, SseClient, SseClientConfig, SseClientEvent, SseFailure, SseReason, SseState,
-    SseTimer, StateChange,
+    EventSource, EventSourceConfig, InvalidRequest, SseAction, SseClient, SseClientConfig,
+    SseClientEvent, SseFailure, SseReason, SseState, SseTimer, StateChange,
 };
 pub use encode::{EncodeError, Encoded};
 pub use parse::{ParserLimits, SseError, SseEvent, SseParser};

@@ -419,8 +419,10 @@ fn r22_unpulled_events_are_bounded() {
     let now = t0();
     let mut client = open(c, now);
     client.handle_read(now, b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n");
+    assert!(client.wants_read());
     client.handle_read(now, b"id: 3\ndata: c\n\n");
     assert_eq!(client.state(), SseState::Open);
+    assert!(!client.wants_read(), "an adapter stops reading here");
     client.handle_read(now, b"id: 4\ndata: d\n\n"); // 3 already waiting: refused
     assert_eq!(client.state(), SseState::Reconnecting);
     assert_eq!(actions(&mut client), [SseAction::Disconnect]);
