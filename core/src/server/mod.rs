@@ -104,7 +104,9 @@ mod route;
 mod tests;
 mod vet;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -220,8 +222,9 @@ pub struct Server {
     hub: Hub,
     auth: Box<dyn Authenticate + Send>,
     rng: Rng,
-    // Ordered maps where iteration order reaches the hub or the wire: runs replay.
-    conns: BTreeMap<ConnHandle, Conn>,
+    /// Every connection; where iteration order reaches the hub or the wire, the keys are
+    /// sorted first, so runs replay.
+    conns: FxHashMap<ConnHandle, Conn>,
     by_hub: HashMap<ConnId, ConnHandle>,
     /// Held polls per channel.
     held: HashMap<Arc<str>, Vec<ConnHandle>>,
@@ -301,7 +304,7 @@ impl Server {
             hub,
             auth: Box::new(authn),
             rng: Rng::from_u64(seed ^ 0x5e12_7e12),
-            conns: BTreeMap::new(),
+            conns: FxHashMap::default(),
             by_hub: HashMap::new(),
             held: HashMap::new(),
             poll_clients: HashMap::new(),
@@ -398,7 +401,10 @@ impl Server {
     /// Each live connection and what it is, for reports.
     #[must_use]
     pub fn describe_connections(&self) -> Vec<(ConnHandle, String)> {
-        self.conns.iter().map(|(&h, c)| (h, c.describe())).collect()
+        let mut v: Vec<(ConnHandle, String)> =
+            self.conns.iter().map(|(&h, c)| (h, c.describe())).collect();
+        v.sort_unstable_by_key(|(h, _)| *h);
+        v
     }
 
     /// Checks the server's bounds: hub outboxes and transport buffers. Returns what is
@@ -501,7 +507,7 @@ impl Server {
             self.conn_timeout(now, conn);
         }
         if self.draining.is_some_and(|d| now >= d) {
-            let all: Vec<ConnHandle> = self.conns.keys().copied().collect();
+            let all = self.handles();
             for conn in all {
                 self.cut(now, conn);
             }
@@ -555,7 +561,7 @@ impl Server {
             return;
         }
         self.draining = Some(now + grace);
-        let all: Vec<ConnHandle> = self.conns.keys().copied().collect();
+        let all = self.handles();
         for conn in all {
             self.touch(conn);
             let Some(c) = self.conns.get_mut(&conn) else { continue };
@@ -589,8 +595,11 @@ impl Server {
     pub fn crash(&mut self, now: Instant, hub: Option<Hub>) {
         match hub {
             None => {
-                let ids: Vec<ConnId> =
+                let mut ids: Vec<ConnId> =
                     self.by_hub.keys().chain(self.poll_keys.keys()).copied().collect();
+                // In order, so that simulated runs replay.
+                ids.sort_unstable();
+                ids.dedup();
                 for id in ids {
                     self.hub.disconnect(now, id);
                 }
@@ -794,6 +803,13 @@ impl Server {
         if let Proto::Poll { poll, .. } = &c.proto {
             self.unhold(&poll.request().channel.clone(), conn);
         }
+    }
+
+    /// Every connection's handle, in order.
+    fn handles(&self) -> Vec<ConnHandle> {
+        let mut all: Vec<ConnHandle> = self.conns.keys().copied().collect();
+        all.sort_unstable();
+        all
     }
 
     /// Marks `conn` for the ready queue and the settle pass.

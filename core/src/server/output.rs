@@ -59,10 +59,17 @@ impl Server {
         self.dirty = dirty;
     }
 
+    /// Re-arms `conn`'s timer. A deadline that only moved later (a keepalive pushed back
+    /// by traffic) keeps the earlier entry: it fires early once, `handle_timeout` is a
+    /// no-op for the machine, and the timer is re-armed then. That keeps the timer heap
+    /// from churning on every frame of a busy connection.
     fn rearm(&mut self, conn: ConnHandle) {
-        match self.conns.get(&conn).and_then(super::conn::Conn::deadline) {
-            Some(at) => self.timers.set(conn, at),
-            None => {
+        let due = self.conns.get(&conn).and_then(super::conn::Conn::deadline);
+        match (due, self.timers.get(conn)) {
+            (Some(at), Some(armed)) if armed <= at => {}
+            (Some(at), _) => self.timers.set(conn, at),
+            (None, Some(_)) if self.conns.contains_key(&conn) => {}
+            (None, _) => {
                 self.timers.cancel(conn);
             }
         }
