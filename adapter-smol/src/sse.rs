@@ -2,7 +2,7 @@
 //! [`SseConnection::next`]. It is the core's [`EventSource`] (EventSource semantics:
 //! reconnection with `Last-Event-ID`, server `retry:`, backoff with jitter, an idle
 //! watchdog, terminal statuses; the HTTP/1.1 request and response) on the adapter's
-//! outbound-socket driver ([`crate::outbound`]), with a timer task, on
+//! outbound-socket driver (`outbound.rs`), with a timer task, on
 //! `SseOptions::executor`. Events wait in the machine; while `max_queued` of them (1024 by
 //! default) wait unpulled the socket is not read and the idle watchdog waits, so a slow
 //! application pushes back on the server through TCP. `https://` is not supported and

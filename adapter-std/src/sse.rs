@@ -4,7 +4,7 @@
 //! It is the core's [`EventSource`] (EventSource semantics, WHATWG HTML §9.2: reconnection
 //! with `Last-Event-ID`, server `retry:`, backoff with jitter, an idle watchdog, terminal
 //! statuses; the HTTP/1.1 request and response: close-delimited, `Content-Length` or
-//! chunked bodies) on the adapter's outbound-socket driver ([`crate::outbound`]): a reader
+//! chunked bodies) on the adapter's outbound-socket driver (`outbound.rs`): a reader
 //! and a writer thread per connection. Its deadlines fire inside [`SseConnection::next`];
 //! while `max_queued` events (1024 by default) wait unpulled the socket is not read.
 //! Redirects are not followed (a `3xx` fails the source) and `https://` is not supported.

@@ -1,43 +1,4 @@
-//! [`EventSource`]: an [`SseClient`] over the TCP sockets it asks its adapter for, speaking
-//! HTTP/1.1 itself ([`sse_request`], [`SseResponseReader`]). It has the
-//! [`Outbound`](crate::socket::Outbound) shape of every machine that asks for outbound
-//! sockets, so an adapter drives it with its one outbound-socket driver, as it drives a
-//! [`ClientSession`](crate::client::ClientSession).
-//!
-//! Each [`SseAction::Connect`] of the client becomes a new socket
-//! ([`SocketAction::Connect`] to the configured host and port); once it is connected the
-//! `GET` request (with `Last-Event-ID` when there is one) is its transmit; what it reads goes
-//! through the response reader to the client (head, then body), its end to
-//! [`SseClient::handle_eof`]. An [`SseAction::Disconnect`], a body that ended by its
-//! framing and an end of file close the socket ([`SocketAction::Close`]). A socket that is
-//! not connected within [`EventSourceConfig::connect_timeout`] is closed and reported to the
-//! client as a network error. Everything else (reconnection, backoff, `Last-Event-ID`, the
-//! idle watchdog, the events) is the client's: see [`SseClient`].
-//!
-//! ```
-//! use tidewire::socket::{SockId, SocketAction};
-//! use tidewire::sse::{EventSource, EventSourceConfig, SseClientEvent, SseState};
-//! use tidewire::time::Instant;
-//!
-//! let now = Instant::now();
-//! let cfg = EventSourceConfig::new("example.org", 8080, "/events?ch=ticks");
-//! let mut es = EventSource::new(cfg, now, 0).unwrap();
-//! let Some(SocketAction::Connect { sock, host, port }) = es.poll_action() else { panic!() };
-//! assert_eq!((host.as_str(), port), ("example.org", 8080));
-//! es.handle_connected(now, sock);
-//! let (_, request) = es.poll_transmit().unwrap();
-//! assert!(request.starts_with(b"GET /events?ch=ticks HTTP/1.1\r\nHost: example.org:8080\r\n"));
-//! es.handle_read(now, sock, b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n");
-//! es.handle_read(now, sock, b"id: 7\ndata: hello\n\n");
-//! assert_eq!(es.client().state(), SseState::Open);
-//! let events: Vec<_> = std::iter::from_fn(|| es.poll_event()).collect();
-//! assert!(matches!(&events[2], SseClientEvent::Event(e) if e.data == "hello"));
-//! // The end of the body: the socket is closed, a reconnection (with `Last-Event-ID: 7`)
-//! // waits for the client's reconnection time.
-//! es.handle_eof(now, sock);
-//! assert_eq!(es.poll_action(), Some(SocketAction::Close { sock }));
-//! assert_eq!(es.client().state(), SseState::Reconnecting);
-//! ```
+//! [`EventSource`]: an [`SseClient`] over the outbound sockets it asks its adapter for.
 
 use std::collections::VecDeque;
 
@@ -104,7 +65,46 @@ struct Conn {
     reader: SseResponseReader,
 }
 
-/// An [`SseClient`] over outbound sockets: see the [module docs](self).
+/// [`EventSource`]: an [`SseClient`] over the TCP sockets it asks its adapter for, speaking
+/// HTTP/1.1 itself ([`sse_request`], [`SseResponseReader`]). It has the
+/// [`Outbound`](crate::socket::Outbound) shape of every machine that asks for outbound
+/// sockets, so an adapter drives it with its one outbound-socket driver, as it drives a
+/// [`ClientSession`](crate::client::ClientSession).
+///
+/// Each [`SseAction::Connect`] of the client becomes a new socket
+/// ([`SocketAction::Connect`] to the configured host and port); once it is connected the
+/// `GET` request (with `Last-Event-ID` when there is one) is its transmit; what it reads goes
+/// through the response reader to the client (head, then body), its end to
+/// [`SseClient::handle_eof`]. An [`SseAction::Disconnect`], a body that ended by its
+/// framing and an end of file close the socket ([`SocketAction::Close`]). A socket that is
+/// not connected within [`EventSourceConfig::connect_timeout`] is closed and reported to the
+/// client as a network error. Everything else (reconnection, backoff, `Last-Event-ID`, the
+/// idle watchdog, the events) is the client's: see [`SseClient`].
+///
+/// ```
+/// use tidewire::socket::{SockId, SocketAction};
+/// use tidewire::sse::{EventSource, EventSourceConfig, SseClientEvent, SseState};
+/// use tidewire::time::Instant;
+///
+/// let now = Instant::now();
+/// let cfg = EventSourceConfig::new("example.org", 8080, "/events?ch=ticks");
+/// let mut es = EventSource::new(cfg, now, 0).unwrap();
+/// let Some(SocketAction::Connect { sock, host, port }) = es.poll_action() else { panic!() };
+/// assert_eq!((host.as_str(), port), ("example.org", 8080));
+/// es.handle_connected(now, sock);
+/// let (_, request) = es.poll_transmit().unwrap();
+/// assert!(request.starts_with(b"GET /events?ch=ticks HTTP/1.1\r\nHost: example.org:8080\r\n"));
+/// es.handle_read(now, sock, b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n");
+/// es.handle_read(now, sock, b"id: 7\ndata: hello\n\n");
+/// assert_eq!(es.client().state(), SseState::Open);
+/// let events: Vec<_> = std::iter::from_fn(|| es.poll_event()).collect();
+/// assert!(matches!(&events[2], SseClientEvent::Event(e) if e.data == "hello"));
+/// // The end of the body: the socket is closed, a reconnection (with `Last-Event-ID: 7`)
+/// // waits for the client's reconnection time.
+/// es.handle_eof(now, sock);
+/// assert_eq!(es.poll_action(), Some(SocketAction::Close { sock }));
+/// assert_eq!(es.client().state(), SseState::Reconnecting);
+/// ```
 ///
 /// Inputs and outputs are those of [`Outbound`](crate::socket::Outbound) (it implements
 /// it), plus [`poll_event`](Self::poll_event) (the client's events), the command
