@@ -561,6 +561,17 @@ impl Server {
             return;
         }
         self.draining = Some(now + grace);
+        // HTTP publishes waiting for the application's decision are refused in the hub (so
+        // a late decision logs nothing) and answered 503 now.
+        let mut waiting: Vec<_> = self.vetting.drain().collect();
+        waiting.sort_unstable_by_key(|(id, _)| id.0);
+        for (id, conns) in waiting {
+            let refuse = crate::hub::PublishDecision::Refuse { code: "shutting_down".into() };
+            self.hub.decide_publish(now, id, refuse);
+            for conn in conns {
+                self.respond(conn, 503, &[("Retry-After", "5")], b"shutting down\n");
+            }
+        }
         let all = self.handles();
         for conn in all {
             self.touch(conn);

@@ -579,3 +579,30 @@ fn a_broadcast_is_compressed_once_for_every_receiver_that_can_share_it() {
         assert_eq!(shared, 2 * want_compressions);
     }
 }
+
+#[test]
+fn shutdown_answers_publishes_waiting_for_the_application() {
+    let now = crate::time::test_epoch();
+    let mut cfg = ServerConfig::default();
+    cfg.hub.vet_publishes = true;
+    let mut s = Server::new(cfg, DemoAuth, DemoAuth, 1);
+    let conn = ConnHandle(1);
+    s.handle_accept(now, conn);
+    s.handle_read(
+        now,
+        conn,
+        b"POST /api/publish?ch=chat:a&token=user:ann HTTP/1.1\r\nContent-Length: 1\r\n\r\n1",
+    );
+    let id = loop {
+        match s.poll_event() {
+            Some(ServerEvent::Hub(crate::hub::HubEvent::PublishRequested { id, .. })) => break id,
+            Some(_) => {}
+            None => panic!("no publish request"),
+        }
+    };
+    s.shutdown(now, Duration::from_secs(5));
+    let (out, ended) = drain(&mut s, now, conn);
+    assert_eq!((status(&String::from_utf8_lossy(&out)), ended), (503, true));
+    assert!(!s.decide_publish(now, id, crate::hub::PublishDecision::Accept), "already refused");
+    assert!(s.hub().log("chat:a").is_none_or(|l| l.head().offset == 0), "nothing logged");
+}
