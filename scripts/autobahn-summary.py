@@ -13,7 +13,7 @@ Every case lands in exactly one of five outcomes, printed per agent of the repor
 
 OK, NON-STRICT and INFORMATIONAL pass. UNIMPLEMENTED (wstest's verdict on the
 permessage-deflate cases 12.* and 13.* when the peer does not offer or accept that extension)
-passes, unless --unimplemented-fails. The failing cases are listed with both verdicts, and
+passes, unless --unimplemented-fails (which scripts/autobahn-run.sh passes by default). The failing cases are listed with both verdicts, and
 the last line is `NAME: N passed, N failed`. Exits 1 when a case failed, when the report is
 missing or unreadable, or when it holds no case at all.
 """

@@ -191,6 +191,18 @@
     /** 'ws' | 'sse' | 'poll' while connecting or open, else null. */
     get: function () { return this._link ? this._link.transport : null; }
   });
+  Object.defineProperty(Client.prototype, 'extensions', {
+    /**
+     * The extensions the server agreed to on the open WebSocket link (the socket's
+     * `extensions`, e.g. 'permessage-deflate; server_no_context_takeover'), '' when none;
+     * null when not open on WebSocket. Read-only, for diagnosis and tests.
+     */
+    get: function () {
+      var link = this._link;
+      if (!link || link.transport !== 'ws' || !link.open || !link.ws) return null;
+      return typeof link.ws.extensions === 'string' ? link.ws.extensions : '';
+    }
+  });
   Object.defineProperty(Client.prototype, 'queued', {
     /** Publishes not yet acknowledged (waiting offline or in flight). */
     get: function () { return this._outbox.length; }

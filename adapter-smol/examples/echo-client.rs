@@ -2,7 +2,11 @@
 //! `/runCase?case=N&agent=NAME` echoing each message until the close, then
 //! `/updateReports?agent=NAME`.
 //!
-//! `cargo run --release -p tidewire-smol --example echo-client -- --url ws://127.0.0.1:9001 --agent NAME`
+//! `cargo run --release -p tidewire-smol --example echo-client -- --url ws://127.0.0.1:9001 --agent NAME
+//! [--no-deflate]`
+//!
+//! Every connection offers permessage-deflate (RFC 7692; context takeover, window 15, every
+//! message compressed) unless `--no-deflate` or the build is without the `deflate` feature.
 
 use std::sync::Arc;
 
@@ -17,24 +21,36 @@ The Autobahn|Testsuite fuzzingserver client (tidewire-smol adapter).
 options:
   --url ws://HOST:PORT   the fuzzingserver (default ws://127.0.0.1:9001)
   --agent NAME           the agent name in the reports (default tidewire-smol)
+  --no-deflate           do not offer permessage-deflate (offered by default; needs the
+                         adapter's `deflate` feature, on by default)
   -h, --help             this text";
 
-fn options(ex: &Arc<Executor<'static>>) -> ClientOptions {
+fn options(ex: &Arc<Executor<'static>>, deflate: bool) -> ClientOptions {
     let mut opts = ClientOptions::default();
     opts.executor = Some(ex.clone());
     opts.ws.keepalive = None;
     opts.ws.max_message = 64 << 20;
     opts.ws.max_frame = 64 << 20;
+    if deflate {
+        // Offered as the Autobahn|Testsuite exercises it: every message compressed.
+        #[cfg(feature = "deflate")]
+        {
+            let mut d = tidewire::ws::deflate::DeflateConfig::default();
+            d.min_size = 0;
+            opts.ws.deflate = Some(d);
+        }
+    }
     opts
 }
 
-async fn open(ex: &Arc<Executor<'static>>, url: &str) -> Result<WebSocket, ConnectError> {
-    connect(url, options(ex)).await
+async fn open(opts: &ClientOptions, url: &str) -> Result<WebSocket, ConnectError> {
+    connect(url, opts.clone()).await
 }
 
 fn main() {
     let mut url = "ws://127.0.0.1:9001".to_owned();
     let mut agent = "tidewire-smol".to_owned();
+    let mut deflate = true;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -46,6 +62,7 @@ fn main() {
         match flag.as_str() {
             "--url" => url = value(),
             "--agent" => agent = value(),
+            "--no-deflate" => deflate = false,
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return;
@@ -59,18 +76,19 @@ fn main() {
     let url = url.trim_end_matches('/').to_owned();
     // One thread: `block_on` drives the reactor while the executor runs the driver tasks.
     let ex = Arc::new(Executor::new());
-    if let Err(e) = smol::block_on(ex.run(run(&ex, &url, &agent))) {
+    let opts = options(&ex, deflate);
+    if let Err(e) = smol::block_on(ex.run(run(&opts, &url, &agent))) {
         eprintln!("echo-client: {e}");
         std::process::exit(1);
     }
 }
 
 async fn run(
-    ex: &Arc<Executor<'static>>,
+    opts: &ClientOptions,
     url: &str,
     agent: &str,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let mut ws = open(ex, &format!("{url}/getCaseCount")).await?;
+    let mut ws = open(opts, &format!("{url}/getCaseCount")).await?;
     let count: u32 = match ws.recv().await? {
         Message::Text(t) => t.as_str().trim().parse()?,
         Message::Binary(_) => return Err("getCaseCount: binary answer".into()),
@@ -80,7 +98,7 @@ async fn run(
     println!("running {count} cases");
 
     for case in 1..=count {
-        match open(ex, &format!("{url}/runCase?case={case}&agent={agent}")).await {
+        match open(opts, &format!("{url}/runCase?case={case}&agent={agent}")).await {
             Ok(mut ws) => {
                 while let Ok(msg) = ws.recv().await {
                     if ws.send(msg).await.is_err() {
@@ -94,7 +112,7 @@ async fn run(
         }
     }
 
-    let mut ws = open(ex, &format!("{url}/updateReports?agent={agent}")).await?;
+    let mut ws = open(opts, &format!("{url}/updateReports?agent={agent}")).await?;
     let _ = ws.close(CloseCode::NORMAL, "");
     while ws.recv().await.is_ok() {}
     println!("reports updated");

@@ -3,7 +3,10 @@
 //! current-thread runtime.
 //!
 //! `cargo run --release -p tidewire-smol --example echo -- --addr 127.0.0.1:9001 [--token T]
-//! [--origin O]… [--protocol P]… [--no-keepalive] [--max-message BYTES]`
+//! [--origin O]… [--protocol P]… [--no-keepalive] [--max-message BYTES] [--no-deflate]`
+//!
+//! permessage-deflate (RFC 7692) is accepted when a client offers it, every message compressed
+//! (`min_size` 0), unless `--no-deflate` or the build is without the `deflate` feature.
 //!
 //! Ctrl-C or SIGTERM closes every connection with 1001 (5 s grace) and exits 0.
 
@@ -29,6 +32,8 @@ options:
                          that is in this list is chosen
   --no-keepalive         turn keepalive pings off (e.g. for the Autobahn testsuite)
   --max-message BYTES    largest message accepted (default 64 MiB)
+  --no-deflate           decline permessage-deflate (accepted by default, every message
+                         compressed; needs the adapter's `deflate` feature, on by default)
   -h, --help             this text
 
 Prints `listening on ADDR` once ready. Ctrl-C or SIGTERM closes every connection with
@@ -41,6 +46,7 @@ struct Args {
     protocols: Vec<String>,
     keepalive: bool,
     max_message: Option<usize>,
+    deflate: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -51,6 +57,7 @@ fn parse_args() -> Result<Args, String> {
         protocols: Vec::new(),
         keepalive: true,
         max_message: None,
+        deflate: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -61,6 +68,7 @@ fn parse_args() -> Result<Args, String> {
             "--origin" => args.origins.push(value()?),
             "--protocol" => args.protocols.push(value()?),
             "--no-keepalive" => args.keepalive = false,
+            "--no-deflate" => args.deflate = false,
             "--max-message" => {
                 let v = value()?;
                 args.max_message =
@@ -116,6 +124,15 @@ fn main() {
     std::process::exit(code);
 }
 
+/// permessage-deflate as the Autobahn|Testsuite exercises it: every message compressed
+/// (`min_size` 0), and whatever the client asks for (context takeover or not, any window).
+#[cfg(feature = "deflate")]
+fn deflate_config() -> tidewire::ws::deflate::DeflateConfig {
+    let mut d = tidewire::ws::deflate::DeflateConfig::default();
+    d.min_size = 0;
+    d
+}
+
 async fn run(args: Args, ex: Arc<Executor<'static>>) -> i32 {
     let mut signals = match Signals::new([Signal::Int, Signal::Term]) {
         Ok(s) => s,
@@ -132,6 +149,12 @@ async fn run(args: Args, ex: Arc<Executor<'static>>) -> i32 {
     if let Some(max) = args.max_message {
         cfg.endpoint.ws.max_message = max;
         cfg.endpoint.ws.max_frame = cfg.endpoint.ws.max_frame.min(max);
+    }
+    if args.deflate {
+        #[cfg(feature = "deflate")]
+        {
+            cfg.endpoint.ws.deflate = Some(deflate_config());
+        }
     }
     let server = match Server::bind(args.addr.as_str(), cfg).await {
         Ok(s) => s,

@@ -12,6 +12,9 @@
 //! on `public:ticks` would skip ticks without telling the client, which the page's gap
 //! counter would (rightly) report; on `chat:*` they would lose messages.
 //!
+//! WebSocket connections negotiate permessage-deflate (no context takeover either way; the
+//! adapter's `deflate` feature, on by default).
+//!
 //! Everything runs on one thread: one `smol::Executor` driven by `block_on`.
 
 use std::io::Write as _;
@@ -274,6 +277,12 @@ async fn run(args: Args, ex: Arc<Executor<'static>>) -> i32 {
     let poll_expiry = cfg.endpoint.hub.poll_expiry.timeout;
     let shared = args.redis.is_some();
     cfg.redis = args.redis.clone();
+    // permessage-deflate, which every browser offers: no context takeover either way, so an
+    // idle connection keeps no zlib state and a broadcast compressed once can be shared.
+    #[cfg(feature = "deflate")]
+    {
+        cfg.endpoint.ws.deflate = Some(tidewire::ws::deflate::DeflateConfig::no_context_takeover());
+    }
     let auth = LiveAuth { admin_token: args.admin_token, no_ws: args.no_ws };
     let server = match Server::bind_with(args.addr.as_str(), cfg, auth, DemoAuth).await {
         Ok(s) => s,

@@ -3,8 +3,12 @@
 //!
 //! ```text
 //! cargo run --release -p tidewire-std --example echo -- --addr 127.0.0.1:9001 \
-//!     [--token T] [--origin O]... [--protocol P]... [--no-keepalive] [--max-message BYTES]
+//!     [--token T] [--origin O]... [--protocol P]... [--no-keepalive] [--max-message BYTES] \
+//!     [--no-deflate]
 //! ```
+//!
+//! permessage-deflate (RFC 7692) is accepted when a client offers it, every message compressed
+//! (`min_size` 0), unless `--no-deflate` or the build is without the `deflate` feature.
 //!
 //! Ctrl-C or SIGTERM closes every connection with 1001 (5 s grace) and exits 0.
 
@@ -28,6 +32,8 @@ options:
                          that is in this list is chosen
   --no-keepalive         no keepalive pings, no dead-peer detection
   --max-message BYTES    largest message accepted (default 64 MiB)
+  --no-deflate           decline permessage-deflate (accepted by default, every message
+                         compressed; needs the adapter's `deflate` feature, on by default)
   -h, --help             this help
 
 Ctrl-C or SIGTERM closes every connection with 1001 and exits 0.";
@@ -39,6 +45,7 @@ struct Args {
     protocols: Vec<String>,
     keepalive: bool,
     max_message: Option<usize>,
+    deflate: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -49,6 +56,7 @@ fn parse_args() -> Result<Args, String> {
         protocols: Vec::new(),
         keepalive: true,
         max_message: None,
+        deflate: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -59,6 +67,7 @@ fn parse_args() -> Result<Args, String> {
             "--origin" => args.origins.push(value()?),
             "--protocol" => args.protocols.push(value()?),
             "--no-keepalive" => args.keepalive = false,
+            "--no-deflate" => args.deflate = false,
             "--max-message" => {
                 let v = value()?;
                 args.max_message = Some(v.parse().map_err(|_| format!("bad --max-message {v}"))?);
@@ -85,6 +94,12 @@ fn main() {
     if let Some(max) = args.max_message {
         cfg.endpoint.ws.max_message = max;
     }
+    if args.deflate {
+        #[cfg(feature = "deflate")]
+        {
+            cfg.endpoint.ws.deflate = Some(deflate_config());
+        }
+    }
     let server = Server::bind(&args.addr, cfg).unwrap_or_else(|e| {
         eprintln!("cannot bind {}: {e}", args.addr);
         std::process::exit(1);
@@ -104,6 +119,15 @@ fn main() {
         eprintln!("server error: {e}");
         std::process::exit(1);
     }
+}
+
+/// permessage-deflate as the Autobahn|Testsuite exercises it: every message compressed
+/// (`min_size` 0), and whatever the client asks for (context takeover or not, any window).
+#[cfg(feature = "deflate")]
+fn deflate_config() -> tidewire::ws::deflate::DeflateConfig {
+    let mut d = tidewire::ws::deflate::DeflateConfig::default();
+    d.min_size = 0;
+    d
 }
 
 fn handle_connection(upgrade: Upgrade, args: &Args) {

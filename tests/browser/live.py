@@ -119,6 +119,7 @@ return {
   dashState: d ? d.state : null,
   chatTransport: c ? c.transport : null,
   dashTransport: d ? d.transport : null,
+  chatExtensions: c ? c.extensions : null,
   transport: $('transport').textContent,
   queued: c ? c.queued : null,
   banner: $('banner').hidden ? null : $('banner').textContent,
@@ -279,6 +280,14 @@ def ticks_after(s, t_ms):
     ]
 
 
+def no_spaces(extensions):
+    """A WebSocket's `extensions` as one word of a line: spaces left out, `-` for none
+    (the empty string) and `null` when not on WebSocket."""
+    if extensions is None:
+        return "null"
+    return extensions.replace(" ", "") or "-"
+
+
 def transport_text(chat, dash):
     return f"chat: {chat or '—'} · dashboard: {dash or '—'}"
 
@@ -317,7 +326,8 @@ def wait_connected(sessions, chat, dash, limit, min_ticks=3):
         say(f"connected {s.name} chat={st['chatTransport']} dashboard={st['dashTransport']}"
             f" chat_seen={','.join(seen(rec, 'chat'))}"
             f" dashboard_seen={','.join(seen(rec, 'dashboard'))}"
-            f" ticks={len(ticks_after(s, 0))} latest={st['latest']}")
+            f" ticks={len(ticks_after(s, 0))} latest={st['latest']}"
+            f" chat_extensions={no_spaces(st['chatExtensions'])}")
 
 
 def chat_once(sender, others, text, limit, sessions):
@@ -365,6 +375,7 @@ def facts(s, ids, since_ms):
     say(f"fact {s.name} ticks-after {len(set(ticks_after(s, since_ms)))}")
     say(f"fact {s.name} transport-text {st['transport']}")
     say(f"fact {s.name} chat-transport {st['chatTransport']}")
+    say(f"fact {s.name} chat-extensions {no_spaces(st['chatExtensions'])}")
     say(f"fact {s.name} dashboard-transport {st['dashTransport']}")
     say(f"fact {s.name} chat-transports {','.join(seen(rec, 'chat'))}")
     say(f"fact {s.name} dashboard-transports {','.join(seen(rec, 'dashboard'))}")

@@ -2,11 +2,22 @@
 """A `websockets` client battery against an echo server (issue 4, interop).
 
     python client.py --url ws://127.0.0.1:PORT [--token T] [--only SUBSTRING]
+        [--deflate OFFER] [--expect-deflate]
 
 The server must echo every text and binary message (max message at least 16 MiB). With
 --token it must answer an upgrade without the token (or with a wrong one) with 401 and
 `WWW-Authenticate: Bearer`, and accept `Authorization: Bearer T` as well as `?token=T`;
 every other check then sends the Authorization header.
+
+Compression (permessage-deflate, RFC 7692): `--deflate default` (the default) offers it as
+websockets does by default (client_max_window_bits, compressed with memLevel 5), `--deflate
+none` offers nothing, and a comma-separated list of parameters of
+ClientPerMessageDeflateFactory (`server_no_context_takeover`, `client_no_context_takeover`,
+`server_max_window_bits=N`, `client_max_window_bits=N`) is the offer. With
+--expect-deflate every connection that opens must have negotiated it (else its check
+fails), and two more lines come before the closing one: "deflate agreed: HEADER[ | HEADER…]"
+(each distinct Sec-WebSocket-Extensions of the server's 101) and "deflate received: N of M
+messages compressed" (RSV1 on their first frame), with a check that N > 0.
 
 Prints one line per check ("ok NAME" or "FAIL NAME: why") and a closing line
 "client.py: N passed, N failed"; exits 1 when any check failed (2 on a usage error).
@@ -20,6 +31,7 @@ handshake completed (e.g. 1001 on a graceful server shutdown), 1 otherwise.
 
 import argparse
 import asyncio
+import contextlib
 import random
 import sys
 import time
@@ -27,6 +39,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
+from websockets.extensions.permessage_deflate import (
+    ClientPerMessageDeflateFactory,
+    PerMessageDeflate,
+)
 from websockets.frames import CloseCode
 
 MAX_MESSAGE = 32 * 1024 * 1024
@@ -62,26 +78,70 @@ def describe(data):
     return f"{kind} of {len(raw)} bytes starting {head!r}"
 
 
+def deflate_settings(spec):
+    """`--deflate`: (compression, extensions) for `connect`."""
+    if spec == "default":
+        return "deflate", None
+    if spec == "none":
+        return None, None
+    kwargs = {}
+    for item in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, value = item.partition("=")
+        kwargs[name] = int(value) if value else True
+    return None, [ClientPerMessageDeflateFactory(**kwargs)]
+
+
 class Battery:
-    def __init__(self, url, token):
+    def __init__(self, url, token, deflate="default", expect_deflate=False):
         self.url = url
         self.token = token
         self.results = []
+        self.compression, self.extensions = deflate_settings(deflate)
+        self.expect_deflate = expect_deflate
+        self.agreed = []  # distinct Sec-WebSocket-Extensions answers
+        self.received = {"messages": 0, "compressed": 0}
 
     def headers(self):
         if self.token is None:
             return None
         return {"Authorization": f"Bearer {self.token}"}
 
-    def open(self, url=None, headers="default"):
-        return connect(
+    @contextlib.asynccontextmanager
+    async def open(self, url=None, headers="default"):
+        async with connect(
             url or self.url,
             additional_headers=self.headers() if headers == "default" else headers,
             max_size=MAX_MESSAGE,
             ping_interval=None,
             open_timeout=10,
             close_timeout=10,
-        )
+            compression=self.compression,
+            extensions=self.extensions,
+        ) as ws:
+            self.watch_deflate(ws)
+            yield ws
+
+    def watch_deflate(self, ws):
+        """Records the agreement and counts the messages that arrive compressed (a wrapper
+        around the negotiated PerMessageDeflate's `decode`; the server sends nothing before
+        our first message, so none is missed)."""
+        header = ws.response.headers.get("Sec-WebSocket-Extensions")
+        deflates = [e for e in ws.protocol.extensions if isinstance(e, PerMessageDeflate)]
+        if self.expect_deflate:
+            expect(deflates, f"permessage-deflate not negotiated (the 101 said {header!r})")
+        if header and header not in self.agreed:
+            self.agreed.append(header)
+        counts = self.received
+        for ext in deflates:
+            decode = ext.decode
+
+            def counting(frame, *args, decode=decode, **kwargs):
+                if frame.opcode.name in ("TEXT", "BINARY"):
+                    counts["messages"] += 1
+                    counts["compressed"] += bool(frame.rsv1)
+                return decode(frame, *args, **kwargs)
+
+            ext.decode = counting
 
     # ----- echo -----
 
@@ -294,6 +354,17 @@ class Battery:
             else:
                 passed += 1
                 print(f"ok   {name} ({time.monotonic() - start:.2f} s)", flush=True)
+        if self.expect_deflate:
+            print(f"deflate agreed: {' | '.join(self.agreed)}", flush=True)
+            r = self.received
+            print(f"deflate received: {r['compressed']} of {r['messages']} messages compressed",
+                  flush=True)
+            if r["compressed"] > 0:
+                passed += 1
+                print("ok   the server compressed messages", flush=True)
+            else:
+                failed += 1
+                print("FAIL the server compressed messages: none came with RSV1", flush=True)
         print(f"client.py: {passed} passed, {failed} failed", flush=True)
         return failed == 0 and passed > 0
 
@@ -335,11 +406,16 @@ def main():
     parser.add_argument("--token", help="the server requires this bearer token")
     parser.add_argument("--only", help="run only the checks whose name contains this")
     parser.add_argument("--hold", type=int, metavar="CODE", help="wait for the server to close with CODE")
+    parser.add_argument("--deflate", default="default",
+                        help="default | none | OFFER PARAMETERS (see the module docs)")
+    parser.add_argument("--expect-deflate", action="store_true",
+                        help="every connection must negotiate permessage-deflate")
     args = parser.parse_args()
     if args.hold is not None:
         ok = asyncio.run(hold(args.url, args.token, args.hold))
     else:
-        ok = asyncio.run(Battery(args.url, args.token).run(args.only))
+        battery = Battery(args.url, args.token, args.deflate, args.expect_deflate)
+        ok = asyncio.run(battery.run(args.only))
     sys.exit(0 if ok else 1)
 
 

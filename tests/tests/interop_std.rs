@@ -1,6 +1,7 @@
 //! Interop of `tidewire-std` with an independent implementation, Python's `websockets`
 //! (issue 4): its client battery (`tests/interop/client.py`) against a Tidewire server, and a
-//! Tidewire client against its server (`tests/interop/server.py`).
+//! Tidewire client against its server (`tests/interop/server.py`); both also with
+//! permessage-deflate negotiated, in each context-takeover combination.
 //!
 //! Each test sets up Python with `scripts/py-venv.sh` and fails (never skips) when it cannot.
 //! Every wait is bounded; child processes are killed when their guard drops. Network only on
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use interop::{STEP_TIMEOUT, bounded};
+use tidewire::ws::deflate::DeflateConfig;
 use tidewire::ws::{CloseCode, HandshakeError, Initiator, Message};
 use tidewire_std::{
     ClientOptions, ConnectError, Event, RecvError, Server, ServerConfig, ServerHandle, Upgrade,
@@ -32,8 +34,17 @@ struct EchoServer {
 
 impl EchoServer {
     fn start(token: Option<&'static str>) -> Self {
-        let server =
-            Server::bind("127.0.0.1:0", ServerConfig::default()).expect("bind 127.0.0.1:0");
+        Self::start_with(token, None)
+    }
+
+    /// With permessage-deflate accepted per `deflate` (`None`: declined).
+    fn start_with(token: Option<&'static str>, deflate: Option<DeflateConfig>) -> Self {
+        let mut cfg = ServerConfig::default();
+        if deflate.is_some() {
+            cfg.endpoint.ws.max_frame = interop::DEFLATE_MAX_FRAME;
+        }
+        cfg.endpoint.ws.deflate = deflate;
+        let server = Server::bind("127.0.0.1:0", cfg).expect("bind 127.0.0.1:0");
         let handle = server.handle();
         let thread = thread::spawn(move || server.serve(move |up| echo(up, token)));
         Self { handle, thread: Some(thread) }
@@ -103,6 +114,37 @@ fn server_with_token_passes_websockets_client_battery() {
     server.assert_drained();
 }
 
+/// permessage-deflate, offered by the websockets client with each combination of the
+/// context-takeover parameters and accepted by the server (every message compressed): the
+/// whole battery (0 B to 16 MiB, fragmented, pipelined, invalid UTF-8 inside compressed
+/// data…), every connection negotiated, the answer carries what was asked, and the echoes
+/// come back compressed.
+#[test]
+fn server_deflate_passes_websockets_client_battery_in_each_takeover_mode() {
+    for (snct, cnct) in interop::TAKEOVER_MODES {
+        let server = EchoServer::start_with(None, Some(interop::deflate_all()));
+        let offer = interop::takeover_params(snct, cnct);
+        let out = interop::run_client_py_with(
+            &server.url(),
+            None,
+            &["--deflate", &offer, "--expect-deflate"],
+        );
+        interop::check_battery_deflate(&out, snct, cnct, &offer);
+        server.assert_drained();
+    }
+}
+
+/// The server imposes no context takeover either way on websockets' default offer.
+#[test]
+fn server_deflate_imposes_no_context_takeover_on_websockets_client() {
+    let mut d = DeflateConfig::no_context_takeover();
+    d.min_size = 0;
+    let server = EchoServer::start_with(Some(TOKEN), Some(d));
+    let out = interop::run_client_py_with(&server.url(), Some(TOKEN), &["--expect-deflate"]);
+    interop::check_battery_deflate(&out, true, true, "default offer");
+    server.assert_drained();
+}
+
 #[test]
 fn server_shutdown_closes_websockets_client_with_1001() {
     let server = EchoServer::start(None);
@@ -119,10 +161,113 @@ fn server_shutdown_closes_websockets_client_with_1001() {
 // ----- websockets server, Tidewire client -----
 
 fn open(url: &str) -> WebSocket {
+    open_with(url, ClientOptions::default())
+}
+
+fn open_with(url: &str, opts: ClientOptions) -> WebSocket {
     let url = url.to_owned();
     let what = format!("connect {url}");
-    bounded(&what, STEP_TIMEOUT, move || connect(&url, ClientOptions::default()))
+    bounded(&what, STEP_TIMEOUT, move || connect(&url, opts))
         .unwrap_or_else(|e| panic!("connect: {e:?}"))
+}
+
+/// Client options that offer permessage-deflate per `d` (and take the frames of a 16 MiB
+/// message that does not compress).
+fn deflate_options(d: DeflateConfig) -> ClientOptions {
+    let mut opts = ClientOptions::default();
+    opts.ws.max_frame = interop::DEFLATE_MAX_FRAME;
+    opts.ws.deflate = Some(d);
+    opts
+}
+
+/// One send and receive on `ws` within `STEP_TIMEOUT`.
+fn round_trip(ws: WebSocket, msg: Message, py: &interop::PyServer) -> (WebSocket, Message) {
+    let what = format!("echo {}", describe(&msg));
+    let (ws, got) = step(ws, &what, move |ws| {
+        ws.send(msg).expect("send");
+        ws.recv()
+    });
+    (ws, got.unwrap_or_else(|e| panic!("{what}: {e:?}\n{}", py.log())))
+}
+
+/// A Tidewire client against the websockets server with permessage-deflate: `/deflate`
+/// reports the server's answer (checked against the expected context takeover), every size
+/// from 0 B to 16 MiB comes back intact, the server received every message compressed
+/// (`min_size` 0), and fragmented compressed messages from the server arrive whole.
+fn client_deflate_session(py: &interop::PyServer, d: DeflateConfig, snct: bool, cnct: bool) {
+    let mut ws = open_with(&py.url("/deflate"), deflate_options(d.clone()));
+    let (back, first) = step(ws, "the /deflate answer", WebSocket::recv);
+    ws = back;
+    let first = match first {
+        Ok(Message::Text(t)) => t.as_str().to_owned(),
+        other => panic!("/deflate: {other:?}\n{}", py.log()),
+    };
+    let header = interop::json_extensions(&first)
+        .unwrap_or_else(|| panic!("/deflate: not negotiated: {first}\n{}", py.log()));
+    interop::assert_agreement(&header, snct, cnct, &py.log());
+    let mut sent = 0;
+    for size in interop::SIZES {
+        for msg in [
+            Message::text(interop::text_of_size(size)),
+            Message::binary(interop::binary_of_size(size)),
+        ] {
+            let (back, got) = round_trip(ws, msg.clone(), py);
+            ws = back;
+            sent += 1;
+            assert!(got == msg, "echo {}: got {} back", describe(&msg), describe(&got));
+        }
+    }
+    let (back, stats) = round_trip(ws, Message::text("stats"), py);
+    ws = back;
+    let Message::Text(stats) = stats else { panic!("stats: {stats:?}") };
+    let stats = stats.as_str();
+    // `stats` itself is counted too. With context takeover on the client's side every
+    // message goes compressed (`min_size` 0); without, those that do not shrink go plain
+    // (random bytes, a few bytes), while the 6 texts of 125 B and more shrink.
+    assert_eq!(interop::json_number(stats, "messages"), sent + 1, "{stats}");
+    let compressed = interop::json_number(stats, "compressed");
+    if cnct {
+        assert!(compressed >= 6, "{stats}");
+    } else {
+        assert_eq!(compressed, sent + 1, "{stats}");
+    }
+    eprintln!("client offer {d:?}: agreed {header:?}; the server received {stats}");
+    close_cleanly(ws);
+
+    let ws = open_with(&py.url("/fragmented"), deflate_options(d));
+    let (ws, got) = step(ws, "receive fragmented messages", |ws| (ws.recv(), ws.recv()));
+    match got {
+        (Ok(Message::Text(t)), Ok(Message::Binary(b))) => {
+            assert_eq!(t.as_str(), interop::FRAGMENTED_TEXT);
+            assert_eq!(b.as_ref(), interop::fragmented_binary().as_slice());
+        }
+        other => panic!("expected the fragmented text then binary, got {other:?}\n{}", py.log()),
+    }
+    close_cleanly(ws);
+}
+
+/// The client offers each combination of the context-takeover parameters to websockets'
+/// default server (which answers with window bits 12 both ways).
+#[test]
+fn client_deflate_round_trips_in_each_takeover_mode() {
+    let py = interop::PyServer::start();
+    for (snct, cnct) in interop::TAKEOVER_MODES {
+        let mut d = interop::deflate_all();
+        d.server_no_context_takeover = snct;
+        d.client_no_context_takeover = cnct;
+        client_deflate_session(&py, d, snct, cnct);
+    }
+}
+
+/// The websockets server imposes no context takeover either way on the client's default
+/// offer.
+#[test]
+fn client_deflate_accepts_imposed_no_context_takeover() {
+    let py = interop::PyServer::start_with(&[
+        "--deflate",
+        "server_no_context_takeover,client_no_context_takeover",
+    ]);
+    client_deflate_session(&py, interop::deflate_all(), true, true);
 }
 
 /// Runs one step on the socket (moved to a helper thread and back) within `STEP_TIMEOUT`.

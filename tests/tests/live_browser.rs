@@ -26,6 +26,10 @@
 //!   on SSE from the start (it never tries WebSocket); both keep working (ticks, chat both
 //!   ways), while the chat's WebSocket probes (every 3 s) keep failing unseen.
 //!
+//! When the chat is on WebSocket, its socket negotiated permessage-deflate (the browser's
+//! `ws.extensions`, read through the client's `extensions` getter, web/tidewire.js): the live
+//! demo accepts it with no context takeover either way.
+//!
 //! Screenshots (test artifacts): `target/browser/live-connected.png` (the page open, with
 //! ticks, the chat message and presence) and `target/browser/live-reconnecting.png` (the
 //! banner counting down while the server is down, with the queued message).
@@ -133,6 +137,20 @@ impl Facts {
     }
 }
 
+/// A page's WebSocket `extensions` (spaces left out by the script): permessage-deflate, with
+/// the live demo's no context takeover either way.
+fn assert_deflate(extensions: Option<&str>, context: &str) {
+    let ext = extensions.unwrap_or_else(|| panic!("no WebSocket extensions:\n{context}"));
+    let mut params: Vec<&str> = ext.split(';').collect();
+    assert_eq!(params.first(), Some(&"permessage-deflate"), "extensions {ext:?}:\n{context}");
+    params.sort_unstable();
+    assert!(
+        params.contains(&"server_no_context_takeover")
+            && params.contains(&"client_no_context_takeover"),
+        "extensions {ext:?}:\n{context}"
+    );
+}
+
 fn check_png(path: &std::path::Path) {
     let png = std::fs::read(path).unwrap_or_default();
     assert!(png.starts_with(b"\x89PNG"), "no screenshot at {}", path.display());
@@ -196,6 +214,9 @@ fn live_page_survives_a_server_restart() {
         assert_eq!(kv(line, "dashboard"), Some("sse"), "{line}");
         assert_eq!(kv(line, "chat_seen"), Some("ws"), "{line}");
         assert_eq!(kv(line, "dashboard_seen"), Some("sse"), "{line}");
+        // The browser's WebSocket negotiated permessage-deflate with the server (its
+        // `extensions`, read through the client's `extensions` getter).
+        assert_deflate(kv(line, "chat_extensions"), line);
     }
     // The banner came within the client's heartbeat bound (ping interval + dead-after); the
     // kill closes the TCP connections, so in practice at once.
@@ -249,6 +270,7 @@ fn live_page_survives_a_server_restart() {
         assert_eq!(f.get(s, "chat-transport"), "ws", "{s}:\n{transcript}");
         assert_eq!(f.get(s, "dashboard-transport"), "sse", "{s}:\n{transcript}");
         assert_eq!(f.get(s, "transport-text"), "chat: ws · dashboard: sse", "{s}:\n{transcript}");
+        assert_deflate(Some(f.get(s, "chat-extensions")), &transcript);
     }
     check_banners(&lines, &transcript, 20);
     eprintln!("the server was down for {down_for:?}");
@@ -294,6 +316,7 @@ fn live_page_falls_back_when_websocket_is_blocked() {
         assert_eq!(kv(line, "chat_seen"), Some("ws,sse"), "{line}");
         assert_eq!(kv(line, "dashboard_seen"), Some("sse"), "{line}");
         assert_eq!(f.get(s, "chat-transport"), "sse", "{s}:\n{transcript}");
+        assert_eq!(f.get(s, "chat-extensions"), "null", "not on WebSocket:\n{transcript}");
         assert_eq!(f.get(s, "dashboard-transport"), "sse", "{s}:\n{transcript}");
         assert_eq!(f.get(s, "transport-text"), "chat: sse · dashboard: sse", "{s}:\n{transcript}");
         assert_eq!(f.get(s, "chat-transports"), "ws,sse", "{s} never tried ws:\n{transcript}");

@@ -549,3 +549,18 @@ test('each message passes its publisher (`from`) to the callback, over WS, SSE a
   await p.clock.advance(0);
   assert.deepEqual(polled, [['p', 'cy'], ['q', null]]);
 });
+
+test('extensions: what the open WebSocket negotiated, null on another transport or closed', async () => {
+  const t = setup({ transports: ['ws'] });
+  assert.equal(t.client.extensions, null);
+  const ws = await openWs(t);
+  assert.equal(t.client.extensions, ''); // a socket without the property: none negotiated
+  ws.extensions = 'permessage-deflate; server_no_context_takeover';
+  assert.equal(t.client.extensions, 'permessage-deflate; server_no_context_takeover');
+  ws.serverClose(1006);
+  assert.equal(t.client.extensions, null);
+  const s = setup({ transports: ['sse'] });
+  s.client.connect();
+  await s.clock.advance(0);
+  assert.equal(s.client.extensions, null);
+});

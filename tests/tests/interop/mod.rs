@@ -183,8 +183,14 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration, name: &str) -> Output {
 /// Runs the `client.py` battery against the echo server at `url` (with `--token` when the
 /// server requires one) and fails the test unless it exits 0.
 pub fn run_client_py(url: &str, token: Option<&str>) {
+    run_client_py_with(url, token, &[]);
+}
+
+/// [`run_client_py`] with more arguments (e.g. `--deflate OFFER --expect-deflate`); returns
+/// the battery's standard output.
+pub fn run_client_py_with(url: &str, token: Option<&str>, args: &[&str]) -> String {
     let mut cmd = python_command("client.py");
-    cmd.arg("--url").arg(url);
+    cmd.arg("--url").arg(url).args(args);
     if let Some(t) = token {
         cmd.arg("--token").arg(t);
     }
@@ -199,6 +205,116 @@ pub fn run_client_py(url: &str, token: Option<&str>) {
         "client.py printed no closing line:\n{}",
         out.describe()
     );
+    out.stdout
+}
+
+/// `max_frame` of the Tidewire peers with permessage-deflate: a 16 MiB message that does not
+/// compress (random bytes) is a little larger once compressed (DEFLATE's stored blocks, 5
+/// bytes per 64 KiB), over the default 16 MiB.
+pub const DEFLATE_MAX_FRAME: usize = 32 << 20;
+
+/// permessage-deflate with every message compressed (`min_size` 0: 0 and 1 B messages too),
+/// otherwise the defaults (context takeover, window 15).
+pub fn deflate_all() -> tidewire::ws::deflate::DeflateConfig {
+    let mut d = tidewire::ws::deflate::DeflateConfig::default();
+    d.min_size = 0;
+    d
+}
+
+/// The `--expect-deflate` output of a client.py battery: every answer carries the expected
+/// context-takeover parameters and the server's echoes came compressed: all of them with
+/// context takeover on the server's side (the Tidewire servers of these tests compress
+/// every message), those that shrink without it (Tidewire sends a message that does not
+/// shrink uncompressed when its compressor has no context to keep in step: random bytes,
+/// messages of a few bytes).
+pub fn check_battery_deflate(stdout: &str, snct: bool, cnct: bool, offer: &str) {
+    let (agreed, compressed, total) = deflate_report(stdout);
+    for header in &agreed {
+        assert_agreement(header, snct, cnct, &format!("offer {offer:?}:\n{stdout}"));
+    }
+    assert!(total > 200, "only {total} messages received:\n{stdout}");
+    if snct {
+        // The 200 pipelined messages alone hold 100 texts of 7 to 1393 bytes.
+        assert!(compressed >= 50, "offer {offer:?}: {compressed} of {total} compressed:\n{stdout}");
+    } else {
+        assert_eq!(compressed, total, "offer {offer:?}: not every echo compressed:\n{stdout}");
+    }
+    eprintln!("offer {offer:?}: agreed {agreed:?}, {compressed} of {total} echoes compressed");
+}
+
+/// The permessage-deflate settings of a client.py battery (`--deflate`), named by the
+/// context-takeover parameters the offer carries, and whether each is then expected in the
+/// server's answer.
+pub const TAKEOVER_MODES: [(bool, bool); 4] =
+    [(false, false), (true, false), (false, true), (true, true)];
+
+/// `server_no_context_takeover,client_no_context_takeover` or a part of it (the parameters
+/// that are `true`), as `--deflate` of client.py and server.py take them; `""` for neither.
+pub fn takeover_params(
+    server_no_context_takeover: bool,
+    client_no_context_takeover: bool,
+) -> String {
+    let mut p = Vec::new();
+    if server_no_context_takeover {
+        p.push("server_no_context_takeover");
+    }
+    if client_no_context_takeover {
+        p.push("client_no_context_takeover");
+    }
+    p.join(",")
+}
+
+/// Checks a `Sec-WebSocket-Extensions` answer: permessage-deflate, with exactly the
+/// context-takeover parameters expected.
+pub fn assert_agreement(header: &str, snct: bool, cnct: bool, context: &str) {
+    let params: Vec<&str> = header.split(';').map(str::trim).collect();
+    assert_eq!(params.first(), Some(&"permessage-deflate"), "answer {header:?}\n{context}");
+    assert_eq!(
+        params.contains(&"server_no_context_takeover"),
+        snct,
+        "server_no_context_takeover in {header:?}\n{context}"
+    );
+    assert_eq!(
+        params.contains(&"client_no_context_takeover"),
+        cnct,
+        "client_no_context_takeover in {header:?}\n{context}"
+    );
+}
+
+/// What client.py --expect-deflate printed: the answers (`deflate agreed: …`, split on
+/// ` | `) and the compressed and total messages received (`deflate received: N of M …`).
+pub fn deflate_report(stdout: &str) -> (Vec<String>, u64, u64) {
+    let agreed = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("deflate agreed: "))
+        .unwrap_or_else(|| panic!("no `deflate agreed` line:\n{stdout}"));
+    let received = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("deflate received: "))
+        .unwrap_or_else(|| panic!("no `deflate received` line:\n{stdout}"));
+    let mut words = received.split(' ');
+    let compressed = words.next().and_then(|w| w.parse().ok()).expect(received);
+    let total = words.nth(1).and_then(|w| w.parse().ok()).expect(received);
+    (agreed.split(" | ").map(str::to_owned).collect(), compressed, total)
+}
+
+/// The value of `"key": N` in a flat JSON object of server.py (`/deflate`'s `stats`).
+pub fn json_number(json: &str, key: &str) -> u64 {
+    let at = json.find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("no {key} in {json}"));
+    json[at + key.len() + 3..]
+        .trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number for {key} in {json}"))
+}
+
+/// The value of `"extensions": "…"` in the first message of server.py's `/deflate` (`None`
+/// for `null`).
+pub fn json_extensions(json: &str) -> Option<String> {
+    let rest = json.split_once("\"extensions\":")?.1.trim_start();
+    let rest = rest.strip_prefix('"')?;
+    Some(rest[..rest.find('"')?].to_owned())
 }
 
 /// A running `tests/interop/server.py` on 127.0.0.1. Killed on drop; it also stops by itself
@@ -212,8 +328,14 @@ pub struct PyServer {
 
 impl PyServer {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With more arguments, e.g. `--deflate server_no_context_takeover`.
+    pub fn start_with(args: &[&str]) -> Self {
         let mut cmd = python_command("server.py");
         cmd.args(["--host", "127.0.0.1", "--port", "0"])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
