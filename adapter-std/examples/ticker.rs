@@ -111,7 +111,7 @@ fn main() {
             Ok(None) => {}
             Ok(Some((last, n))) => {
                 match server.handle().restore(CHANNEL, last) {
-                    Ok(()) => eprintln!("last life ended at {last}, tick {n}: continuing"),
+                    Ok(()) => eprintln!("restored {CHANNEL} at {last}, tick {n}"),
                     Err(e) => eprintln!("cannot restore {CHANNEL} at {last} ({e}): a new epoch"),
                 }
                 first_n = n;
