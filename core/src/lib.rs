@@ -8,7 +8,6 @@
 //! | module | what |
 //! |---|---|
 //! | [`client`] | [`client::ClientSession`]: the reconnecting, transport-falling-back client |
-//! | [`feed`] | named channels with replay logs and subscribers, for SSE streams and polls |
 //! | [`hub`] | the [`Hub`](hub::Hub): connections over any transport, channels with replay, authz, presence |
 //! | [`envelope`] | the envelope protocol's codec (both directions), shared by `hub` and `client` |
 //! | [`http`] | HTTP/1.1 request and response heads: routing, credentials, responses |
@@ -115,7 +114,6 @@
 
 pub mod client;
 pub mod envelope;
-pub mod feed;
 pub mod http;
 pub mod hub;
 pub mod machine;
