@@ -93,35 +93,26 @@ pub async fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, Connec
     let close_timeout = cfg.close_timeout;
     let conn = WsConnection::client(cfg, &host_header, &path, Instant::now())
         .map_err(|e| ConnectError::Url(e.to_string()))?;
-    let shared = Arc::new(Shared::new(conn, peer));
+    let shared = Arc::new(Shared::new(conn, close_timeout, peer));
     // Dropping `ws` (this future cancelled) aborts the handshake.
     let mut ws = WebSocket::new(shared.clone(), None);
-    Driver {
-        stream: Arc::new(tcp),
-        shared: shared.clone(),
-        read_buffer: CLIENT_READ_BUFFER,
-        close_timeout,
-        registration: None,
-        executor: opts.executor,
-    }
-    .spawn();
-
+    let (stream, read_buffer) = (Arc::new(tcp), CLIENT_READ_BUFFER);
+    let executor = opts.executor;
+    Driver { stream, shared: shared.clone(), read_buffer, registration: None, executor }.spawn();
     loop {
         let listener = {
-            let inner = shared.lock();
-            if let Some(subprotocol) = &inner.opened {
-                let subprotocol = subprotocol.clone();
-                drop(inner);
-                ws.set_subprotocol(subprotocol);
+            let sock = shared.lock();
+            if let Some(subprotocol) = sock.opened() {
+                ws.set_subprotocol(subprotocol.map(str::to_owned));
                 return Ok(ws);
             }
-            if let Some(info) = &inner.closed {
+            if let Some(info) = sock.close_info() {
                 return Err(match info.error {
                     Some(ConnError::Handshake(e)) => ConnectError::Handshake(e),
                     _ => ConnectError::Closed(info.clone()),
                 });
             }
-            ws.shared().inbound.listen()
+            shared.inbound.listen()
         };
         listener.await;
     }

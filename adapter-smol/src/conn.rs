@@ -1,16 +1,14 @@
-//! The application's side of a connection: [`WebSocket`] and [`Sender`], and the state they
-//! share with the connection's driver task.
+//! The application's side of a connection: [`WebSocket`] and [`Sender`], over the core's
+//! [`AppSocket`] they share with the connection's driver task.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use event_listener::Event as Notify;
-use tidewire::Machine;
-use tidewire::ws::{CloseCode, CloseInfo, Message, SendError, WsConnection, WsEvent, WsState};
+use tidewire::ws::{AppSocket, CloseCode, CloseInfo, Message, SendError, WsConnection, WsEvent};
 
 use crate::{Event, RecvError};
 
@@ -21,7 +19,7 @@ const MAX_INBOUND_BYTES: usize = 4 << 20;
 
 /// State shared by the driver task, the [`WebSocket`] and its [`Sender`]s.
 pub(crate) struct Shared {
-    inner: Mutex<Inner>,
+    sock: Mutex<AppSocket>,
     /// Something for the application: an event, the open, the close.
     pub(crate) inbound: Notify,
     /// The core's outbox has room again (or the connection closed).
@@ -31,46 +29,11 @@ pub(crate) struct Shared {
     pub(crate) peer: SocketAddr,
 }
 
-/// Guarded by `Shared::inner`; never held across an `.await`.
-pub(crate) struct Inner {
-    pub(crate) conn: WsConnection,
-    inbound: VecDeque<Event>,
-    inbound_bytes: usize,
-    /// `Some(subprotocol)` once the handshake completed.
-    pub(crate) opened: Option<Option<String>>,
-    /// Set when the core reported `Closed`.
-    pub(crate) closed: Option<CloseInfo>,
-    /// The driver stopped reading because the inbound queue is full.
-    pub(crate) read_paused: bool,
-    /// The `WebSocket` was dropped: abort the connection if it is still open.
-    pub(crate) aborted: bool,
-    /// The server forces the connection down, whatever its state.
-    pub(crate) killed: bool,
-    /// The driver is done with the socket (shut down): only now is `Closed` reported.
-    pub(crate) finished: bool,
-}
-
-impl Inner {
-    /// Whether the application's queue is full (the driver then stops reading).
-    pub(crate) fn inbound_full(&self) -> bool {
-        self.inbound.len() >= MAX_INBOUND_EVENTS || self.inbound_bytes >= MAX_INBOUND_BYTES
-    }
-}
-
 impl Shared {
-    pub(crate) fn new(conn: WsConnection, peer: SocketAddr) -> Self {
+    pub(crate) fn new(conn: WsConnection, close_timeout: Duration, peer: SocketAddr) -> Self {
+        let sock = AppSocket::new(conn, MAX_INBOUND_EVENTS, MAX_INBOUND_BYTES, close_timeout);
         Self {
-            inner: Mutex::new(Inner {
-                conn,
-                inbound: VecDeque::new(),
-                inbound_bytes: 0,
-                opened: None,
-                closed: None,
-                read_paused: false,
-                aborted: false,
-                killed: false,
-                finished: false,
-            }),
+            sock: Mutex::new(sock),
             inbound: Notify::new(),
             room: Notify::new(),
             wake: Notify::new(),
@@ -78,128 +41,67 @@ impl Shared {
         }
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    pub(crate) fn lock(&self) -> MutexGuard<'_, AppSocket> {
+        self.sock.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Moves the core's events to the application's queue and wakes whoever waits for them.
-    /// Returns whether that woke a waiting receiver.
-    pub(crate) fn absorb_events(&self, inner: &mut Inner) -> bool {
-        let mut arrived = false;
-        let mut closed = false;
-        while let Some(ev) = inner.conn.poll_event() {
-            match ev {
-                WsEvent::Open { subprotocol } => inner.opened = Some(subprotocol),
-                WsEvent::Message(m) => {
-                    inner.inbound_bytes += m.len();
-                    inner.inbound.push_back(Event::Message(m));
-                }
-                WsEvent::Pong(p) => {
-                    inner.inbound_bytes += p.len();
-                    inner.inbound.push_back(Event::Pong(p));
-                }
-                WsEvent::Closed(info) => {
-                    inner.closed = Some(info);
-                    closed = true;
-                }
-                // `UpgradeRequested` is handled before a `Shared` exists.
-                _ => {}
-            }
-            arrived = true;
-        }
-        let woke = arrived && self.inbound.notify(usize::MAX) > 0;
-        if closed {
+    /// Wakes whom the last calls on `sock` concern (call under the lock, so that a listener
+    /// registered under it cannot miss it). Returns whether a waiting receiver was woken.
+    pub(crate) fn wake_up(&self, sock: &mut AppSocket) -> bool {
+        let wakes = sock.poll_wakes();
+        if wakes.senders {
             self.room.notify(usize::MAX);
         }
-        woke
+        if wakes.driver {
+            self.wake.notify(1);
+        }
+        wakes.receivers && self.inbound.notify(usize::MAX) > 0
     }
 
     /// Runs a command on the core and wakes the driver to write what it queued.
-    fn command(
+    pub(crate) fn command(
         &self,
         f: impl FnOnce(&mut WsConnection, Instant) -> Result<(), SendError>,
     ) -> Result<(), SendError> {
-        let mut inner = self.lock();
-        if inner.aborted || inner.killed {
-            return Err(SendError::Closed);
-        }
-        f(&mut inner.conn, Instant::now())?;
-        drop(inner);
-        self.wake.notify(1);
-        Ok(())
+        let mut sock = self.lock();
+        let result = sock.command(Instant::now(), f);
+        self.wake_up(&mut sock);
+        result
     }
 
-    async fn send(&self, msg: Message) -> Result<(), SendError> {
-        let mut msg = msg;
+    async fn send(&self, mut msg: Message) -> Result<(), SendError> {
         loop {
             let listener = {
-                let mut inner = self.lock();
-                if inner.aborted || inner.killed {
-                    return Err(SendError::Closed);
-                }
-                match inner.conn.send(Instant::now(), msg) {
-                    Ok(()) => {
-                        drop(inner);
-                        self.wake.notify(1);
-                        return Ok(());
-                    }
+                let mut sock = self.lock();
+                match sock.command(Instant::now(), |conn, now| conn.send(now, msg)) {
+                    // Registered under the lock: the driver's notify after it drains the
+                    // outbox cannot be missed.
                     Err(SendError::Backpressure(back)) => {
                         msg = back;
-                        // Registered under the lock: the driver's notify after it drains the
-                        // outbox cannot be missed.
                         self.room.listen()
                     }
-                    Err(e) => return Err(e),
+                    result => {
+                        self.wake_up(&mut sock);
+                        return result;
+                    }
                 }
             };
             listener.await;
         }
     }
 
-    fn try_send(&self, msg: Message) -> Result<(), SendError> {
-        self.command(|conn, now| conn.send(now, msg))
-    }
-
-    fn ping(&self, payload: Bytes) -> Result<(), SendError> {
-        self.command(|conn, now| conn.ping(now, payload))
-    }
-
-    fn close(&self, code: CloseCode, reason: &str) -> Result<(), SendError> {
-        self.command(|conn, now| conn.close(now, code, reason))
-    }
-
-    fn is_closed(&self) -> bool {
-        let inner = self.lock();
-        inner.aborted
-            || inner.killed
-            || matches!(inner.conn.state(), WsState::Closing | WsState::Closed)
-    }
-
     async fn recv_event(&self) -> Event {
         loop {
             let listener = {
-                let mut inner = self.lock();
-                if let Some(ev) = inner.inbound.pop_front() {
-                    if let Event::Message(m) = &ev {
-                        inner.inbound_bytes -= m.len();
-                    } else if let Event::Pong(p) = &ev {
-                        inner.inbound_bytes -= p.len();
-                    }
-                    let resume = inner.read_paused && !inner.inbound_full();
-                    drop(inner);
-                    if resume {
-                        self.wake.notify(1);
-                    }
-                    return ev;
+                let mut sock = self.lock();
+                let ev = sock.pop_event();
+                self.wake_up(&mut sock);
+                match ev {
+                    Some(WsEvent::Message(m)) => return Event::Message(m),
+                    Some(WsEvent::Pong(p)) => return Event::Pong(p),
+                    Some(WsEvent::Closed(info)) => return Event::Closed(info),
+                    _ => self.inbound.listen(),
                 }
-                // `Closed` once the driver is done with the socket: a client has then seen the
-                // server's end of TCP (or waited `close_timeout` for it).
-                if inner.finished
-                    && let Some(info) = &inner.closed
-                {
-                    return Event::Closed(info.clone());
-                }
-                self.inbound.listen()
             };
             listener.await;
         }
@@ -222,10 +124,6 @@ pub struct WebSocket {
 impl WebSocket {
     pub(crate) fn new(shared: Arc<Shared>, subprotocol: Option<String>) -> Self {
         Self { shared, subprotocol }
-    }
-
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
     }
 
     pub(crate) fn set_subprotocol(&mut self, subprotocol: Option<String>) {
@@ -270,7 +168,7 @@ impl WebSocket {
     /// [`SendError::Backpressure`] with the message handed back when the outbox is full;
     /// otherwise as [`send`](Self::send).
     pub fn try_send(&self, msg: impl Into<Message>) -> Result<(), SendError> {
-        self.shared.try_send(msg.into())
+        self.shared.command(|conn, now| conn.send(now, msg.into()))
     }
 
     /// Sends a ping (payload ≤ 125 bytes); its pong arrives as [`Event::Pong`].
@@ -278,7 +176,7 @@ impl WebSocket {
     /// # Errors
     /// [`SendError::ControlTooLong`] over 125 bytes, [`SendError::Closed`] once closing.
     pub fn ping(&self, payload: Bytes) -> Result<(), SendError> {
-        self.shared.ping(payload)
+        self.shared.command(|conn, now| conn.ping(now, payload))
     }
 
     /// Starts the close handshake; [`recv`](Self::recv) returns `Closed` when it is done
@@ -289,7 +187,7 @@ impl WebSocket {
     /// [`SendError::ControlTooLong`] for a reason over 123 bytes, [`SendError::Closed`] once
     /// closing.
     pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), SendError> {
-        self.shared.close(code, reason)
+        self.shared.command(|conn, now| conn.close(now, code, reason))
     }
 
     /// A cloneable sending half for other tasks or threads.
@@ -313,18 +211,15 @@ impl WebSocket {
     /// How the connection ended, once it has (even before `recv` reported it).
     #[must_use]
     pub fn close_info(&self) -> Option<CloseInfo> {
-        self.shared.lock().closed.clone()
+        self.shared.lock().close_info().cloned()
     }
 }
 
 impl Drop for WebSocket {
     fn drop(&mut self) {
-        let mut inner = self.shared.lock();
-        if matches!(inner.conn.state(), WsState::Connecting | WsState::Open) {
-            inner.aborted = true;
-            drop(inner);
-            self.shared.wake.notify(1);
-        }
+        let mut sock = self.shared.lock();
+        sock.abort();
+        self.shared.wake_up(&mut sock);
     }
 }
 
@@ -359,7 +254,7 @@ impl Sender {
     /// # Errors
     /// As [`WebSocket::try_send`].
     pub fn try_send(&self, msg: impl Into<Message>) -> Result<(), SendError> {
-        self.shared.try_send(msg.into())
+        self.shared.command(|conn, now| conn.send(now, msg.into()))
     }
 
     /// As [`WebSocket::ping`].
@@ -367,7 +262,7 @@ impl Sender {
     /// # Errors
     /// As [`WebSocket::ping`].
     pub fn ping(&self, payload: Bytes) -> Result<(), SendError> {
-        self.shared.ping(payload)
+        self.shared.command(|conn, now| conn.ping(now, payload))
     }
 
     /// As [`WebSocket::close`].
@@ -375,14 +270,14 @@ impl Sender {
     /// # Errors
     /// As [`WebSocket::close`].
     pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), SendError> {
-        self.shared.close(code, reason)
+        self.shared.command(|conn, now| conn.close(now, code, reason))
     }
 
     /// Whether nothing more can be sent: the close handshake started, the connection ended,
     /// or the `WebSocket` was dropped.
     #[must_use]
     pub fn is_closed(&self) -> bool {
-        self.shared.is_closed()
+        self.shared.lock().is_closed()
     }
 }
 

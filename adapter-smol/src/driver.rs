@@ -8,14 +8,13 @@ use std::net::{Shutdown, TcpStream};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 use event_listener::Event as Notify;
 use smol::future;
 use smol::{Async, Executor, Timer};
-use tidewire::ws::{CloseCode, CloseInfo, Initiator, Utf8Bytes, WsState};
-use tidewire::{Machine, Transmit};
+use tidewire::ws::app::Pass;
 
 use crate::conn::Shared;
 use crate::server::Registration;
@@ -87,8 +86,6 @@ pub(crate) struct Driver {
     pub(crate) stream: Arc<Async<TcpStream>>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) read_buffer: usize,
-    /// How long a closed connection may still spend flushing before the socket is shut down.
-    pub(crate) close_timeout: Duration,
     /// Server connections: deregisters when the task ends.
     pub(crate) registration: Option<Registration>,
     /// Where the task runs (`None`: smol's global executor).
@@ -106,32 +103,12 @@ struct Finish {
 impl Drop for Finish {
     fn drop(&mut self) {
         let _ = self.stream.get_ref().shutdown(Shutdown::Both);
-        {
-            let mut inner = self.shared.lock();
-            if inner.conn.state() != WsState::Closed {
-                inner.conn.handle_eof(Instant::now());
-                self.shared.absorb_events(&mut inner);
-            }
-            // The core always reports `Closed` by now; never let a receiver hang on it.
-            inner.closed.get_or_insert_with(abnormal);
-            inner.finished = true;
-        }
-        // Wake everyone still waiting on this connection: it is over.
-        self.shared.inbound.notify(usize::MAX);
-        self.shared.room.notify(usize::MAX);
+        let mut sock = self.shared.lock();
+        sock.finish(Instant::now());
+        // Wakes everyone still waiting on this connection: it is over.
+        self.shared.wake_up(&mut sock);
+        drop(sock);
         drop(self.registration.take());
-    }
-}
-
-/// How a connection ended when the core did not say (it always does; kept so that a
-/// missing `Closed` never hangs a receiver).
-fn abnormal() -> CloseInfo {
-    CloseInfo {
-        code: CloseCode::ABNORMAL,
-        reason: Utf8Bytes::default(),
-        initiator: Initiator::Local,
-        clean: false,
-        error: None,
     }
 }
 
@@ -152,7 +129,7 @@ impl Driver {
 
     #[allow(clippy::too_many_lines)] // one run loop, kept in one place
     async fn run(self) {
-        let Driver { stream, shared, read_buffer, close_timeout, registration, .. } = self;
+        let Driver { stream, shared, read_buffer, registration, .. } = self;
         let finish = Finish { stream, shared, registration };
         let stream = &*finish.stream;
         let sock = stream.get_ref();
@@ -160,13 +137,9 @@ impl Driver {
         let max_read = read_buffer.max(1);
         let mut rbuf = vec![0u8; INITIAL_READ.min(max_read)];
         let mut wbuf: VecDeque<Bytes> = VecDeque::new();
-        let mut wbuf_bytes = 0usize;
         let mut timer = Timer::never();
         let mut armed: Option<Instant> = None;
         let mut eof = false;
-        let mut write_failed = false;
-        let mut shutdown_pulled = false;
-        let mut linger: Option<Instant> = None;
         // Whether a read / write may progress without waiting (no `WouldBlock` since the
         // last readiness).
         let mut can_read = true;
@@ -185,45 +158,10 @@ impl Driver {
 
         loop {
             let now = Instant::now();
-            let (read_ok, deadline, unclean, closed) = {
-                let mut inner = shared.lock();
-                let state = inner.conn.state();
-                if inner.killed
-                    || (inner.aborted && matches!(state, WsState::Connecting | WsState::Open))
-                {
-                    inner.conn.handle_eof(now);
-                    shared.absorb_events(&mut inner);
-                    break;
-                }
-                if inner.conn.poll_timeout().is_some_and(|d| d <= now) {
-                    inner.conn.handle_timeout(now);
-                }
-                shared.absorb_events(&mut inner);
-                let closed = inner.conn.state() == WsState::Closed;
-                let unclean = closed && inner.closed.as_ref().is_some_and(|c| !c.clean);
-                // Pull a batch (everything, when failing: it is bounded by `max_outbound`).
-                let mut pulled = false;
-                while !shutdown_pulled
-                    && (unclean || (wbuf_bytes < BATCH_BYTES && wbuf.len() < MAX_SLICES))
-                {
-                    match inner.conn.poll_transmit() {
-                        Some(Transmit::Bytes(b)) => {
-                            pulled = true;
-                            if !write_failed && !b.is_empty() {
-                                wbuf_bytes += b.len();
-                                wbuf.push_back(b);
-                            }
-                        }
-                        Some(Transmit::Shutdown) => shutdown_pulled = true,
-                        Some(_) => {}
-                        None => break,
-                    }
-                }
-                if pulled {
-                    shared.room.notify(usize::MAX);
-                }
-                let read_ok = !eof && (closed || !inner.inbound_full());
-                inner.read_paused = !eof && !read_ok;
+            let pass = {
+                let mut guard = shared.lock();
+                let pass = guard.poll_pass(now, &mut wbuf, BATCH_BYTES, MAX_SLICES);
+                shared.wake_up(&mut guard);
                 if listener.is_some() && shared.wake.is_notified() {
                     // Only this task listens: what notified it is handled in this pass.
                     listener = None;
@@ -232,26 +170,21 @@ impl Driver {
                     // Registered under the lock: a command after this check cannot be missed.
                     listener = Some(shared.wake.listen());
                 }
-                (read_ok, inner.conn.poll_timeout(), unclean, closed)
+                pass
             };
-
-            if unclean {
-                // Failed: one non-blocking attempt to get the close frame out, then down.
-                flush_now(sock, &mut wbuf);
-                break;
-            }
-            if shutdown_pulled && wbuf.is_empty() {
-                break;
-            }
-            if closed && linger.is_none() {
-                linger = Some(now + close_timeout);
-            }
-            if linger.is_some_and(|l| l <= now) {
-                break;
-            }
-            let deadline = match (deadline, linger) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
+            let (read_ok, deadline) = match pass {
+                Pass::Run { read, deadline, shutdown } => {
+                    if shutdown && wbuf.is_empty() {
+                        break;
+                    }
+                    (read && !eof, deadline)
+                }
+                Pass::FlushAndStop => {
+                    // Failed: one non-blocking attempt to get the close frame out, then down.
+                    flush_now(sock, &mut wbuf);
+                    break;
+                }
+                _ => break,
             };
             if deadline.is_some_and(|d| d <= now) {
                 continue;
@@ -259,10 +192,10 @@ impl Driver {
 
             // Write what the socket takes now.
             let mut progressed = false;
+            let mut write_failed = false;
             while can_write && !wbuf.is_empty() {
                 match write_batch(sock, &wbuf) {
                     Ok(n) if n > 0 => {
-                        wbuf_bytes -= n;
                         consume(&mut wbuf, n);
                         progressed = true;
                     }
@@ -270,11 +203,11 @@ impl Driver {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     _ => {
                         // The transport failed: nothing more can be written.
-                        write_failed = true;
                         wbuf.clear();
-                        wbuf_bytes = 0;
-                        shared.lock().conn.handle_eof(Instant::now());
-                        progressed = true;
+                        let mut guard = shared.lock();
+                        guard.handle_write_error(Instant::now());
+                        shared.wake_up(&mut guard);
+                        write_failed = true;
                     }
                 }
             }
@@ -295,10 +228,10 @@ impl Driver {
                     Ok(n) if n > 0 => {
                         // A short read emptied the receive queue: wait for readiness next.
                         can_read = n == rbuf.len();
-                        let mut inner = shared.lock();
-                        inner.conn.handle_read(Instant::now(), &rbuf[..n]);
-                        delivered = shared.absorb_events(&mut inner);
-                        drop(inner);
+                        let mut guard = shared.lock();
+                        guard.handle_read(Instant::now(), &rbuf[..n]);
+                        delivered = shared.wake_up(&mut guard);
+                        drop(guard);
                         progressed = true;
                         if can_read && rbuf.len() < max_read {
                             rbuf = vec![0u8; (rbuf.len() * 2).min(max_read)];
@@ -315,9 +248,9 @@ impl Driver {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     _ => {
                         eof = true;
-                        let mut inner = shared.lock();
-                        inner.conn.handle_eof(Instant::now());
-                        shared.absorb_events(&mut inner);
+                        let mut guard = shared.lock();
+                        guard.handle_eof(Instant::now());
+                        shared.wake_up(&mut guard);
                         progressed = true;
                     }
                 }

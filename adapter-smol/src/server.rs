@@ -208,10 +208,7 @@ impl Drop for Registration {
 }
 
 fn close_going_away(shared: &Shared) {
-    let mut inner = shared.lock();
-    let _ = inner.conn.close(Instant::now(), CloseCode::GOING_AWAY, "server shutdown");
-    drop(inner);
-    shared.wake.notify(1);
+    let _ = shared.command(|conn, now| conn.close(now, CloseCode::GOING_AWAY, "server shutdown"));
 }
 
 /// Everyone is anonymous.
@@ -360,13 +357,8 @@ impl Server {
             }
         }
         drop(self.listener);
-        loop {
-            let done = shared.done.listen();
-            if shared.registry().report.is_some() {
-                return Ok(());
-            }
-            done.await;
-        }
+        ServerHandle { shared }.wait_report().await;
+        Ok(())
     }
 }
 
@@ -430,8 +422,9 @@ impl ServerHandle {
         for entry in reg.conns.values() {
             let _ = entry.stream.get_ref().shutdown(Shutdown::Both);
             if let Some(link) = entry.ws.as_ref().and_then(Weak::upgrade) {
-                link.lock().killed = true;
-                link.wake.notify(1);
+                let mut sock = link.lock();
+                sock.kill();
+                link.wake_up(&mut sock);
             }
         }
         let report = ShutdownReport { closed: total.saturating_sub(dropped), dropped };
@@ -640,25 +633,13 @@ impl Upgrade {
         let Upgrade { mut conn, stream, peer, registration, .. } = self;
         conn.accept(Instant::now(), subprotocol, headers)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let shared = Arc::new(Shared::new(conn, peer));
-        let subprotocol = {
-            let mut inner = shared.lock();
-            shared.absorb_events(&mut inner);
-            inner.opened.clone().flatten()
-        };
-        registration.attach(&shared);
         let cfg = &registration.server.cfg;
-        let (read_buffer, close_timeout) = (cfg.read_buffer, cfg.endpoint.ws.close_timeout);
-        let executor = cfg.executor.clone();
-        Driver {
-            stream,
-            shared: shared.clone(),
-            read_buffer,
-            close_timeout,
-            registration: Some(registration),
-            executor,
-        }
-        .spawn();
+        let shared = Arc::new(Shared::new(conn, cfg.endpoint.ws.close_timeout, peer));
+        let subprotocol = shared.lock().opened().flatten().map(str::to_owned);
+        registration.attach(&shared);
+        let (read_buffer, executor) = (cfg.read_buffer, cfg.executor.clone());
+        let registration = Some(registration);
+        Driver { stream, shared: shared.clone(), read_buffer, registration, executor }.spawn();
         Ok(WebSocket::new(shared, subprotocol))
     }
 

@@ -12,6 +12,7 @@
 //! mask, utf8, close, message, error
 //! ```
 
+pub mod app;
 pub mod close;
 mod config;
 pub mod conn;
@@ -25,6 +26,7 @@ pub mod message;
 pub mod reassemble;
 pub mod utf8;
 
+pub use app::AppSocket;
 pub use close::{CloseClass, CloseCode};
 pub use config::WsConfig;
 pub use conn::{CloseInfo, Initiator, WsConnection, WsEvent, WsState, WsTimer};
