@@ -7,7 +7,7 @@
 //!
 //! - the bounded queue of what was received for the application (data messages and pongs;
 //!   the close is reported last, once the socket is done), so a slow application stops the
-//!   reads ([`wants_read`](AppSocket::wants_read)) instead of growing a queue;
+//!   reads (`Pass::Run { read: false, .. }`) instead of growing a queue;
 //! - the end of the socket's life: an [`abort`](AppSocket::abort) by the application (its
 //!   handle dropped while open), a [`kill`](AppSocket::kill) by the server (shutdown past its
 //!   grace), and the linger after the close (`WsConfig::close_timeout` to write the last
