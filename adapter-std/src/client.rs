@@ -100,7 +100,7 @@ pub fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, ConnectError
     let timeouts = (cfg.send_timeout, cfg.close_timeout);
     let ws = WsConnection::client(cfg, &host_header, path, Instant::now())
         .map_err(|e| ConnectError::Url(e.to_string()))?;
-    let conn = Arc::new(Conn::new(Arc::new(stream), peer, ws, timeouts));
+    let conn = Conn::start(Arc::new(stream), peer, ws, timeouts, None);
     let mut link = Link { conn, reader: Reader::new(READ_BUFFER) };
     loop {
         match link.next_event() {

@@ -1,24 +1,18 @@
-//! One connection shared by the thread that receives and any number of threads that send.
+//! One application WebSocket (a server's after the upgrade, or a client's): the
+//! [`WsConnection`] behind a mutex, driven by the **receiving** thread of
+//! [`Conn::next_event`] (reads, timers) and written by whoever holds the writer's turn.
 //!
-//! - `state` (a mutex) holds the [`WsConnection`] and the events it reported. Every mutation
-//!   happens under it and is followed by [`Conn::after_mutation`], which drains the machine's
-//!   events into the queue and marks output as possibly pending (`dirty`).
-//! - `writer` (a second mutex) is held by whoever writes to the socket. Only its holder pulls
-//!   `poll_transmit`, so frames leave in order. A batch it pulled and could not write yet stays
-//!   in [`Writer::pending`] for the next holder. After releasing it, a holder re-checks `dirty`
-//!   under the state lock and tries again, so output queued by a thread that found the writer
-//!   busy is never stranded.
-//! - The receiving thread never waits for the writer mutex (it only `try_lock`s it): a writer
-//!   blocked on a peer that stopped reading cannot stop it from reading, firing timers, and
-//!   shutting the socket down once the machine gives up.
-//! - Writes carry a socket write timeout derived from the machine's deadline (at most
-//!   [`PATIENCE`]), so a blocked writer wakes up to fire timers such as the send-stall timeout.
+//! Every mutation happens under the state lock and is followed by [`Conn::after_mutation`]
+//! (the run loop's step 3). A thread that queued output takes the writer's turn unless
+//! another thread has it ([`Conn::write_turn`]): it pulls at most [`BATCH`] bytes under the
+//! lock and writes them without it, and the holder pulls again until nothing is left. What
+//! must not wait (`try_send`, the server's shutdown, a drop during another thread's turn)
+//! goes to a **writer thread**, started on first need.
 
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, IoSlice, Read as _, Write as _};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf as _, Bytes};
@@ -29,58 +23,99 @@ use tidewire::{Machine as _, Transmit};
 
 /// The longest a blocked write or a wait sleeps before it looks at the clock again.
 const PATIENCE: Duration = Duration::from_millis(250);
-/// How long a `try_send` may wait for the socket to take bytes.
-const BRIEF: Duration = Duration::from_millis(1);
-/// How long the receiving thread sleeps between attempts to finish a write that a
-/// `try_send` left behind.
-const LEFTOVER_POLL: Duration = Duration::from_millis(20);
 /// Most chunks written by one `write_vectored` call.
 const MAX_IOV: usize = 64;
-/// A holder stops pulling chunks into its batch past this many bytes.
-const BATCH_BYTES: usize = 256 << 10;
+/// Bytes a writer pulls from its machine before it writes them.
+const BATCH: usize = 256 << 10;
 
 /// Locks a mutex, ignoring poisoning: every critical section leaves the state consistent.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// How a thread flushes queued output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Flush {
-    /// Wait for the writer mutex, then write until the machine has nothing more (a blocking
-    /// `send` making room).
-    Wait,
-    /// Write only if the writer mutex is free; then write until the machine has nothing
-    /// more, blocking as long as its deadlines allow.
-    Try,
-    /// Write only if the writer mutex is free, and only what the socket takes at once
-    /// (`try_send`, the server's shutdown): leftovers stay for the receiving thread.
-    Brief,
+/// Waits on `cv` until notified or `until` (without one, until notified), ignoring poisoning.
+pub(crate) fn wait_until<'a, T>(
+    cv: &Condvar,
+    guard: MutexGuard<'a, T>,
+    until: Option<Instant>,
+) -> MutexGuard<'a, T> {
+    let Some(until) = until else {
+        return cv.wait(guard).unwrap_or_else(std::sync::PoisonError::into_inner);
+    };
+    let wait = until.saturating_duration_since(Instant::now());
+    cv.wait_timeout(guard, wait).map_or_else(|p| p.into_inner().0, |r| r.0)
 }
 
-pub(crate) struct State {
-    pub(crate) ws: WsConnection,
+/// Writes the front of `chunks` with one vectored write, drops what it wrote and says how
+/// many bytes that was.
+pub(crate) fn write_chunks(stream: &TcpStream, chunks: &mut VecDeque<Bytes>) -> io::Result<usize> {
+    let mut slices = [IoSlice::new(&[]); MAX_IOV];
+    let n = chunks.len().min(MAX_IOV);
+    for (slot, chunk) in slices.iter_mut().zip(chunks.iter()) {
+        *slot = IoSlice::new(chunk);
+    }
+    let written = match (&*stream).write_vectored(&slices[..n]) {
+        Ok(0) => return Err(ErrorKind::WriteZero.into()),
+        Ok(written) => written,
+        Err(e) if e.kind() == ErrorKind::Interrupted => 0,
+        Err(e) => return Err(e),
+    };
+    let mut left = written;
+    while left > 0 {
+        let Some(front) = chunks.front_mut() else { break };
+        if front.len() <= left {
+            left -= front.len();
+            chunks.pop_front();
+        } else {
+            front.advance(left);
+            left = 0;
+        }
+    }
+    Ok(written)
+}
+
+/// Pulls transmits into `batch` up to [`BATCH`] bytes: the bytes pulled, and whether a
+/// `Transmit::Shutdown` came (nothing is pulled after it).
+pub(crate) fn pull(
+    batch: &mut VecDeque<Bytes>,
+    mut next: impl FnMut() -> Option<Transmit>,
+) -> (usize, bool) {
+    let mut bytes = 0;
+    while bytes < BATCH {
+        match next() {
+            Some(Transmit::Bytes(b)) if b.is_empty() => {}
+            Some(Transmit::Bytes(b)) => {
+                bytes += b.len();
+                batch.push_back(b);
+            }
+            Some(_) => return (bytes, true),
+            None => break,
+        }
+    }
+    (bytes, false)
+}
+
+/// The machine and what the connection keeps beside it, under one mutex.
+struct State {
+    ws: WsConnection,
     events: VecDeque<WsEvent>,
     close_info: Option<CloseInfo>,
     closed_delivered: bool,
-    /// The machine may have queued output since a writer last found it empty.
-    dirty: bool,
     /// The socket has been shut down: nothing more is read or written.
     shut: bool,
-    /// After the machine closed: the last moment to finish writing before the socket is
-    /// shut down regardless.
+    /// The writer is writing a batch outside the lock.
+    writing: bool,
+    /// The application dropped its `WebSocket`: commands fail, the writer writes what is
+    /// queued and then shuts the socket down.
+    dropped: bool,
+    /// After the machine closed (or was dropped): the last moment to finish writing before
+    /// the socket is shut down regardless.
     linger_until: Option<Instant>,
-}
-
-struct Writer {
-    /// Chunks pulled from the machine and not yet written, in order.
-    pending: VecDeque<Bytes>,
-    /// A `Transmit::Shutdown` was pulled: shut the socket down once `pending` is written.
-    shutdown_queued: bool,
-    /// The socket's current write timeout.
-    timeout: Option<Duration>,
-    /// Since when writes have made no progress.
-    stalled_since: Option<Instant>,
+    /// The writer thread was started (on first need: `try_send`, the server's shutdown, a
+    /// drop while another thread writes).
+    writer_started: bool,
+    /// Held until the connection's last thread ends (the server's registry entry).
+    keep: Option<Arc<dyn Send + Sync>>,
 }
 
 /// The read side, owned by whoever receives (the connection thread, then the `WebSocket`).
@@ -98,16 +133,15 @@ impl Reader {
 }
 
 pub(crate) struct Conn {
+    me: Weak<Conn>,
     /// Shared with the server's registry, which shuts it down on `ServerHandle::shutdown`.
     stream: Arc<TcpStream>,
     peer: SocketAddr,
     state: Mutex<State>,
-    /// Notified when the socket is shut down.
-    shut_cv: Condvar,
-    writer: Mutex<Writer>,
-    /// The writer holds bytes a brief flush could not write: the receiving thread comes back
-    /// to them soon instead of sleeping until its next deadline.
-    leftover: AtomicBool,
+    /// Wakes senders waiting for room and a receiver waiting for the socket to shut down.
+    cv: Condvar,
+    /// Wakes the writer thread: output queued by a thread that does not write it, the end.
+    wake: Condvar,
     /// `WsConfig::send_timeout`: a write that makes no progress this long ends the
     /// connection, like the core's own send-stall timer (which only sees the outbox).
     send_timeout: Option<Duration>,
@@ -117,35 +151,57 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(
+    /// Wraps `ws`; `keep` is held until the connection's last thread ends.
+    pub(crate) fn start(
         stream: Arc<TcpStream>,
         peer: SocketAddr,
         ws: WsConnection,
         timeouts: (Option<Duration>, Duration),
-    ) -> Self {
+        keep: Option<Arc<dyn Send + Sync>>,
+    ) -> Arc<Self> {
         let (send_timeout, linger) = timeouts;
-        Self {
+        let state = State {
+            ws,
+            events: VecDeque::new(),
+            close_info: None,
+            closed_delivered: false,
+            shut: false,
+            writing: false,
+            dropped: false,
+            linger_until: None,
+            writer_started: false,
+            keep,
+        };
+        let conn = Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             stream,
             peer,
-            state: Mutex::new(State {
-                ws,
-                events: VecDeque::new(),
-                close_info: None,
-                closed_delivered: false,
-                dirty: true,
-                shut: false,
-                linger_until: None,
-            }),
-            shut_cv: Condvar::new(),
-            writer: Mutex::new(Writer {
-                pending: VecDeque::new(),
-                shutdown_queued: false,
-                timeout: None,
-                stalled_since: None,
-            }),
-            leftover: AtomicBool::new(false),
+            state: Mutex::new(state),
+            cv: Condvar::new(),
+            wake: Condvar::new(),
             send_timeout,
             linger,
+        });
+        let _ = conn.stream.set_write_timeout(Some(PATIENCE));
+        conn.with(|_, _| Ok(())).ok();
+        conn
+    }
+
+    /// Wakes the writer thread, started on first need; it holds `keep` until it ends.
+    fn wake_writer(&self, st: &mut State) {
+        if st.writer_started {
+            self.wake.notify_one();
+            return;
+        }
+        st.writer_started = true;
+        let (Some(conn), keep) = (self.me.upgrade(), st.keep.take()) else { return };
+        let spawned =
+            std::thread::Builder::new().name("tidewire-ws-write".into()).spawn(move || {
+                conn.write_loop();
+                drop(keep);
+            });
+        if spawned.is_err() {
+            self.abort_locked(st);
         }
     }
 
@@ -153,77 +209,95 @@ impl Conn {
         self.peer
     }
 
-    pub(crate) fn lock_state(&self) -> MutexGuard<'_, State> {
+    fn lock_state(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
     }
 
     /// Call after every mutation of the machine, still under the state lock: drains its
-    /// events (step 3 of the run loop) and marks output as possibly pending.
-    pub(crate) fn after_mutation(&self, st: &mut State, now: Instant) {
-        st.dirty = true;
+    /// events (step 3 of the run loop) and wakes the writer.
+    fn after_mutation(&self, st: &mut State, now: Instant) {
         while let Some(ev) = st.ws.poll_event() {
             if let WsEvent::Closed(info) = &ev {
+                if !info.clean && st.writing {
+                    // The machine gave up on the peer while a write may be stuck: end it.
+                    st.linger_until = Some(now);
+                } else {
+                    st.linger_until = Some(now + self.linger);
+                }
                 st.close_info = Some(info.clone());
-                st.linger_until = Some(now + self.linger);
             }
             st.events.push_back(ev);
         }
+        if st.linger_until.is_some_and(|t| t <= now) && st.writing {
+            self.abort_locked(st);
+        }
     }
 
-    /// Runs a command on the machine and flushes what it queued.
-    pub(crate) fn command<T>(
+    /// Runs a command on the machine and writes what it queued.
+    pub(crate) fn with<T>(
         &self,
-        flush: Flush,
         f: impl FnOnce(&mut WsConnection, Instant) -> Result<T, SendError>,
     ) -> Result<T, SendError> {
         let mut st = self.lock_state();
+        if st.dropped {
+            return Err(SendError::Closed);
+        }
         let now = Instant::now();
-        let out = f(&mut st.ws, now)?;
+        let out = f(&mut st.ws, now);
         self.after_mutation(&mut st, now);
-        drop(st);
-        self.flush(flush);
-        Ok(out)
+        self.flush(st);
+        out
     }
 
     /// Sends a message, waiting while the outbox is full.
     pub(crate) fn send(&self, mut msg: Message) -> Result<(), SendError> {
+        let mut batch = VecDeque::new();
+        let mut st = self.lock_state();
         loop {
-            let mut st = self.lock_state();
+            if st.dropped {
+                return Err(SendError::Closed);
+            }
             let now = Instant::now();
             match st.ws.send(now, msg) {
-                Ok(()) => {
+                Err(SendError::Backpressure(back)) => msg = back,
+                result => {
                     self.after_mutation(&mut st, now);
-                    drop(st);
-                    self.flush(Flush::Try);
-                    return Ok(());
+                    self.flush(st);
+                    return result;
                 }
-                Err(SendError::Backpressure(back)) => {
-                    // The refusal may have armed the send-stall timer.
-                    self.after_mutation(&mut st, now);
-                    drop(st);
-                    msg = back;
-                    self.flush(Flush::Wait);
-                }
-                Err(e) => return Err(e),
             }
+            // Nobody may be receiving: fire the machine's timers (the send-stall one).
+            let deadline = st.ws.poll_timeout();
+            if deadline.is_some_and(|d| d <= now) {
+                st.ws.handle_timeout(now);
+                self.after_mutation(&mut st, now);
+            }
+            st = match self.write_turn(st, &mut batch) {
+                None => self.lock_state(),
+                Some(st) => {
+                    let patience = now + PATIENCE;
+                    wait_until(&self.cv, st, Some(deadline.map_or(patience, |d| d.min(patience))))
+                }
+            };
         }
     }
 
-    /// Sends a message if the outbox has room; never waits for room.
+    /// Sends a message if the outbox has room; never waits (the writer thread writes it).
     pub(crate) fn try_send(&self, msg: Message) -> Result<(), SendError> {
         let mut st = self.lock_state();
+        if st.dropped {
+            return Err(SendError::Closed);
+        }
         let now = Instant::now();
         let result = st.ws.send(now, msg);
-        if matches!(result, Ok(()) | Err(SendError::Backpressure(_))) {
-            self.after_mutation(&mut st, now);
-            drop(st);
-            self.flush(Flush::Brief);
-        }
+        self.after_mutation(&mut st, now);
+        self.wake_writer(&mut st);
         result
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        matches!(self.lock_state().ws.state(), WsState::Closing | WsState::Closed)
+        let st = self.lock_state();
+        st.dropped || matches!(st.ws.state(), WsState::Closing | WsState::Closed)
     }
 
     pub(crate) fn close_info(&self) -> Option<CloseInfo> {
@@ -241,19 +315,40 @@ impl Conn {
             return;
         }
         let now = Instant::now();
+        st.shut = true;
         if st.ws.state() != WsState::Closed {
             st.ws.handle_eof(now);
             self.after_mutation(st, now);
         }
         let _ = self.stream.shutdown(Shutdown::Both);
-        st.shut = true;
-        self.shut_cv.notify_all();
+        self.cv.notify_all();
+        self.wake.notify_all();
     }
 
     /// Aborts the connection unless its socket is already shut down.
     pub(crate) fn abort(&self) {
         let mut st = self.lock_state();
         self.abort_locked(&mut st);
+    }
+
+    /// The application let go of the connection: commands fail from now on, what is queued
+    /// is written (within the close timeout), then the socket is shut down.
+    pub(crate) fn drop_by_app(&self) {
+        let mut st = self.lock_state();
+        st.dropped = true;
+        let until = Instant::now() + self.linger;
+        st.linger_until = Some(st.linger_until.map_or(until, |t| t.min(until)));
+        if st.writing || st.writer_started {
+            // The writer thread ends the connection once the current turn is over.
+            self.wake_writer(&mut st);
+            return;
+        }
+        self.flush(st);
+        let mut st = self.lock_state();
+        self.abort_locked(&mut st);
+        let keep = st.keep.take();
+        drop(st);
+        drop(keep);
     }
 
     /// The server is shutting down: an open connection gets a 1001 close frame, one still in
@@ -265,195 +360,101 @@ impl Conn {
                 let now = Instant::now();
                 if st.ws.close(now, CloseCode::GOING_AWAY, "server shutdown").is_ok() {
                     self.after_mutation(&mut st, now);
+                    self.wake_writer(&mut st);
                 }
-                drop(st);
-                self.flush(Flush::Brief);
             }
             WsState::Connecting => self.abort_locked(&mut st),
             _ => {}
         }
     }
 
-    /// Writes what the machine queued (step 3 of the run loop), as `mode` says.
-    pub(crate) fn flush(&self, mode: Flush) {
-        let mut mode = mode;
-        loop {
-            let guard = if mode == Flush::Wait {
-                Some(lock(&self.writer))
-            } else {
-                match self.writer.try_lock() {
-                    Ok(g) => Some(g),
-                    Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
-                    Err(TryLockError::WouldBlock) => None,
-                }
-            };
-            let Some(mut w) = guard else {
-                // The holder writes what we queued when it re-checks. If the machine gave
-                // up on the peer, the holder may be stuck in a write: end it now.
-                let mut st = self.lock_state();
-                if st.close_info.as_ref().is_some_and(|i| !i.clean) {
-                    self.abort_locked(&mut st);
-                }
-                return;
-            };
-            self.write_out(&mut w, mode);
-            drop(w);
-            // Re-check after unlocking: output queued while we held the writer is ours.
-            let st = self.lock_state();
-            if !st.dirty
-                || st.shut
-                || (mode == Flush::Brief && self.leftover.load(Ordering::Acquire))
-            {
-                return;
-            }
-            drop(st);
-            if mode == Flush::Wait {
-                mode = Flush::Try;
-            }
+    /// Writes what the machine queued on the calling thread, unless another thread has the
+    /// writer's turn (which then writes it).
+    fn flush<'a>(&'a self, mut st: MutexGuard<'a, State>) {
+        let mut batch = VecDeque::new();
+        while self.write_turn(st, &mut batch).is_none() {
+            st = self.lock_state();
         }
     }
 
-    /// The writer's loop: pull a batch under the state lock, write it without the lock.
-    fn write_out(&self, w: &mut Writer, mode: Flush) {
-        // The instant by which a blocked write must look at the clock.
-        let mut limit = write_limit(&self.lock_state());
+    /// Takes the writer's turn unless another thread has it: pulls a batch under the lock
+    /// and writes it without (shutting the socket down after `Transmit::Shutdown` or a
+    /// failure). `None` after a turn; the guard back when there was nothing to do.
+    fn write_turn<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        batch: &mut VecDeque<Bytes>,
+    ) -> Option<MutexGuard<'a, State>> {
+        if st.writing || st.shut {
+            return Some(st);
+        }
+        let (bytes, shutdown) = pull(batch, || st.ws.poll_transmit());
+        if bytes == 0 && !shutdown {
+            return Some(st);
+        }
+        st.writing = true;
+        self.cv.notify_all(); // room in the outbox
+        drop(st);
+        let ended = self.write_batch(batch);
+        let mut st = self.lock_state();
+        st.writing = false;
+        if ended || shutdown {
+            self.abort_locked(&mut st);
+        } else if st.dropped {
+            self.wake.notify_all(); // the writer thread ends the connection
+        }
+        None
+    }
+
+    /// The writer thread: writes what the receiving thread, `try_send` and the server's
+    /// shutdown queue, until the socket is shut down.
+    fn write_loop(&self) {
+        let mut batch = VecDeque::new();
+        let mut st = self.lock_state();
         loop {
-            if w.pending.is_empty() {
-                let mut st = self.lock_state();
-                if st.shut {
-                    w.shutdown_queued = false;
+            st = match self.write_turn(st, &mut batch) {
+                None => self.lock_state(),
+                Some(mut st) if st.shut || (st.dropped && !st.writing) => {
+                    // After a drop: everything queued before it is written.
+                    self.abort_locked(&mut st);
                     return;
                 }
-                if w.shutdown_queued {
-                    // Transmit::Shutdown: everything before it is written.
-                    w.shutdown_queued = false;
-                    let _ = self.stream.shutdown(Shutdown::Both);
-                    st.shut = true;
-                    self.shut_cv.notify_all();
-                    return;
-                }
-                let mut bytes = 0;
-                while w.pending.len() < MAX_IOV && bytes < BATCH_BYTES {
-                    match st.ws.poll_transmit() {
-                        Some(Transmit::Bytes(b)) => {
-                            bytes += b.len();
-                            if !b.is_empty() {
-                                w.pending.push_back(b);
-                            }
-                        }
-                        Some(Transmit::Shutdown) => {
-                            w.shutdown_queued = true;
-                            break;
-                        }
-                        Some(_) | None => break,
-                    }
-                }
-                if w.pending.is_empty() {
-                    if !w.shutdown_queued {
-                        st.dirty = false;
-                        self.leftover.store(false, Ordering::Release);
-                        return;
-                    }
-                    continue;
-                }
-                limit = write_limit(&st);
-            }
-            match self.write_some(w, mode, limit) {
-                Some(l) => limit = l,
-                None => return,
-            }
+                Some(st) => wait_until(&self.wake, st, None),
+            };
         }
     }
 
-    /// Writes from `w.pending` once. Returns the new write limit, or `None` when the writer
-    /// must stop (brief flush gave up, or the connection ended).
-    fn write_some(
-        &self,
-        w: &mut Writer,
-        mode: Flush,
-        limit: Option<Instant>,
-    ) -> Option<Option<Instant>> {
-        let now = Instant::now();
-        let stall_at = w.stalled_since.zip(self.send_timeout).map(|(since, t)| since + t);
-        let limit = match (limit, stall_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let mut timeout =
-            limit.map_or(PATIENCE, |l| l.saturating_duration_since(now)).min(PATIENCE);
-        if mode == Flush::Brief {
-            timeout = timeout.min(BRIEF);
-        }
-        let timeout = timeout.max(Duration::from_millis(1));
-        if w.timeout != Some(timeout) && self.stream.set_write_timeout(Some(timeout)).is_ok() {
-            w.timeout = Some(timeout);
-        }
-        let mut slices = [IoSlice::new(&[]); MAX_IOV];
-        let n = w.pending.len().min(MAX_IOV);
-        for (slot, chunk) in slices.iter_mut().zip(w.pending.iter()) {
-            *slot = IoSlice::new(chunk);
-        }
-        match (&*self.stream).write_vectored(&slices[..n]) {
-            Ok(0) => {
-                self.broken(w);
-                None
-            }
-            Ok(mut written) => {
-                w.stalled_since = None;
-                while written > 0 {
-                    let Some(front) = w.pending.front_mut() else { break };
-                    if front.len() <= written {
-                        written -= front.len();
-                        w.pending.pop_front();
-                    } else {
-                        front.advance(written);
-                        written = 0;
-                    }
-                }
-                Some(limit)
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => Some(limit),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                if mode == Flush::Brief {
-                    self.leftover.store(true, Ordering::Release);
-                    return None;
-                }
-                let mut st = self.lock_state();
-                let now = Instant::now();
-                if st.shut {
-                    w.pending.clear();
-                    return None;
-                }
-                let since = *w.stalled_since.get_or_insert(now);
-                if st.ws.state() == WsState::Closed {
-                    if st.linger_until.is_none_or(|t| now >= t) {
+    /// Writes `batch`; `true` when the connection ended (failed, stalled, lingered out).
+    fn write_batch(&self, batch: &mut VecDeque<Bytes>) -> bool {
+        let mut stalled_since = None;
+        while !batch.is_empty() {
+            match write_chunks(&self.stream, batch) {
+                Ok(0) => {}
+                Ok(_) => stalled_since = None,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    let now = Instant::now();
+                    let since = *stalled_since.get_or_insert(now);
+                    let mut st = self.lock_state();
+                    if st.shut || st.linger_until.is_some_and(|t| now >= t) {
                         self.abort_locked(&mut st);
-                        w.pending.clear();
-                        return None;
+                        return true;
                     }
-                } else if self.send_timeout.is_some_and(|t| now >= since + t) {
-                    // The peer stopped reading what was already handed to the writer.
-                    self.fail_stalled_locked(&mut st, now);
-                    self.abort_locked(&mut st);
-                    w.pending.clear();
-                    return None;
-                } else if st.ws.poll_timeout().is_some_and(|d| now >= d) {
-                    st.ws.handle_timeout(now);
-                    self.after_mutation(&mut st, now);
-                    if st.close_info.as_ref().is_some_and(|i| !i.clean) {
-                        // The peer is not reading: what is left cannot arrive.
+                    if st.linger_until.is_none()
+                        && self.send_timeout.is_some_and(|t| now >= since + t)
+                    {
+                        // The peer stopped reading what was already handed to the writer.
+                        self.fail_stalled_locked(&mut st, now);
                         self.abort_locked(&mut st);
-                        w.pending.clear();
-                        return None;
+                        return true;
                     }
                 }
-                Some(write_limit(&st))
-            }
-            Err(_) => {
-                self.broken(w);
-                None
+                Err(_) => {
+                    self.abort();
+                    return true;
+                }
             }
         }
+        false
     }
 
     /// Ends the machine as the core's send-stall timer does (4100, `ConnError::SendStalled`):
@@ -479,35 +480,20 @@ impl Conn {
         st.close_info = Some(stalled);
     }
 
-    /// A write failed: the transport is gone.
-    fn broken(&self, w: &mut Writer) {
-        w.pending.clear();
-        w.shutdown_queued = false;
-        let mut st = self.lock_state();
-        self.abort_locked(&mut st);
-    }
-
     /// Drives the connection until the machine reports an event and returns it (steps 1–4
     /// of the run loop, on the receiving thread). `Closed` is returned only once the socket
     /// is shut down, and again on every later call.
     pub(crate) fn next_event(&self, rd: &mut Reader) -> WsEvent {
         loop {
             let mut st = self.lock_state();
-            if (st.dirty || self.leftover.load(Ordering::Acquire)) && !st.shut {
-                drop(st);
-                self.flush(Flush::Try);
-                st = self.lock_state();
-            }
             let front_is_closed = matches!(st.events.front(), Some(WsEvent::Closed(_)));
             if (!front_is_closed || st.shut)
                 && let Some(ev) = st.events.pop_front()
             {
-                if front_is_closed {
-                    st.closed_delivered = true;
-                }
+                st.closed_delivered |= front_is_closed;
                 return ev;
             }
-            if st.closed_delivered || (st.shut && st.events.is_empty()) {
+            if st.closed_delivered || st.shut {
                 st.closed_delivered = true;
                 return WsEvent::Closed(st.close_info.clone().unwrap_or_else(abnormal));
             }
@@ -515,29 +501,23 @@ impl Conn {
             let now = Instant::now();
             if rd.eof || (st.ws.state() == WsState::Closed && deadline.is_none()) {
                 // Nothing more to read: the transport ends once the writer is done.
-                let until = st.linger_until.unwrap_or(now + self.linger);
+                let until = *st.linger_until.get_or_insert(now + self.linger);
                 if now >= until {
                     self.abort_locked(&mut st);
                 } else {
-                    let wait = (until - now).min(PATIENCE);
-                    let _ = self.shut_cv.wait_timeout(st, wait);
+                    drop(wait_until(&self.cv, st, Some(until.min(now + PATIENCE))));
                 }
                 continue;
             }
-            if let Some(d) = deadline
-                && d <= now
-            {
+            if deadline.is_some_and(|d| d <= now) {
                 st.ws.handle_timeout(now);
                 self.after_mutation(&mut st, now);
+                self.flush(st);
                 continue;
             }
             drop(st);
-            let mut timeout = deadline.map(|d| d - now);
-            if self.leftover.load(Ordering::Acquire) {
-                timeout = Some(timeout.map_or(LEFTOVER_POLL, |t| t.min(LEFTOVER_POLL)));
-            }
             // Round up: a wake-up just before the deadline would only come back at once.
-            let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
+            let timeout = deadline.map(|d| (d - now).max(Duration::from_millis(1)));
             if rd.timeout != Some(timeout) && self.stream.set_read_timeout(timeout).is_ok() {
                 rd.timeout = Some(timeout);
             }
@@ -545,29 +525,20 @@ impl Conn {
             let now = Instant::now();
             let mut st = self.lock_state();
             match result {
-                Ok(0) => {
-                    rd.eof = true;
-                    st.ws.handle_eof(now);
-                }
-                Ok(n) => st.ws.handle_read(now, &rd.buf[..n]),
+                Ok(n) if n > 0 => st.ws.handle_read(now, &rd.buf[..n]),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                     st.ws.handle_timeout(now);
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => {
+                _ => {
                     rd.eof = true;
                     st.ws.handle_eof(now);
                 }
             }
             self.after_mutation(&mut st, now);
+            self.flush(st);
         }
     }
-}
-
-/// The instant by which a blocked writer must look at the clock: the machine's next deadline,
-/// or the end of the linger time once it closed.
-fn write_limit(st: &State) -> Option<Instant> {
-    if st.ws.state() == WsState::Closed { st.linger_until } else { st.ws.poll_timeout() }
 }
 
 /// What a connection reports when it ended without the machine saying why (cannot happen

@@ -8,17 +8,11 @@ use tidewire::replay::Position;
 use tidewire::server::{ConnHandle, Server as Endpoint, ServerEvent, Verdict};
 
 use crate::ServerHandle;
-use crate::pump::{Core, core};
+use crate::conn::wait_until;
+use crate::outbound::Host as _;
+use crate::pump::core;
 
 impl ServerHandle {
-    /// Runs `f` on the core server under its lock, then drains what it set in motion.
-    fn with<T>(&self, f: impl FnOnce(&mut Core, Instant) -> T) -> T {
-        let mut core = core(&self.shared);
-        let out = f(&mut core, Instant::now());
-        core.after(&self.shared);
-        out
-    }
-
     /// The trusted server-side publish (a ticker, an admin): `json` must be one JSON
     /// value; no authorization, no dedup. Returns the message's position. With
     /// [`ServerConfig::redis`](crate::ServerConfig::redis) use [`submit`](Self::submit),
@@ -28,7 +22,7 @@ impl ServerHandle {
     /// [`HubError::BadJson`], [`HubError::BadChannel`], [`HubError::ChannelLimit`];
     /// [`HubError::Unavailable`] with a bus.
     pub fn publish(&self, ch: &str, json: impl AsRef<[u8]>) -> Result<Position, HubError> {
-        self.with(|c, now| c.server.publish(now, ch, json.as_ref()))
+        self.shared.with(|s, now| s.publish(now, ch, json.as_ref()))
     }
 
     /// [`publish`](Self::publish) deduplicated by `id`: a repeated id is answered with the
@@ -46,7 +40,7 @@ impl ServerHandle {
         if self.shared.redis {
             return self.submit_with(ch, Some(id), json.as_ref());
         }
-        self.with(|c, now| c.server.publish_once(now, ch, id, json.as_ref()))
+        self.shared.with(|s, now| s.publish_once(now, ch, id, json.as_ref()))
     }
 
     /// Creates channel `ch` with its log continuing after `last`, a position an earlier
@@ -56,7 +50,7 @@ impl ServerHandle {
     /// # Errors
     /// As [`Hub::restore`](tidewire::hub::Hub::restore).
     pub fn restore(&self, ch: &str, last: Position) -> Result<(), HubError> {
-        self.with(|c, now| c.server.with_hub(now, |hub| hub.restore(ch, last)))
+        self.shared.with(|s, now| s.with_hub(now, |hub| hub.restore(ch, last)))
     }
 
     /// The trusted publish that works with and without Redis: with
@@ -148,16 +142,12 @@ impl ServerHandle {
             if now >= until {
                 return None;
             }
-            core = self
-                .shared
-                .event_cv
-                .wait_timeout(core, until - now)
-                .map_or_else(|p| p.into_inner().0, |r| r.0);
+            core = wait_until(&self.shared.event_cv, core, Some(until));
         }
     }
 
     /// Answers a deferred authentication ([`ServerEvent::Authenticate`]).
     pub fn decide(&self, conn: ConnHandle, verdict: Verdict) {
-        self.with(|c, now| c.server.decide(now, conn, verdict));
+        self.shared.with(|s, now| s.decide(now, conn, verdict));
     }
 }

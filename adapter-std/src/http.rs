@@ -47,15 +47,6 @@ fn is_retry(e: &io::Error) -> bool {
     matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted)
 }
 
-/// Writes a complete response, then closes without losing it (see [`linger_close`]).
-pub(crate) fn answer_and_close(stream: &TcpStream, response: &[u8], limits: &HttpLimits) {
-    if write_all(stream, response, limits).is_ok() {
-        linger_close(stream, limits.linger);
-    } else {
-        let _ = stream.shutdown(Shutdown::Both);
-    }
-}
-
 fn write_all(stream: &TcpStream, bytes: &[u8], limits: &HttpLimits) -> io::Result<()> {
     stream.set_write_timeout(Some(limits.write_timeout()))?;
     (&*stream).write_all(bytes)
@@ -64,7 +55,7 @@ fn write_all(stream: &TcpStream, bytes: &[u8], limits: &HttpLimits) -> io::Resul
 /// Closes after a response: sends FIN, then reads and discards what the peer still sends
 /// until its end of file (at most `linger`, 1 MiB). Closing a socket with unread input sends
 /// a reset, which can destroy the response before the peer read it.
-pub(crate) fn linger_close(stream: &TcpStream, linger: Duration) {
+fn linger_close(stream: &TcpStream, linger: Duration) {
     let _ = stream.shutdown(Shutdown::Write);
     let until = Instant::now() + linger;
     let mut chunk = [0u8; 1024];
@@ -228,31 +219,28 @@ impl HttpRequest {
         self.send(&bytes)
     }
 
-    /// Writes a complete response, then closes.
-    pub(crate) fn send(mut self, bytes: &[u8]) -> io::Result<()> {
+    /// Writes a complete response, then closes without losing it (see [`linger_close`]).
+    fn send(mut self, bytes: &[u8]) -> io::Result<()> {
         if self.answered {
             return Err(ErrorKind::NotConnected.into());
         }
+        self.finish(bytes)
+    }
+
+    fn finish(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.answered = true;
-        let stream = &self.stream;
-        match write_all(stream, bytes, &self.limits) {
-            Ok(()) => {
-                linger_close(stream, self.limits.linger);
-                Ok(())
-            }
-            Err(e) => {
-                let _ = stream.shutdown(Shutdown::Both);
-                Err(e)
-            }
+        let written = write_all(&self.stream, bytes, &self.limits);
+        match written {
+            Ok(()) => linger_close(&self.stream, self.limits.linger),
+            Err(_) => drop(self.stream.shutdown(Shutdown::Both)),
         }
+        written
     }
 
     fn answer_error(&mut self, status: u16, text: &str) {
-        if let Ok(bytes) = response(status, &[], text.as_bytes()) {
-            self.answered = true;
-            answer_and_close(&self.stream, &bytes, &self.limits);
-        } else {
-            self.give_up();
+        match response(status, &[], text.as_bytes()) {
+            Ok(bytes) => drop(self.finish(&bytes)),
+            Err(_) => self.give_up(),
         }
     }
 

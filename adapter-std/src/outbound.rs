@@ -1,22 +1,11 @@
 //! The one outbound-socket driver: the TCP connections an [`Outbound`] machine asks for
 //! (the [`Session`](crate::Session)'s, the server's Redis bus), whoever owns the machine.
-//!
-//! The owner keeps the machine behind its lock and implements [`Host`]; after every
-//! mutation, still under the lock, it calls [`drain`], which hands the machine's bytes to
-//! the sockets' writers and carries out its [`SocketAction`]s. Per socket:
-//!
-//! - a **reader thread** connects (at most [`Dial::connect_timeout`]), reports
-//!   `handle_connected`, then feeds what it reads (`handle_read`, `handle_eof`,
-//!   `handle_error`) through [`Host::with`], waiting first while [`Host::admit`] says the
-//!   owner takes no more input;
-//! - a **writer thread** writes what [`drain`] queued for it, in order, with
-//!   [`Dial::write_timeout`]; a failed write is `handle_error`. `SocketAction::Close` drops
-//!   its queue's sender: the writer writes what was queued before, then shuts the socket
-//!   down, which ends the reader.
-//!
-//! Bytes queued for the writers are bounded ([`MAX_QUEUED`] over all sockets): past it
-//! [`drain`] stops pulling `poll_transmit`, and a writer that brings the total back under
-//! it drains the machine again.
+//! The owner implements [`Host`] and calls [`drain`] under its lock after every mutation.
+//! Per socket, a **reader thread** connects and feeds what it reads (while [`Host::admit`]
+//! lets it), and a **writer thread** writes what [`drain`] queued; `SocketAction::Close`
+//! drops the writer's sender, which writes what it has and shuts the socket down. Queued
+//! bytes are bounded by [`MAX_QUEUED`]: past it [`drain`] stops pulling, and a writer that
+//! brings the total back under it drains the machine again.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read as _, Write as _};

@@ -1,47 +1,33 @@
 //! The socket pump: the core [`Server`](tidewire::server::Server) behind one mutex, a reader
-//! and a writer thread per connection it serves, and one timer thread.
-//!
-//! Every thread follows the run loop of the core: wait (a blocking read, a wake-up of its
-//! slot, the timer's condition variable), make **one** mutation under the lock, then
-//! [`Core::after`] drains the server's outputs still under it: events (a hand-over goes to
-//! the connection's slot, the rest to the bounded queue of
+//! and a writer thread per connection it serves, and one timer thread. Each makes **one**
+//! mutation under the lock, then [`Core::after`] drains the server's outputs: events (a
+//! hand-over to the connection's slot, the rest to the queue of
 //! [`ServerHandle::next_event`](crate::ServerHandle::next_event)), ready connections (their
-//! writers are woken) and the deadline (the timer thread is woken when it changes).
+//! writers woken) and the deadline (the timer woken).
 //!
-//! - The **reader** (the connection's own thread) blocks in `read` without a timeout and
-//!   feeds what arrives (`handle_read`, `handle_eof` on end of file, `handle_lost` on an
-//!   error). When the server hands the connection over to the application, the reader runs
-//!   the application's handler with the socket.
-//! - The **writer** waits on the connection's slot until the server names it ready, then
-//!   pulls `poll_transmit` under the lock up to [`BATCH`] bytes, writes them without the
-//!   lock, and pulls again only once the socket took them: socket, transport and hub outbox
-//!   stay one backpressure chain. A write that makes no progress for
-//!   `WsConfig::send_timeout` (30 s without one) loses the connection. On
-//!   `Transmit::Shutdown` it half-closes the socket, lets the reader drain the peer's end
-//!   for a moment (so the last response is not destroyed by a reset; not during a
-//!   shutdown, whose grace it would eat), and closes.
-//! - The **timer** sleeps until the server's `poll_timeout` and calls `handle_timeout`
-//!   when the clock says it is due.
+//! - The **reader** blocks in `read` and feeds the server; on a hand-over it returns it, and
+//!   the same thread runs the application's handler.
+//! - The **writer** waits until the server names its connection ready, pulls up to
+//!   256 KiB under the lock and writes them without it; it pulls again only once the
+//!   socket took them (one backpressure chain: socket, transport, hub outbox). A write
+//!   stalled for `WsConfig::send_timeout` (30 s without one) loses the connection. On
+//!   `Transmit::Shutdown` it half-closes and lingers for the peer's end (see [`LINGER`]).
+//! - The **timer** sleeps until `poll_timeout` and fires `handle_timeout` once it is due.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{ErrorKind, IoSlice, Read as _, Write as _};
+use std::io::{ErrorKind, Read as _};
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf as _, Bytes};
-use tidewire::Transmit;
+use bytes::Bytes;
 use tidewire::hub::{BusToken, HubError, HubEvent};
 use tidewire::replay::Position;
 use tidewire::server::{ConnHandle, Server as Endpoint, ServerEvent};
 
-use crate::conn::lock;
+use crate::conn::{lock, pull, wait_until, write_chunks};
 use crate::server::Shared;
 
-/// Bytes a writer pulls from the server before it writes them.
-const BATCH: usize = 256 << 10;
-/// Most chunks written by one `write_vectored` call.
-const MAX_IOV: usize = 64;
 /// How long a closing connection waits for the peer's end after the last response.
 const LINGER: Duration = Duration::from_secs(2);
 /// A write with no progress this long loses the connection, without `WsConfig::send_timeout`.
@@ -261,26 +247,14 @@ fn write_loop(
             f.ready = false;
         }
         loop {
-            let (mut bytes, mut shutdown) = (0, false);
-            {
+            let (bytes, shutdown) = {
                 let mut core = core(shared);
                 let now = Instant::now();
-                while bytes < BATCH {
-                    match core.server.poll_transmit(now, conn) {
-                        Some(Transmit::Bytes(b)) => {
-                            bytes += b.len();
-                            batch.push_back(b);
-                        }
-                        Some(_) => {
-                            shutdown = true;
-                            break;
-                        }
-                        None => break,
-                    }
-                }
+                let pulled = pull(&mut batch, || core.server.poll_transmit(now, conn));
                 core.after(shared);
-            }
-            if !batch.is_empty() && write_batch(stream, &mut batch).is_err() {
+                pulled
+            };
+            if write_all(stream, &mut batch).is_err() {
                 core(shared).lost(shared, conn);
                 let _ = stream.shutdown(Shutdown::Both);
                 return;
@@ -299,6 +273,14 @@ fn write_loop(
     }
 }
 
+/// Writes every chunk of `batch`; an error (a stalled write included) loses the socket.
+fn write_all(stream: &TcpStream, batch: &mut VecDeque<Bytes>) -> std::io::Result<()> {
+    while !batch.is_empty() {
+        write_chunks(stream, batch)?;
+    }
+    Ok(())
+}
+
 /// Sends FIN, waits (at most [`LINGER`], not at all during a shutdown) for the reader to
 /// see the peer's end, then closes: closing with unread input sends a reset, which can
 /// destroy the response unread.
@@ -311,40 +293,10 @@ fn linger_close(stream: &TcpStream, slot: &Slot, stopping: bool) {
         if now >= until {
             break;
         }
-        f = slot.cv.wait_timeout(f, until - now).map_or_else(|p| p.into_inner().0, |r| r.0);
+        f = wait_until(&slot.cv, f, Some(until));
     }
     drop(f);
     let _ = stream.shutdown(Shutdown::Both);
-}
-
-/// Writes every chunk of `batch`; an error (a stalled write included) loses the socket.
-pub(crate) fn write_batch(stream: &TcpStream, batch: &mut VecDeque<Bytes>) -> std::io::Result<()> {
-    while !batch.is_empty() {
-        let mut slices = [IoSlice::new(&[]); MAX_IOV];
-        let n = batch.len().min(MAX_IOV);
-        for (slot, chunk) in slices.iter_mut().zip(batch.iter()) {
-            *slot = IoSlice::new(chunk);
-        }
-        let written = (&*stream).write_vectored(&slices[..n]);
-        match written {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(mut written) => {
-                while written > 0 {
-                    let Some(front) = batch.front_mut() else { break };
-                    if front.len() <= written {
-                        written -= front.len();
-                        batch.pop_front();
-                    } else {
-                        front.advance(written);
-                        written = 0;
-                    }
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// The timer thread: sleeps until the server's deadline, then fires it.
@@ -355,26 +307,12 @@ pub(crate) fn run_timer(shared: &Shared) {
             return;
         }
         let now = Instant::now();
-        core = match core.deadline {
-            Some(d) if d <= now => {
-                core.server.handle_timeout(now);
-                core.after(shared);
-                if core.deadline.is_some_and(|d| d <= now) {
-                    // Not moved by the call: look again in a moment rather than spin.
-                    let pause = Duration::from_millis(1);
-                    shared
-                        .timer_cv
-                        .wait_timeout(core, pause)
-                        .map_or_else(|p| p.into_inner().0, |r| r.0)
-                } else {
-                    core
-                }
-            }
-            Some(d) => shared
-                .timer_cv
-                .wait_timeout(core, d - now)
-                .map_or_else(|p| p.into_inner().0, |r| r.0),
-            None => shared.timer_cv.wait(core).unwrap_or_else(std::sync::PoisonError::into_inner),
-        };
+        if core.deadline.is_some_and(|d| d <= now) {
+            core.server.handle_timeout(now);
+            core.after(shared);
+        }
+        // A deadline the call did not move: look again in a moment rather than spin.
+        let until = core.deadline.map(|d| d.max(now + Duration::from_millis(1)));
+        core = wait_until(&shared.timer_cv, core, until);
     }
 }

@@ -16,9 +16,9 @@ use tidewire::http::Request;
 use tidewire::hub::{AllowAll, Authorize, Principal};
 use tidewire::redis::RedisConfig;
 use tidewire::server::{Authenticate, Credential, Routes, ServerEvent, Verdict};
-use tidewire::ws::{UpgradeRequest, WsConnection, WsEvent};
+use tidewire::ws::{UpgradeRequest, WsEvent};
 
-use crate::conn::{Conn, Flush, Reader, io_error, lock};
+use crate::conn::{Conn, Reader, io_error, lock, wait_until};
 use crate::http::{HttpLimits, HttpRequest};
 use crate::outbound::{Dial, Host, Sockets};
 use crate::pump::{self, Core};
@@ -65,30 +65,18 @@ pub struct ShutdownReport {
     pub dropped: usize,
 }
 
-/// What a registered connection is at the moment.
-#[derive(Clone)]
-enum Role {
-    /// Served by the core server (reading its head, or one of the hub's endpoints).
-    Pumped,
-    /// A plain HTTP request in the application's handler.
-    Http,
-    /// An application WebSocket, from the upgrade request on.
-    Ws(Arc<Conn>),
-}
-
 /// One TCP connection in the registry, whatever it turned out to be.
 struct Tracked {
     stream: Arc<TcpStream>,
-    role: Mutex<Role>,
+    /// From the upgrade request on: the application WebSocket.
+    ws: Mutex<Option<Arc<Conn>>>,
 }
 
 impl Tracked {
     fn abort(&self) {
-        match lock(&self.role).clone() {
-            Role::Ws(conn) => conn.abort(),
-            _ => {
-                let _ = self.stream.shutdown(Shutdown::Both);
-            }
+        match lock(&self.ws).clone() {
+            Some(conn) => conn.abort(),
+            None => drop(self.stream.shutdown(Shutdown::Both)),
         }
     }
 }
@@ -97,6 +85,8 @@ impl Tracked {
 struct Registry {
     conns: HashMap<u64, Arc<Tracked>>,
     next_id: u64,
+    /// `Some` once a shutdown finished.
+    finished: Option<ShutdownReport>,
 }
 
 /// Removes a connection from the registry when the last of its threads ends.
@@ -132,17 +122,25 @@ pub(crate) struct Shared {
     limits: HttpLimits,
     max_connections: usize,
     registry: Mutex<Registry>,
-    /// Notified whenever a connection leaves the registry.
+    /// Notified whenever a connection leaves the registry, and once a shutdown finished.
     left: Condvar,
     stop: AtomicBool,
-    /// `Some` once a shutdown finished.
-    finished: Mutex<Option<ShutdownReport>>,
-    finished_cv: Condvar,
 }
 
 impl Shared {
     pub(crate) fn is_stopping(&self) -> bool {
         self.stop.load(Ordering::Acquire)
+    }
+
+    /// Waits for the shutdown's report.
+    fn finished(&self) -> ShutdownReport {
+        let mut reg = lock(&self.registry);
+        loop {
+            if let Some(report) = reg.finished {
+                return report;
+            }
+            reg = wait_until(&self.left, reg, None);
+        }
     }
 }
 
@@ -242,8 +240,6 @@ impl Server {
             registry: Mutex::new(Registry::default()),
             left: Condvar::new(),
             stop: AtomicBool::new(false),
-            finished: Mutex::new(None),
-            finished_cv: Condvar::new(),
         });
         let mut threads = Vec::new();
         let timer = Arc::clone(&shared);
@@ -323,10 +319,7 @@ impl Server {
             }
             spawn_connection(shared, stream, peer, handlers);
         }
-        let mut fin = lock(&shared.finished);
-        while fin.is_none() {
-            fin = shared.finished_cv.wait(fin).unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
+        shared.finished();
         Ok(())
     }
 }
@@ -364,7 +357,7 @@ fn spawn_connection<W, H>(
     H: Fn(HttpRequest) + Send + Sync + 'static,
 {
     let _ = stream.set_nodelay(true);
-    let tracked = Arc::new(Tracked { stream: Arc::new(stream), role: Mutex::new(Role::Pumped) });
+    let tracked = Arc::new(Tracked { stream: Arc::new(stream), ws: Mutex::new(None) });
     let id = {
         let mut reg = lock(&shared.registry);
         if reg.conns.len() >= shared.max_connections {
@@ -380,16 +373,16 @@ fn spawn_connection<W, H>(
     let shared = Arc::clone(shared);
     // On failure the closure (and with it the guard and the socket) is dropped.
     let _ = std::thread::Builder::new().name("tidewire-conn".into()).spawn(move || {
-        let writer_guard: Arc<dyn Send + Sync> = guard.clone();
-        match pump::run(&shared, &tracked.stream, writer_guard) {
+        let guard: Arc<dyn Send + Sync> = guard;
+        match pump::run(&shared, &tracked.stream, Arc::clone(&guard)) {
             Some(ServerEvent::Upgrade { ws, .. }) => {
-                let conn = upgrade_conn(&tracked, peer, *ws, shared.ws_timeouts);
-                *lock(&tracked.role) = Role::Ws(Arc::clone(&conn));
+                let (stream, keep) = (Arc::clone(&tracked.stream), Some(Arc::clone(&guard)));
+                let conn = Conn::start(stream, peer, *ws, shared.ws_timeouts, keep);
+                *lock(&tracked.ws) = Some(Arc::clone(&conn));
                 let link = Link { conn, reader: Reader::new(shared.read_buffer) };
                 run_upgrade(link, &shared, &handlers.ws);
             }
             Some(ServerEvent::Request { request, rest, .. }) => {
-                *lock(&tracked.role) = Role::Http;
                 let stream = Arc::clone(&tracked.stream);
                 let req = HttpRequest::new(request, rest.to_vec(), peer, stream, shared.limits);
                 match &handlers.http {
@@ -404,21 +397,6 @@ fn spawn_connection<W, H>(
         }
         drop(guard);
     });
-}
-
-/// Wraps the core's upgrade machine (in its decision step) in the adapter's driver.
-fn upgrade_conn(
-    tracked: &Tracked,
-    peer: SocketAddr,
-    ws: WsConnection,
-    timeouts: (Option<Duration>, Duration),
-) -> Arc<Conn> {
-    let conn = Arc::new(Conn::new(Arc::clone(&tracked.stream), peer, ws, timeouts));
-    {
-        let mut st = conn.lock_state();
-        conn.after_mutation(&mut st, Instant::now());
-    }
-    conn
 }
 
 /// The WebSocket path: waits for the machine's verdict on the request, then hands a valid
@@ -478,14 +456,7 @@ impl ServerHandle {
     pub fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let shared = &self.shared;
         if shared.stop.swap(true, Ordering::AcqRel) {
-            let mut fin = lock(&shared.finished);
-            loop {
-                if let Some(report) = *fin {
-                    return report;
-                }
-                fin =
-                    shared.finished_cv.wait(fin).unwrap_or_else(std::sync::PoisonError::into_inner);
-            }
+            return shared.finished();
         }
         wake_accept(shared.local);
         let start = Instant::now();
@@ -497,7 +468,7 @@ impl ServerHandle {
             core.after(shared);
         }
         for t in &first {
-            if let Role::Ws(conn) = lock(&t.role).clone() {
+            if let Some(conn) = lock(&t.ws).clone() {
                 conn.shutdown_by_server();
             }
         }
@@ -510,8 +481,8 @@ impl ServerHandle {
         let report = ShutdownReport { closed: seen.saturating_sub(dropped), dropped };
         drop(remaining);
         wait_for_empty(shared, Instant::now() + REAP);
-        *lock(&shared.finished) = Some(report);
-        shared.finished_cv.notify_all();
+        lock(&shared.registry).finished = Some(report);
+        shared.left.notify_all();
         report
     }
 }
@@ -524,11 +495,7 @@ fn wait_for_empty(shared: &Shared, until: Instant) -> Vec<Arc<Tracked>> {
         if reg.conns.is_empty() || now >= until {
             return reg.conns.values().cloned().collect();
         }
-        reg = shared
-            .left
-            .wait_timeout(reg, until - now)
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .0;
+        reg = wait_until(&shared.left, reg, Some(until));
     }
 }
 
@@ -588,7 +555,7 @@ impl Upgrade {
     ) -> io::Result<WebSocket> {
         self.link
             .conn
-            .command(Flush::Try, |ws, now| ws.accept(now, subprotocol, headers))
+            .with(|ws, now| ws.accept(now, subprotocol, headers))
             .map_err(|e| io_error(&e))?;
         let ws = WebSocket::new(self.link, subprotocol.map(str::to_owned));
         if self.shared.is_stopping() {
@@ -607,7 +574,7 @@ impl Upgrade {
     pub fn reject(self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> io::Result<()> {
         self.link
             .conn
-            .command(Flush::Wait, |ws, now| ws.reject(now, status, headers, body))
+            .with(|ws, now| ws.reject(now, status, headers, body))
             .map_err(|e| io_error(&e))?;
         Ok(())
     }

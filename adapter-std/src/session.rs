@@ -1,20 +1,9 @@
 //! [`Session`]: the core [`ClientSession`] (the reconnecting, transport-falling-back
-//! client) over TCP sockets opened by the adapter's outbound-socket driver
-//! ([`crate::outbound`]).
-//!
-//! Threads and locks:
-//!
-//! - The session sits behind one mutex with the application's event queue. Every mutation
-//!   (a command, a socket's input, a timeout) is followed, under it, by the drain: the
-//!   session's bytes and socket actions go to the driver, its events to the queue.
-//! - Each socket has a reader thread and a writer thread (see [`crate::outbound`]); a
-//!   write that makes no progress for [`SessionOptions::write_timeout`] fails the socket.
-//! - One timer thread fires the session's deadline and ends the session's sockets once it
-//!   is closed.
-//! - Events reach the application through a queue bounded by
-//!   [`SessionOptions::max_events`]. While it is full the sockets are not read (timers keep
-//!   running), so an application that stops reading events slows the session down instead
-//!   of growing memory.
+//! client) behind one mutex with the application's event queue, its sockets run by the
+//! outbound-socket driver ([`crate::outbound`]) and its deadline by one timer thread. The
+//! queue is bounded by [`SessionOptions::max_events`]: while it is full the sockets are not
+//! read, so an application that stops reading events slows the session down instead of
+//! growing memory.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -26,7 +15,7 @@ use tidewire::client::{
     SubscribeError,
 };
 
-use crate::conn::lock;
+use crate::conn::{lock, wait_until};
 use crate::outbound::{self, Dial, Host, Sockets};
 
 /// Settings of the adapter's side of a [`Session`]. Build with `SessionOptions::default()`
@@ -319,19 +308,10 @@ impl Session {
                 self.finished = true;
                 return None;
             }
-            io = match until {
-                None => shared.app_cv.wait(io).unwrap_or_else(std::sync::PoisonError::into_inner),
-                Some(t) => {
-                    let now = Instant::now();
-                    if now >= t {
-                        return None;
-                    }
-                    shared
-                        .app_cv
-                        .wait_timeout(io, t - now)
-                        .map_or_else(|p| p.into_inner().0, |r| r.0)
-                }
-            };
+            if until.is_some_and(|t| Instant::now() >= t) {
+                return None;
+            }
+            io = wait_until(&shared.app_cv, io, until);
         }
     }
 }
@@ -365,14 +345,10 @@ fn run_timer(shared: &Shared) {
         if (closed && shared.socks.is_empty()) || core.stop {
             break;
         }
-        core = match core.session.poll_timeout() {
-            Some(d) if d <= now => core,
-            Some(d) => shared
-                .driver_cv
-                .wait_timeout(core, d - now)
-                .map_or_else(|p| p.into_inner().0, |r| r.0),
-            None => shared.driver_cv.wait(core).unwrap_or_else(std::sync::PoisonError::into_inner),
-        };
+        match core.session.poll_timeout() {
+            Some(d) if d <= now => {}
+            until => core = wait_until(&shared.driver_cv, core, until),
+        }
     }
     core.done = true;
     drop(core);

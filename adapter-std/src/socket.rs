@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tidewire::ws::{CloseCode, CloseInfo, Message, SendError, WsEvent};
 
-use crate::conn::{Conn, Flush, Reader};
+use crate::conn::{Conn, Reader};
 
 /// What the application receives from [`WebSocket::recv_event`].
 #[derive(Debug, Clone, PartialEq)]
@@ -43,7 +43,7 @@ impl Link {
 
 impl Drop for Link {
     fn drop(&mut self) {
-        self.conn.abort();
+        self.conn.drop_by_app();
     }
 }
 
@@ -53,18 +53,20 @@ impl Drop for Link {
 ///
 /// # Who drives the connection
 ///
-/// The connection makes progress (reads, answers pings, fires keepalive and close timeouts,
-/// completes the close handshake) **only while a thread is inside `recv` or `recv_event`**,
-/// and while a thread writes in `send`. An application that stops receiving also stops
-/// noticing a dead peer; keep one thread in a receive loop for every connection.
+/// The connection reads, answers pings, fires keepalive and close timeouts and completes
+/// the close handshake **only while a thread is inside `recv` or `recv_event`** (or waits
+/// in `send`). An application that stops receiving also stops noticing a dead peer; keep
+/// one thread in a receive loop for every connection. Commands write on the calling thread
+/// (what `try_send` queues, on a writer thread of the connection).
 ///
-/// `send` writes to the socket itself. It waits while the outbox (`WsConfig::max_outbound`)
-/// is full; if it stays full for `WsConfig::send_timeout` the connection ends with close code
-/// 4100 (`ConnError::SendStalled`). [`try_send`](Self::try_send) never waits.
+/// `send` waits while the outbox (`WsConfig::max_outbound`) is full; if it stays full for
+/// `WsConfig::send_timeout` the connection ends with close code 4100
+/// (`ConnError::SendStalled`). [`try_send`](Self::try_send) never waits.
 ///
-/// Dropping the `WebSocket` while the connection is open aborts it: the socket is shut
-/// down and senders get [`SendError::Closed`]. Close it properly with
-/// [`close`](Self::close), then receive until [`Event::Closed`].
+/// Dropping the `WebSocket` aborts the connection: senders get [`SendError::Closed`], what
+/// was queued before is written (within `WsConfig::close_timeout`), then the socket is
+/// shut down. Close it properly with [`close`](Self::close), then receive until
+/// [`Event::Closed`].
 pub struct WebSocket {
     link: Link,
     subprotocol: Option<String>,
@@ -112,7 +114,7 @@ impl WebSocket {
         }
     }
 
-    /// Sends a message, waiting (and writing) while the outbox is full.
+    /// Sends a message, waiting while the outbox is full.
     ///
     /// # Errors
     /// [`SendError::Closed`] once the connection is closing or closed (also when it ended
@@ -121,13 +123,8 @@ impl WebSocket {
         self.link.conn.send(msg.into())
     }
 
-    /// Sends a message if the outbox has room, without waiting.
-    ///
-    /// It writes only what the socket takes at once (waiting at most about a millisecond).
-    /// The rest is written by the next `send`/`try_send`, or by the thread in `recv`, which
-    /// picks it up within 20 ms once it is awake; a receiving thread blocked in a read with
-    /// no deadline (keepalive off) only notices when the peer sends something. Follow a
-    /// burst of `try_send`s with a `send` (or keep keepalive on) to be sure it leaves.
+    /// Sends a message if the outbox has room, without waiting (the connection's writer
+    /// thread writes it).
     ///
     /// # Errors
     /// [`SendError::Backpressure`] with the message handed back when the outbox is full;
@@ -141,7 +138,7 @@ impl WebSocket {
     /// # Errors
     /// [`SendError::ControlTooLong`] over 125 bytes, [`SendError::Closed`] once closing.
     pub fn ping(&self, payload: Bytes) -> Result<(), SendError> {
-        self.link.conn.command(Flush::Try, |ws, now| ws.ping(now, payload))
+        self.link.conn.with(|ws, now| ws.ping(now, payload))
     }
 
     /// Starts the close handshake. Keep receiving until [`Event::Closed`]: the peer's close
@@ -152,7 +149,7 @@ impl WebSocket {
     /// [`SendError::ControlTooLong`] for a reason over 123 bytes, [`SendError::Closed`] once
     /// closing.
     pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), SendError> {
-        self.link.conn.command(Flush::Try, |ws, now| ws.close(now, code, reason))
+        self.link.conn.with(|ws, now| ws.close(now, code, reason))
     }
 
     /// A handle to send from other threads.
@@ -225,7 +222,7 @@ impl Sender {
     /// # Errors
     /// As [`WebSocket::ping`].
     pub fn ping(&self, payload: Bytes) -> Result<(), SendError> {
-        self.conn.command(Flush::Try, |ws, now| ws.ping(now, payload))
+        self.conn.with(|ws, now| ws.ping(now, payload))
     }
 
     /// As [`WebSocket::close`].
@@ -233,7 +230,7 @@ impl Sender {
     /// # Errors
     /// As [`WebSocket::close`].
     pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), SendError> {
-        self.conn.command(Flush::Try, |ws, now| ws.close(now, code, reason))
+        self.conn.with(|ws, now| ws.close(now, code, reason))
     }
 
     /// Whether the connection is closing or closed (nothing more can be sent).
