@@ -580,10 +580,24 @@ impl Server {
                 Proto::Head(..) | Proto::Body { .. } | Proto::Deciding { .. } => {
                     self.respond(conn, 503, &[("Retry-After", "5")], b"shutting down\n");
                 }
-                Proto::Ws { ws, .. } => {
-                    let _ = ws.close(now, CloseCode::GOING_AWAY, "server shutting down");
+                Proto::Ws { .. } => {
+                    // What the hub already queued goes out before the close (as far as
+                    // the transport takes it; the client resumes the rest).
+                    self.refill_all(now, conn);
+                    if let Some(Conn { proto: Proto::Ws { ws, .. }, .. }) =
+                        self.conns.get_mut(&conn)
+                    {
+                        let _ = ws.close(now, CloseCode::GOING_AWAY, "server shutting down");
+                    }
                 }
-                Proto::Sse { sse, .. } => sse.close(now),
+                Proto::Sse { .. } => {
+                    self.refill_all(now, conn);
+                    if let Some(Conn { proto: Proto::Sse { sse, .. }, .. }) =
+                        self.conns.get_mut(&conn)
+                    {
+                        sse.close(now);
+                    }
+                }
                 Proto::Poll { .. } => self.answer_poll_now(now, conn),
                 Proto::Done => {}
             }

@@ -236,6 +236,15 @@ impl Server {
         }
     }
 
+    /// Moves every frame the hub holds for `conn` into its transport, as far as the
+    /// transport takes them (a shutdown: nothing more will come after them).
+    pub(super) fn refill_all(&mut self, now: Instant, conn: ConnHandle) {
+        let room = self.cfg.sse_room;
+        self.cfg.sse_room = usize::MAX;
+        while self.refill(now, conn) {}
+        self.cfg.sse_room = room;
+    }
+
     /// Moves frames from the hub into `conn`'s transport while it has room. Whether any
     /// moved.
     fn refill(&mut self, now: Instant, conn: ConnHandle) -> bool {

@@ -606,3 +606,19 @@ fn shutdown_answers_publishes_waiting_for_the_application() {
     assert!(!s.decide_publish(now, id, crate::hub::PublishDecision::Accept), "already refused");
     assert!(s.hub().log("chat:a").is_none_or(|l| l.head().offset == 0), "nothing logged");
 }
+
+#[test]
+fn shutdown_writes_what_the_hub_queued_before_ending_a_stream() {
+    let now = crate::time::test_epoch();
+    let mut s = server();
+    let conn = ConnHandle(1);
+    s.handle_accept(now, conn);
+    s.handle_read(now, conn, b"GET /events?ch=public:a HTTP/1.1\r\n\r\n");
+    let _ = drain(&mut s, now, conn);
+    // Published and then at once shut down, before the stream was pulled again.
+    let pos = s.publish(now, "public:a", b"{\"last\":true}").unwrap();
+    s.shutdown(now, Duration::from_secs(5));
+    let (out, ended) = drain(&mut s, now, conn);
+    let text = String::from_utf8_lossy(&out);
+    assert!(ended && text.contains(&format!("id: {pos}")), "{text}");
+}
