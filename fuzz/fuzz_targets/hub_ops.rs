@@ -326,7 +326,8 @@ impl World {
                 p.push(&frame).expect("SSE frames parse");
                 let mut msgs = Vec::new();
                 while let Some(e) = p.next_event() {
-                    if e.event != "reset" && e.event != "presence" {
+                    // `from` blocks name the next message's publisher (no id of their own).
+                    if e.event != "reset" && e.event != "presence" && e.event != "from" {
                         let pos: Position = e.id.parse().expect("a message's id is its position");
                         msgs.push((e.event, pos, e.data));
                     }
