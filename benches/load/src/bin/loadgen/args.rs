@@ -3,9 +3,13 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+use crate::deflate::{Mode, Payload};
+
 pub(crate) const USAGE: &str = r#"usage: loadgen --url ws://HOST:PORT[/PATH] --conns N --size BYTES --secs S [--warmup S]
                [--window-ms 500] [--server-pid PID] [--text] [--hub] [--connect-burst 64]
+               [--payload letters|json|prose] [--deflate no-context|context]
        loadgen --url ws://HOST:PORT[/PATH] --idle N [--server-pid PID] [--settle-ms 500]
+               [--deflate no-context|context] [--prime K [--size BYTES --payload KIND]]
 
 Load mode: N connections, each with exactly one message of BYTES in flight (send, wait for
 the echo, send again). After the warmup it counts echoes per window for S seconds and
@@ -17,6 +21,18 @@ PATH?token=user:lgN (e.g. --url ws://HOST:PORT/ws), sends {"op":"sub","ch":"chat
 and waits for `subscribed`; then each round trip is one
 {"op":"pub","ch":"chat:lgN","data":DATA,"ref":K} and both its `ack` (ref K) and the `msg`
 of chat:lgN carrying exactly DATA (a JSON string of BYTES bytes, quotes included).
+--payload: what the echo messages hold: `letters` (default: abc...z repeated, binary
+frames unless --text), `json` (a chat message: {"type":"message",...,"text":"..."}) or
+`prose` (English-like words and sentences); json and prose go as text frames: distinct
+messages of exactly BYTES bytes (16, or more: 128 KiB of them) that each connection sends
+in turn.
+--deflate: offer permessage-deflate (RFC 7692). `no-context` offers client_ and
+server_no_context_takeover (the server must agree to server_no_context_takeover); `context`
+offers plain permessage-deflate (both ends keep their LZ77 context). Everything sent is
+compressed (flate2, zlib-rs, level 3); compressed replies are inflated and checked byte for
+byte. In idle mode, every connection must have agreed, and --prime K first makes each
+connection echo K messages (so zlib states that are created on first use exist) and then
+frees the client's own states before the memory is read.
 The last line is `RESULT key=value ...` for scripts."#;
 
 /// What to run.
@@ -42,6 +58,12 @@ pub(crate) struct Args {
     /// At most this many connections are opening (TCP connect + handshake) at once, so the
     /// server's listen backlog never overflows.
     pub(crate) connect_burst: usize,
+    /// What the echo messages hold.
+    pub(crate) payload: Payload,
+    /// Offer permessage-deflate in this mode.
+    pub(crate) deflate: Option<Mode>,
+    /// Idle mode: echo this many messages per connection before holding them.
+    pub(crate) prime: u32,
 }
 
 pub(crate) fn parse() -> Result<Args, String> {
@@ -57,6 +79,9 @@ pub(crate) fn parse() -> Result<Args, String> {
     let mut text = false;
     let mut hub = false;
     let mut connect_burst = 64;
+    let mut payload = Payload::Letters;
+    let mut deflate = None;
+    let mut prime = 0;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--text" {
@@ -83,6 +108,9 @@ pub(crate) fn parse() -> Result<Args, String> {
             "--settle-ms" => settle_ms = value.parse().map_err(|e| bad(&e))?,
             "--server-pid" => server_pid = Some(value.parse().map_err(|e| bad(&e))?),
             "--connect-burst" => connect_burst = value.parse().map_err(|e| bad(&e))?,
+            "--payload" => payload = Payload::parse(&value)?,
+            "--deflate" => deflate = Some(Mode::parse(&value)?),
+            "--prime" => prime = value.parse().map_err(|e| bad(&e))?,
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
     }
@@ -106,6 +134,9 @@ pub(crate) fn parse() -> Result<Args, String> {
     if conns == 0 || size > 16 << 20 || connect_burst == 0 {
         return Err("--conns and --connect-burst must be > 0 and --size at most 16 MiB".into());
     }
+    if hub && (deflate.is_some() || payload != Payload::Letters) {
+        return Err("--hub takes neither --deflate nor --payload".into());
+    }
     Ok(Args {
         addr,
         host: host.to_owned(),
@@ -121,5 +152,8 @@ pub(crate) fn parse() -> Result<Args, String> {
         text,
         hub,
         connect_burst,
+        payload,
+        deflate,
+        prime,
     })
 }

@@ -5,6 +5,11 @@
 //! pre-encoded masked frame ([`Workload::frame`]); replies are decoded in place from the
 //! event loop's shared read buffer, so a connection holds no payload buffer of its own.
 //!
+//! With `--deflate` the connection offers permessage-deflate (RFC 7692, [`crate::deflate`]):
+//! what it sends is compressed (in no-context mode once per message variant, shared like the
+//! plain frames; with context takeover by the connection's own compressor, per send), and
+//! compressed replies are gathered, inflated and compared with what was sent.
+//!
 //! Hub mode ([`Workload::hub`]) speaks Tidewire's envelope protocol instead: each connection
 //! subscribes to its own channel, then publishes on it with one `pub` in flight and waits
 //! for both the `ack` and the `msg` carrying the data. Those frames differ per connection
@@ -14,6 +19,8 @@
 use std::io::{self, ErrorKind, Read, Write};
 
 use mio::net::TcpStream;
+
+use crate::deflate::{self, Agreed, Mode, Payload};
 
 /// GUID of RFC 6455 §1.3 for `Sec-WebSocket-Accept`.
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -28,28 +35,80 @@ const OP_BINARY: u8 = 0x2;
 const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
 const OP_PONG: u8 = 0xA;
+/// RSV1 in a frame's first byte: the message is compressed (RFC 7692 §6).
+const RSV1: u8 = 0x40;
 
-/// The message every connection sends, encoded once.
+/// The messages every connection sends, encoded once.
 pub(crate) struct Workload {
-    /// Expected echo payload.
+    /// Hub mode: the JSON value published (the `data` of each `pub`); echo mode: the first
+    /// of `payloads`.
     payload: Vec<u8>,
+    /// Echo mode: the messages, each connection cycling through them in turn.
+    payloads: Vec<Vec<u8>>,
     /// Opcode of the data frames (text or binary).
     opcode: u8,
-    /// `payload` as one complete masked frame (echo mode; empty in hub mode).
-    frame: Vec<u8>,
+    /// Each of `payloads` as one complete masked frame, compressed in no-context mode (echo
+    /// mode; empty in hub mode and with context takeover, where every connection compresses
+    /// its own).
+    frames: Vec<Vec<u8>>,
     mask: [u8; 4],
     /// Hub mode: `payload` is the JSON value published (the `data` of each `pub`).
     hub: bool,
+    /// permessage-deflate offered.
+    pub(crate) deflate: Option<Mode>,
 }
 
 impl Workload {
-    /// `size` bytes of ASCII (valid UTF-8, so it also works as text) masked with `mask`.
-    pub(crate) fn new(size: usize, text: bool, mask: [u8; 4]) -> Self {
-        let payload: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
-        let opcode = if text { OP_TEXT } else { OP_BINARY };
-        let mut frame = Vec::with_capacity(size + 14);
-        encode_masked(&mut frame, opcode, &payload, mask);
-        Self { payload, opcode, frame, mask, hub: false }
+    /// Messages of `size` bytes of ASCII (valid UTF-8, so they also work as text) masked
+    /// with `mask`; `payload.variants()` of them. JSON and prose go as text frames.
+    pub(crate) fn new(
+        size: usize,
+        text: bool,
+        payload: Payload,
+        deflate: Option<Mode>,
+        mask: [u8; 4],
+    ) -> io::Result<Self> {
+        let payloads: Vec<Vec<u8>> =
+            (0..payload.variants(size)).map(|k| payload.make(size, k)).collect();
+        let opcode = if text || payload != Payload::Letters { OP_TEXT } else { OP_BINARY };
+        let mut frames = Vec::new();
+        match deflate {
+            None => {
+                for p in &payloads {
+                    let mut frame = Vec::with_capacity(size + 14);
+                    encode_masked(&mut frame, opcode, p, mask);
+                    frames.push(frame);
+                }
+            }
+            // Without context each message compresses the same every time: once here.
+            Some(Mode::NoContext) => {
+                for p in &payloads {
+                    let mut body = Vec::new();
+                    deflate::deflate_into(&mut deflate::compressor(), p, &mut body)?;
+                    let mut frame = Vec::with_capacity(body.len() + 14);
+                    encode_masked(&mut frame, opcode | RSV1, &body, mask);
+                    frames.push(frame);
+                }
+            }
+            Some(Mode::Context) => {}
+        }
+        let first = payloads[0].clone();
+        Ok(Self { payload: first, payloads, opcode, frames, mask, hub: false, deflate })
+    }
+
+    /// Bytes on the wire of the frames sent per message, over the raw bytes (no-context
+    /// mode and no compression; `None` with context takeover, where it varies).
+    pub(crate) fn tx_ratio(&self) -> Option<f64> {
+        if self.frames.is_empty() {
+            return None;
+        }
+        let wire: usize = self.frames.iter().map(|f| f.len()).sum();
+        let raw: usize = self.payloads.iter().map(|p| p.len()).sum();
+        Some(wire as f64 / raw.max(1) as f64)
+    }
+
+    pub(crate) fn variants(&self) -> usize {
+        self.payloads.len()
     }
 
     /// Hub mode: the published data is a JSON string of `size` bytes, quotes included (at
@@ -60,11 +119,20 @@ impl Workload {
         payload.push(b'"');
         payload.extend((0..inner).map(|i| b'a' + (i % 26) as u8));
         payload.push(b'"');
-        Self { payload, opcode: OP_TEXT, frame: Vec::new(), mask, hub: true }
+        Self {
+            payloads: vec![payload.clone()],
+            payload,
+            opcode: OP_TEXT,
+            frames: Vec::new(),
+            mask,
+            hub: true,
+            deflate: None,
+        }
     }
 }
 
-/// Appends one final, masked frame (client to server, RFC 6455 §5.3).
+/// Appends one final, masked frame (client to server, RFC 6455 §5.3); `opcode` may carry
+/// [`RSV1`].
 fn encode_masked(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4]) {
     out.push(0x80 | opcode);
     let len = payload.len();
@@ -135,6 +203,17 @@ pub(crate) struct Conn {
     decoder: Decoder,
     /// Hub mode: the envelope protocol's state.
     hub: Option<HubState>,
+    /// Echo mode: index of the message in flight (or next) in [`Workload::payloads`].
+    variant: usize,
+    /// What the server agreed to for permessage-deflate (when offered).
+    agreed: Option<Agreed>,
+    /// Context takeover: zlib states, created with the first message and dropped by
+    /// [`Conn::drop_deflate_state`]; no-context mode: only the inflater's.
+    zstate: Option<Box<deflate::State>>,
+    /// Context takeover: the frame being sent, compressed by this connection.
+    out: Vec<u8>,
+    /// Bytes of the echoes received (after inflating).
+    rx_raw: u64,
 }
 
 impl Conn {
@@ -147,10 +226,14 @@ impl Conn {
         path: &str,
         key: &str,
         hub_channel: Option<String>,
+        deflate: Option<Mode>,
+        variant: usize,
     ) -> Self {
+        let extensions = deflate
+            .map_or(String::new(), |m| format!("Sec-WebSocket-Extensions: {}\r\n", m.offer()));
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extensions}\r\n"
         )
         .into_bytes();
         let accept = base64(&sha1_smol::Sha1::from(format!("{key}{WS_GUID}")).digest().bytes());
@@ -174,7 +257,61 @@ impl Conn {
                 acked: false,
                 delivered: false,
             }),
+            variant,
+            agreed: None,
+            zstate: None,
+            out: Vec::new(),
+            rx_raw: 0,
         }
+    }
+
+    /// Payload bytes of data frames received (as on the wire) and of the echoes they carried.
+    pub(crate) fn rx_bytes(&self) -> (u64, u64) {
+        (self.decoder.wire, self.rx_raw)
+    }
+
+    /// Frees this connection's zlib states (idle mode, once primed: what stays on the
+    /// server is measured, not what the client holds).
+    pub(crate) fn drop_deflate_state(&mut self) {
+        self.zstate = None;
+        self.out = Vec::new();
+    }
+
+    fn zstate(&mut self, w: &Workload) -> io::Result<&mut deflate::State> {
+        let (Some(mode), Some(agreed)) = (w.deflate, self.agreed) else {
+            return Err(invalid("compressed frame without permessage-deflate agreed"));
+        };
+        Ok(self.zstate.get_or_insert_with(|| Box::new(deflate::State::new(mode, agreed))))
+    }
+
+    /// Echo mode: sends the current variant (context takeover: compressed now).
+    fn send_echo(&mut self, w: &Workload) -> io::Result<()> {
+        self.decoder.expect = self.variant;
+        if w.deflate == Some(Mode::Context) {
+            let variant = self.variant;
+            let mut body = std::mem::take(&mut self.out);
+            body.clear();
+            self.zstate(w)?.compress(&w.payloads[variant], &mut body)?;
+            let mut frame = Vec::with_capacity(body.len() + 14);
+            encode_masked(&mut frame, w.opcode | RSV1, &body, w.mask);
+            self.out = frame;
+        }
+        self.frame_pos = Some(0);
+        self.flush(w)
+    }
+
+    /// An echo completed: counts it, moves to the next variant, sends it when asked to.
+    fn on_echo(&mut self, w: &Workload, progress: &mut Progress) -> io::Result<()> {
+        progress.echoes += 1;
+        if self.frame_pos.is_some() {
+            return Err(invalid("echo complete before the message was sent"));
+        }
+        self.rx_raw += w.payloads[self.variant].len() as u64;
+        self.variant = (self.variant + 1) % w.variants();
+        if self.keep_sending {
+            self.send_echo(w)?;
+        }
+        Ok(())
     }
 
     /// Queues one message; the connection must be open with nothing in flight.
@@ -194,6 +331,8 @@ impl Conn {
             h.in_flight = true;
             h.acked = false;
             h.delivered = false;
+        } else {
+            return self.send_echo(w);
         }
         self.frame_pos = Some(0);
         self.flush(w)
@@ -261,7 +400,8 @@ impl Conn {
                 }
                 return Ok(());
             };
-            self.check_response(&self.response[..end])?;
+            self.agreed = self.check_response(&self.response[..end], w.deflate)?;
+            self.decoder.deflate = self.agreed.is_some();
             // Bytes after the response are frames already.
             let rest = data.len() - (self.response.len() - end);
             data = &data[rest..];
@@ -282,15 +422,20 @@ impl Conn {
         while !data.is_empty() {
             match self.decoder.decode(&mut data, w)? {
                 None => {}
-                Some(Decoded::Echo) => {
-                    progress.echoes += 1;
-                    if self.frame_pos.is_some() {
-                        return Err(invalid("echo complete before the message was sent"));
+                Some(Decoded::Echo) => self.on_echo(w, progress)?,
+                Some(Decoded::Compressed) => {
+                    let expected = &w.payloads[self.variant];
+                    let mut message = std::mem::take(&mut self.decoder.message);
+                    message.extend_from_slice(&deflate::TAIL);
+                    let state = self.zstate(w)?;
+                    let inflated = state.inflate(&message, expected.len());
+                    let same = inflated.is_ok() && state.inflated == *expected;
+                    self.decoder.message = message;
+                    inflated?;
+                    if !same {
+                        return Err(invalid("inflated echo differs from what was sent"));
                     }
-                    if self.keep_sending {
-                        self.frame_pos = Some(0);
-                        self.flush(w)?;
-                    }
+                    self.on_echo(w, progress)?;
                 }
                 Some(Decoded::Message) => {
                     let (opened, done) = self.on_envelope(w)?;
@@ -360,7 +505,8 @@ impl Conn {
         }
     }
 
-    fn check_response(&self, head: &[u8]) -> io::Result<()> {
+    /// Checks the 101; returns what was agreed for permessage-deflate when `deflate` offered it.
+    fn check_response(&self, head: &[u8], deflate: Option<Mode>) -> io::Result<Option<Agreed>> {
         let head =
             std::str::from_utf8(head).map_err(|_| invalid("handshake response not UTF-8"))?;
         let mut lines = head.split("\r\n");
@@ -368,14 +514,29 @@ impl Conn {
         if !status.starts_with("HTTP/1.1 101") {
             return Err(invalid(&format!("handshake refused: {status}")));
         }
-        let accept = lines
-            .filter_map(|l| l.split_once(':'))
-            .find(|(name, _)| name.trim().eq_ignore_ascii_case("sec-websocket-accept"))
-            .map(|(_, v)| v.trim());
+        let headers: Vec<(&str, &str)> =
+            lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim(), v.trim())).collect();
+        let accept = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-accept"))
+            .map(|(_, v)| *v);
         if accept != Some(self.accept.as_str()) {
             return Err(invalid("wrong or missing Sec-WebSocket-Accept"));
         }
-        Ok(())
+        let extensions: Vec<&str> = headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-extensions"))
+            .map(|(_, v)| *v)
+            .collect();
+        match deflate {
+            None if extensions.is_empty() => Ok(None),
+            None => Err(invalid("the server accepted an extension that was not offered")),
+            Some(mode) => {
+                let joined = extensions.join(", ");
+                let value = (!extensions.is_empty()).then_some(joined.as_str());
+                deflate::parse_agreement(mode, value).map(Some)
+            }
+        }
     }
 
     /// Writes the request, the data frame, then control replies, until done or the socket
@@ -394,7 +555,8 @@ impl Conn {
         if let Some(pos) = self.frame_pos {
             let frame = match &self.hub {
                 Some(h) => &h.out[..],
-                None => &w.frame[..],
+                None if w.deflate == Some(Mode::Context) => &self.out[..],
+                None => &w.frames[self.variant][..],
             };
             let pos = pos + write_some(&mut self.stream, &frame[pos..])?;
             if pos < frame.len() {
@@ -442,6 +604,8 @@ enum Decoded {
     Echo,
     /// Hub mode: a whole text message, in [`Decoder::message`].
     Message,
+    /// A whole compressed message, in [`Decoder::message`] (without the tail).
+    Compressed,
     /// A ping; its payload is in [`Decoder::control`].
     Ping,
     Close,
@@ -465,8 +629,16 @@ struct Decoder {
     received: usize,
     /// Payload of the current control frame.
     control: Vec<u8>,
-    /// Hub mode: the open (or just completed) data message.
+    /// Hub mode, and compressed messages: the open (or just completed) data message.
     message: Vec<u8>,
+    /// permessage-deflate was agreed: RSV1 may mark a message as compressed.
+    deflate: bool,
+    /// The open message is compressed (RSV1 on its first frame).
+    compressed: bool,
+    /// Echo mode: the expected message, an index in [`Workload::payloads`].
+    expect: usize,
+    /// Data payload bytes received (as on the wire).
+    wire: u64,
 }
 
 impl Decoder {
@@ -508,10 +680,12 @@ impl Decoder {
         *data = rest;
         if self.opcode >= OP_CLOSE {
             self.control.extend_from_slice(chunk);
-        } else if w.hub {
+        } else if w.hub || self.compressed {
+            self.wire += take as u64;
             self.message.extend_from_slice(chunk);
         } else {
-            let expected = &w.payload[self.received..self.received + take];
+            self.wire += take as u64;
+            let expected = &w.payloads[self.expect][self.received..self.received + take];
             if chunk != expected {
                 return Err(invalid("echo payload differs from what was sent"));
             }
@@ -531,8 +705,13 @@ impl Decoder {
                 self.in_message = false;
                 Some(Decoded::Message)
             }
+            _ if self.compressed => {
+                self.in_message = false;
+                self.compressed = false;
+                Some(Decoded::Compressed)
+            }
             _ => {
-                if self.received != w.payload.len() {
+                if self.received != w.payloads[self.expect].len() {
                     return Err(invalid("echo shorter than what was sent"));
                 }
                 self.in_message = false;
@@ -549,12 +728,19 @@ impl Decoder {
             127 => u64::from_be_bytes(h[2..10].try_into().expect("8 bytes")),
             n => u64::from(n),
         };
-        if h[0] & 0x70 != 0 {
-            return Err(invalid("reserved bits set (no extension was negotiated)"));
+        let rsv1 = h[0] & RSV1 != 0;
+        if h[0] & 0x30 != 0 || (rsv1 && !self.deflate) {
+            return Err(invalid("reserved bits set (no extension was negotiated for them)"));
         }
         self.fin = h[0] & 0x80 != 0;
         self.opcode = h[0] & 0x0F;
-        let room = (w.payload.len() - self.received) as u64;
+        if rsv1 && !matches!(self.opcode, OP_TEXT | OP_BINARY) {
+            return Err(invalid("RSV1 on a control or continuation frame"));
+        }
+        let expected = if w.hub { 0 } else { w.payloads[self.expect].len() };
+        let room = expected.saturating_sub(self.received) as u64;
+        // A compressed message may be a little longer than the raw one (tiny payloads).
+        let wire_room = expected as u64 + 1024;
         match self.opcode {
             OP_CLOSE | OP_PING | OP_PONG => {
                 if !self.fin || len > 125 {
@@ -577,11 +763,19 @@ impl Decoder {
                     self.in_message = true;
                     return Ok(len as usize);
                 }
-                if len > w.payload.len() as u64 {
-                    return Err(invalid("echo longer than what was sent"));
-                }
                 self.in_message = true;
                 self.received = 0;
+                self.compressed = rsv1;
+                if rsv1 {
+                    if len > wire_room {
+                        return Err(invalid("compressed echo far longer than what was sent"));
+                    }
+                    self.message.clear();
+                    return Ok(len as usize);
+                }
+                if len > expected as u64 {
+                    return Err(invalid("echo longer than what was sent"));
+                }
             }
             OP_CONTINUATION => {
                 if !self.in_message {
@@ -590,6 +784,10 @@ impl Decoder {
                 if w.hub {
                     if self.message.len() as u64 + len > MAX_HUB_MESSAGE as u64 {
                         return Err(invalid("hub message too long"));
+                    }
+                } else if self.compressed {
+                    if self.message.len() as u64 + len > wire_room {
+                        return Err(invalid("compressed echo far longer than what was sent"));
                     }
                 } else if len > room {
                     return Err(invalid("echo longer than what was sent"));
@@ -658,7 +856,7 @@ mod tests {
                     Some(Decoded::Echo) => echoes += 1,
                     Some(Decoded::Ping) => pings += 1,
                     Some(Decoded::Close) => panic!("close"),
-                    Some(Decoded::Message) => panic!("hub message in echo mode"),
+                    Some(Decoded::Message | Decoded::Compressed) => panic!("not an echo"),
                     None => {}
                 }
             }
@@ -683,9 +881,9 @@ mod tests {
 
     #[test]
     fn masked_frame_unmasks_to_payload() {
-        let w = Workload::new(300, false, [1, 2, 3, 4]);
-        assert_eq!(&w.frame[..4], &[0x82, 0x80 | 126, 1, 44]);
-        let body = &w.frame[8..];
+        let w = Workload::new(300, false, Payload::Letters, None, [1, 2, 3, 4]).unwrap();
+        assert_eq!(&w.frames[0][..4], &[0x82, 0x80 | 126, 1, 44]);
+        let body = &w.frames[0][8..];
         let unmasked: Vec<u8> =
             body.iter().zip([1, 2, 3, 4].iter().cycle()).map(|(b, m)| b ^ m).collect();
         assert_eq!(unmasked, w.payload);
@@ -694,7 +892,7 @@ mod tests {
     #[test]
     fn echoes_decode_whole_and_split_in_any_chunking() {
         for size in [0, 20, 125, 126, 1024, 70_000] {
-            let w = Workload::new(size, false, [9, 8, 7, 6]);
+            let w = Workload::new(size, false, Payload::Letters, None, [9, 8, 7, 6]).unwrap();
             let mut stream = server_frame(OP_BINARY, true, &w.payload);
             stream.extend(server_frame(OP_PING, true, b"hi"));
             // The same message fragmented in two.
@@ -713,7 +911,7 @@ mod tests {
 
     #[test]
     fn wrong_echoes_are_errors() {
-        let w = Workload::new(100, false, [0; 4]);
+        let w = Workload::new(100, false, Payload::Letters, None, [0; 4]).unwrap();
         let mut other = w.payload.clone();
         other[50] ^= 1;
         assert!(decode_all(&w, &server_frame(OP_BINARY, true, &other), 1).is_err());

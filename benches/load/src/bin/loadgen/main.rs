@@ -3,6 +3,7 @@
 
 mod args;
 mod client;
+mod deflate;
 mod procfs;
 
 use std::io;
@@ -62,7 +63,7 @@ impl Bench {
             workload: if args.hub {
                 Workload::hub(workload_size, mask)
             } else {
-                Workload::new(workload_size, args.text, mask)
+                Workload::new(workload_size, args.text, args.payload, args.deflate, mask)?
             },
             rng,
             opening: 0,
@@ -106,9 +107,10 @@ impl Bench {
             let n = self.conns.len();
             let sep = if args.path.contains('?') { '&' } else { '?' };
             let path = format!("{}{sep}token=user:lg{n}", args.path);
-            Conn::new(stream, &args.host, &path, &key, Some(format!("chat:lg{n}")))
+            Conn::new(stream, &args.host, &path, &key, Some(format!("chat:lg{n}")), None, 0)
         } else {
-            Conn::new(stream, &args.host, &args.path, &key, None)
+            let variant = self.conns.len() % self.workload.variants();
+            Conn::new(stream, &args.host, &args.path, &key, None, args.deflate, variant)
         };
         self.conns.push(conn);
         self.opening += 1;
@@ -145,6 +147,14 @@ impl Bench {
             }
         }
         Ok(())
+    }
+}
+
+impl Bench {
+    /// Payload bytes of data frames received (as on the wire) and of the messages they
+    /// carried, over every connection, since it opened.
+    fn rx_bytes(&self) -> (u64, u64) {
+        self.conns.iter().map(Conn::rx_bytes).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
     }
 }
 
@@ -219,6 +229,23 @@ fn load(args: &Args) -> io::Result<()> {
         args.size,
         windows.len()
     );
+    if !args.hub {
+        result += &format!(
+            " payload={} deflate={}",
+            args.payload.name(),
+            args.deflate.map_or("off", deflate::Mode::name)
+        );
+        // Bytes on the wire per raw byte: what the load generator sent and what came back.
+        if let Some(r) = bench.workload.tx_ratio() {
+            result += &format!(" tx_ratio={r:.3}");
+        }
+        let (wire, raw) = bench.rx_bytes();
+        if raw > 0 {
+            let r = wire as f64 / raw as f64;
+            println!("replies: {r:.3} bytes on the wire per byte of message");
+            result += &format!(" rx_ratio={r:.3}");
+        }
+    }
     let client_ns = client_before.zip(client_after).map(|(a, b)| b.saturating_sub(a));
     if let Some(ns) = client_ns {
         let busy = ns as f64 / 1e9 / secs;
@@ -259,15 +286,39 @@ fn load(args: &Args) -> io::Result<()> {
 /// Idle mode: open `n` connections, hold them, report the server's memory growth.
 fn idle(args: &Args, n: usize) -> io::Result<()> {
     let rss_before = args.server_pid.and_then(procfs::rss_bytes);
-    let mut bench = Bench::new(args, 0)?;
+    let mut bench = Bench::new(args, if args.prime > 0 { args.size } else { 0 })?;
     let open_time = bench.open_all(args, n)?;
     println!(
         "{n} connections open in {open_time:.2?} ({:.0} handshakes/s)",
         n as f64 / open_time.as_secs_f64()
     );
+    // Priming: K echo rounds on every connection, then the client's own zlib states go.
+    for _ in 0..args.prime {
+        let deadline = Instant::now() + OPEN_TIMEOUT;
+        for conn in &mut bench.conns {
+            conn.start_send(&bench.workload)?;
+        }
+        let mut done = 0usize;
+        while done < n {
+            let now = Instant::now();
+            if now >= deadline {
+                let msg = format!("priming: only {done} of {n} echoes in {OPEN_TIMEOUT:?}");
+                return Err(io::Error::new(io::ErrorKind::TimedOut, msg));
+            }
+            bench.turn(Some(deadline - now), |k| done += k as usize)?;
+        }
+    }
+    for conn in &mut bench.conns {
+        conn.drop_deflate_state();
+    }
     // Let the server finish whatever follows the 101 (buffers shrink, tasks park).
     std::thread::sleep(args.settle);
-    let mut result = format!("RESULT idle={n} open_secs={:.3}", open_time.as_secs_f64());
+    let mut result = format!(
+        "RESULT idle={n} open_secs={:.3} deflate={} prime={}",
+        open_time.as_secs_f64(),
+        args.deflate.map_or("off", deflate::Mode::name),
+        args.prime
+    );
     if let Some(pid) = args.server_pid {
         let rss_after = procfs::rss_bytes(pid);
         if let (Some(before), Some(after)) = (rss_before, rss_after) {
