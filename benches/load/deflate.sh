@@ -25,7 +25,7 @@
 #
 # Writes a markdown report to stdout and target/bench/deflate.md; raw results and server
 # logs go to target/bench/deflate/. Tunables (environment): SECS (3), WARMUP (0.5),
-# ROUNDS (1), CASES ("100x200:json 10x16384:prose"), MODES ("off no-context context"),
+# ROUNDS (1), CASES ("100x200:json 10x16384:prose"; empty: idle memory only), MODES ("off no-context context"),
 # IDLE_CONNS (5000; 0 skips), IDLE_PRIMES ("0 1"), IDLE_SIZE (200, json, for priming),
 # SERVERS ("tidewire-std tidewire-smol yawc"), SERVER_CPU (0), CLIENT_CPU (1), NO_BUILD
 # (unset), BENCH_TARGET (target/bench-deflate: where the three builds go, as load/, std/
@@ -133,8 +133,9 @@ run_loadgen() {
 deflate_flag() { [[ $1 == off ]] || echo "--deflate $1"; }
 
 # ---------------------------------------------------------------- load cases
-for s in $servers; do start "$s" "$raw/$s.log"; done
-log "servers: $(for s in $servers; do printf '%s=%s(pid %s) ' "$s" "${addr[$s]}" "${pid[$s]}"; done)"
+[[ -z ${cases// /} ]] && rounds=0 # CASES="": idle memory only
+((rounds == 0)) || for s in $servers; do start "$s" "$raw/$s.log"; done
+((rounds == 0)) || log "servers: $(for s in $servers; do printf '%s=%s(pid %s) ' "$s" "${addr[$s]}" "${pid[$s]}"; done)"
 
 turn=0
 for ((round = 1; round <= rounds; round++)); do
@@ -169,7 +170,7 @@ for ((round = 1; round <= rounds; round++)); do
         done
     done
 done
-for s in $servers; do stop "$s"; done
+((rounds == 0)) || for s in $servers; do stop "$s"; done
 
 # ---------------------------------------------------------------- idle memory
 if [[ $idle_conns -gt 0 ]]; then
@@ -217,7 +218,7 @@ $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ */
     echo "Other CPU: what the rest of the machine used meanwhile (/proc/stat, steal included); it"
     echo "should be near 0%: this machine has $(nproc) CPUs and the benchmark uses them all."
     echo
-    awk -F'\t' -v cases="$cases" -v modes="$modes" -v servers="$servers" -v peers="$peers" '
+    [[ -f $raw/results.tsv ]] && awk -F'\t' -v cases="$cases" -v modes="$modes" -v servers="$servers" -v peers="$peers" '
     function val(line, key,   n, i, parts, kvp) {
         n = split(line, parts, " ")
         for (i = 1; i <= n; i++) { split(parts[i], kvp, "="); if (kvp[1] == key) return kvp[2] }
