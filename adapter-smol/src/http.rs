@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use smol::Async;
 use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tidewire::http::Request;
+use tidewire::http::{BodyError, BodyReader, Request};
 use tidewire::ws::WsConnection;
 use tidewire::{Machine as _, Transmit};
 
@@ -61,61 +61,60 @@ impl HttpRequest {
         self.peer
     }
 
-    /// Reads the body announced by `Content-Length` (empty without one), answering
-    /// `100 Continue` first when the client asked for it. The whole body must arrive within
-    /// `endpoint.head_timeout`.
+    /// Reads the body (by `Content-Length` or chunked; empty without either), at most
+    /// `max` bytes, answering `100 Continue` first when the client asked for it. The whole
+    /// body must arrive within `endpoint.head_timeout`.
     ///
     /// # Errors
-    /// The request is answered here and the connection closed, then: `InvalidData` with
-    /// 400 for a malformed `Content-Length` or any `Transfer-Encoding`, or with 413 for a
-    /// body over `max` bytes; `TimedOut` with 408 when it arrives too slowly;
-    /// `UnexpectedEof` when the client closes first; `NotConnected` after a response.
+    /// The request is answered here (the core's [`BodyError::response`]) and the
+    /// connection closed, then: `InvalidData` with 400 for malformed framing (a bad
+    /// `Content-Length` or chunk, or both framings), 501 for a transfer coding other than
+    /// chunked, or 413 for a body over `max` bytes; `TimedOut` with 408 when it arrives too
+    /// slowly; `UnexpectedEof` when the client closes first; `NotConnected` after a
+    /// response.
     pub async fn read_body(&mut self, max: usize) -> io::Result<Bytes> {
         if self.done {
             return Err(io::ErrorKind::NotConnected.into());
         }
-        let len = match self.request.content_length() {
-            Ok(len) => len.unwrap_or(0),
-            Err(_) => {
-                self.fail(400, "bad Content-Length or Transfer-Encoding").await;
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "bad body framing"));
-            }
-        };
-        let len = match usize::try_from(len) {
-            Ok(len) if len <= max => len,
-            _ => {
-                self.fail(413, "request body too large").await;
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "request body too large"));
-            }
-        };
         let cfg = &self.registration.server.cfg.endpoint;
-        let deadline = Instant::now() + cfg.head_timeout;
         let close_timeout = cfg.ws.close_timeout;
-        let mut body = std::mem::take(&mut self.rest);
-        body.truncate(len);
-        if body.len() < len && self.request.has_token("expect", "100-continue") {
-            let cont = Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n");
-            write_all_until(&self.stream, vec![cont], Instant::now() + close_timeout).await?;
-        }
-        body.reserve_exact(len - body.len());
-        let mut chunk = vec![0u8; (len - body.len()).min(64 << 10)];
-        while body.len() < len {
-            let want = (len - body.len()).min(chunk.len());
+        let mut reader = BodyReader::new(Instant::now(), &self.request, max, cfg.head_timeout);
+        reader.handle_read(&std::mem::take(&mut self.rest));
+        let mut chunk = vec![0u8; 16 << 10];
+        loop {
+            if let Some(interim) = reader.poll_transmit() {
+                write_all_until(&self.stream, vec![interim], Instant::now() + close_timeout)
+                    .await?;
+            }
+            match reader.poll_body() {
+                Some(Ok(body)) => return Ok(body),
+                Some(Err(e)) => return Err(self.body_failed(e).await),
+                None => {}
+            }
+            let deadline = reader.poll_timeout().unwrap_or_else(Instant::now);
             let mut stream = &*self.stream;
-            match until(deadline, stream.read(&mut chunk[..want])).await {
-                Some(Ok(n)) if n > 0 => body.extend_from_slice(&chunk[..n]),
+            match until(deadline, stream.read(&mut chunk)).await {
+                Some(Ok(0)) => reader.handle_eof(),
+                Some(Ok(n)) => reader.handle_read(&chunk[..n]),
                 Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Some(_) => {
-                    self.give_up();
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
-                None => {
-                    self.fail(408, "request body timed out").await;
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "request body timed out"));
-                }
+                Some(Err(_)) => reader.handle_eof(),
+                None => reader.handle_timeout(Instant::now()),
             }
         }
-        Ok(Bytes::from(body))
+    }
+
+    /// Answers a body that could not be read (when the peer is still there) and closes.
+    async fn body_failed(&mut self, e: BodyError) -> io::Error {
+        match e.response() {
+            Some(bytes) => drop(self.send_raw(bytes).await),
+            None => self.give_up(),
+        }
+        let kind = match e {
+            BodyError::TimedOut => io::ErrorKind::TimedOut,
+            BodyError::Truncated => io::ErrorKind::UnexpectedEof,
+            _ => io::ErrorKind::InvalidData,
+        };
+        io::Error::new(kind, e)
     }
 
     /// Writes a complete response (status 200–599, extra `headers`, `body`; the
@@ -172,16 +171,6 @@ impl HttpRequest {
                 Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 _ => return,
             }
-        }
-    }
-
-    /// Answers with a short plain-text error and closes.
-    async fn fail(&mut self, status: u16, text: &str) {
-        match tidewire::http::response(status, &[], format!("{text}\n").as_bytes()) {
-            Ok(bytes) => {
-                let _ = self.send_raw(bytes).await;
-            }
-            Err(_) => self.give_up(),
         }
     }
 

@@ -29,7 +29,9 @@
 //! Every accepted socket gets a task that *pumps* it through the core endpoint, which sits
 //! behind one mutex with one timer task for the whole server: read → one mutation under the
 //! lock → pull the connection's transmits (at most 256 KiB, and only once the socket took
-//! the last batch) and dispatch the endpoint's events → write outside the lock. A client
+//! the last batch), wake whom the endpoint's outputs concern → write outside the lock. The
+//! endpoint keeps its events, hand-overs and bus answers itself: the pump only moves bytes
+//! and wakes tasks. A client
 //! that stops reading so fills its socket, then its transport in the core, then its hub
 //! outbox, and meets the channel's slow-consumer policy. A request for a path that is not
 //! the hub's leaves the endpoint and the pump: the task runs the application's handler,

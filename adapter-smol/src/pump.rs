@@ -1,7 +1,9 @@
-//! The socket pump of the crate docs ("How the server is driven"): one task per accepted
-//! connection and one timer task per server drive the core endpoint behind one mutex. A
-//! connection the core hands over (an upgrade or a request for a path that is not the hub's)
-//! leaves the pump: its task runs the application's handler.
+//! The socket pump of the crate docs ("How the server is driven"): moves bytes between the
+//! sockets of the connections the core endpoint serves and the endpoint, which sits behind
+//! one mutex. One task per accepted connection and one timer task per server each make one
+//! mutation, then [`Core::wake_waiters`] wakes who its outputs concern. A connection the
+//! core hands over ([`Server::poll_handover`]: an upgrade or a request for a path that is
+//! not the hub's) leaves the pump: its task runs the application's handler.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -14,8 +16,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use event_listener::Event as Notify;
 use smol::{Async, Timer, future};
-use tidewire::hub::{BusToken, HubError, HubEvent};
-use tidewire::replay::Position;
 use tidewire::server::{ConnHandle, Server, ServerEvent};
 use tidewire::ws::{WsConnection, WsEvent};
 use tidewire::{Machine, Transmit};
@@ -45,58 +45,22 @@ pub(crate) struct Core {
     pub(crate) socks: Sockets<ServerShared>,
     /// Each pumped connection's wake-up.
     wakers: HashMap<ConnHandle, Arc<Notify>>,
-    /// Connections the core handed to the application, until their task picks them up.
-    handoffs: HashMap<ConnHandle, ServerEvent>,
-    /// Informational events for `ServerHandle::next_event`.
-    pub(crate) events: VecDeque<ServerEvent>,
-    /// With Redis: answers of submitted publishes not yet picked up.
-    pub(crate) submits: HashMap<BusToken, Result<Position, HubError>>,
     /// The deadline the timer task waits for.
     armed: Option<Instant>,
 }
 
 impl Core {
     pub(crate) fn new(server: Server, socks: Sockets<ServerShared>) -> Self {
-        Self {
-            server,
-            socks,
-            wakers: HashMap::new(),
-            handoffs: HashMap::new(),
-            events: VecDeque::new(),
-            submits: HashMap::new(),
-            armed: None,
-        }
+        Self { server, socks, wakers: HashMap::new(), armed: None }
     }
 
-    /// After every mutation: the bus's sockets driven ([`crate::outbound`]), the core's
-    /// events dispatched, ready connections woken, the timer re-armed when the deadline
-    /// changed.
-    pub(crate) fn settle(&mut self, shared: &ServerShared) {
+    /// After every mutation: the bus's sockets driven ([`crate::outbound`]), the handle's
+    /// waiters woken when an event or bus answer arrived, ready connections woken, the timer
+    /// re-armed when the deadline changed.
+    pub(crate) fn wake_waiters(&mut self, shared: &ServerShared) {
         drain(shared, &mut self.server, &mut self.socks);
-        let mut queued = false;
-        while let Some(ev) = self.server.poll_event() {
-            match ev {
-                ServerEvent::Upgrade { conn, .. } | ServerEvent::Request { conn, .. } => {
-                    if let Some(w) = self.wakers.get(&conn) {
-                        w.notify(1);
-                    }
-                    self.handoffs.insert(conn, ev);
-                }
-                ServerEvent::Hub(HubEvent::Submitted { token, result }) => {
-                    self.submits.insert(token, result);
-                    shared.submitted.notify(usize::MAX);
-                }
-                ev => {
-                    if self.events.len() >= self.server.config().max_events.max(1) {
-                        self.events.pop_front();
-                    }
-                    self.events.push_back(ev);
-                    queued = true;
-                }
-            }
-        }
-        if queued {
-            shared.events_ready.notify(usize::MAX);
+        if self.server.poll_arrived() {
+            shared.arrived.notify(usize::MAX);
         }
         while let Some(conn) = self.server.poll_ready() {
             if let Some(w) = self.wakers.get(&conn) {
@@ -119,7 +83,7 @@ pub(crate) async fn run_timer(weak: Weak<ServerShared>, wake: Arc<Notify>) {
         let mut core = shared.core();
         if core.armed.is_some_and(|d| now >= d) {
             core.server.handle_timeout(now);
-            core.settle(&shared);
+            core.wake_waiters(&shared);
         }
         Some(core.armed)
     })
@@ -137,11 +101,8 @@ impl Drop for Pumped<'_> {
     fn drop(&mut self) {
         let mut core = self.shared.core();
         core.wakers.remove(&self.conn);
-        core.handoffs.remove(&self.conn);
-        if core.server.has_connection(self.conn) {
-            core.server.handle_lost(Instant::now(), self.conn);
-        }
-        core.settle(self.shared);
+        core.server.handle_lost(Instant::now(), self.conn);
+        core.wake_waiters(self.shared);
     }
 }
 
@@ -169,7 +130,7 @@ pub(crate) async fn run_conn(
         let mut core = shared.core();
         core.wakers.insert(conn, wake.clone());
         core.server.handle_accept_from(Instant::now(), conn, peer);
-        core.settle(&shared);
+        core.wake_waiters(&shared);
     }
     let sock = stream.get_ref();
     let max_read = shared.cfg.read_buffer.max(1);
@@ -200,9 +161,9 @@ pub(crate) async fn run_conn(
                         None => break,
                     }
                 }
-                core.settle(&shared);
+                core.wake_waiters(&shared);
             }
-            core.handoffs.remove(&conn)
+            core.server.poll_handover(conn)
         };
         if let Some(h) = handoff {
             break Some(h);
@@ -267,7 +228,7 @@ pub(crate) async fn run_conn(
             Woke::Read(Ok(n)) if n > 0 => {
                 let mut core = shared.core();
                 core.server.handle_read(Instant::now(), conn, &rbuf[..n]);
-                core.settle(&shared);
+                core.wake_waiters(&shared);
                 drop(core);
                 if n == rbuf.len() && rbuf.len() < max_read {
                     rbuf.resize((rbuf.len() * 2).min(max_read), 0);
@@ -277,7 +238,7 @@ pub(crate) async fn run_conn(
                 eof = true;
                 let mut core = shared.core();
                 core.server.handle_eof(Instant::now(), conn);
-                core.settle(&shared);
+                core.wake_waiters(&shared);
             }
             Woke::Read(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
             Woke::Read(Err(_)) | Woke::Stalled => return,

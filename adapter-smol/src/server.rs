@@ -16,7 +16,9 @@ use smol::{Async, Executor, Timer, future};
 use tidewire::http::Request;
 use tidewire::hub::{AllowAll, Authorize, HubError, HubStats, Principal};
 use tidewire::replay::Position;
-use tidewire::server::{Authenticate, ConnHandle, Credential, Routes, ServerEvent, Verdict};
+use tidewire::server::{
+    Authenticate, ConnHandle, Credential, Publication, Routes, ServerEvent, Verdict,
+};
 use tidewire::ws::{CloseCode, UpgradeRequest, WsConnection};
 
 use crate::conn::{Shared, WebSocket};
@@ -96,12 +98,8 @@ pub(crate) struct ServerShared {
     core: Mutex<Core>,
     /// The core's deadline changed: wakes the timer task.
     pub(crate) timer: Arc<Notify>,
-    /// An informational event was queued.
-    pub(crate) events_ready: Notify,
-    /// With Redis: a submitted publish was answered.
-    pub(crate) submitted: Notify,
-    /// The core server has a Redis bus.
-    redis: bool,
+    /// An event or a submitted publish's answer arrived.
+    pub(crate) arrived: Notify,
     /// A connection ended.
     changed: Notify,
     /// Shutdown started: the accept loop stops.
@@ -160,7 +158,7 @@ impl Host for ServerShared {
         let mut core = self.core();
         let Core { server, socks, .. } = &mut *core;
         let out = f(server, socks, Instant::now());
-        core.settle(self);
+        core.wake_waiters(self);
         out
     }
 
@@ -253,7 +251,6 @@ impl Server {
         let seed = os_seed();
         let now = Instant::now();
         let ecfg = cfg.endpoint.clone();
-        let redis = cfg.redis.is_some();
         let server = match cfg.redis.clone() {
             None => tidewire::server::Server::new(ecfg, authn, authz, seed),
             Some(r) => tidewire::server::Server::with_redis(ecfg, authn, authz, r, seed, now),
@@ -264,9 +261,7 @@ impl Server {
             registry: Mutex::new(Registry::default()),
             core: Mutex::new(Core::new(server, Sockets::new(me.clone()))),
             timer: Arc::new(Notify::new()),
-            events_ready: Notify::new(),
-            submitted: Notify::new(),
-            redis,
+            arrived: Notify::new(),
             changed: Notify::new(),
             stop: Notify::new(),
             done: Notify::new(),
@@ -448,7 +443,7 @@ impl ServerHandle {
     fn with_core<T>(&self, f: impl FnOnce(&mut Core) -> T) -> T {
         let mut core = self.shared.core();
         let r = f(&mut core);
-        core.settle(&self.shared);
+        core.wake_waiters(&self.shared);
         r
     }
 
@@ -469,7 +464,7 @@ impl ServerHandle {
     /// # Errors
     /// As [`Hub::restore`](tidewire::hub::Hub::restore).
     pub fn restore(&self, ch: &str, last: Position) -> Result<(), HubError> {
-        self.with_core(|core| core.server.with_hub(Instant::now(), |hub| hub.restore(ch, last)))
+        self.with_core(|core| core.server.restore(Instant::now(), ch, last))
     }
 
     /// The trusted publish deduplicated by `id`: a repeat of an id answers the first one's
@@ -486,10 +481,7 @@ impl ServerHandle {
         id: &str,
         json: &[u8],
     ) -> Result<Position, HubError> {
-        if !self.shared.redis {
-            return self.with_core(|core| core.server.publish_once(Instant::now(), ch, id, json));
-        }
-        self.submit_as(ch, Some(id), json).await
+        self.publish_trusted(ch, Some(id), json).await
     }
 
     /// The trusted publish that works with and without Redis: with
@@ -500,22 +492,25 @@ impl ServerHandle {
     /// As [`publish`](Self::publish); with Redis, [`HubError::Unavailable`] while Redis is
     /// unreachable (retry with [`publish_once`](Self::publish_once) to stay idempotent).
     pub async fn submit(&self, ch: &str, json: &[u8]) -> Result<Position, HubError> {
-        if !self.shared.redis {
-            return self.publish(ch, json);
-        }
-        self.submit_as(ch, None, json).await
+        self.publish_trusted(ch, None, json).await
     }
 
-    async fn submit_as(
+    /// The core's trusted publish; with a bus, waits for its answer.
+    async fn publish_trusted(
         &self,
         ch: &str,
         id: Option<&str>,
         json: &[u8],
     ) -> Result<Position, HubError> {
-        let token = self.with_core(|core| core.server.submit(Instant::now(), ch, id, json))?;
+        let published =
+            self.with_core(|core| core.server.publish_trusted(Instant::now(), ch, id, json))?;
+        let token = match published {
+            Publication::Submitted(token) => token,
+            Publication::Appended(pos) => return Ok(pos),
+        };
         loop {
-            let listener = self.shared.submitted.listen();
-            if let Some(r) = self.shared.core().submits.remove(&token) {
+            let listener = self.shared.arrived.listen();
+            if let Some(r) = self.shared.core().server.take_submitted(token) {
                 return r;
             }
             listener.await;
@@ -531,31 +526,31 @@ impl ServerHandle {
     /// The presence list of `ch` (names in grace included), sorted.
     #[must_use]
     pub fn presence(&self, ch: &str) -> Vec<String> {
-        self.inspect(|s| s.hub().presence(ch).map(str::to_owned).collect())
+        self.inspect(|s| s.presence(ch))
     }
 
     /// The head of `ch`'s log, if the channel exists.
     #[must_use]
     pub fn head(&self, ch: &str) -> Option<Position> {
-        self.inspect(|s| s.hub().log(ch).map(tidewire::replay::ReplayLog::head))
+        self.inspect(|s| s.head(ch))
     }
 
     /// Hub-wide counters.
     #[must_use]
     pub fn stats(&self) -> HubStats {
-        self.inspect(|s| s.hub().stats())
+        self.inspect(tidewire::server::Server::hub_stats)
     }
 
     /// Connections of the hub (WebSocket, SSE, kept polling clients).
     #[must_use]
     pub fn hub_connections(&self) -> usize {
-        self.inspect(|s| s.hub().connection_count())
+        self.inspect(tidewire::server::Server::hub_connections)
     }
 
     /// Whether the hub's bus is connected (`false` without Redis).
     #[must_use]
     pub fn bus_is_up(&self) -> bool {
-        self.inspect(|s| s.hub().bus_is_up())
+        self.inspect(tidewire::server::Server::bus_is_up)
     }
 
     /// The next informational event of the core ([`ServerEvent::Hub`],
@@ -564,13 +559,13 @@ impl ServerHandle {
     /// waiting. The queue keeps `endpoint.max_events`; the oldest is dropped when full.
     #[must_use]
     pub fn next_event(&self) -> Option<ServerEvent> {
-        self.shared.core().events.pop_front()
+        self.shared.core().server.poll_event()
     }
 
     /// The next event, as [`next_event`](Self::next_event); waits until there is one.
     pub async fn event(&self) -> ServerEvent {
         loop {
-            let listener = self.shared.events_ready.listen();
+            let listener = self.shared.arrived.listen();
             if let Some(ev) = self.next_event() {
                 return ev;
             }

@@ -249,9 +249,12 @@ fn bodies_routing_and_websockets_on_one_port() {
         assert!(rest.starts_with("HTTP/1.1 200") && rest.ends_with("\r\n\r\nabcd"), "{rest}");
         // Too large, bad framing.
         assert_eq!(request(&handle, &post(&"x".repeat(17), "")).await.0, 413);
-        let chunked =
-            "POST /echo-body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
-        assert_eq!(request(&handle, chunked).await.0, 400);
+        let chunked = "POST /echo-body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+            3\r\nabc\r\n0\r\n\r\n";
+        let (status, _, body) = request(&handle, chunked).await;
+        assert_eq!((status, body.as_str()), (200, "abc"), "a chunked body is decoded");
+        let both = chunked.replace("Host: x", "Host: x\r\nContent-Length: 3");
+        assert_eq!(request(&handle, &both).await.0, 400);
         // Other paths, bad heads.
         assert_eq!(get(&handle, "/nothing", "").await.0, 404);
         assert_eq!(request(&handle, "GARBAGE\r\n\r\n").await.0, 400);

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tidewire::hub::{HubError, HubStats};
 use tidewire::replay::Position;
-use tidewire::server::{ConnHandle, Server as Endpoint, ServerEvent, Verdict};
+use tidewire::server::{ConnHandle, Publication, Server as Endpoint, ServerEvent, Verdict};
 
 use crate::ServerHandle;
 use crate::conn::wait_until;
@@ -37,10 +37,7 @@ impl ServerHandle {
         id: &str,
         json: impl AsRef<[u8]>,
     ) -> Result<Position, HubError> {
-        if self.shared.redis {
-            return self.submit_with(ch, Some(id), json.as_ref());
-        }
-        self.shared.with(|s, now| s.publish_once(now, ch, id, json.as_ref()))
+        self.publish_trusted(ch, Some(id), json.as_ref())
     }
 
     /// Creates channel `ch` with its log continuing after `last`, a position an earlier
@@ -50,7 +47,7 @@ impl ServerHandle {
     /// # Errors
     /// As [`Hub::restore`](tidewire::hub::Hub::restore).
     pub fn restore(&self, ch: &str, last: Position) -> Result<(), HubError> {
-        self.shared.with(|s, now| s.with_hub(now, |hub| hub.restore(ch, last)))
+        self.shared.with(|s, now| s.restore(now, ch, last))
     }
 
     /// The trusted publish that works with and without Redis: with
@@ -62,20 +59,25 @@ impl ServerHandle {
     /// As [`publish`](Self::publish); with Redis, [`HubError::Unavailable`] while Redis is
     /// unreachable (retry with [`publish_once`](Self::publish_once) to stay idempotent).
     pub fn submit(&self, ch: &str, json: impl AsRef<[u8]>) -> Result<Position, HubError> {
-        if !self.shared.redis {
-            return self.publish(ch, json);
-        }
-        self.submit_with(ch, None, json.as_ref())
+        self.publish_trusted(ch, None, json.as_ref())
     }
 
-    fn submit_with(&self, ch: &str, id: Option<&str>, json: &[u8]) -> Result<Position, HubError> {
+    /// The core's trusted publish; with a bus, waits (blocking) for its answer.
+    fn publish_trusted(
+        &self,
+        ch: &str,
+        id: Option<&str>,
+        json: &[u8],
+    ) -> Result<Position, HubError> {
         let mut core = core(&self.shared);
-        let now = Instant::now();
-        let token = core.server.submit(now, ch, id, json);
+        let published = core.server.publish_trusted(Instant::now(), ch, id, json);
         core.after(&self.shared);
-        let token = token?;
+        let token = match published? {
+            Publication::Submitted(token) => token,
+            Publication::Appended(pos) => return Ok(pos),
+        };
         loop {
-            if let Some(r) = core.take_submit(token) {
+            if let Some(r) = core.server.take_submitted(token) {
                 return r;
             }
             core =
@@ -92,31 +94,31 @@ impl ServerHandle {
     /// The presence names on `ch`.
     #[must_use]
     pub fn presence(&self, ch: &str) -> Vec<String> {
-        self.inspect(|s| s.hub().presence(ch).map(str::to_owned).collect())
+        self.inspect(|s| s.presence(ch))
     }
 
     /// The position of `ch`'s last message (`None`: no such channel).
     #[must_use]
     pub fn head(&self, ch: &str) -> Option<Position> {
-        self.inspect(|s| s.hub().log(ch).map(tidewire::replay::ReplayLog::head))
+        self.inspect(|s| s.head(ch))
     }
 
     /// The hub's counters.
     #[must_use]
     pub fn stats(&self) -> HubStats {
-        self.inspect(|s| s.hub().stats())
+        self.inspect(Endpoint::hub_stats)
     }
 
     /// Connections in the hub (WebSockets, SSE streams, polling clients).
     #[must_use]
     pub fn hub_connections(&self) -> usize {
-        self.inspect(|s| s.hub().connection_count())
+        self.inspect(Endpoint::hub_connections)
     }
 
     /// Whether the hub's Redis bus is connected (`false` without Redis).
     #[must_use]
     pub fn bus_is_up(&self) -> bool {
-        self.inspect(|s| s.hub().bus_is_up())
+        self.inspect(Endpoint::bus_is_up)
     }
 
     /// The next informational event, oldest first, without waiting: the hub's
@@ -126,7 +128,7 @@ impl ServerHandle {
     /// `endpoint.max_events`; hand-overs are the pump's and never appear here.
     #[must_use]
     pub fn next_event(&self) -> Option<ServerEvent> {
-        core(&self.shared).pop_event()
+        core(&self.shared).server.poll_event()
     }
 
     /// As [`next_event`](Self::next_event), waiting up to `timeout` for one.
@@ -135,7 +137,7 @@ impl ServerHandle {
         let until = Instant::now() + timeout;
         let mut core = core(&self.shared);
         loop {
-            if let Some(ev) = core.pop_event() {
+            if let Some(ev) = core.server.poll_event() {
                 return Some(ev);
             }
             let now = Instant::now();

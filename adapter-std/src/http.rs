@@ -6,8 +6,8 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use tidewire::http::{Request, response};
+use bytes::Bytes;
+use tidewire::http::{BodyError, BodyReader, Request, response};
 use tidewire::ws::WsConfig;
 
 /// Bytes read from the socket at a time while a head or a body arrives.
@@ -134,68 +134,50 @@ impl HttpRequest {
         self.peer
     }
 
-    /// Reads the body announced by `Content-Length` (empty without one), at most `max`
-    /// bytes, within the server's `WsConfig::handshake_timeout` from this call. Answers
+    /// Reads the body (by `Content-Length` or chunked; empty without either), at most
+    /// `max` bytes, within the server's `WsConfig::handshake_timeout` from this call. Answers
     /// `100 Continue` first when the client sent `Expect: 100-continue`.
     ///
     /// When the body cannot be read this call answers the request itself and closes the
-    /// connection: `413` for a body over `max`, `400` for a malformed `Content-Length` or any
-    /// `Transfer-Encoding` (chunked request bodies are not supported), `408` when it does not
-    /// arrive in time. A later [`respond`](Self::respond) then fails with `NotConnected`.
+    /// connection (the core's [`BodyError::response`]): `413` for a body over `max`, `400`
+    /// for malformed framing (a bad `Content-Length` or chunk, or both framings), `501` for
+    /// a transfer coding other than chunked, `408` when it does not arrive in time. A later
+    /// [`respond`](Self::respond) then fails with `NotConnected`.
     ///
     /// # Errors
-    /// `InvalidData` (answered 413 or 400), `TimedOut` (answered 408), or the socket's error
-    /// (the peer left); `NotConnected` if the request was answered already.
+    /// `InvalidData` (answered 413, 400 or 501), `TimedOut` (answered 408),
+    /// `UnexpectedEof` or the socket's error (the peer left); `NotConnected` if the request
+    /// was answered already.
     pub fn read_body(&mut self, max: usize) -> io::Result<Bytes> {
         if self.answered {
             return Err(ErrorKind::NotConnected.into());
         }
-        let len = match self.request.content_length() {
-            Ok(None) => return Ok(Bytes::new()),
-            Ok(Some(len)) => len,
-            Err(e) => {
-                self.answer_error(400, "malformed Content-Length, or Transfer-Encoding\n");
-                return Err(io::Error::new(ErrorKind::InvalidData, e));
-            }
-        };
-        let len = match usize::try_from(len) {
-            Ok(len) if len <= max => len,
-            _ => {
-                self.answer_error(413, "request body too large\n");
-                return Err(io::Error::new(
-                    ErrorKind::InvalidData,
-                    format!("request body of {len} bytes over the limit of {max}"),
-                ));
-            }
-        };
-        let mut body = BytesMut::with_capacity(len);
-        let early = self.early.len().min(len);
-        body.extend_from_slice(&self.early[..early]);
-        self.early.clear();
-        if body.len() < len && self.request.has_token("expect", "100-continue") {
-            let stream = &self.stream;
-            if let Err(e) = write_all(stream, b"HTTP/1.1 100 Continue\r\n\r\n", &self.limits) {
+        let mut reader =
+            BodyReader::new(Instant::now(), &self.request, max, self.limits.body_timeout);
+        reader.handle_read(&std::mem::take(&mut self.early));
+        let mut chunk = vec![0u8; CHUNK];
+        loop {
+            if let Some(interim) = reader.poll_transmit()
+                && let Err(e) = write_all(&self.stream, &interim, &self.limits)
+            {
                 self.give_up();
                 return Err(e);
             }
-        }
-        let deadline = Instant::now() + self.limits.body_timeout;
-        let mut chunk = vec![0u8; CHUNK.min(len - body.len()).max(1)];
-        while body.len() < len {
-            let now = Instant::now();
-            if now >= deadline {
-                self.answer_error(408, "request body timed out\n");
-                return Err(ErrorKind::TimedOut.into());
+            match reader.poll_body() {
+                Some(Ok(body)) => return Ok(body),
+                Some(Err(e)) => return Err(self.body_failed(e)),
+                None => {}
             }
-            let stream = &self.stream;
-            stream.set_read_timeout(Some((deadline - now).max(Duration::from_millis(1))))?;
-            let want = (len - body.len()).min(chunk.len());
-            match (&**stream).read(&mut chunk[..want]) {
-                Ok(0) => {
-                    self.give_up();
-                    return Err(ErrorKind::UnexpectedEof.into());
-                }
-                Ok(n) => body.extend_from_slice(&chunk[..n]),
+            let now = Instant::now();
+            let deadline = reader.poll_timeout().unwrap_or(now);
+            if now >= deadline {
+                reader.handle_timeout(now);
+                continue;
+            }
+            self.stream.set_read_timeout(Some((deadline - now).max(Duration::from_millis(1))))?;
+            match (&*self.stream).read(&mut chunk) {
+                Ok(0) => reader.handle_eof(),
+                Ok(n) => reader.handle_read(&chunk[..n]),
                 Err(e) if is_retry(&e) => {}
                 Err(e) => {
                     self.give_up();
@@ -203,7 +185,20 @@ impl HttpRequest {
                 }
             }
         }
-        Ok(body.freeze())
+    }
+
+    /// Answers a body that could not be read (when the peer is still there) and closes.
+    fn body_failed(&mut self, e: BodyError) -> io::Error {
+        match e.response() {
+            Some(bytes) => drop(self.finish(&bytes)),
+            None => self.give_up(),
+        }
+        let kind = match e {
+            BodyError::TimedOut => ErrorKind::TimedOut,
+            BodyError::Truncated => ErrorKind::UnexpectedEof,
+            _ => ErrorKind::InvalidData,
+        };
+        io::Error::new(kind, e)
     }
 
     /// Answers with `status`, extra `headers` and `body`, then closes the connection.
@@ -235,13 +230,6 @@ impl HttpRequest {
             Err(_) => drop(self.stream.shutdown(Shutdown::Both)),
         }
         written
-    }
-
-    fn answer_error(&mut self, status: u16, text: &str) {
-        match response(status, &[], text.as_bytes()) {
-            Ok(bytes) => drop(self.finish(&bytes)),
-            Err(_) => self.give_up(),
-        }
     }
 
     fn give_up(&mut self) {

@@ -12,7 +12,8 @@
 //!   writes them outside it; it pulls again only once the socket took them, so a client
 //!   that stops reading backs up into its transport and then the hub's bounded outbox. One
 //!   **timer** thread per server sleeps until the core's `poll_timeout`. Each thread makes
-//!   one mutation under the lock, then drains the core's outputs (see the `pump` module).
+//!   one mutation under the lock, then wakes whom the core's outputs concern (see the
+//!   `pump` module); the core keeps its events, hand-overs and bus answers itself.
 //! - The hub's routes ([`ServerConfig::endpoint`]`.routes`: none by default, so a plain
 //!   [`Server::bind`] is a plain WebSocket/HTTP server) are served entirely by the core.
 //!   Any other request leaves the pump for the application, on the reader thread: a

@@ -1,12 +1,13 @@
-//! The socket pump: the core [`Server`](tidewire::server::Server) behind one mutex, a reader
-//! and a writer thread per connection it serves, and one timer thread. Each makes **one**
-//! mutation under the lock, then [`Core::after`] drains the server's outputs: events (a
-//! hand-over to the connection's slot, the rest to the queue of
-//! [`ServerHandle::next_event`](crate::ServerHandle::next_event)), ready connections (their
-//! writers woken) and the deadline (the timer woken).
+//! The socket pump: moves bytes between the sockets of the connections the core
+//! [`Server`](tidewire::server::Server) serves and the server, which sits behind one mutex.
+//! A reader and a writer thread per connection and one timer thread each make **one**
+//! mutation under the lock, then [`Core::after`] wakes who the server's outputs concern: the
+//! waiters of [`ServerHandle`](crate::ServerHandle) when an event or bus answer arrived,
+//! the writers of ready connections, the timer when the deadline moved.
 //!
-//! - The **reader** blocks in `read` and feeds the server; on a hand-over it returns it, and
-//!   the same thread runs the application's handler.
+//! - The **reader** blocks in `read` and feeds the server; when the server hands the
+//!   connection over ([`Endpoint::poll_handover`]) it returns it, and the same thread runs
+//!   the application's handler.
 //! - The **writer** waits until the server names its connection ready, pulls up to
 //!   256 KiB under the lock and writes them without it; it pulls again only once the
 //!   socket took them (one backpressure chain: socket, transport, hub outbox). A write
@@ -21,8 +22,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tidewire::hub::{BusToken, HubError, HubEvent};
-use tidewire::replay::Position;
 use tidewire::server::{ConnHandle, Server as Endpoint, ServerEvent};
 
 use crate::conn::{lock, pull, wait_until, write_chunks};
@@ -36,11 +35,7 @@ const STALL: Duration = Duration::from_secs(30);
 /// The core server and what the adapter keeps beside it, under one mutex.
 pub(crate) struct Core {
     pub(crate) server: Endpoint,
-    slots: HashMap<ConnHandle, Arc<Slot>>,
-    events: VecDeque<ServerEvent>,
-    max_events: usize,
-    /// With Redis: answers of submitted publishes not yet picked up.
-    submits: HashMap<BusToken, Result<Position, HubError>>,
+    writers: HashMap<ConnHandle, Arc<WriterWake>>,
     /// The deadline the timer thread sleeps until.
     deadline: Option<Instant>,
     next_conn: u64,
@@ -50,50 +45,19 @@ pub(crate) struct Core {
 
 impl Core {
     pub(crate) fn new(server: Endpoint) -> Self {
-        let max_events = server.config().max_events.max(1);
-        Self {
-            server,
-            slots: HashMap::new(),
-            events: VecDeque::new(),
-            max_events,
-            submits: HashMap::new(),
-            deadline: None,
-            next_conn: 0,
-            stop: false,
-        }
+        Self { server, writers: HashMap::new(), deadline: None, next_conn: 0, stop: false }
     }
 
     /// Step 3 of the run loop, after every mutation, under the lock: the bus's sockets
-    /// (see [`crate::outbound`]), events, ready connections, the deadline.
+    /// (see [`crate::outbound`]), the handle's waiters, ready connections, the deadline.
     pub(crate) fn after(&mut self, shared: &Shared) {
         crate::outbound::drain(shared, &mut self.server, Instant::now());
-        while let Some(ev) = self.server.poll_event() {
-            match ev {
-                ServerEvent::Upgrade { conn, .. } | ServerEvent::Request { conn, .. } => {
-                    // No slot: the socket is gone, and the event (and connection) with it.
-                    if let Some(slot) = self.slots.remove(&conn) {
-                        slot.update(|f| {
-                            f.handover = Some(ev);
-                            f.gone = true;
-                        });
-                    }
-                }
-                ServerEvent::Hub(HubEvent::Submitted { token, result }) => {
-                    self.submits.insert(token, result);
-                    shared.event_cv.notify_all();
-                }
-                ev => {
-                    if self.events.len() >= self.max_events {
-                        self.events.pop_front();
-                    }
-                    self.events.push_back(ev);
-                    shared.event_cv.notify_all();
-                }
-            }
+        if self.server.poll_arrived() {
+            shared.event_cv.notify_all();
         }
         while let Some(conn) = self.server.poll_ready() {
-            if let Some(slot) = self.slots.get(&conn) {
-                slot.update(|f| f.ready = true);
+            if let Some(wake) = self.writers.get(&conn) {
+                wake.update(|f| f.ready = true);
             }
         }
         let next = self.server.poll_timeout();
@@ -103,27 +67,24 @@ impl Core {
         }
     }
 
-    pub(crate) fn pop_event(&mut self) -> Option<ServerEvent> {
-        self.events.pop_front()
-    }
-
-    pub(crate) fn take_submit(&mut self, token: BusToken) -> Option<Result<Position, HubError>> {
-        self.submits.remove(&token)
-    }
-
     /// Forgets a connection whose socket failed.
     fn lost(&mut self, shared: &Shared, conn: ConnHandle) {
         self.server.handle_lost(Instant::now(), conn);
-        if let Some(slot) = self.slots.remove(&conn) {
-            slot.update(|f| f.gone = true);
-        }
+        self.writer_gone(conn);
         self.after(shared);
+    }
+
+    /// Ends `conn`'s writer: the server forgot the connection.
+    fn writer_gone(&mut self, conn: ConnHandle) {
+        if let Some(wake) = self.writers.remove(&conn) {
+            wake.update(|f| f.gone = true);
+        }
     }
 }
 
 /// The wake-up of one connection's writer, set under the core lock.
 #[derive(Default)]
-struct Slot {
+struct WriterWake {
     flags: Mutex<Flags>,
     cv: Condvar,
 }
@@ -136,11 +97,9 @@ struct Flags {
     gone: bool,
     /// The reader stopped reading.
     read_done: bool,
-    /// The connection left the server for the application.
-    handover: Option<ServerEvent>,
 }
 
-impl Slot {
+impl WriterWake {
     fn update(&self, f: impl FnOnce(&mut Flags)) {
         f(&mut lock(&self.flags));
         self.cv.notify_all();
@@ -164,12 +123,12 @@ pub(crate) fn run(
     stream: &Arc<TcpStream>,
     guard: Arc<dyn Send + Sync>,
 ) -> Option<ServerEvent> {
-    let slot = Arc::new(Slot::default());
+    let wake = Arc::new(WriterWake::default());
     let conn = {
         let mut core = core(shared);
         let conn = ConnHandle(core.next_conn);
         core.next_conn += 1;
-        core.slots.insert(conn, Arc::clone(&slot));
+        core.writers.insert(conn, Arc::clone(&wake));
         match stream.peer_addr() {
             Ok(peer) => core.server.handle_accept_from(Instant::now(), conn, peer),
             Err(_) => core.server.handle_accept(Instant::now(), conn),
@@ -182,10 +141,10 @@ pub(crate) fn run(
     let stall = shared.stall.unwrap_or(STALL).max(Duration::from_millis(1));
     let _ = stream.set_write_timeout(Some(stall));
     let writer = {
-        let (shared, stream, slot) = (Arc::clone(shared), Arc::clone(stream), Arc::clone(&slot));
+        let (shared, stream, wake) = (Arc::clone(shared), Arc::clone(stream), Arc::clone(&wake));
         std::thread::Builder::new()
             .name("tidewire-write".into())
-            .spawn(move || write_loop(&shared, &stream, conn, &slot, &guard))
+            .spawn(move || write_loop(&shared, &stream, conn, &wake, &guard))
     };
     if writer.is_err() {
         core(shared).lost(shared, conn);
@@ -212,15 +171,14 @@ pub(crate) fn run(
             }
         };
         core.after(shared);
-        drop(core);
-        let mut f = slot.flags();
-        if let Some(ev) = f.handover.take() {
-            return Some(ev);
+        let handover = core.server.poll_handover(conn);
+        if handover.is_some() {
+            core.writer_gone(conn);
+            return handover;
         }
+        drop(core);
         if end {
-            f.read_done = true;
-            drop(f);
-            slot.cv.notify_all();
+            wake.update(|f| f.read_done = true);
             return None;
         }
     }
@@ -231,15 +189,15 @@ fn write_loop(
     shared: &Shared,
     stream: &TcpStream,
     conn: ConnHandle,
-    slot: &Slot,
+    wake: &WriterWake,
     _guard: &Arc<dyn Send + Sync>,
 ) {
     let mut batch = VecDeque::new();
     loop {
         {
-            let mut f = slot.flags();
+            let mut f = wake.flags();
             while !f.ready && !f.gone {
-                f = slot.cv.wait(f).unwrap_or_else(std::sync::PoisonError::into_inner);
+                f = wake.cv.wait(f).unwrap_or_else(std::sync::PoisonError::into_inner);
             }
             if f.gone {
                 return;
@@ -260,10 +218,8 @@ fn write_loop(
                 return;
             }
             if shutdown {
-                if let Some(slot) = core(shared).slots.remove(&conn) {
-                    slot.update(|f| f.gone = true);
-                }
-                linger_close(stream, slot, shared.is_stopping());
+                core(shared).writer_gone(conn);
+                linger_close(stream, wake, shared.is_stopping());
                 return;
             }
             if bytes == 0 {
@@ -284,16 +240,16 @@ fn write_all(stream: &TcpStream, batch: &mut VecDeque<Bytes>) -> std::io::Result
 /// Sends FIN, waits (at most [`LINGER`], not at all during a shutdown) for the reader to
 /// see the peer's end, then closes: closing with unread input sends a reset, which can
 /// destroy the response unread.
-fn linger_close(stream: &TcpStream, slot: &Slot, stopping: bool) {
+fn linger_close(stream: &TcpStream, wake: &WriterWake, stopping: bool) {
     let _ = stream.shutdown(Shutdown::Write);
     let until = Instant::now() + if stopping { Duration::ZERO } else { LINGER };
-    let mut f = slot.flags();
+    let mut f = wake.flags();
     while !f.read_done {
         let now = Instant::now();
         if now >= until {
             break;
         }
-        f = wait_until(&slot.cv, f, Some(until));
+        f = wait_until(&wake.cv, f, Some(until));
     }
     drop(f);
     let _ = stream.shutdown(Shutdown::Both);

@@ -112,8 +112,6 @@ pub(crate) struct Shared {
     pub(crate) event_cv: Condvar,
     /// With Redis: the bus's sockets.
     pub(crate) bus: Sockets<Shared>,
-    /// The server has a Redis bus.
-    pub(crate) redis: bool,
     pub(crate) read_buffer: usize,
     /// `WsConfig::send_timeout`: a write without progress this long loses the socket.
     pub(crate) stall: Option<Duration>,
@@ -213,7 +211,6 @@ impl Server {
         let ws = &ecfg.ws;
         let (stall, ws_timeouts, limits) =
             (ws.send_timeout, (ws.send_timeout, ws.close_timeout), HttpLimits::from_ws(ws));
-        let has_redis = redis.is_some();
         let endpoint = match redis {
             None => tidewire::server::Server::new(ecfg, authn, authz, seed),
             Some(r) => {
@@ -228,7 +225,6 @@ impl Server {
         let shared = Arc::new_cyclic(|me| Shared {
             local,
             bus: Sockets::new(me.clone(), dial),
-            redis: has_redis,
             core: Mutex::new(Core::new(endpoint)),
             timer_cv: Condvar::new(),
             event_cv: Condvar::new(),

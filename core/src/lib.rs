@@ -15,6 +15,7 @@
 //! | [`socket`] | the outbound-socket vocabulary (`SockId`, connect/close) of `ClientSession` and `RedisBus` |
 //! | [`server`] | [`server::Server`]: every server-side connection of one endpoint (routes, auth, hub, shutdown) |
 //! | [`sse`] | Server-Sent Events: the event-stream encoder and the WHATWG parser |
+//! | [`text`] | [`text::Utf8Bytes`]: validated zero-copy UTF-8, the text of WebSocket messages and SSE events |
 //! | [`poll`] | long and short polling by cursor, `ETag`/`If-None-Match` → 304 |
 //! | [`policy`] | backoff, heartbeat, sequencer, dedup, outbox, rate limit: small pure machines |
 //! | [`time`] | `Instant`/`Duration`, the monotonic clamp, timer tables and the scalable timer queue |
@@ -128,6 +129,7 @@ pub mod socket;
 pub mod sse;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod text;
 pub mod time;
 pub mod ws;
 

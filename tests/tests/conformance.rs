@@ -20,7 +20,9 @@
 //! - a binary frame on the hub's WebSocket closes it with 1003;
 //! - a plain server (`Server::bind`, no hub route) hands every upgrade to the application
 //!   and answers other requests 404;
-//! - the same scripted scenario gives the same deliveries through each adapter.
+//! - the same scripted scenario ([`e2e::script::SCRIPT`]) gives the same deliveries,
+//!   statuses, presence and head through the deterministic simulation (the core `Server` on
+//!   the simulated network) and through each adapter over loopback.
 
 #[macro_use]
 mod e2e;
@@ -32,11 +34,11 @@ use std::time::{Duration, Instant};
 
 use e2e::http::{self, Answer, open_stream, read_stream, sse_data, sse_ids};
 use e2e::scenario::{Instance, hub_config};
+use e2e::script::{Loopback, SimStage, play};
 use e2e::smol_adapter::Smol;
 use e2e::std_adapter::Std;
-use e2e::{Backend, Client, Next, Spec, Ws, session_config, settle, within};
+use e2e::{Backend, Spec, Ws, settle, within};
 use tidewire::client::wire::ServerFrame;
-use tidewire::client::{SessionEvent, Transport};
 use tidewire::hub::HubEvent;
 use tidewire::replay::Position;
 use tidewire::server::ServerEvent;
@@ -437,98 +439,28 @@ in_both_adapters!(
 );
 
 // ----------------------------------------------------------------------------------------
-// The same script through each adapter
+// The same script through the simulation and each adapter
 
-/// What one run of [`script`] observed, with epochs left out (each server draws its own).
-#[derive(Debug, PartialEq, Eq)]
-struct Transcript {
-    /// Per client (WebSocket, SSE, polling): `(offset, data)` of every delivery, in order.
-    deliveries: Vec<(Transport, Vec<(u64, String)>)>,
-    /// The status of each scripted raw request.
-    statuses: Vec<u16>,
-    presence: Vec<String>,
-    head: Option<u64>,
-}
-
-/// Three sessions (one per transport) on `chat:s`; 6 publishes through the handle, 3 from
-/// the WebSocket session, 3 over HTTP, each batch delivered to everyone before the next.
-fn script<B: Backend + 'static>() -> Transcript {
-    let inst = start::<B>(&Spec::new(hub_config()));
-    let addr = inst.addr;
-    let ch = "chat:s";
-    let mut clients: Vec<(Transport, B::Client)> =
-        [("ann", Transport::WebSocket), ("bob", Transport::Sse), ("cy", Transport::Polling)]
-            .into_iter()
-            .map(|(user, t)| {
-                let mut cfg = session_config(addr.port(), Some(&format!("user:{user}")));
-                cfg.transports = vec![t];
-                let c = B::session(cfg);
-                c.subscribe(ch);
-                (t, c)
-            })
-            .collect();
-    assert!(settle(|| B::presence(&inst.hub, ch).len() == 3), "{:?}", B::presence(&inst.hub, ch));
-    let mut got: Vec<Vec<(u64, String)>> = vec![Vec::new(); clients.len()];
-    let mut wait_all = |clients: &mut Vec<(Transport, B::Client)>, n: usize| {
-        for (k, (t, c)) in clients.iter_mut().enumerate() {
-            let end = Instant::now() + Duration::from_secs(10);
-            while got[k].len() < n {
-                assert!(Instant::now() < end, "{} {t:?}: {} of {n}", B::NAME, got[k].len());
-                match c.next(Duration::from_millis(100)) {
-                    Next::Event(SessionEvent::Message { pos, data, .. }) => {
-                        got[k].push((pos.offset, data));
-                    }
-                    Next::Ended => panic!("{} {t:?}: the session ended", B::NAME),
-                    _ => {}
-                }
-            }
-        }
-    };
-    for i in 0..6 {
-        B::publish(&inst.hub, ch, &format!(r#"{{"i":{i}}}"#));
-    }
-    wait_all(&mut clients, 6);
-    for i in 6..9 {
-        clients[0].1.publish(ch, &format!(r#"{{"i":{i}}}"#));
-        wait_all(&mut clients, i + 1);
-    }
-    let mut statuses = Vec::new();
-    for i in 9..12 {
-        let a = http::post(
-            addr,
-            &format!("/api/publish?ch={ch}&{ANN}"),
-            "",
-            format!(r#"{{"i":{i}}}"#).as_bytes(),
-        );
-        statuses.push(a.status);
-    }
-    wait_all(&mut clients, 12);
-    for path in ["/events?ch=secret:x", "/poll?ch=chat:s", "/ws", "/api/publish?ch=chat:s"] {
-        statuses.push(http::get(addr, path, "").status);
-    }
-    let presence = B::presence(&inst.hub, ch);
-    let head = B::head(&inst.hub, ch).map(|p| p.offset);
-    for (_, c) in &clients {
-        c.close();
-    }
-    let deliveries = clients.iter().map(|(t, _)| *t).zip(got).collect();
-    Transcript { deliveries, statuses, presence, head }
-}
+/// The simulation's seed (a failure names it).
+const SEED: u64 = 14;
 
 #[test]
-fn the_same_script_gives_the_same_deliveries_in_both_adapters() {
+fn the_same_script_gives_the_same_deliveries_in_the_simulation_and_both_adapters() {
     within(90, || {
-        let std = script::<Std>();
-        let smol = script::<Smol>();
+        let spec = Spec::new(hub_config());
+        let sim = play(&mut SimStage::new(SEED, &spec));
         // Every client got every message once, in publish order, at consecutive offsets.
         let want: Vec<(u64, String)> =
             (0..12).map(|i| (i + 1, format!(r#"{{"i":{i}}}"#))).collect();
-        for (t, got) in &std.deliveries {
-            assert_eq!(got, &want, "std {t:?}");
+        for (t, got) in &sim.deliveries {
+            assert_eq!(got, &want, "sim (seed {SEED}) {t:?}");
         }
-        assert_eq!(std.statuses, [200, 200, 200, 403, 403, 426, 405]);
-        assert_eq!(std.presence, ["ann", "bob", "cy"]);
-        assert_eq!(std.head, Some(12));
-        assert_eq!(std, smol);
+        assert_eq!(sim.statuses, [200, 200, 200, 403, 403, 426, 405], "seed {SEED}");
+        assert_eq!(sim.presence, ["ann", "bob", "cy"], "seed {SEED}");
+        assert_eq!(sim.head, Some(12), "seed {SEED}");
+        let std = play(&mut Loopback::<Std>::new(&spec));
+        assert_eq!(std, sim, "std against the simulation (seed {SEED})");
+        let smol = play(&mut Loopback::<Smol>::new(&spec));
+        assert_eq!(smol, sim, "smol against the simulation (seed {SEED})");
     });
 }

@@ -14,6 +14,14 @@ use tidewire::{Instant, Machine, Transmit};
 /// Counts the heap bytes allocated minus freed on each thread.
 struct Counting;
 
+/// Taken by every test that compresses: the spare zlib states are pooled per process, so
+/// a state another test gives back while the heap test counts would be counted against it.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 thread_local! {
     static LIVE: Cell<isize> = const { Cell::new(0) };
 }
@@ -111,6 +119,7 @@ fn chats(len: usize) -> String {
 
 #[test]
 fn a_client_and_a_server_exchange_compressed_messages() {
+    let _serial = serial();
     let now = Instant::now();
     for (client, server) in [
         (DeflateConfig::default(), DeflateConfig::default()),
@@ -142,6 +151,7 @@ fn a_client_and_a_server_exchange_compressed_messages() {
 
 #[test]
 fn a_broadcast_is_compressed_once() {
+    let _serial = serial();
     let now = Instant::now();
     let server_cfg = DeflateConfig::no_context_takeover();
     let mut pairs: Vec<(WsConnection, WsConnection)> = (0..5)
@@ -183,7 +193,7 @@ fn idle_bytes(
         assert_eq!(messages(s).len(), 1);
         assert_eq!(messages(c).len(), 1);
     };
-    // Warm up: the per-thread pool and lazily sized buffers.
+    // Warm up: the process's pool and lazily sized buffers.
     let (mut c, mut s) = pair(cfg(client.clone()), cfg(server.clone()), now);
     exchange(&mut c, &mut s);
     drop((c, s));
@@ -203,6 +213,7 @@ fn idle_bytes(
 
 #[test]
 fn an_idle_connection_costs_little_more_without_context_takeover() {
+    let _serial = serial();
     let plain = idle_bytes(None, None, 1000);
     let offer = DeflateConfig::default();
     let offer = Some(&offer);
@@ -232,6 +243,7 @@ fn an_idle_connection_costs_little_more_without_context_takeover() {
 
 #[test]
 fn without_a_server_that_agrees_nothing_changes() {
+    let _serial = serial();
     let now = Instant::now();
     let (mut c, mut s) = pair(cfg(Some(DeflateConfig::default())), cfg(None), now);
     assert_eq!((c.deflate_params(), s.deflate_params()), (None, None));

@@ -5,6 +5,7 @@
 //! [`Request`] (route, credentials, `Accept`, `Last-Event-ID`) and hand it to the machine of
 //! that transport. Responses are written with [`response`] (a complete response with a
 //! body) or [`stream_head`] (a body that runs until the connection closes, as SSE needs).
+//! A request's body is read with [`BodyReader`] (`Content-Length` or chunked).
 //! The client side reads the answer with [`ResponseParser`].
 //!
 //! Both parsers are resumable and linear: they remember how far they searched for the blank
@@ -13,11 +14,13 @@
 
 use bytes::{BufMut as _, BytesMut};
 
+mod body;
 mod request;
 mod response;
 #[cfg(test)]
 mod tests;
 
+pub use body::{BodyError, BodyReader};
 pub use request::{Request, RequestParser};
 pub use response::{Response, ResponseParser, reason_phrase, response, stream_head};
 

@@ -106,7 +106,7 @@ pub struct OutboxCounters {
 }
 
 #[derive(Clone, Debug)]
-struct Slot<K> {
+struct QueuedFrame<K> {
     frame: Bytes,
     key: Option<K>,
 }
@@ -124,8 +124,8 @@ struct Slot<K> {
 #[derive(Clone, Debug)]
 pub struct Outbox<K> {
     cfg: OutboxConfig,
-    slots: VecDeque<Slot<K>>,
-    /// The absolute index of `slots[0]`; slot `i` has index `front + i`.
+    queue: VecDeque<QueuedFrame<K>>,
+    /// The absolute index of `queue[0]`; entry `i` has index `front + i`.
     front: u64,
     /// Under `Conflate`: the absolute index of the queued frame for each key.
     keys: HashMap<K, u64>,
@@ -140,7 +140,7 @@ impl<K: Hash + Eq + Clone> Outbox<K> {
     pub fn new(cfg: OutboxConfig) -> Self {
         Self {
             cfg,
-            slots: VecDeque::new(),
+            queue: VecDeque::new(),
             front: 0,
             keys: HashMap::new(),
             bytes: 0,
@@ -158,7 +158,7 @@ impl<K: Hash + Eq + Clone> Outbox<K> {
     /// How many frames are queued.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.queue.len()
     }
 
     /// How many bytes are queued (never more than `max_bytes`).
@@ -170,7 +170,7 @@ impl<K: Hash + Eq + Clone> Outbox<K> {
     /// Whether nothing is queued.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.queue.is_empty()
     }
 
     /// Whether a push returned [`PushOutcome::Disconnect`].
@@ -204,7 +204,7 @@ impl<K: Hash + Eq + Clone> Outbox<K> {
             return PushOutcome::Conflated;
         }
         let mut dropped = 0;
-        while self.slots.len() >= self.cfg.max_items
+        while self.queue.len() >= self.cfg.max_items
             || frame.len() > self.cfg.max_bytes - self.bytes
         {
             if self.cfg.policy == SlowConsumer::Disconnect {
@@ -213,13 +213,13 @@ impl<K: Hash + Eq + Clone> Outbox<K> {
             self.drop_front();
             dropped += 1;
         }
-        let index = self.front + self.slots.len() as u64;
+        let index = self.front + self.queue.len() as u64;
         let key = if conflate { key } else { None };
         if let Some(k) = &key {
             self.keys.insert(k.clone(), index);
         }
         self.bytes += frame.len();
-        self.slots.push_back(Slot { frame, key });
+        self.queue.push_back(QueuedFrame { frame, key });
         self.counters.queued += 1;
         if dropped == 0 { PushOutcome::Queued } else { PushOutcome::DroppedOldest(dropped) }
     }
@@ -236,8 +236,8 @@ impl<K: Hash + Eq + Clone> Outbox<K> {
     fn disconnect(&mut self) -> PushOutcome {
         self.disconnected = true;
         // The refused frame plus everything queued.
-        self.counters.dropped += 1 + self.slots.len() as u64;
-        self.slots.clear();
+        self.counters.dropped += 1 + self.queue.len() as u64;
+        self.queue.clear();
         self.keys.clear();
         self.front = 0;
         self.bytes = 0;
@@ -249,23 +249,23 @@ impl<K: Hash + Eq + Clone> Outbox<K> {
     fn replace(&mut self, mut index: u64, frame: Bytes) {
         let Some(i) = self.position(index) else { return };
         let new_len = frame.len();
-        let old = core::mem::replace(&mut self.slots[i].frame, frame);
+        let old = core::mem::replace(&mut self.queue[i].frame, frame);
         // While making room, `bytes` counts every frame but the replaced one.
         self.bytes -= old.len();
         self.counters.conflated += 1;
         while new_len > self.cfg.max_bytes - self.bytes {
             if self.front == index {
                 // The replaced frame is the oldest: drop the one behind it instead, and move
-                // the replaced frame into that slot (nothing survives between them, so the
+                // the replaced frame into that place (nothing survives between them, so the
                 // order is unchanged).
-                let Some(keep) = self.slots.pop_front() else { break };
+                let Some(keep) = self.queue.pop_front() else { break };
                 self.front += 1;
                 let dropped = self.take_front().is_some();
                 self.front -= 1;
                 if let Some(k) = &keep.key {
                     self.keys.insert(k.clone(), self.front);
                 }
-                self.slots.push_front(keep);
+                self.queue.push_front(keep);
                 index = self.front;
                 if !dropped {
                     break; // unreachable: new_len <= max_bytes
@@ -280,7 +280,7 @@ impl<K: Hash + Eq + Clone> Outbox<K> {
 
     fn position(&self, index: u64) -> Option<usize> {
         let i = usize::try_from(index.checked_sub(self.front)?).ok()?;
-        (i < self.slots.len()).then_some(i)
+        (i < self.queue.len()).then_some(i)
     }
 
     /// Removes the oldest frame as dropped.
@@ -291,15 +291,15 @@ impl<K: Hash + Eq + Clone> Outbox<K> {
     }
 
     fn take_front(&mut self) -> Option<Bytes> {
-        let slot = self.slots.pop_front()?;
-        if let Some(k) = slot.key
+        let queued = self.queue.pop_front()?;
+        if let Some(k) = queued.key
             && self.keys.get(&k) == Some(&self.front)
         {
             self.keys.remove(&k);
         }
         self.front += 1;
-        self.bytes -= slot.frame.len();
-        Some(slot.frame)
+        self.bytes -= queued.frame.len();
+        Some(queued.frame)
     }
 
     /// The next frame to write, oldest first. May return something new after
@@ -314,7 +314,7 @@ impl<K: Hash + Eq + Clone> Outbox<K> {
     /// The frame [`pop`](Self::pop) would return.
     #[must_use]
     pub fn peek(&self) -> Option<&Bytes> {
-        self.slots.front().map(|s| &s.frame)
+        self.queue.front().map(|s| &s.frame)
     }
 }
 
@@ -426,7 +426,7 @@ mod tests {
         assert_eq!(out.push(frame(60, 5), Some(1)), PushOutcome::Conflated);
         assert!(out.bytes() <= 100);
         assert_eq!(out.counters().dropped, 2);
-        // Key 3 went with its frame; key 1 is still conflatable at its new slot.
+        // Key 3 went with its frame; key 1 is still conflatable at its new place.
         assert_eq!(out.push(frame(20, 6), Some(1)), PushOutcome::Conflated);
         assert_eq!(out.push(frame(5, 7), Some(3)), PushOutcome::Queued);
         assert_eq!(drain(&mut out), [6, 4, 7]);

@@ -17,7 +17,7 @@
 //! - [`Server::poll_timeout`] includes the bus's deadlines (reconnection, connect and
 //!   reply timeouts) and [`Server::handle_timeout`] fires them.
 //! - [`Server::submit`] is the trusted publish through the bus, answered by
-//!   `ServerEvent::Hub(HubEvent::Submitted { token, .. })`.
+//!   [`Server::take_submitted`] with its token.
 
 use bytes::Bytes;
 
@@ -66,7 +66,7 @@ impl Server {
 
     /// The trusted server-side publish through the bus ([`Hub::submit`]): `json` (one JSON
     /// value) is numbered by Redis, deduplicated by `id` across instances; the answer
-    /// comes as `ServerEvent::Hub(HubEvent::Submitted { token, result })`.
+    /// comes by [`take_submitted`](Self::take_submitted) with the token.
     ///
     /// # Errors
     /// [`HubError::Unavailable`] without a bus or while it is down; [`HubError::BadJson`],
@@ -161,8 +161,7 @@ impl Outbound for Server {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::{DemoAuth, HubEvent};
-    use crate::server::ServerEvent;
+    use crate::hub::DemoAuth;
     use crate::time::Duration;
 
     fn bulk(s: &str) -> String {
@@ -176,7 +175,6 @@ mod tests {
         closed: Vec<SockId>,
         /// What each socket was sent, as text.
         sent: Vec<(SockId, String)>,
-        events: Vec<ServerEvent>,
     }
 
     impl H {
@@ -190,8 +188,7 @@ mod tests {
                 7,
                 now,
             );
-            let mut h =
-                Self { server, now, socks: vec![], closed: vec![], sent: vec![], events: vec![] };
+            let mut h = Self { server, now, socks: vec![], closed: vec![], sent: vec![] };
             h.drain();
             h
         }
@@ -206,9 +203,7 @@ mod tests {
             while let Some((sock, b)) = Outbound::poll_transmit(&mut self.server) {
                 self.sent.push((sock, String::from_utf8_lossy(&b).into_owned()));
             }
-            while let Some(ev) = self.server.poll_event() {
-                self.events.push(ev);
-            }
+            while self.server.poll_event().is_some() {}
         }
 
         /// Feeds `input` to `sock` one byte at a time.
@@ -238,16 +233,6 @@ mod tests {
             self.feed(sub, "+PONG\r\n");
             (cmd, sub)
         }
-
-        fn bus_events(&mut self) -> Vec<HubEvent> {
-            std::mem::take(&mut self.events)
-                .into_iter()
-                .filter_map(|e| match e {
-                    ServerEvent::Hub(ev) => Some(ev),
-                    _ => None,
-                })
-                .collect()
-        }
     }
 
     #[test]
@@ -270,11 +255,9 @@ mod tests {
         let sent = h.sent_to(cmd);
         assert!(sent.contains("EVALSHA") && sent.contains("tw:public:news:log"), "{sent}");
         h.feed(cmd, &bulk("e1:1"));
-        let answered = h.bus_events().into_iter().any(|e| {
-            matches!(e, HubEvent::Submitted { token: t, result: Ok(p) }
-                if t == token && p.to_string() == "e1:1")
-        });
-        assert!(answered);
+        let answered = h.server.take_submitted(token);
+        assert!(matches!(answered, Some(Ok(p)) if p.to_string() == "e1:1"), "{answered:?}");
+        assert_eq!(h.server.take_submitted(token), None, "given once");
         assert_eq!(
             h.server.submit(h.now, "public:news", None, b"not json"),
             Err(HubError::BadJson)

@@ -63,11 +63,11 @@ impl Server {
                 ws.handle_read(now, rest);
             }
             self.hand_over(conn);
-            self.decisions.push_back(ServerEvent::Upgrade { conn, ws: Box::new(ws) });
+            self.events.push_handover(ServerEvent::Upgrade { conn, ws: Box::new(ws) });
         } else {
             self.hand_over(conn);
             let rest = Bytes::copy_from_slice(rest);
-            self.decisions.push_back(ServerEvent::Request { conn, request: req, rest });
+            self.events.push_handover(ServerEvent::Request { conn, request: req, rest });
         }
     }
 
@@ -92,7 +92,7 @@ impl Server {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.proto = Proto::Deciding { request: req, rest: pending(rest) };
                 }
-                self.decisions.push_back(ServerEvent::Authenticate { conn, request });
+                self.events.push_decision(ServerEvent::Authenticate { conn, request });
             }
         }
     }

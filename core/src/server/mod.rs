@@ -31,10 +31,20 @@
 //!   [`decide_publish`](Server::decide_publish) (a vetted client publish),
 //!   [`shutdown`](Server::shutdown), [`with_hub`](Server::with_hub).
 //! - Outputs: [`poll_ready`](Server::poll_ready) (a connection may have bytes to write),
-//!   [`poll_transmit`](Server::poll_transmit) (per connection), [`poll_event`](Server::poll_event),
+//!   [`poll_transmit`](Server::poll_transmit) (per connection),
+//!   [`poll_handover`](Server::poll_handover) (per connection: it left for the application),
+//!   [`poll_event`](Server::poll_event) (decisions and informational events, bounded),
+//!   [`take_submitted`](Server::take_submitted) (a bus answer by token),
+//!   [`poll_arrived`](Server::poll_arrived) (whether to wake the application's waiters),
 //!   [`poll_timeout`](Server::poll_timeout).
 //! - Getters: [`hub`](Server::hub), [`stats`](Server::stats),
-//!   [`connection_count`](Server::connection_count), [`is_drained`](Server::is_drained).
+//!   [`connection_count`](Server::connection_count), [`is_drained`](Server::is_drained), and
+//!   the hub's as one call each: [`presence`](Server::presence), [`head`](Server::head),
+//!   [`hub_stats`](Server::hub_stats), [`hub_connections`](Server::hub_connections),
+//!   [`bus_is_up`](Server::bus_is_up).
+//! - The application's trusted publish with or without a bus:
+//!   [`publish_trusted`](Server::publish_trusted), answered by
+//!   [`take_submitted`](Server::take_submitted) when the bus numbers it.
 //!
 //! # Backpressure
 //!
@@ -98,6 +108,8 @@ mod config;
 mod conn;
 mod door;
 mod endpoints;
+mod events;
+mod operations;
 mod output;
 mod route;
 #[cfg(test)]
@@ -114,6 +126,7 @@ use bytes::{Bytes, BytesMut};
 pub use auth::{Authenticate, Credential, Refusal, Verdict, status_of};
 pub use config::ServerConfig;
 pub use door::ParsedHead;
+pub use operations::Publication;
 pub use route::{Route, Routes};
 
 use crate::http::Request;
@@ -236,10 +249,8 @@ pub struct Server {
     ready: VecDeque<ConnHandle>,
     /// Connections whose deadline may have changed since the last settle.
     dirty: Vec<ConnHandle>,
-    /// Events that need an answer, or hand a connection over: never dropped.
-    decisions: VecDeque<ServerEvent>,
-    /// Informational events: bounded by `max_events`.
-    events: VecDeque<ServerEvent>,
+    /// What the application pulls: decisions, hand-overs, events, bus answers.
+    events: events::EventQueue,
     draining: Option<Instant>,
     stats: ServerStats,
     violations: Vec<String>,
@@ -314,8 +325,7 @@ impl Server {
             timers: TimerQueue::new(),
             ready: VecDeque::new(),
             dirty: Vec::new(),
-            decisions: VecDeque::new(),
-            events: VecDeque::new(),
+            events: events::EventQueue::default(),
             draining: None,
             stats: ServerStats::default(),
             violations: Vec::new(),
@@ -493,6 +503,7 @@ impl Server {
             self.conn_events(now, conn);
         }
         self.drop_conn(now, conn);
+        self.events.forget(conn);
         self.settle(now);
     }
 
@@ -641,7 +652,6 @@ impl Server {
         self.timers.clear();
         self.ready.clear();
         self.events.clear();
-        self.decisions.clear();
     }
 
     // -----------------------------------------------------------------------------------
@@ -658,13 +668,6 @@ impl Server {
             }
         }
         None
-    }
-
-    /// The next event for the application: those that need an answer or hand over a
-    /// connection first. New after every input and command.
-    #[must_use]
-    pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.decisions.pop_front().or_else(|| self.events.pop_front())
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must run next.
@@ -846,14 +849,6 @@ impl Server {
                 self.ready.push_back(conn);
             }
         }
-    }
-
-    fn push_event(&mut self, ev: ServerEvent) {
-        if self.events.len() >= self.cfg.max_events.max(1) {
-            self.events.pop_front();
-            self.stats.events_dropped += 1;
-        }
-        self.events.push_back(ev);
     }
 
     /// Queues a complete response; the connection ends after it.

@@ -125,8 +125,10 @@ impl Server {
             }
             // It needs an answer (`Server::decide_publish`): never dropped.
             ev @ HubEvent::PublishRequested { .. } => {
-                self.decisions.push_back(ServerEvent::Hub(ev));
+                self.events.push_decision(ServerEvent::Hub(ev));
             }
+            // Kept by token for `Server::take_submitted`, not an event.
+            HubEvent::Submitted { token, result } => self.push_submitted(token, result),
             HubEvent::PublishDecided { id, result } => self.publish_decided(id, &result),
             ev => self.push_event(ServerEvent::Hub(ev)),
         }

@@ -20,8 +20,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::text::Utf8Bytes;
 use crate::time::Duration;
-use crate::ws::Utf8Bytes;
 
 /// The headers of an event-stream response (SSE.md 30): no caching, and no buffering by
 /// proxies in between. Compression must not be applied either.

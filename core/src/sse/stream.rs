@@ -51,8 +51,8 @@ use crate::machine::{Machine, Transmit};
 use crate::policy::heartbeat::{Beat, Heartbeat, HeartbeatConfig};
 use crate::policy::outbox::{Outbox, OutboxConfig, OutboxCounters, PushOutcome};
 use crate::replay::{Gone, Position, ReplayLog};
+use crate::text::Utf8Bytes;
 use crate::time::{Duration, Instant, Monotonic};
-use crate::ws::Utf8Bytes;
 
 /// Settings of a stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,8 +6,9 @@
 //! default routes (`/ws`, `/events`, `/poll`, `/api/publish`) with
 //! [`DemoAuth`](crate::hub::DemoAuth);
 //! a [`SimClient`] runs a real [`ClientSession`](crate::client::ClientSession), whose
-//! `Connect` actions open simulated links. They exchange real HTTP/1.1, WebSocket and SSE
-//! bytes.
+//! `Connect` actions open simulated links; a [`SimRequest`] is one raw HTTP/1.1 exchange
+//! (a publish over `POST /api/publish`, a refused request). They exchange real HTTP/1.1,
+//! WebSocket and SSE bytes.
 //!
 //! # Time
 //!
@@ -55,10 +56,12 @@
 
 pub mod client;
 pub mod net;
+pub mod request;
 pub mod server;
 pub mod sim;
 
 pub use client::SimClient;
 pub use net::{Delivery, LinkId, Net, NetConfig, NetEvent, NetStats, Side};
+pub use request::SimRequest;
 pub use server::{Published, ServerConfig, ServerStats, SimServer};
 pub use sim::{Node, Sim};

@@ -1,6 +1,6 @@
 //! [`Net`]: simulated TCP connections between clients and servers, in virtual time.
 //!
-//! Each [`Link`](LinkId) is one TCP connection: two directions, each a FIFO of segments
+//! Each link ([`LinkId`]) is one TCP connection: two directions, each a FIFO of segments
 //! (`SYN`, data, `FIN`, `RST`) with a delivery time. A link draws its one-way latency
 //! when it opens and each segment adds a jitter draw, but a segment is never delivered
 //! before the one sent ahead of it on the same direction: bytes of one connection stay in
@@ -132,8 +132,9 @@ struct Dir {
     unacked_since: Option<Instant>,
 }
 
+/// The state of one simulated TCP connection (its two directions, its faults).
 #[derive(Debug)]
-struct Link {
+struct Connection {
     client: usize,
     server: usize,
     incarnation: u64,
@@ -150,7 +151,7 @@ struct Link {
     rst_sent: bool,
 }
 
-impl Link {
+impl Connection {
     fn dir(&mut self, to: Side) -> &mut Dir {
         match to {
             Side::Server => &mut self.to_server,
@@ -209,7 +210,7 @@ pub struct Net {
     /// The global virtual time, set by the driver (never a node's own clock).
     now: Instant,
     /// Ordered, so that iterating it (a crash) draws jitter in the same order every run.
-    links: BTreeMap<LinkId, Link>,
+    links: BTreeMap<LinkId, Connection>,
     next_link: u64,
     heap: BinaryHeap<Reverse<(Instant, LinkId, bool)>>,
     /// User-timeout checks: (when, link, toward the server).
@@ -290,7 +291,7 @@ impl Net {
         let id = LinkId(self.next_link);
         self.next_link += 1;
         let latency = self.rng.duration_between(self.cfg.min_latency, self.cfg.max_latency);
-        let link = Link {
+        let link = Connection {
             client,
             server,
             incarnation: self.hosts[server].incarnation,

@@ -3,10 +3,13 @@
 //! node's `poll_timeout`, and makes that one mutation.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashSet};
+
+use bytes::Bytes;
 
 use super::client::SimClient;
 use super::net::{Delivery, LinkId, Net, NetConfig, Side};
+use super::request::SimRequest;
 use super::server::{ServerConfig, SimServer};
 use crate::client::{ClientSession, SessionConfig};
 use crate::hub::HubError;
@@ -23,9 +26,11 @@ pub enum Node {
     Client(usize),
 }
 
+/// A node's own clock (the global one plus a skew) and the deadline the driver holds for it.
 #[derive(Debug)]
-struct Slot {
+struct NodeClock {
     skew: Duration,
+    /// The deadline in global time that the heap holds for the node (`None`: none armed).
     armed: Option<Instant>,
 }
 
@@ -39,14 +44,16 @@ const MAX_STEPS_PER_INSTANT: u64 = 5_000_000;
 ///   [`add_client`](Self::add_client).
 /// - Running: [`run_until`](Self::run_until), [`run_for`](Self::run_for),
 ///   [`step`](Self::step).
-/// - The application: [`publish`](Self::publish), [`with_client`](Self::with_client).
+/// - The application: [`publish`](Self::publish), [`with_client`](Self::with_client),
+///   [`send_request`](Self::send_request) (a raw HTTP request).
 /// - Faults: [`crash_server`](Self::crash_server), [`restart_server`](Self::restart_server),
 ///   [`partition`](Self::partition), [`blackhole_client`](Self::blackhole_client),
 ///   [`reset_client`](Self::reset_client), [`pause_client`](Self::pause_client),
 ///   [`step_clock`](Self::step_clock), [`restart_client`](Self::restart_client),
 ///   [`block_websocket`](Self::block_websocket).
 /// - Getters: [`now`](Self::now), [`elapsed`](Self::elapsed), [`server`](Self::server),
-///   [`client`](Self::client), [`net`](Self::net), [`rng`](Self::rng), …
+///   [`client`](Self::client), [`request`](Self::request), [`net`](Self::net),
+///   [`rng`](Self::rng), …
 #[derive(Debug)]
 pub struct Sim {
     t0: Instant,
@@ -54,10 +61,13 @@ pub struct Sim {
     rng: Rng,
     net: Net,
     servers: Vec<SimServer>,
-    server_slots: Vec<Slot>,
+    server_clocks: Vec<NodeClock>,
     up: Vec<bool>,
     clients: Vec<SimClient>,
-    client_slots: Vec<Slot>,
+    client_clocks: Vec<NodeClock>,
+    requests: Vec<SimRequest>,
+    /// The request on each link a request opened.
+    request_links: BTreeMap<LinkId, usize>,
     heap: BinaryHeap<Reverse<(Instant, Node)>>,
     touched: Vec<Node>,
     steps: u64,
@@ -81,10 +91,12 @@ impl Sim {
             rng,
             net,
             servers: Vec::new(),
-            server_slots: Vec::new(),
+            server_clocks: Vec::new(),
             up: Vec::new(),
             clients: Vec::new(),
-            client_slots: Vec::new(),
+            client_clocks: Vec::new(),
+            requests: Vec::new(),
+            request_links: BTreeMap::new(),
             heap: BinaryHeap::new(),
             touched: Vec::new(),
             steps: 0,
@@ -145,6 +157,12 @@ impl Sim {
         &self.clients[i]
     }
 
+    /// Raw request `i` (see [`send_request`](Self::send_request)).
+    #[must_use]
+    pub fn request(&self, i: usize) -> &SimRequest {
+        &self.requests[i]
+    }
+
     /// Client `i`, to drain its events (commands go through
     /// [`with_client`](Self::with_client)).
     pub fn client_mut(&mut self, i: usize) -> &mut SimClient {
@@ -171,20 +189,20 @@ impl Sim {
     /// What `node`'s clock reads now.
     #[must_use]
     pub fn node_now(&self, node: Node) -> Instant {
-        self.now + self.slot(node).skew
+        self.now + self.clock(node).skew
     }
 
-    fn slot(&self, node: Node) -> &Slot {
+    fn clock(&self, node: Node) -> &NodeClock {
         match node {
-            Node::Server(i) => &self.server_slots[i],
-            Node::Client(i) => &self.client_slots[i],
+            Node::Server(i) => &self.server_clocks[i],
+            Node::Client(i) => &self.client_clocks[i],
         }
     }
 
-    fn slot_mut(&mut self, node: Node) -> &mut Slot {
+    fn clock_mut(&mut self, node: Node) -> &mut NodeClock {
         match node {
-            Node::Server(i) => &mut self.server_slots[i],
-            Node::Client(i) => &mut self.client_slots[i],
+            Node::Server(i) => &mut self.server_clocks[i],
+            Node::Client(i) => &mut self.client_clocks[i],
         }
     }
 
@@ -196,7 +214,7 @@ impl Sim {
         let i = self.servers.len();
         let seed = self.rng.next_u64();
         self.servers.push(SimServer::new(i, cfg, seed));
-        self.server_slots.push(Slot { skew: Duration::ZERO, armed: None });
+        self.server_clocks.push(NodeClock { skew: Duration::ZERO, armed: None });
         self.up.push(true);
         self.net.add_host(i);
         i
@@ -215,7 +233,7 @@ impl Sim {
         let mut session = ClientSession::new(cfg, self.now);
         setup(&mut session, self.now);
         self.clients.push(SimClient::new(i, server, session));
-        self.client_slots.push(Slot { skew: Duration::ZERO, armed: None });
+        self.client_clocks.push(NodeClock { skew: Duration::ZERO, armed: None });
         let now = self.now;
         self.clients[i].drive(now, &mut self.net);
         self.touched.push(Node::Client(i));
@@ -236,6 +254,19 @@ impl Sim {
         self.touched.push(Node::Server(server));
         self.reschedule();
         r
+    }
+
+    /// Client `client`'s host sends `request` (a whole HTTP/1.1 request: head and body) to
+    /// the client's server on a new connection, beside the session's own; returns its index
+    /// for [`request`](Self::request), which shows the answer as it arrives.
+    pub fn send_request(&mut self, client: usize, request: impl Into<Bytes>) -> usize {
+        let i = self.requests.len();
+        let server = self.clients[client].server();
+        let r = SimRequest::open(&mut self.net, client, server, request.into());
+        self.request_links.insert(r.link(), i);
+        self.requests.push(r);
+        self.reschedule();
+        i
     }
 
     /// Runs `f` on client `i`'s session with the client's time, then drains it.
@@ -263,7 +294,7 @@ impl Sim {
     pub fn crash_server(&mut self, i: usize, refuse: bool) {
         self.net.host_down(i, refuse);
         self.up[i] = false;
-        self.server_slots[i].armed = None;
+        self.server_clocks[i].armed = None;
     }
 
     /// Server `i` is back: with `keep_log`, the same hub (its log was persisted; its
@@ -314,8 +345,8 @@ impl Sim {
 
     /// `node`'s clock jumps forward by `d` (time never goes backwards).
     pub fn step_clock(&mut self, node: Node, d: Duration) {
-        self.slot_mut(node).skew += d;
-        self.slot_mut(node).armed = None;
+        self.clock_mut(node).skew += d;
+        self.clock_mut(node).armed = None;
         self.touched.push(node);
         self.reschedule();
     }
@@ -360,7 +391,7 @@ impl Sim {
     /// The earliest pending delivery or deadline.
     fn next_at(&mut self) -> Option<Instant> {
         while let Some(Reverse((at, node))) = self.heap.peek().copied() {
-            if self.slot(node).armed == Some(at) {
+            if self.clock(node).armed == Some(at) {
                 break;
             }
             self.heap.pop();
@@ -397,7 +428,7 @@ impl Sim {
                 self.dispatch(d);
             }
         } else if let Some(Reverse((_, node))) = self.heap.pop() {
-            self.slot_mut(node).armed = None;
+            self.clock_mut(node).armed = None;
             let now = self.node_now(node);
             match node {
                 Node::Server(i) if self.up[i] => self.servers[i].handle_timeout(now, &mut self.net),
@@ -421,6 +452,10 @@ impl Sim {
                 }
             }
             Side::Client => {
+                if let Some(&r) = self.request_links.get(&d.link) {
+                    self.requests[r].handle_net(&mut self.net, d);
+                    return;
+                }
                 let i = d.client;
                 let now = self.node_now(Node::Client(i));
                 self.clients[i].handle_net(now, &mut self.net, d);
@@ -452,10 +487,10 @@ impl Sim {
                 Node::Client(i) => self.clients[i].poll_timeout(),
             };
             let now = self.now;
-            let slot = self.slot_mut(node);
-            let global = deadline.map(|d| d.checked_sub(slot.skew).unwrap_or(now).max(now));
-            if global != slot.armed {
-                slot.armed = global;
+            let clock = self.clock_mut(node);
+            let global = deadline.map(|d| d.checked_sub(clock.skew).unwrap_or(now).max(now));
+            if global != clock.armed {
+                clock.armed = global;
                 if let Some(at) = global {
                     self.heap.push(Reverse((at, node)));
                 }

@@ -133,14 +133,14 @@ impl<K: Copy + Eq + Hash> TimerQueue<K> {
         self.heap.push(Reverse(Entry { at, generation, key }));
         // The old heap entry (if any) is now stale: its generation no longer matches.
         if let Some((_, old_generation)) = old {
-            self.settle(old_generation);
+            self.discard_stale(old_generation);
         }
     }
 
     /// Disarms `key`; returns the deadline it had.
     pub fn cancel(&mut self, key: K) -> Option<Instant> {
         let (at, generation) = self.live.remove(&key)?;
-        self.settle(generation);
+        self.discard_stale(generation);
         Some(at)
     }
 
@@ -197,10 +197,10 @@ impl<K: Copy + Eq + Hash> TimerQueue<K> {
         self.live.get(&e.key).is_some_and(|&(_, g)| g == e.generation)
     }
 
-    /// Restores the invariants after the entry of `generation` went stale: the heap top is
-    /// live, and stale entries are at most twice the live ones (beyond a small heap). Only a
-    /// stale top costs hash lookups.
-    fn settle(&mut self, generation: u64) {
+    /// Discards the heap entry of `generation`, which just went stale, as far as the
+    /// invariants need: the heap top is live, and stale entries are at most twice the live
+    /// ones (beyond a small heap). Only a stale top costs hash lookups.
+    fn discard_stale(&mut self, generation: u64) {
         if self.heap.peek().is_some_and(|Reverse(top)| top.generation == generation) {
             self.drop_stale_top();
         }

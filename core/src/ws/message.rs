@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::utf8::Utf8Bytes;
+use crate::text::Utf8Bytes;
 
 /// A complete WebSocket data message (all fragments joined).
 #[derive(Clone, Debug, PartialEq, Eq)]

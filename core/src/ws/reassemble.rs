@@ -7,7 +7,8 @@ use super::close::{CloseCode, parse_close_payload};
 use super::error::ProtocolError;
 use super::frame::{Frame, OpCode};
 use super::message::Message;
-use super::utf8::{Utf8Bytes, Utf8Validator};
+use super::utf8::Utf8Validator;
+use crate::text::Utf8Bytes;
 
 /// What one received frame amounted to, once fragments are joined.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -12,6 +12,9 @@
 //! request gets 404 too). [`Gates`] make the authentication refuse the WebSocket upgrade or
 //! the event stream with 502 (a proxy that blocks them), switched at run time, so a test can
 //! push a session down the transport ladder.
+//!
+//! [`script`] plays one scripted scenario on either adapter and on the deterministic
+//! simulation (the same core `Server` on the simulated network), for `conformance.rs`.
 
 // Each test crate that uses this module uses part of it.
 #![allow(dead_code)]
@@ -19,6 +22,7 @@
 pub(crate) mod front;
 pub(crate) mod http;
 pub(crate) mod scenario;
+pub(crate) mod script;
 
 /// `in_both_adapters!(a, b, …)`: a `#[test]` per scenario for each adapter, in modules
 /// `std_adapter` and `smol_adapter` (each scenario is `fn name<B: Backend>()`).

@@ -31,10 +31,10 @@ use super::handshake::{self, RequestParser, ResponseParser, UpgradeRequest};
 use super::mask::apply_mask;
 use super::message::Message;
 use super::reassemble::{Incoming, Reassembler};
-use super::utf8::Utf8Bytes;
 use crate::machine::{Machine, Transmit};
 use crate::policy::heartbeat::{Beat, Heartbeat};
 use crate::rng::Rng;
+use crate::text::Utf8Bytes;
 use crate::time::{Instant, Monotonic, TimerKind, TimerTable};
 
 /// Payloads up to this size are copied next to their header (one write, one chunk);

@@ -62,10 +62,10 @@ pub fn compress_message(payload: &[u8], window_bits: u8, level: u32) -> Option<B
         return None;
     }
     let level = Compression::new(level.min(9));
-    let mut c = take_deflater(DeflateMemory::ThreadPool, level, window_bits);
+    let mut c = take_deflater(DeflateMemory::Pool, level, window_bits);
     let out = deflate_message(&mut c, payload);
     if out.is_some() {
-        give_deflater(DeflateMemory::ThreadPool, level, window_bits, c);
+        give_deflater(DeflateMemory::Pool, level, window_bits, c);
     }
     out.map(Bytes::from)
 }

@@ -6,9 +6,10 @@ use bytes::Bytes;
 use flate2::{Decompress, FlushDecompress, Status};
 
 use super::TAIL;
+use crate::text::Utf8Bytes;
 use crate::ws::error::ProtocolError;
 use crate::ws::message::Message;
-use crate::ws::utf8::{Utf8Bytes, Utf8Validator};
+use crate::ws::utf8::Utf8Validator;
 
 /// The smallest step the output buffer grows by (it doubles beyond that).
 const STEP: usize = 16 * 1024;

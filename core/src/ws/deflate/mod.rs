@@ -17,7 +17,7 @@
 //! session     PerMessageDeflate: one connection's agreement, compressor and inflater (§7.2)
 //! inflate     bounded, incremental decompression of one message (max_message holds)
 //! compress    DEFLATE with a sync flush, the tail stripped; PreparedMessage (compress once)
-//! pool        per-thread spare zlib states for no-context-takeover messages
+//! pool        the process's spare zlib states for no-context-takeover messages
 //! ```
 //!
 //! # Memory and ratio: the modes
@@ -32,7 +32,7 @@
 //! |---|---|---|---|
 //! | context takeover, window 15 | ≈ 420 KiB (compressor and inflater, created on the first compressed message each way) | 0.28 / 0.12 / 0.30 | lowest: no reset |
 //! | context takeover, window 10 | ≈ 295 KiB | a little lower on large messages | same |
-//! | no context takeover, [`DeflateMemory::ThreadPool`] | nothing but the agreement (a box of ≈ 400 B: the [`DeflateParams`] and empty slots); states borrowed per message from a per-thread pool of at most [`POOL_MAX`] spares | 0.67 / 0.16 / 0.31: each message alone, poor under ~500 B | plus a state reset (≈ 3–10 µs) per message |
+//! | no context takeover, [`DeflateMemory::Pool`] | nothing but the agreement (a box of ≈ 400 B: the [`DeflateParams`] and empty slots); states borrowed per message from the process's pool of at most [`POOL_MAX`] spares per kind | 0.67 / 0.16 / 0.31: each message alone, poor under ~500 B | plus a state reset (≈ 3–10 µs) per message |
 //! | no context takeover, [`DeflateMemory::PerMessage`] | nothing; states allocated for each message and freed | as above | plus an allocation per message |
 //!
 //! `server_no_context_takeover` governs what the server keeps for sending and the client for
@@ -106,11 +106,11 @@ pub const RSV1: u8 = 0b100;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DeflateMemory {
-    /// Borrowed for one message from a per-thread pool of at most [`POOL_MAX`] spare
-    /// states per kind and returned after it (default): no allocation per message; the
-    /// pool's memory is per thread, not per connection.
+    /// Borrowed for one message from the process's pool of at most [`POOL_MAX`] spare
+    /// states per kind and returned after it (default): no allocation per message, and
+    /// the pool's memory is per process, not per connection or per thread.
     #[default]
-    ThreadPool,
+    Pool,
     /// Allocated for each message and freed after it: nothing is kept anywhere, at the cost
     /// of an allocation (and a zeroed hash table) per message.
     PerMessage,
@@ -145,7 +145,7 @@ pub struct DeflateConfig {
     pub level: u32,
     /// Messages shorter than this many bytes are sent uncompressed (default 256).
     pub min_size: usize,
-    /// How states of no-context-takeover directions are allocated (default per-thread pool).
+    /// How states of no-context-takeover directions are allocated (default: the process's pool).
     pub memory: DeflateMemory,
 }
 
@@ -158,7 +158,7 @@ impl Default for DeflateConfig {
             client_max_window_bits: 15,
             level: 3,
             min_size: 256,
-            memory: DeflateMemory::ThreadPool,
+            memory: DeflateMemory::Pool,
         }
     }
 }
