@@ -93,12 +93,35 @@ pub enum Access {
 
 /// An application's authorization policy, consulted on every join and client publish.
 ///
-/// Implementations MUST be pure and cheap: the hub calls them inline.
+/// Implementations MUST be pure and cheap: the hub calls them inline, under the adapter's
+/// one lock. A join that needs more (a database, another service) is answered later:
+/// [`join_verdict`](Self::join_verdict) returns [`JoinVerdict::Defer`] and the
+/// application answers with [`Hub::decide_join`](super::Hub::decide_join) (see
+/// [`JoinId`](super::JoinId)).
 pub trait Authorize {
-    /// Whether `p` may join `ch` (receive its messages and presence).
+    /// Whether `p` may join `ch` (receive its messages and presence). Also what
+    /// [`Hub::authorize`](super::Hub::authorize) answers.
     fn can_read(&self, p: &Principal, ch: &str) -> bool;
     /// Whether `p` may publish to `ch`.
     fn can_write(&self, p: &Principal, ch: &str) -> bool;
+    /// How a join of `p` to `ch` is decided: now, or later by the application. The
+    /// default asks [`can_read`](Self::can_read) (never defers).
+    fn join_verdict(&self, p: &Principal, ch: &str) -> JoinVerdict {
+        if self.can_read(p, ch) { JoinVerdict::Allow } else { JoinVerdict::Refuse }
+    }
+}
+
+/// What [`Authorize::join_verdict`] says about a join.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum JoinVerdict {
+    /// It joins now.
+    Allow,
+    /// It does not join: `err` with code `forbidden` (SSE and polls: `403`).
+    Refuse,
+    /// The application decides later: the hub holds the join and emits
+    /// [`HubEvent::JoinRequested`](super::HubEvent::JoinRequested).
+    Defer,
 }
 
 impl<F: Fn(&Principal, &str, Access) -> bool> Authorize for F {

@@ -131,9 +131,10 @@ pub(super) struct BusState {
     pub(super) actions: VecDeque<BusAction>,
 }
 
-/// Live messages held per channel while its history loads (bounded by the log's count).
+/// Live messages of a channel that arrived before the history they follow (while it
+/// loads, or while a gap fills), bounded by the log's count.
 #[derive(Debug, Default)]
-pub(crate) struct Held {
+pub(crate) struct LiveBacklog {
     pub(crate) msgs: VecDeque<(Position, Bytes)>,
 }
 
@@ -329,7 +330,7 @@ impl Hub {
         bus.actions.retain(|a| !matches!(a, BusAction::Publish { .. }));
         // What the live feed gave before the break is loaded again after `bus_up`.
         for c in self.channels.values_mut() {
-            c.held.msgs.clear();
+            c.backlog.msgs.clear();
         }
         let mut waiting: Vec<_> = bus.waiting.drain().collect();
         waiting.sort_by_key(|(t, _)| *t);
@@ -349,10 +350,10 @@ impl Hub {
         match c.follow {
             Follow::Local => {}
             Follow::Syncing | Follow::Filling => {
-                let held = &mut c.held.msgs;
-                held.push_back((pos, data));
-                while held.len() > max {
-                    held.pop_front();
+                let backlog = &mut c.backlog.msgs;
+                backlog.push_back((pos, data));
+                while backlog.len() > max {
+                    backlog.pop_front();
                 }
             }
             Follow::Live => {
@@ -369,7 +370,7 @@ impl Hub {
                 }
                 // A gap, or another epoch: load what is missing first.
                 c.follow = Follow::Filling;
-                c.held.msgs.push_back((pos, data));
+                c.backlog.msgs.push_back((pos, data));
                 let key = self.channels.get_key_value(ch).map(|(k, _)| k.clone());
                 if let (Some(bus), Some(ch)) = (self.bus.as_mut(), key) {
                     bus.actions.push_back(BusAction::Fetch { ch, after: head });
@@ -411,7 +412,7 @@ impl Hub {
         // Held live messages of another epoch predate the history (the bus lost the
         // channel meanwhile): a newer epoch's next live message asks again by itself.
         pending.extend(
-            std::mem::take(&mut c.held.msgs).into_iter().filter(|m| m.0.epoch == history.epoch),
+            std::mem::take(&mut c.backlog.msgs).into_iter().filter(|m| m.0.epoch == history.epoch),
         );
         c.follow = Follow::Live;
         let mut gap = None;
@@ -423,7 +424,7 @@ impl Hub {
             }
             if gap.is_some() || pos.epoch != head.epoch || pos.offset != head.offset + 1 {
                 gap.get_or_insert(head);
-                c.held.msgs.push_back((pos, data));
+                c.backlog.msgs.push_back((pos, data));
                 continue;
             }
             self.mirror(now, &key, &data);
@@ -449,15 +450,18 @@ impl Hub {
         self.log_and_fan_out(now, key, data, &raw, None);
     }
 
-    /// Runs the joins that waited for `ch`'s history.
+    /// Runs the joins that waited for `ch`'s history (they were authorized already);
+    /// joins still waiting for the application start from the head they now can see.
     fn complete_joins(&mut self, now: Instant, key: &Arc<str>) {
         let Some(c) = self.channels.get_mut(key) else { return };
         let waiting = std::mem::take(&mut c.waiting);
+        let head = c.log.head();
+        self.anchor_joins(key, head);
         self.events.push_back(HubEvent::Synced { ch: key.clone() });
-        for (conn, pos) in waiting {
+        for (conn, start) in waiting {
             let still =
                 self.conns.get_mut(&conn).is_some_and(|c| c.channels.remove(&**key).is_some());
-            if still && let Err(e) = self.join(now, conn, key, pos) {
+            if still && let Err(e) = self.join_authorized(now, conn, key, start) {
                 self.reply_err(now, conn, None, e.code(), &e.to_string());
             }
         }

@@ -2,11 +2,12 @@
 
 use std::collections::BTreeSet;
 
-use super::bus::Held;
+use super::bus::LiveBacklog;
 use super::conn::ConnId;
 use super::presence::Presence;
+use super::route::Start;
 use crate::policy::outbox::SlowConsumer;
-use crate::replay::{Position, ReplayLog};
+use crate::replay::ReplayLog;
 
 /// Where a channel's log comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,10 +33,12 @@ pub(crate) struct Channel {
     pub(crate) members: BTreeSet<ConnId>,
     pub(crate) presence: Presence,
     pub(crate) follow: Follow,
-    /// Live messages held while the mirror loads.
-    pub(crate) held: Held,
-    /// Joins waiting for the mirror: `(connection, position brought)`.
-    pub(crate) waiting: Vec<(ConnId, Option<Position>)>,
+    /// Live messages that arrived while the mirror loads.
+    pub(crate) backlog: LiveBacklog,
+    /// Joins waiting for the mirror: `(connection, where it starts)`.
+    pub(crate) waiting: Vec<(ConnId, Start)>,
+    /// Joins waiting for the application's decision (they keep the channel).
+    pub(crate) asking: usize,
 }
 
 impl Channel {
@@ -46,6 +49,7 @@ impl Channel {
             && self.presence.is_empty()
             && self.log.is_empty()
             && self.waiting.is_empty()
+            && self.asking == 0
     }
 }
 

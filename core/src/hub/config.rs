@@ -70,6 +70,15 @@ pub struct HubConfig {
     /// How long a held publish waits for the decision (default 5 s); then it is refused
     /// with `publish_timeout`.
     pub vet_timeout: Duration,
+    /// Joins waiting for the application's decision per connection at most (default 16;
+    /// [`JoinVerdict::Defer`](super::JoinVerdict::Defer)); past it, `too_many_pending`.
+    pub max_pending_joins_per_conn: usize,
+    /// Joins waiting for the application's decision in the hub at most (default 1024);
+    /// past it, `too_many_pending`.
+    pub max_pending_joins: usize,
+    /// How long a join waits for the application's decision (default 5 s); then it is
+    /// refused with `join_timeout`.
+    pub join_timeout: Duration,
 }
 
 impl Default for HubConfig {
@@ -93,6 +102,9 @@ impl Default for HubConfig {
             max_pending_per_conn: 16,
             max_pending: 1024,
             vet_timeout: Duration::from_secs(5),
+            max_pending_joins_per_conn: 16,
+            max_pending_joins: 1024,
+            join_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -19,11 +19,14 @@
 //!   [`handle_timeout`](Hub::handle_timeout).
 //! - **Commands:** [`subscribe`](Hub::subscribe) / [`unsubscribe`](Hub::unsubscribe) (SSE and
 //!   polling subscriptions from the URL), [`publish`](Hub::publish) (the trusted
-//!   server-side publish: no authorization, no dedup).
+//!   server-side publish: no authorization, no dedup), [`decide_join`](Hub::decide_join)
+//!   (a join the policy left to the application, [`JoinVerdict::Defer`]; see [`JoinId`]),
+//!   [`decide_publish`](Hub::decide_publish) (a vetted publish).
 //! - **Outputs** (quinn `Endpoint`-like routing): [`poll_ready`](Hub::poll_ready) names a
 //!   connection that has frames waiting, [`pull`](Hub::pull) gives its next frame (already
 //!   in its transport's format), [`poll_event`](Hub::poll_event) gives a [`HubEvent`] (close
-//!   this connection, published, joined, left, expired), [`poll_timeout`](Hub::poll_timeout)
+//!   this connection, published, joined, left, expired, a join or publish to decide),
+//!   [`poll_timeout`](Hub::poll_timeout)
 //!   says when to call `handle_timeout`.
 //! - **Getters:** [`log`](Hub::log) (polling reads it), [`members`](Hub::members),
 //!   [`presence`](Hub::presence), [`channels_of`](Hub::channels_of),
@@ -138,6 +141,7 @@ mod channel;
 mod config;
 mod conn;
 pub mod envelope;
+mod join;
 mod outcome;
 mod presence;
 mod restore;
@@ -153,10 +157,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-pub use authz::{Access, AllowAll, Authorize, DemoAuth, Principal};
+pub use authz::{Access, AllowAll, Authorize, DemoAuth, JoinVerdict, Principal};
 pub use bus::{BusAction, BusHistory, BusToken};
 pub use config::HubConfig;
 pub use conn::{ConnId, Transport};
+pub use join::{JoinDecision, JoinId, JoinRefusal};
 pub use outcome::{HubError, HubEvent, HubStats, Subscription};
 pub use vet::{PublishDecision, PublishId, PublishRefusal, PublishRequest};
 
@@ -183,6 +188,8 @@ enum Timer {
     Trim(u64),
     /// A held publish waits no longer for the application ([`PublishId`]).
     Vet(u64),
+    /// A join waits no longer for the application ([`JoinId`]).
+    Join(u64),
 }
 
 /// The hub. See the [module docs](self) for the method groups, the run loop and the
@@ -217,6 +224,8 @@ pub struct Hub {
     bus: Option<bus::BusState>,
     /// Publishes held for the application ([`HubConfig::vet_publishes`]).
     vetting: vet::Vetting,
+    /// Joins waiting for the application's decision ([`JoinVerdict::Defer`]).
+    joins: join::Joins,
 }
 
 impl fmt::Debug for Hub {
@@ -259,6 +268,7 @@ impl Hub {
             stats: HubStats::default(),
             bus: None,
             vetting: vet::Vetting::default(),
+            joins: join::Joins::default(),
         }
     }
 
@@ -358,7 +368,7 @@ impl Hub {
         match ClientMessage::decode(frame) {
             Err(e) => self.reply_err(now, conn, e.reference, e.code, &e.msg),
             Ok(ClientMessage::Sub { ch, pos, reference }) => {
-                if let Err(e) = self.join(now, conn, &ch, pos) {
+                if let Err(e) = self.join(now, conn, &ch, pos, reference) {
                     self.reply_err(now, conn, reference, e.code(), &e.to_string());
                 }
             }
@@ -386,6 +396,7 @@ impl Hub {
                 Timer::Grace(g) => self.grace_deadline(now, g),
                 Timer::Trim(cid) => self.trim_deadline(now, cid),
                 Timer::Vet(id) => self.vet_deadline(now, id),
+                Timer::Join(id) => self.join_deadline(now, id),
             }
         }
     }
@@ -397,10 +408,13 @@ impl Hub {
     /// stream or a polling client (from the URL; `Last-Event-ID` or `pos=`), and the same
     /// path a WebSocket `sub` takes. Frames for the connection are queued as described in
     /// the [module docs](self) (none for polling: read [`log`](Self::log)). Joining a
-    /// channel the connection is in already changes nothing and returns its head.
+    /// channel the connection is in already changes nothing and returns its head. When the
+    /// policy defers ([`JoinVerdict::Defer`]), the join waits for the application:
+    /// [`Subscription::awaiting`] names it (see [`decide_join`](Self::decide_join)).
     ///
     /// # Errors
-    /// [`HubError`]: unknown connection, bad name, forbidden, too many channels.
+    /// [`HubError`]: unknown connection, bad name, forbidden, too many channels, too many
+    /// pending joins.
     pub fn subscribe(
         &mut self,
         now: Instant,
@@ -409,13 +423,17 @@ impl Hub {
         pos: Option<Position>,
     ) -> Result<Subscription, HubError> {
         let now = self.advance(now);
-        self.join(now, conn, ch, pos)
+        self.join(now, conn, ch, pos, None)
     }
 
     /// Removes `conn` from `ch`; its presence name leaves at once (no grace: it left on
-    /// purpose). Returns whether it was a member.
+    /// purpose). A join of `ch` waiting for the application is cancelled
+    /// ([`HubEvent::JoinDecided`]). Returns whether it was a member (or was joining).
     pub fn unsubscribe(&mut self, now: Instant, conn: ConnId, ch: &str) -> bool {
         let now = self.advance(now);
+        if self.cancel_join(now, conn, ch) {
+            return true;
+        }
         let Some(held) = self.conns.get_mut(&conn).and_then(|c| c.channels.remove(ch)) else {
             return false;
         };

@@ -38,9 +38,10 @@ pub enum HubError {
     /// [`Hub::submit`]: super::Hub::submit
     #[error("the message bus is unavailable")]
     Unavailable,
-    /// Too many publishes wait for the application's decision, on this connection or in
-    /// the hub ([`HubConfig::vet_publishes`](super::HubConfig::vet_publishes)).
-    #[error("too many publishes waiting for a decision")]
+    /// Too many publishes (or joins) wait for the application's decision, on this
+    /// connection or in the hub ([`HubConfig::vet_publishes`](super::HubConfig::vet_publishes),
+    /// [`JoinVerdict::Defer`](super::JoinVerdict::Defer)).
+    #[error("too many requests waiting for a decision")]
     TooManyPending,
 }
 
@@ -76,8 +77,12 @@ pub struct Subscription {
     pub replayed: usize,
     /// With a bus: the channel's log is still loading; the join completes (its
     /// `subscribed` or SSE opening, its replay) when it is, and `pos`, `recovered` and
-    /// `replayed` say nothing yet.
+    /// `replayed` say nothing yet. Also while the application decides the join (then
+    /// `awaiting` names it).
     pub pending: bool,
+    /// The join waits for the application's decision ([`HubEvent::JoinRequested`] with
+    /// this id); its answer comes as [`HubEvent::JoinDecided`].
+    pub awaiting: Option<super::JoinId>,
 }
 
 /// What the application and the adapter learn from the hub, pulled with
@@ -160,6 +165,32 @@ pub enum HubEvent {
         id: super::PublishId,
         /// The position, or the refusal.
         result: Result<Position, super::PublishRefusal>,
+    },
+    /// A join waits for [`Hub::decide_join`](super::Hub::decide_join) (or its timeout):
+    /// the policy answered [`JoinVerdict::Defer`](super::JoinVerdict::Defer). The
+    /// application MUST answer it; it is never repeated.
+    JoinRequested {
+        /// Names it in the decision.
+        id: super::JoinId,
+        /// The joining connection.
+        conn: ConnId,
+        /// Who joins, as authenticated.
+        principal: super::Principal,
+        /// The channel.
+        ch: Arc<str>,
+    },
+    /// A join that waited for the application ended: joined (what the subscription
+    /// started with), or refused, timed out or cancelled (an `unsub`, or the connection
+    /// left).
+    JoinDecided {
+        /// The join.
+        id: super::JoinId,
+        /// The connection.
+        conn: ConnId,
+        /// The channel.
+        ch: Arc<str>,
+        /// The subscription, or why there is none.
+        result: Result<Subscription, super::JoinRefusal>,
     },
 }
 

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::authz::Principal;
-use super::bus::{BusAction, Held};
+use super::authz::{JoinVerdict, Principal};
+use super::bus::{BusAction, LiveBacklog};
 use super::channel::{self, Channel, Follow};
 use super::conn::{Conn, ConnId, ConnMap, Scope, Transport};
 use super::presence::{Arrival, Departure};
@@ -116,7 +116,21 @@ pub(super) fn sse_msg(pos: Position, ch: &str, from: Option<&str>, data: &Bytes)
 /// A frame and its conflation key.
 type Keyed = (Bytes, Option<Arc<str>>);
 
-/// What a subscription starts with, before any live message: whether `pos` could be
+/// Where a joining subscriber starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// After the position it brought (the messages it missed are replayed), or at the
+    /// head (`None`).
+    Brought(Option<Position>),
+    /// It brought none and the application decided its join later: it starts as if it
+    /// had joined when it asked, at the head as it was then (`subscribed` with that
+    /// position, on SSE an id-only block with it), and what was published since is
+    /// replayed. So a message published between the request and the decision arrives
+    /// once, after the join.
+    AskedAt(Position),
+}
+
+/// What a subscription starts with, before any live message: whether the start could be
 /// served, how many messages were missed, and the frames that say so in `transport`'s format
 /// (WebSocket: `subscribed` then the replay; SSE: the replay, a `reset` block, or an id-only
 /// block with the head; polling: nothing).
@@ -124,10 +138,14 @@ fn opening(
     log: &ReplayLog,
     ch: &Arc<str>,
     transport: Transport,
-    pos: Option<Position>,
+    start: Start,
     conflate: Option<&Arc<str>>,
 ) -> (bool, usize, Vec<Keyed>) {
     let head = log.head();
+    let (pos, asked_at) = match start {
+        Start::Brought(pos) => (pos, None),
+        Start::AskedAt(at) => (Some(at), Some(at)),
+    };
     let missed = pos.map(|p| log.since_entries(p));
     let recovered = !matches!(missed, Some(Err(_)));
     let mut frames = Vec::new();
@@ -135,12 +153,18 @@ fn opening(
         return (recovered, 0, frames);
     }
     if transport == Transport::WebSocket {
-        frames
-            .push((ServerMessageRef::Subscribed { ch, recovered, pos: Some(head) }.encode(), None));
+        let shown = asked_at.filter(|_| recovered).unwrap_or(head);
+        let subscribed = ServerMessageRef::Subscribed { ch, recovered, pos: Some(shown) };
+        frames.push((subscribed.encode(), None));
     }
     let mut replayed = 0;
     match missed {
         Some(Ok(it)) => {
+            if transport == Transport::Sse
+                && let Some(at) = asked_at
+            {
+                frames.extend(encode::id_only(&at.to_string()).ok().map(|f| (f, None)));
+            }
             for e in it {
                 let from = e.from.map(|f| &**f);
                 let frame = match transport {
@@ -207,8 +231,9 @@ impl Hub {
             members: std::collections::BTreeSet::new(),
             presence: super::presence::Presence::default(),
             follow,
-            held: Held::default(),
+            backlog: LiveBacklog::default(),
             waiting: Vec::new(),
+            asking: 0,
         };
         self.channels.insert(key.clone(), c);
         self.channel_ids.insert(id, key.clone());
@@ -232,7 +257,7 @@ impl Hub {
     }
 
     /// Drops `ch` when it holds nothing any more.
-    fn collect(&mut self, ch: &str) {
+    pub(super) fn collect(&mut self, ch: &str) {
         if self.channels.get(ch).is_some_and(Channel::is_idle)
             && let Some(c) = self.channels.remove(ch)
         {
@@ -251,20 +276,38 @@ impl Hub {
         }
     }
 
+    /// A join (`sub`, [`Hub::subscribe`]): checked by the policy, then made now or held
+    /// for the application's decision (`reference`: the `sub`'s, for its answer).
     pub(super) fn join(
         &mut self,
         now: Instant,
         id: ConnId,
         ch: &str,
         pos: Option<Position>,
+        reference: Option<u64>,
     ) -> Result<Subscription, HubError> {
         let conn = self.conns.get(&id).ok_or(HubError::UnknownConn)?;
         if !channel::valid_name(ch, self.cfg.max_channel_name) {
             return Err(HubError::BadChannel);
         }
-        if !self.auth.can_read(&conn.principal, ch) {
-            return Err(HubError::Forbidden);
+        match self.auth.join_verdict(&conn.principal, ch) {
+            JoinVerdict::Allow => {}
+            JoinVerdict::Refuse => return Err(HubError::Forbidden),
+            JoinVerdict::Defer if conn.channels.contains_key(ch) => {}
+            JoinVerdict::Defer => return self.ask_join(now, id, ch, pos, reference),
         }
+        self.join_authorized(now, id, ch, Start::Brought(pos))
+    }
+
+    /// The part of a join after its authorization.
+    pub(super) fn join_authorized(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        ch: &str,
+        start: Start,
+    ) -> Result<Subscription, HubError> {
+        let conn = self.conns.get(&id).ok_or(HubError::UnknownConn)?;
         let transport = conn.transport;
         if conn.channels.contains_key(ch) {
             let head = self.channels.get(ch).map(|c| c.log.head()).ok_or(HubError::BadChannel)?;
@@ -273,9 +316,17 @@ impl Hub {
                     ServerMessageRef::Subscribed { ch, recovered: true, pos: Some(head) }.encode();
                 self.reply(now, id, frame);
             }
-            return Ok(Subscription { pos: head, recovered: true, replayed: 0, pending: false });
+            return Ok(Subscription {
+                pos: head,
+                recovered: true,
+                replayed: 0,
+                pending: false,
+                awaiting: None,
+            });
         }
-        if conn.channels.len() >= self.cfg.max_channels_per_conn {
+        // Joins waiting for the application count: each may become a channel.
+        let asking = self.joins.of(id).len();
+        if conn.channels.len() + asking >= self.cfg.max_channels_per_conn {
             return Err(HubError::TooManyChannels);
         }
         let name = conn.name.clone();
@@ -284,18 +335,24 @@ impl Hub {
         if c.follow == Follow::Syncing {
             // The mirror is loading: the join completes when it is (`bus_history`).
             let head = c.log.head();
-            c.waiting.push((id, pos));
+            c.waiting.push((id, start));
             if let Some(conn) = self.conns.get_mut(&id) {
                 conn.channels.insert(key, None);
             }
-            return Ok(Subscription { pos: head, recovered: true, replayed: 0, pending: true });
+            return Ok(Subscription {
+                pos: head,
+                recovered: true,
+                replayed: 0,
+                pending: true,
+                awaiting: None,
+            });
         }
         let head = c.log.head();
         let policy = c.policy;
         let conflate = (policy == SlowConsumer::Conflate).then(|| key.clone());
 
         let (recovered, replayed, mut frames) =
-            opening(&c.log, &key, transport, pos, conflate.as_ref());
+            opening(&c.log, &key, transport, start, conflate.as_ref());
         c.members.insert(id);
 
         // Presence: a new name is announced to the others; the joiner gets the list.
@@ -337,7 +394,7 @@ impl Hub {
         if !ok {
             self.too_slow(now, id);
         }
-        Ok(Subscription { pos: head, recovered, replayed, pending: false })
+        Ok(Subscription { pos: head, recovered, replayed, pending: false, awaiting: None })
     }
 
     /// `id` is no longer in `ch`; `held` is the presence name it held there.
@@ -381,6 +438,7 @@ impl Hub {
         let Some(conn) = self.conns.remove(&id) else { return false };
         self.timers.cancel(Timer::Poll(id));
         self.drop_vetted(id);
+        self.drop_joins(now, id);
         for (ch, held) in conn.channels {
             self.leave(now, id, &ch, held, grace);
         }

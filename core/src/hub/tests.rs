@@ -21,16 +21,16 @@ fn raw(s: &str) -> Box<RawValue> {
 }
 
 /// Every frame queued for `conn`, as text.
-fn drain(h: &mut Hub, conn: ConnId) -> Vec<String> {
+pub(super) fn drain(h: &mut Hub, conn: ConnId) -> Vec<String> {
     std::iter::from_fn(|| h.pull(conn)).map(|b| String::from_utf8(b.to_vec()).unwrap()).collect()
 }
 
 /// Every frame queued for `conn`, as JSON envelopes.
-fn envelopes(h: &mut Hub, conn: ConnId) -> Vec<Value> {
+pub(super) fn envelopes(h: &mut Hub, conn: ConnId) -> Vec<Value> {
     drain(h, conn).iter().map(|s| serde_json::from_str(s).unwrap()).collect()
 }
 
-fn events(h: &mut Hub) -> Vec<HubEvent> {
+pub(super) fn events(h: &mut Hub) -> Vec<HubEvent> {
     std::iter::from_fn(|| h.poll_event()).collect()
 }
 
@@ -172,7 +172,8 @@ fn a_position_brings_exactly_the_missed_messages_after_subscribed() {
             pos: Position { epoch: p1.epoch, offset: 5 },
             recovered: true,
             replayed: 0,
-            pending: false
+            pending: false,
+            awaiting: None,
         }
     );
     assert_eq!(ops(&envelopes(&mut h, b)), ["subscribed"]);
@@ -200,7 +201,13 @@ fn a_gone_position_is_told_never_partially_replayed() {
         let s = h.subscribe(t0, a, "c", Some(pos)).unwrap();
         assert_eq!(
             s,
-            Subscription { pos: head, recovered: false, replayed: 0, pending: false },
+            Subscription {
+                pos: head,
+                recovered: false,
+                replayed: 0,
+                pending: false,
+                awaiting: None
+            },
             "{pos}"
         );
         let got = envelopes(&mut h, a);

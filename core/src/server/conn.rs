@@ -27,6 +27,9 @@ pub(super) enum Proto {
     /// A poll, held until a publish or its deadline. `once`: the hub connection is this
     /// request's own (past `max_poll_clients`).
     Poll { poll: Box<Poll>, hub: ConnId, once: bool },
+    /// An SSE stream or a poll whose join waits for the application's decision: nothing
+    /// is written until it comes (or the hub's `join_timeout` refuses it).
+    Joining { hub: ConnId, then: super::join::AfterJoin },
     /// Reading a publish's body.
     Body { cred: Credential, ch: String, id: Option<String>, body: Vec<u8>, need: usize },
     /// A response is queued (or nothing is left to say); the connection ends after it.
@@ -38,7 +41,7 @@ impl Proto {
     pub(super) fn hub_conn(&self) -> Option<ConnId> {
         match self {
             Proto::Ws { hub, .. } | Proto::Sse { hub, .. } => *hub,
-            Proto::Poll { hub, .. } => Some(*hub),
+            Proto::Poll { hub, .. } | Proto::Joining { hub, .. } => Some(*hub),
             _ => None,
         }
     }
@@ -90,6 +93,7 @@ impl Conn {
             Proto::Ws { ws, hub, .. } => format!("ws {:?} hub {hub:?}", ws.state()),
             Proto::Sse { sse, hub } => format!("sse ended {} hub {hub:?}", sse.is_ended()),
             Proto::Poll { hub, .. } => format!("held poll {hub:?}"),
+            Proto::Joining { hub, .. } => format!("join of {hub:?} waits for a decision"),
             Proto::Body { .. } => "reading body".to_owned(),
             Proto::Done => "answered".to_owned(),
         };
@@ -104,7 +108,7 @@ impl Conn {
             Proto::Sse { sse, .. } => sse.poll_timeout(),
             Proto::Poll { poll, .. } => poll.poll_timeout(),
             Proto::Head(..) | Proto::Body { .. } | Proto::Deciding { .. } => Some(self.deadline),
-            Proto::Done => None,
+            Proto::Joining { .. } | Proto::Done => None,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::auth::origin_allowed;
+use super::join::AfterJoin;
 use super::route::Endpoint;
 use super::{ConnHandle, Credential, Proto, Server, ServerEvent, Verdict, pending, status_of};
 use crate::http::Request;
@@ -173,10 +174,20 @@ impl Server {
             .or_else(|| req.query_param("pos").filter(|p| !p.is_empty()))
             .map(|p| p.parse::<Position>().unwrap_or(NOWHERE));
         let id = self.hub.connect(now, Transport::Sse, principal);
-        if let Err(e) = self.hub.subscribe(now, id, ch, from) {
-            self.hub.disconnect(now, id);
-            return self.refuse(conn, e);
+        match self.hub.subscribe(now, id, ch, from) {
+            Err(e) => {
+                self.hub.disconnect(now, id);
+                return self.refuse(conn, e);
+            }
+            // No response head until the application decides (`join_decided`).
+            Ok(sub) if sub.awaiting.is_some() => return self.await_join(conn, id, AfterJoin::Sse),
+            Ok(_) => {}
         }
+        self.open_sse(now, conn, id);
+    }
+
+    /// Starts the SSE response of `conn`, whose hub connection `id` joined its channel.
+    pub(super) fn open_sse(&mut self, now: Instant, conn: ConnHandle, id: ConnId) {
         let extra = self.cfg.headers();
         let Ok(sse) = SseStream::new(self.cfg.sse, now, &extra) else {
             self.hub.disconnect(now, id);
@@ -201,7 +212,9 @@ impl Server {
     ) -> Result<(ConnId, bool), HubError> {
         let key = (principal.clone(), Arc::<str>::from(ch), sid);
         if let Some(&id) = self.poll_clients.get(&key) {
-            if self.hub.channels_of(id).any(|c| c == ch) {
+            // Kept while its join waits for the application: this poll waits for it too.
+            let joining = self.hub.pending_join(id, ch).is_some();
+            if joining || self.hub.channels_of(id).any(|c| c == ch) {
                 self.hub.touch(now, id);
                 return Ok((id, false));
             }
@@ -245,7 +258,12 @@ impl Server {
             Ok(id) => id,
             Err(e) => return self.refuse(conn, e),
         };
+        let joining = self.hub.pending_join(hub, &preq.channel).is_some();
         let poll = Poll::new(self.cfg.poll, now, preq).with_headers(&self.cfg.headers());
+        if joining {
+            // Answered once the application decides (`join_decided`).
+            return self.await_join(conn, hub, AfterJoin::Poll { poll: Box::new(poll), once });
+        }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.proto = Proto::Poll { poll: Box::new(poll), hub, once };
         }

@@ -29,6 +29,7 @@
 //!   [`handle_timeout`](Server::handle_timeout).
 //! - Commands: [`publish`](Server::publish), [`decide`](Server::decide),
 //!   [`decide_publish`](Server::decide_publish) (a vetted client publish),
+//!   [`decide_join`](Server::decide_join) (a join the hub's policy deferred),
 //!   [`shutdown`](Server::shutdown), [`with_hub`](Server::with_hub).
 //! - Outputs: [`poll_ready`](Server::poll_ready) (a connection may have bytes to write),
 //!   [`poll_transmit`](Server::poll_transmit) (per connection),
@@ -109,6 +110,7 @@ mod conn;
 mod door;
 mod endpoints;
 mod events;
+mod join;
 mod operations;
 mod output;
 mod route;
@@ -197,8 +199,9 @@ pub enum ServerEvent {
     },
     /// What the hub reports to the application (joins, leaves, bus state, ...).
     /// [`HubEvent::PublishRequested`] (with [`HubConfig::vet_publishes`](crate::hub::HubConfig::vet_publishes))
-    /// needs an answer, [`Server::decide_publish`], and is queued with the other events
-    /// that do: it is never dropped.
+    /// needs an answer, [`Server::decide_publish`], and so does
+    /// [`HubEvent::JoinRequested`] (a join the policy deferred), [`Server::decide_join`];
+    /// both are queued with the other events that do: they are never dropped.
     Hub(HubEvent),
 }
 
@@ -259,6 +262,8 @@ pub struct Server {
     compressed: broadcast::Compressed,
     /// HTTP publishes waiting for the application's decision, by the hub's id.
     vetting: HashMap<crate::hub::PublishId, Vec<ConnHandle>>,
+    /// SSE requests and polls waiting for the application's decision on their join.
+    joining: join::Joining,
     /// The scale-out bus ([`Server::with_redis`]).
     #[cfg(feature = "redis")]
     bus: Option<crate::redis::RedisBus>,
@@ -332,6 +337,7 @@ impl Server {
             #[cfg(feature = "deflate")]
             compressed: broadcast::Compressed::default(),
             vetting: HashMap::new(),
+            joining: join::Joining::default(),
             #[cfg(feature = "redis")]
             bus: None,
             #[cfg(feature = "testing")]
@@ -591,6 +597,10 @@ impl Server {
                 Proto::Head(..) | Proto::Body { .. } | Proto::Deciding { .. } => {
                     self.respond(conn, 503, &[("Retry-After", "5")], b"shutting down\n");
                 }
+                Proto::Joining { .. } => {
+                    self.end_quietly(now, conn);
+                    self.respond(conn, 503, &[("Retry-After", "5")], b"shutting down\n");
+                }
                 Proto::Ws { .. } => {
                     // What the hub already queued goes out before the close (as far as
                     // the transport takes it; the client resumes the rest).
@@ -652,6 +662,7 @@ impl Server {
         self.timers.clear();
         self.ready.clear();
         self.events.clear();
+        self.joining.clear();
     }
 
     // -----------------------------------------------------------------------------------
@@ -720,7 +731,7 @@ impl Server {
             }
             Proto::Sse { sse, .. } => sse.handle_read(now, data),
             Proto::Body { .. } => self.body(now, conn, data),
-            Proto::Poll { .. } | Proto::Done => {}
+            Proto::Poll { .. } | Proto::Joining { .. } | Proto::Done => {}
         }
     }
 

@@ -123,13 +123,15 @@ impl Server {
                     self.poll_clients.remove(&key);
                 }
             }
-            // It needs an answer (`Server::decide_publish`): never dropped.
-            ev @ HubEvent::PublishRequested { .. } => {
+            // They need an answer (`Server::decide_publish`, `Server::decide_join`): never
+            // dropped.
+            ev @ (HubEvent::PublishRequested { .. } | HubEvent::JoinRequested { .. }) => {
                 self.events.push_decision(ServerEvent::Hub(ev));
             }
             // Kept by token for `Server::take_submitted`, not an event.
             HubEvent::Submitted { token, result } => self.push_submitted(token, result),
             HubEvent::PublishDecided { id, result } => self.publish_decided(id, &result),
+            ev @ HubEvent::JoinDecided { .. } => self.join_decided(now, ev),
             ev => self.push_event(ServerEvent::Hub(ev)),
         }
     }

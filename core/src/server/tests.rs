@@ -622,3 +622,192 @@ fn shutdown_writes_what_the_hub_queued_before_ending_a_stream() {
     let text = String::from_utf8_lossy(&out);
     assert!(ended && text.contains(&format!("id: {pos}")), "{text}");
 }
+
+/// The demo's policy, but joins of `private:*` are looked up later (issue 14).
+struct LookUp;
+
+impl crate::hub::Authorize for LookUp {
+    fn can_read(&self, p: &Principal, ch: &str) -> bool {
+        ch.starts_with("private:") || DemoAuth.can_read(p, ch)
+    }
+    fn can_write(&self, p: &Principal, ch: &str) -> bool {
+        DemoAuth.can_write(p, ch)
+    }
+    fn join_verdict(&self, p: &Principal, ch: &str) -> crate::hub::JoinVerdict {
+        if ch.starts_with("private:") {
+            crate::hub::JoinVerdict::Defer
+        } else if self.can_read(p, ch) {
+            crate::hub::JoinVerdict::Allow
+        } else {
+            crate::hub::JoinVerdict::Refuse
+        }
+    }
+}
+
+fn deferring() -> Server {
+    Server::new(ServerConfig::default(), DemoAuth, LookUp, 7)
+}
+
+/// The joins the application is asked to decide, and the decided ones.
+fn join_events(
+    s: &mut Server,
+) -> (Vec<crate::hub::JoinId>, Vec<Result<crate::hub::Subscription, crate::hub::JoinRefusal>>) {
+    let (mut asked, mut decided) = (Vec::new(), Vec::new());
+    while let Some(ev) = s.poll_event() {
+        match ev {
+            ServerEvent::Hub(HubEvent::JoinRequested { id, .. }) => asked.push(id),
+            ServerEvent::Hub(HubEvent::JoinDecided { result, .. }) => decided.push(result),
+            _ => {}
+        }
+    }
+    (asked, decided)
+}
+
+fn open(s: &mut Server, now: Instant, conn: u64, head: &str) {
+    s.handle_accept(now, ConnHandle(conn));
+    s.handle_read(now, ConnHandle(conn), head.as_bytes());
+}
+
+fn text(s: &mut Server, now: Instant, conn: u64) -> (String, bool) {
+    let (out, ended) = drain(s, now, ConnHandle(conn));
+    (String::from_utf8_lossy(&out).into_owned(), ended)
+}
+
+#[test]
+fn an_sse_request_holds_its_head_until_the_join_is_decided() {
+    use crate::hub::{JoinDecision, JoinRefusal};
+    let now = crate::time::test_epoch();
+    let mut s = deferring();
+    let sse = "GET /events?ch=private:a&token=user:ann HTTP/1.1\r\n\r\n";
+    open(&mut s, now, 1, sse);
+    assert_eq!(text(&mut s, now, 1), (String::new(), false), "no head yet");
+    let (asked, _) = join_events(&mut s);
+    assert_eq!(asked.len(), 1);
+    let head = s.hub().log("private:a").unwrap().head();
+    s.publish(now, "private:a", b"1").unwrap(); // published while the application decides
+    assert_eq!(text(&mut s, now, 1), (String::new(), false));
+    assert!(s.decide_join(now, asked[0], JoinDecision::Allow));
+    let (out, ended) = text(&mut s, now, 1);
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n") && !ended, "{out}");
+    let body = out.split("\r\n\r\n").nth(1).unwrap();
+    assert!(body.starts_with(&format!("id: {head}\n\n")), "{body:?}");
+    assert!(body.contains("event: private:a\ndata: 1\n"), "{body:?}");
+    assert_eq!(s.stats().sse_started, 1);
+    let (_, decided) = join_events(&mut s);
+    assert!(matches!(decided[..], [Ok(_)]), "{decided:?}");
+
+    // Refused later: the refusal's status, with the application's code.
+    open(&mut s, now, 2, sse);
+    let (asked, _) = join_events(&mut s);
+    s.decide_join(now, asked[0], JoinDecision::Refuse { code: "not_yours".into() });
+    let (out, ended) = text(&mut s, now, 2);
+    assert_eq!((status(&out), ended), (403, true), "{out}");
+    assert!(out.ends_with("\r\n\r\nnot_yours\n"), "{out}");
+    // Undecided: refused at the timeout.
+    open(&mut s, now, 3, sse);
+    let (asked, _) = join_events(&mut s);
+    let late = now + s.hub().config().join_timeout;
+    assert_eq!(s.poll_timeout(), Some(late));
+    s.handle_timeout(late);
+    let (out, ended) = text(&mut s, late, 3);
+    assert_eq!((status(&out), ended), (503, true), "{out}");
+    assert!(out.ends_with("join_timeout\n"), "{out}");
+    assert!(!s.decide_join(late, asked[0], JoinDecision::Allow));
+    // The client goes away while the application decides: the join is cancelled.
+    open(&mut s, late, 4, sse);
+    let (asked, _) = join_events(&mut s);
+    s.handle_lost(late, ConnHandle(4));
+    let (_, decided) = join_events(&mut s);
+    assert_eq!(decided, [Err(JoinRefusal::Cancelled)]);
+    assert!(!s.decide_join(late, asked[0], JoinDecision::Allow));
+    assert_eq!((s.hub().pending_joins(), s.hub().connection_count()), (0, 1));
+    assert!(s.violations().is_empty(), "{:?}", s.violations());
+}
+
+#[test]
+fn a_poll_for_a_pending_join_waits_for_the_decision() {
+    use crate::hub::JoinDecision;
+    let now = crate::time::test_epoch();
+    let mut s = deferring();
+    let pos = s.publish(now, "private:a", b"1").unwrap();
+    let poll = format!("GET /poll?ch=private:a&pos={pos}&sid=t&token=user:ann HTTP/1.1\r\n\r\n");
+    open(&mut s, now, 1, &poll);
+    open(&mut s, now, 2, &poll); // the same client polls again: the same decision
+    let (asked, _) = join_events(&mut s);
+    assert_eq!(asked.len(), 1);
+    assert_eq!(s.hub().connection_count(), 1);
+    // Its own deadline does not answer it (from a log it may not read).
+    let later = now + Duration::from_secs(1);
+    s.publish(later, "private:a", b"2").unwrap();
+    s.handle_timeout(later);
+    assert_eq!(text(&mut s, later, 1), (String::new(), false));
+    s.decide_join(later, asked[0], JoinDecision::Allow);
+    for conn in [1, 2] {
+        let (out, ended) = text(&mut s, later, conn);
+        assert!(ended && status(&out) == 200 && out.contains(r#""data":2"#), "{out}");
+    }
+    assert_eq!(s.hub().channels_of(s.hub().members("private:a").next().unwrap()).count(), 1);
+
+    // Refused: like a synchronous refusal; the polling client leaves the hub.
+    let poll = "GET /poll?ch=private:b&token=user:ann HTTP/1.1\r\n\r\n";
+    open(&mut s, later, 3, poll);
+    let (asked, _) = join_events(&mut s);
+    s.decide_join(later, asked[0], JoinDecision::forbidden());
+    let (out, ended) = text(&mut s, later, 3);
+    assert_eq!((status(&out), ended), (403, true), "{out}");
+    assert_eq!(s.hub().connection_count(), 1);
+    assert!(s.violations().is_empty(), "{:?}", s.violations());
+}
+
+#[test]
+fn a_websocket_sub_waits_for_the_decision_and_can_be_withdrawn() {
+    use crate::hub::{JoinDecision, JoinRefusal};
+    let now = crate::time::test_epoch();
+    let mut s = deferring();
+    let mut ann = WsPeer::open(&mut s, now, 1, "user:ann");
+    ann.send(&mut s, now, r#"{"op":"sub","ch":"private:a","ref":1}"#);
+    ann.send(&mut s, now, r#"{"op":"ping","ref":2}"#);
+    assert_eq!(ann.texts(), [r#"{"op":"pong","ref":2}"#], "the connection goes on");
+    let (asked, _) = join_events(&mut s);
+    s.publish(now, "private:a", b"1").unwrap();
+    s.decide_join(now, asked[0], JoinDecision::Allow);
+    ann.pump(&mut s, now);
+    let got = ann.texts();
+    assert!(got[0].starts_with(r#"{"op":"subscribed","ch":"private:a","recovered":true"#));
+    assert!(got[1].contains(r#""off":1"#) && got[1].ends_with(r#""data":1}"#), "{got:?}");
+    let (_, decided) = join_events(&mut s);
+    assert!(matches!(decided[..], [Ok(_)]), "{decided:?}");
+    // Withdrawn before the decision.
+    ann.send(&mut s, now, r#"{"op":"sub","ch":"private:b","ref":3}"#);
+    ann.send(&mut s, now, r#"{"op":"unsub","ch":"private:b"}"#);
+    let (asked, decided) = join_events(&mut s);
+    assert_eq!(decided, [Err(JoinRefusal::Cancelled)]);
+    assert!(!s.decide_join(now, asked[0], JoinDecision::Allow));
+    // Refused, and a connection that closes while the application decides.
+    ann.send(&mut s, now, r#"{"op":"sub","ch":"private:c","ref":4}"#);
+    let (asked, _) = join_events(&mut s);
+    s.decide_join(now, asked[0], JoinDecision::forbidden());
+    ann.pump(&mut s, now);
+    assert!(ann.texts()[0].starts_with(r#"{"op":"err","ref":4,"code":"forbidden""#));
+    ann.send(&mut s, now, r#"{"op":"sub","ch":"private:d"}"#);
+    ann.ws.close(now, crate::ws::CloseCode::NORMAL, "").unwrap();
+    ann.pump(&mut s, now);
+    assert_eq!(s.hub().pending_joins(), 0);
+    assert!(s.is_drained());
+    assert!(s.violations().is_empty(), "{:?}", s.violations());
+}
+
+#[test]
+fn shutdown_refuses_requests_whose_join_waits() {
+    let now = crate::time::test_epoch();
+    let mut s = deferring();
+    open(&mut s, now, 1, "GET /events?ch=private:a&token=user:ann HTTP/1.1\r\n\r\n");
+    open(&mut s, now, 2, "GET /poll?ch=private:a&token=user:ann HTTP/1.1\r\n\r\n");
+    s.shutdown(now, Duration::from_secs(1));
+    for conn in [1, 2] {
+        let (out, ended) = text(&mut s, now, conn);
+        assert_eq!((status(&out), ended), (503, true), "{out}");
+    }
+    assert!(s.is_drained());
+    assert!(s.violations().is_empty(), "{:?}", s.violations());
+}
