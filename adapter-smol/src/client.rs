@@ -12,7 +12,8 @@ use url::{Host, Url};
 use crate::conn::{Shared, WebSocket};
 use crate::driver::Driver;
 
-/// Read buffer of a client connection at most (it starts smaller and grows while reads fill it).
+/// Bytes read from a client connection's socket at once at most (into the thread's read
+/// buffer, which no connection keeps while it waits).
 const CLIENT_READ_BUFFER: usize = 64 << 10;
 
 /// Client settings. Build it with `ClientOptions::default()` and change the fields you need.

@@ -3,11 +3,13 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use event_listener::Event as Notify;
+use event_listener::{Event as Notify, listener};
 use tidewire::ws::{AppSocket, CloseCode, CloseInfo, Message, SendError, WsConnection, WsEvent};
 
 use crate::{Event, RecvError};
@@ -25,7 +27,7 @@ pub(crate) struct Shared {
     /// The core's outbox has room again (or the connection closed).
     pub(crate) room: Notify,
     /// Something for the driver: bytes queued, the inbound queue drained, an abort.
-    pub(crate) wake: Notify,
+    pub(crate) wake: DriverWake,
     pub(crate) peer: SocketAddr,
 }
 
@@ -36,7 +38,7 @@ impl Shared {
             sock: Mutex::new(sock),
             inbound: Notify::new(),
             room: Notify::new(),
-            wake: Notify::new(),
+            wake: DriverWake::default(),
             peer,
         }
     }
@@ -53,7 +55,7 @@ impl Shared {
             self.room.notify(usize::MAX);
         }
         if wakes.driver {
-            self.wake.notify(1);
+            self.wake.notify();
         }
         wakes.receivers && self.inbound.notify(usize::MAX) > 0
     }
@@ -92,7 +94,10 @@ impl Shared {
 
     async fn recv_event(&self) -> Event {
         loop {
-            let listener = {
+            // Registered before the check, in the future itself (no allocation per message):
+            // what arrives after the check cannot be missed.
+            listener!(self.inbound => arrived);
+            {
                 let mut sock = self.lock();
                 let ev = sock.pop_event();
                 self.wake_up(&mut sock);
@@ -100,11 +105,55 @@ impl Shared {
                     Some(WsEvent::Message(m)) => return Event::Message(m),
                     Some(WsEvent::Pong(p)) => return Event::Pong(p),
                     Some(WsEvent::Closed(info)) => return Event::Closed(info),
-                    _ => self.inbound.listen(),
+                    _ => {}
                 }
-            };
-            listener.await;
+            }
+            arrived.await;
         }
+    }
+}
+
+/// Wakes a connection's driver task, its only waiter, without allocating: a flag and the
+/// task's waker. Rung under the [`AppSocket`]'s lock (by [`Shared::wake_up`]).
+#[derive(Default)]
+pub(crate) struct DriverWake {
+    rung: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl DriverWake {
+    fn notify(&self) {
+        self.rung.store(true, Ordering::Release);
+        let waker = self.waker.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Forgets a ring: the driver's pass about to run (under the lock) handles what it was
+    /// for.
+    pub(crate) fn reset(&self) {
+        self.rung.store(false, Ordering::Release);
+    }
+
+    /// Drops the driver's waker (its task ended).
+    pub(crate) fn forget(&self) {
+        drop(self.waker.lock().unwrap_or_else(PoisonError::into_inner).take());
+    }
+
+    /// Ready once rung since the last `reset` or ready poll.
+    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.rung.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        {
+            let mut slot = self.waker.lock().unwrap_or_else(PoisonError::into_inner);
+            if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *slot = Some(cx.waker().clone());
+            }
+        }
+        // A ring between the first check and the waker's registration.
+        if self.rung.swap(false, Ordering::AcqRel) { Poll::Ready(()) } else { Poll::Pending }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The driver task of an application WebSocket: the run loop of the crate docs ("How an
 //! application WebSocket is driven") over a non-blocking socket.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, IoSlice, Read, Write};
@@ -27,12 +28,37 @@ pub(crate) const BATCH_BYTES: usize = 256 << 10;
 /// Passes of the loop that made progress without waiting, after which the driver yields to
 /// the executor once (fairness between connections on one thread).
 const BUDGET: u32 = 32;
-/// First size of a connection's read buffer; it doubles (up to the configured size) while
-/// reads fill it, so an idle connection keeps little memory.
-const INITIAL_READ: usize = 4 << 10;
 /// Waits for readability that register at once after a deferred read found nothing (see
 /// `Driver::run`), before the driver tries deferring again.
 const DEFER_COOLDOWN: u32 = 8;
+
+thread_local! {
+    /// The thread's read buffer: a driver reads into it and hands the bytes to its machine
+    /// before it waits again, so a waiting connection holds no read buffer (issue 17).
+    static READ_BUF: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// One read of `sock` (at most `max` bytes) into the thread's read buffer; `f` gets what
+/// arrived (it is not called for 0 bytes or an error).
+pub(crate) fn read_shared(
+    sock: &TcpStream,
+    max: usize,
+    f: impl FnOnce(&[u8]),
+) -> io::Result<usize> {
+    // Taken out while in use (during the thread's teardown: a one-off buffer).
+    let mut buf = READ_BUF.try_with(Cell::take).unwrap_or_default();
+    if buf.len() < max {
+        buf.resize(max, 0);
+    }
+    let read = (&mut &*sock).read(&mut buf[..max]);
+    if let Ok(n) = read
+        && n > 0
+    {
+        f(&buf[..n]);
+    }
+    let _ = READ_BUF.try_with(|cell| cell.set(buf));
+    read
+}
 
 /// Spawns `task` on `executor`, or on smol's global executor when there is none.
 pub(crate) fn spawn_on<F>(executor: Option<&Arc<Executor<'static>>>, task: F)
@@ -108,6 +134,8 @@ impl Drop for Finish {
         // Wakes everyone still waiting on this connection: it is over.
         self.shared.wake_up(&mut sock);
         drop(sock);
+        // The driver's waker keeps its task's memory: not past the task.
+        self.shared.wake.forget();
         drop(self.registration.take());
     }
 }
@@ -135,7 +163,6 @@ impl Driver {
         let sock = stream.get_ref();
         let shared = &*finish.shared;
         let max_read = read_buffer.max(1);
-        let mut rbuf = vec![0u8; INITIAL_READ.min(max_read)];
         let mut wbuf: VecDeque<Bytes> = VecDeque::new();
         let mut timer = Timer::never();
         let mut armed: Option<Instant> = None;
@@ -147,7 +174,6 @@ impl Driver {
         // Kept across passes: registered once, dropped only when they fired.
         let mut readable = None;
         let mut writable = None;
-        let mut listener = None;
         let mut budget = BUDGET;
         // Before registering for readability, the driver yields once and reads again: under
         // load the peer's next message has often arrived meanwhile, which saves the
@@ -162,14 +188,9 @@ impl Driver {
                 let mut guard = shared.lock();
                 let pass = guard.poll_pass(now, &mut wbuf, BATCH_BYTES, MAX_SLICES);
                 shared.wake_up(&mut guard);
-                if listener.is_some() && shared.wake.is_notified() {
-                    // Only this task listens: what notified it is handled in this pass.
-                    listener = None;
-                }
-                if listener.is_none() {
-                    // Registered under the lock: a command after this check cannot be missed.
-                    listener = Some(shared.wake.listen());
-                }
+                // What rang before this pass is handled by it; a command after it (under
+                // the lock) rings again.
+                shared.wake.reset();
                 pass
             };
             let (read_ok, deadline) = match pass {
@@ -224,18 +245,16 @@ impl Driver {
                 can_read = true;
             } else if can_read {
                 let is_retry = std::mem::take(&mut retry_pending);
-                match (&mut &*sock).read(&mut rbuf) {
+                let read = read_shared(sock, max_read, |data| {
+                    let mut guard = shared.lock();
+                    guard.handle_read(Instant::now(), data);
+                    delivered = shared.wake_up(&mut guard);
+                });
+                match read {
                     Ok(n) if n > 0 => {
                         // A short read emptied the receive queue: wait for readiness next.
-                        can_read = n == rbuf.len();
-                        let mut guard = shared.lock();
-                        guard.handle_read(Instant::now(), &rbuf[..n]);
-                        delivered = shared.wake_up(&mut guard);
-                        drop(guard);
+                        can_read = n == max_read;
                         progressed = true;
-                        if can_read && rbuf.len() < max_read {
-                            rbuf = vec![0u8; (rbuf.len() * 2).min(max_read)];
-                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         can_read = false;
@@ -314,10 +333,7 @@ impl Driver {
                     woke.timer = true;
                     any = true;
                 }
-                if let Some(l) = listener.as_mut()
-                    && Pin::new(l).poll(cx).is_ready()
-                {
-                    listener = None;
+                if shared.wake.poll(cx).is_ready() {
                     any = true;
                 }
                 if any { Poll::Ready(woke) } else { Poll::Pending }

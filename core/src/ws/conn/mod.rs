@@ -109,6 +109,29 @@ pub enum WsEvent {
     Closed(CloseInfo),
 }
 
+/// A [`WsEvent`] waiting in the connection's queue, with the rare and large upgrade request
+/// boxed: the queue keeps its capacity for the connection's life, so its slots stay small.
+#[derive(Debug)]
+enum Queued {
+    Upgrade(Box<UpgradeRequest>),
+    Open(Option<String>),
+    Message(Message),
+    Pong(Bytes),
+    Closed(CloseInfo),
+}
+
+impl From<Queued> for WsEvent {
+    fn from(q: Queued) -> Self {
+        match q {
+            Queued::Upgrade(req) => WsEvent::UpgradeRequested(*req),
+            Queued::Open(subprotocol) => WsEvent::Open { subprotocol },
+            Queued::Message(m) => WsEvent::Message(m),
+            Queued::Pong(p) => WsEvent::Pong(p),
+            Queued::Closed(info) => WsEvent::Closed(info),
+        }
+    }
+}
+
 /// The timers of a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -171,10 +194,13 @@ enum Phase {
 #[derive(Debug)]
 pub struct WsConnection {
     role: Role,
-    cfg: WsConfig,
+    /// Boxed: the connection is moved around whole (into tasks, handles).
+    cfg: Box<WsConfig>,
     clock: Monotonic,
     phase: Phase,
-    rng: Rng,
+    /// Seeded from `cfg.rng_seed` on first use (a client's key and masks; a server never
+    /// draws from it).
+    rng: Option<Box<Rng>>,
     inbuf: BytesMut,
     decoder: FrameDecoder,
     reassembler: Reassembler,
@@ -190,7 +216,7 @@ pub struct WsConnection {
     /// A frame's head was emitted and its payload not yet: never put a pong in between.
     mid_frame: bool,
     shutdown: ShutdownState,
-    events: VecDeque<WsEvent>,
+    events: VecDeque<Queued>,
     timers: TimerTable<Deadline, 3>,
     heartbeat: Option<Heartbeat>,
     /// The close we sent, for `CloseInfo` when we initiated.
@@ -217,10 +243,10 @@ impl WsConnection {
         timers.set(Deadline::Handshake, now + cfg.handshake_timeout);
         Self {
             role,
-            rng: Rng::from_seed(cfg.rng_seed),
+            rng: None,
             decoder: FrameDecoder::new(role),
             reassembler: Reassembler::new(cfg.max_message),
-            cfg,
+            cfg: Box::new(cfg),
             clock: Monotonic::new(now),
             phase,
             inbuf: BytesMut::new(),
@@ -263,7 +289,7 @@ impl WsConnection {
         let mut conn = Self::server(cfg, now);
         match UpgradeRequest::from_request(request) {
             Ok(req) => {
-                conn.events.push_back(WsEvent::UpgradeRequested(req.clone()));
+                conn.events.push_back(Queued::Upgrade(Box::new(req.clone())));
                 conn.phase = Phase::Decide(Box::new(req));
             }
             Err(e) => conn.fail_handshake(e),
@@ -281,7 +307,7 @@ impl WsConnection {
     pub fn client(cfg: WsConfig, host: &str, path: &str, now: Instant) -> Result<Self, SendError> {
         let mut conn = Self::new(Role::Client, cfg, now, Phase::Closed);
         let mut raw = [0u8; 16];
-        conn.rng.fill(&mut raw);
+        conn.rng().fill(&mut raw);
         let key = handshake::generate_key(raw);
         let headers = conn.request_headers();
         let request = handshake::client_request(host, path, &key, &conn.cfg.protocols, &headers)?;
@@ -581,9 +607,14 @@ impl WsConnection {
         self.arena.split().freeze()
     }
 
+    fn rng(&mut self) -> &mut Rng {
+        let seed = self.cfg.rng_seed;
+        self.rng.get_or_insert_with(|| Box::new(Rng::from_seed(seed)))
+    }
+
     fn next_mask(&mut self) -> Option<[u8; 4]> {
         match self.role {
-            Role::Client => Some(self.rng.next_u32().to_ne_bytes()),
+            Role::Client => Some(self.rng().next_u32().to_ne_bytes()),
             Role::Server => None,
         }
     }
@@ -636,7 +667,7 @@ impl WsConnection {
         self.timers.clear(Deadline::Handshake);
         self.heartbeat = self.cfg.keepalive.map(|hb| Heartbeat::new(hb, now));
         self.subprotocol.clone_from(&subprotocol);
-        self.events.push_back(WsEvent::Open { subprotocol });
+        self.events.push_back(Queued::Open(subprotocol));
     }
 
     /// Ends the connection: emits `Closed` once, queues `Shutdown` (a client after a clean
@@ -672,7 +703,7 @@ impl WsConnection {
         self.inbuf = BytesMut::new();
         if !self.closed_emitted {
             self.closed_emitted = true;
-            self.events.push_back(WsEvent::Closed(CloseInfo {
+            self.events.push_back(Queued::Closed(CloseInfo {
                 code,
                 reason,
                 initiator,
@@ -748,7 +779,7 @@ impl WsConnection {
                     Ok(None) => return,
                     Ok(Some((req, n))) => {
                         let _ = self.inbuf.split_to(n);
-                        self.events.push_back(WsEvent::UpgradeRequested(req.clone()));
+                        self.events.push_back(Queued::Upgrade(Box::new(req.clone())));
                         self.phase = Phase::Decide(Box::new(req));
                     }
                     Err(e) => return self.fail_handshake(e),
@@ -810,7 +841,7 @@ impl WsConnection {
 
     fn on_incoming(&mut self, now: Instant, incoming: Incoming) {
         match incoming {
-            Incoming::Message(m) => self.events.push_back(WsEvent::Message(m)),
+            Incoming::Message(m) => self.events.push_back(Queued::Message(m)),
             Incoming::Ping(payload) => {
                 if matches!(self.phase, Phase::Open) {
                     if self.pending_pongs.len() == MAX_PENDING_PONGS {
@@ -825,7 +856,7 @@ impl WsConnection {
                 {
                     hb.on_pong(now, u64::from_be_bytes(token));
                 }
-                self.events.push_back(WsEvent::Pong(payload));
+                self.events.push_back(Queued::Pong(payload));
             }
             Incoming::Close(close) => {
                 let (code, reason) = close.unwrap_or((CloseCode::NO_STATUS, Utf8Bytes::default()));
@@ -959,7 +990,7 @@ impl Machine for WsConnection {
     }
 
     fn poll_event(&mut self) -> Option<WsEvent> {
-        self.events.pop_front()
+        self.events.pop_front().map(WsEvent::from)
     }
 
     /// The earliest deadline: handshake, keepalive or close. Changes after every input and
