@@ -1,5 +1,6 @@
 //! The one outbound-socket driver: the TCP connections an [`Outbound`] machine asks for
-//! (the [`Session`](crate::Session)'s, the server's Redis bus), whoever owns the machine.
+//! (the [`Session`](crate::Session)'s, the [`SseConnection`](crate::sse::SseConnection)'s,
+//! the server's Redis bus), whoever owns the machine.
 //!
 //! The owner keeps the machine and its [`Sockets`] behind its lock and implements
 //! [`Host`]; after every mutation, still under the lock, it calls [`drain`], which moves
@@ -13,19 +14,24 @@
 //! Bytes queued for the sockets are bounded ([`MAX_QUEUED`] over all of a machine's
 //! sockets): past it [`drain`] stops pulling `poll_transmit`, and the machine's own
 //! buffers apply backpressure.
+//!
+//! [`Client`] is the one owner of an application's [`OutboundClient`] (a `ClientSession`,
+//! an `EventSource`): the machine and its sockets behind one mutex with its events queued
+//! for the application (at most `max_events`: while full, or while the machine refuses
+//! input, the sockets are not read), its deadline fired by a timer task, closed on drop.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::Shutdown;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Instant;
 
 use bytes::Bytes;
 use event_listener::Event as Notify;
-use smol::future;
 use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use smol::net::TcpStream;
-use tidewire::socket::{Outbound, SockId, SocketAction};
+use smol::{Executor, future};
+use tidewire::socket::{Outbound, OutboundClient, QueuedClient, SockId, SocketAction};
 
 /// Bytes queued for one machine's sockets before [`drain`] stops pulling.
 const MAX_QUEUED: usize = 1 << 20;
@@ -249,4 +255,179 @@ async fn write_socket<H: Host>(
         }
         listener.await;
     }
+}
+
+/// An [`OutboundClient`] whose events and tasks may move between threads.
+pub(crate) trait ClientMachine: OutboundClient<Event: Send> + Send + 'static {}
+impl<M: OutboundClient<Event: Send> + Send + 'static> ClientMachine for M {}
+
+/// An application's [`OutboundClient`] machine, driven here: see the module docs.
+/// `Session` and `SseConnection` are its typed fronts.
+pub(crate) struct Client<M: ClientMachine> {
+    shared: Arc<Owner<M>>,
+}
+
+/// What the socket tasks and the timer task share with the application.
+pub(crate) struct Owner<M: ClientMachine> {
+    core: Mutex<Core<M>>,
+    /// Something for the timer task: a new deadline, the end.
+    wake: Notify,
+    /// Something for the application or the sockets: an event, room in the queue, the end.
+    changed: Notify,
+    executor: Option<Arc<Executor<'static>>>,
+}
+
+struct Core<M: ClientMachine> {
+    client: QueuedClient<M>,
+    socks: Sockets<Owner<M>>,
+    /// The deadline the timer task waits for.
+    deadline: Option<Instant>,
+    /// The timer task ended: no more events.
+    done: bool,
+}
+
+impl<M: ClientMachine> Core<M> {
+    /// The machine is closed and its sockets are gone.
+    fn ended(&self) -> bool {
+        self.client.machine().is_closed() && self.socks.len() == 0
+    }
+}
+
+impl<M: ClientMachine> Owner<M> {
+    fn lock(&self) -> MutexGuard<'_, Core<M>> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Step 3 of the run loop, under the lock: sockets, then events while there is room.
+    fn after(&self, core: &mut Core<M>) {
+        drain(self, core.client.machine_mut(), &mut core.socks);
+        core.client.pull();
+        if core.ended() || core.client.poll_timeout() != core.deadline {
+            self.wake.notify(1);
+        }
+        self.changed.notify(usize::MAX);
+    }
+
+    /// The next queued event, and room for the machine's next ones.
+    fn pop(&self, core: &mut Core<M>) -> Option<M::Event> {
+        let ev = core.client.pop()?;
+        self.after(core);
+        Some(ev)
+    }
+}
+
+impl<M: ClientMachine> Host for Owner<M> {
+    type Machine = M;
+
+    fn with<T>(&self, f: impl FnOnce(&mut M, &mut Sockets<Self>, Instant) -> T) -> T {
+        let mut core = self.lock();
+        let Core { client, socks, .. } = &mut *core;
+        let out = f(client.machine_mut(), socks, Instant::now());
+        self.after(&mut core);
+        out
+    }
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        crate::driver::spawn_on(self.executor.as_ref(), task);
+    }
+
+    async fn room(&self) {
+        loop {
+            let listener = self.changed.listen();
+            {
+                let core = self.lock();
+                if core.client.wants_read() || core.client.machine().is_closed() || core.done {
+                    return;
+                }
+            }
+            listener.await;
+        }
+    }
+}
+
+impl<M: ClientMachine> Client<M> {
+    /// Drives `machine` (its first actions at once), its tasks on `executor` (`None`:
+    /// smol's global executor).
+    pub(crate) fn start(
+        machine: M,
+        max_events: usize,
+        executor: Option<Arc<Executor<'static>>>,
+    ) -> Self {
+        let client = QueuedClient::new(machine, max_events);
+        let shared = Arc::new_cyclic(|me| Owner {
+            core: Mutex::new(Core {
+                client,
+                socks: Sockets::new(me.clone()),
+                deadline: None,
+                done: false,
+            }),
+            wake: Notify::new(),
+            changed: Notify::new(),
+            executor,
+        });
+        shared.with(|_, _, _| ());
+        shared.spawn(drive(shared.clone()));
+        Self { shared }
+    }
+
+    /// Runs a command on the machine, then its outputs.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut M, Instant) -> T) -> T {
+        self.shared.with(|m, _, now| f(m, now))
+    }
+
+    /// Reads the machine.
+    pub(crate) fn inspect<T>(&self, f: impl FnOnce(&M) -> T) -> T {
+        f(self.shared.lock().client.machine())
+    }
+
+    /// The next event if one is queued, without waiting.
+    pub(crate) fn try_next_event(&self) -> Option<M::Event> {
+        self.shared.pop(&mut self.shared.lock())
+    }
+
+    /// The next event; waits for one. `None` once the machine is closed and its last event
+    /// was handed out.
+    pub(crate) async fn next_event(&self) -> Option<M::Event> {
+        loop {
+            let listener = self.shared.changed.listen();
+            {
+                let mut core = self.shared.lock();
+                if let Some(ev) = self.shared.pop(&mut core) {
+                    return Some(ev);
+                }
+                if core.done || core.client.is_finished() {
+                    return None;
+                }
+            }
+            listener.await;
+        }
+    }
+}
+
+impl<M: ClientMachine> Drop for Client<M> {
+    /// Closes the machine; the timer task finishes its close (a WebSocket's handshake).
+    fn drop(&mut self) {
+        self.shared.lock().client.machine_mut().close(Instant::now());
+        self.shared.wake.notify(1);
+    }
+}
+
+/// The timer task: fires the machine's deadline until it is closed and its sockets are gone.
+async fn drive<M: ClientMachine>(shared: Arc<Owner<M>>) {
+    crate::driver::run_timer(&shared.wake, |now| {
+        let mut core = shared.lock();
+        if core.client.poll_timeout().is_some_and(|d| d <= now) {
+            core.client.machine_mut().handle_timeout(now);
+        }
+        shared.after(&mut core);
+        if core.ended() {
+            core.done = true;
+            drop(core);
+            shared.changed.notify(usize::MAX);
+            return None;
+        }
+        core.deadline = core.client.poll_timeout();
+        Some(core.deadline)
+    })
+    .await;
 }

@@ -3,22 +3,20 @@
 //! reconnection with `Last-Event-ID`, server `retry:`, backoff with jitter, an idle
 //! watchdog, terminal statuses; the HTTP/1.1 request and response) on the adapter's
 //! outbound-socket driver (`outbound.rs`), with a timer task, on
-//! `SseOptions::executor`. Events wait in the machine; while `max_queued` of them (1024 by
-//! default) wait unpulled the socket is not read and the idle watchdog waits, so a slow
-//! application pushes back on the server through TCP. `https://` is not supported and
+//! `SseOptions::executor`. While `max_queued` events (1024 by default) wait unpulled the
+//! socket is not read and the idle watchdog waits, so a slow application pushes back on
+//! the server through TCP. `https://` is not supported and
 //! redirects are not followed (a 3xx fails the source).
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use std::{fmt, future::Future, io};
+use std::{fmt, io};
 
-use event_listener::Event as Notify;
 use smol::Executor;
-use tidewire::sse::{EventSource, EventSourceConfig, SseClientConfig, SseClientEvent};
-use tidewire::sse::{SseState, SseTimer};
+use tidewire::sse::{EventSource, EventSourceConfig, SseClientConfig, SseClientEvent, SseState};
 
 use crate::ConnectError;
-use crate::outbound::{self, Host, Sockets};
+use crate::outbound::Client;
 
 /// Settings of [`connect`]. Build it with `SseOptions::default()` and change the fields you
 /// need.
@@ -51,51 +49,7 @@ impl Default for SseOptions {
 
 /// A reconnecting event stream. Read it with [`next`](Self::next); dropping it closes it.
 pub struct SseConnection {
-    shared: Arc<Shared>,
-}
-
-struct Shared {
-    core: Mutex<(EventSource, Sockets<Shared>)>,
-    /// Anything changed: the machine, its sockets, room in its queue.
-    changed: Notify,
-    executor: Option<Arc<Executor<'static>>>,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, (EventSource, Sockets<Shared>)> {
-        self.core.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Host for Shared {
-    type Machine = EventSource;
-
-    fn with<T>(&self, f: impl FnOnce(&mut EventSource, &mut Sockets<Self>, Instant) -> T) -> T {
-        let mut core = self.lock();
-        let (es, socks) = &mut *core;
-        let out = f(es, socks, Instant::now());
-        outbound::drain(self, es, socks);
-        self.changed.notify(usize::MAX);
-        out
-    }
-
-    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        crate::driver::spawn_on(self.executor.as_ref(), task);
-    }
-
-    async fn room(&self) {
-        loop {
-            let listener = self.changed.listen();
-            let room = {
-                let es = &self.lock().0;
-                es.wants_read() || es.client().state() == SseState::Closed
-            };
-            if room {
-                return;
-            }
-            listener.await;
-        }
-    }
+    client: Client<EventSource>,
 }
 
 /// Opens an `http://` event stream; the first attempt starts at once, in the background.
@@ -113,6 +67,7 @@ pub async fn connect(url: &str, opts: SseOptions) -> Result<SseConnection, Conne
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let path = &url[url::Position::BeforePath..url::Position::AfterQuery];
     let mut cfg = EventSourceConfig::new(host, url.port_or_known_default().unwrap_or(80), path);
+    let max_events = opts.client.limits.max_queued;
     (cfg.client, cfg.headers, cfg.connect_timeout) =
         (opts.client, opts.headers, Some(opts.connect_timeout));
     if cfg.client.rng_seed == [0; 32] {
@@ -121,34 +76,7 @@ pub async fn connect(url: &str, opts: SseOptions) -> Result<SseConnection, Conne
     let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let es = EventSource::new(cfg, Instant::now(), unix_now)
         .map_err(|e| ConnectError::Url(e.to_string()))?;
-    let shared = Arc::new_cyclic(|me| Shared {
-        core: Mutex::new((es, Sockets::new(me.clone()))),
-        changed: Notify::new(),
-        executor: opts.executor,
-    });
-    shared.with(|_, _, _| ()); // the first `Connect`
-    crate::driver::spawn_on(shared.executor.as_ref(), drive(shared.clone()));
-    Ok(SseConnection { shared })
-}
-
-/// The timer task: fires the machine's deadline (not the idle watchdog while the
-/// application is the bottleneck) until the machine is closed and its sockets are gone.
-async fn drive(shared: Arc<Shared>) {
-    crate::driver::run_timer(&shared.changed, |now| {
-        let core = shared.lock();
-        let es = &core.0;
-        let paused = !es.wants_read() && es.client().timeout_reason() == Some(SseTimer::Idle);
-        let deadline = es.poll_timeout().filter(|_| !paused);
-        if es.client().state() == SseState::Closed && core.1.len() == 0 {
-            return None;
-        }
-        drop(core);
-        if deadline.is_some_and(|d| d <= now) {
-            shared.with(|es, _, now| es.handle_timeout(now));
-        }
-        Some(deadline)
-    })
-    .await;
+    Ok(SseConnection { client: Client::start(es, max_events, opts.executor) })
 }
 
 impl SseConnection {
@@ -157,64 +85,42 @@ impl SseConnection {
     /// the client is `Closed` for good (a terminal status or content type, the backoff gave
     /// up, or [`close`](Self::close)), after the `Closed` state change itself.
     pub async fn next(&mut self) -> Option<SseClientEvent> {
-        loop {
-            let listener = self.shared.changed.listen();
-            {
-                let es = &mut self.shared.lock().0;
-                let paused = !es.wants_read();
-                if let Some(ev) = es.poll_event() {
-                    if paused && es.wants_read() {
-                        self.shared.changed.notify(usize::MAX);
-                    }
-                    return Some(ev);
-                }
-                if es.client().state() == SseState::Closed {
-                    return None;
-                }
-            }
-            listener.await;
-        }
+        self.client.next_event().await
     }
 
     /// Closes the stream for good: the connection is dropped, no more reconnections;
     /// [`next`](Self::next) returns what was queued, the `Closed` change, then `None`.
     pub fn close(&mut self) {
-        self.shared.with(|es, _, now| es.close(now));
+        self.client.with(EventSource::close);
     }
 
     /// The client's state.
     #[must_use]
     pub fn state(&self) -> SseState {
-        self.shared.lock().0.client().state()
+        self.client.inspect(|es| es.client().state())
     }
 
     /// The last event ID received (as of the events parsed so far; `""` for none): what the
     /// next reconnection sends as `Last-Event-ID`.
     #[must_use]
     pub fn last_event_id(&self) -> String {
-        self.shared.lock().0.client().last_event_id().to_owned()
+        self.client.inspect(|es| es.client().last_event_id().to_owned())
     }
 
     /// While reconnecting: when the next attempt starts.
     #[must_use]
     pub fn next_retry_at(&self) -> Option<Instant> {
-        self.shared.lock().0.client().next_retry_at()
-    }
-}
-
-impl Drop for SseConnection {
-    fn drop(&mut self) {
-        self.close();
+        self.client.inspect(|es| es.client().next_retry_at())
     }
 }
 
 impl fmt::Debug for SseConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let core = self.shared.lock();
-        let (state, id) = (core.0.client().state(), core.0.client().last_event_id());
-        f.debug_struct("SseConnection")
-            .field("state", &state)
-            .field("last_event_id", &id)
-            .finish_non_exhaustive()
+        self.client.inspect(|es| {
+            f.debug_struct("SseConnection")
+                .field("state", &es.client().state())
+                .field("last_event_id", &es.client().last_event_id())
+                .finish_non_exhaustive()
+        })
     }
 }

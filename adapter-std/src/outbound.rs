@@ -1,23 +1,30 @@
 //! The one outbound-socket driver: the TCP connections an [`Outbound`] machine asks for
-//! (the [`Session`](crate::Session)'s, the server's Redis bus), whoever owns the machine.
+//! (the [`Session`](crate::Session)'s, the [`SseConnection`](crate::sse::SseConnection)'s,
+//! the server's Redis bus), whoever owns the machine.
 //! The owner implements [`Host`] and calls [`drain`] under its lock after every mutation.
 //! Per socket, a **reader thread** connects and feeds what it reads (while [`Host::admit`]
 //! lets it), and a **writer thread** writes what [`drain`] queued; `SocketAction::Close`
 //! drops the writer's sender, which writes what it has and shuts the socket down. Queued
 //! bytes are bounded by [`MAX_QUEUED`]: past it [`drain`] stops pulling, and a writer that
 //! brings the total back under it drains the machine again.
+//!
+//! [`Client`] is the one owner of an application's [`OutboundClient`] (a `ClientSession`,
+//! an `EventSource`): the machine behind one mutex with its events queued for the
+//! application (at most `max_events`: while full, or while the machine refuses input, the
+//! sockets are not read), its deadline fired by a timer thread, closed on drop.
 
 use std::collections::HashMap;
-use std::io::{ErrorKind, Read as _, Write as _};
+use std::io::{self, ErrorKind, Read as _, Write as _};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs as _};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, Weak, mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak, mpsc};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tidewire::socket::{Outbound, SockId, SocketAction};
+use tidewire::socket::{Outbound, OutboundClient, QueuedClient, SockId, SocketAction};
 
-use crate::conn::lock;
+use crate::conn::{lock, wait_until};
 
 /// Bytes queued for the writers of one machine before [`drain`] stops pulling.
 const MAX_QUEUED: usize = 1 << 20;
@@ -233,4 +240,162 @@ fn write_loop<H: Host>(
         let left: usize = rx.try_iter().map(|b| b.len()).sum();
         host.sockets().queued.fetch_sub(left, Ordering::AcqRel);
     }
+}
+
+/// An [`OutboundClient`] whose events may move between threads.
+pub(crate) trait ClientMachine: OutboundClient<Event: Send> + Send + 'static {}
+impl<M: OutboundClient<Event: Send> + Send + 'static> ClientMachine for M {}
+
+/// An application's [`OutboundClient`] machine, driven here: see the module docs.
+/// `Session` and `SseConnection` are its typed fronts.
+pub(crate) struct Client<M: ClientMachine> {
+    shared: Arc<Owner<M>>,
+    timer: Option<JoinHandle<()>>,
+}
+
+/// What the sockets and the timer thread share with the application.
+pub(crate) struct Owner<M: ClientMachine> {
+    core: Mutex<Core<M>>,
+    /// Anything changed: an event, room in the queue, a deadline, the end.
+    changed: Condvar,
+    socks: Sockets<Self>,
+}
+
+struct Core<M: ClientMachine> {
+    client: QueuedClient<M>,
+    /// The timer thread ended: no more events.
+    done: bool,
+    /// The application dropped its end.
+    stop: bool,
+}
+
+impl<M: ClientMachine> Owner<M> {
+    fn core(&self) -> MutexGuard<'_, Core<M>> {
+        lock(&self.core)
+    }
+
+    /// Step 3 of the run loop, under the lock: sockets, then events while there is room.
+    fn after(&self, core: &mut Core<M>, now: Instant) {
+        drain(self, core.client.machine_mut(), now);
+        core.client.pull();
+        self.changed.notify_all();
+    }
+}
+
+impl<M: ClientMachine> Host for Owner<M> {
+    type Machine = M;
+
+    fn sockets(&self) -> &Sockets<Self> {
+        &self.socks
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut M, Instant) -> T) -> T {
+        let mut core = self.core();
+        let now = Instant::now();
+        let out = f(core.client.machine_mut(), now);
+        self.after(&mut core, now);
+        out
+    }
+
+    fn admit(&self) -> bool {
+        let mut core = self.core();
+        while !core.client.wants_read() && !core.client.machine().is_closed() && !core.stop {
+            core = wait_until(&self.changed, core, None);
+        }
+        !core.done && !core.stop
+    }
+}
+
+impl<M: ClientMachine> Client<M> {
+    /// Drives `machine` (its first actions at once), its timer on a thread named `name`.
+    pub(crate) fn start(machine: M, dial: Dial, max_events: usize, name: &str) -> io::Result<Self> {
+        let client = QueuedClient::new(machine, max_events);
+        let shared = Arc::new_cyclic(|me| Owner {
+            core: Mutex::new(Core { client, done: false, stop: false }),
+            changed: Condvar::new(),
+            socks: Sockets::new(me.clone(), dial),
+        });
+        shared.with(|_, _| ());
+        let timer = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new().name(name.into()).spawn(move || run_timer(&shared))?
+        };
+        Ok(Self { shared, timer: Some(timer) })
+    }
+
+    /// Runs a command on the machine, then its outputs.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut M, Instant) -> T) -> T {
+        self.shared.with(f)
+    }
+
+    /// Reads the machine. Keep `f` short: the sockets wait for it.
+    pub(crate) fn inspect<T>(&self, f: impl FnOnce(&M) -> T) -> T {
+        f(self.shared.core().client.machine())
+    }
+
+    /// Waits while `pending` holds of the machine.
+    pub(crate) fn wait_while(&self, pending: impl Fn(&M) -> bool) {
+        let mut core = self.shared.core();
+        while pending(core.client.machine()) && !core.done {
+            core = wait_until(&self.shared.changed, core, None);
+        }
+    }
+
+    /// The next event, waiting for it until `until` (then `None`). `None` once the machine
+    /// is closed and its last event was handed out.
+    pub(crate) fn next_event(&self, until: Option<Instant>) -> Option<M::Event> {
+        let shared = &*self.shared;
+        let mut core = shared.core();
+        loop {
+            if let Some(ev) = core.client.pop() {
+                // Room: the machine's next events, and its sockets may be read again.
+                shared.after(&mut core, Instant::now());
+                return Some(ev);
+            }
+            if core.done || core.client.is_finished() || until.is_some_and(|t| Instant::now() >= t)
+            {
+                return None;
+            }
+            core = wait_until(&shared.changed, core, until);
+        }
+    }
+}
+
+impl<M: ClientMachine> Drop for Client<M> {
+    fn drop(&mut self) {
+        self.shared.core().stop = true;
+        self.shared.changed.notify_all();
+        if let Some(t) = self.timer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The timer thread: fires the machine's deadline; after a close (or the application's
+/// drop), ends once the machine closed its sockets.
+fn run_timer<M: ClientMachine>(shared: &Owner<M>) {
+    let mut core = shared.core();
+    loop {
+        let now = Instant::now();
+        if core.stop {
+            core.client.machine_mut().close(now);
+            shared.after(&mut core, now);
+            break;
+        }
+        if core.client.poll_timeout().is_some_and(|d| d <= now) {
+            core.client.machine_mut().handle_timeout(now);
+            shared.after(&mut core, now);
+        }
+        if core.client.machine().is_closed() && shared.socks.is_empty() {
+            break;
+        }
+        match core.client.poll_timeout() {
+            Some(d) if d <= now => {}
+            until => core = wait_until(&shared.changed, core, until),
+        }
+    }
+    core.done = true;
+    drop(core);
+    shared.socks.close_all();
+    shared.changed.notify_all();
 }

@@ -1,13 +1,10 @@
 //! [`Session`]: the core [`ClientSession`] (the reconnecting, transport-falling-back
-//! client) behind one mutex with the application's event queue, its sockets run by the
-//! outbound-socket driver ([`crate::outbound`]) and its deadline by one timer thread. The
-//! queue is bounded by [`SessionOptions::max_events`]: while it is full the sockets are not
-//! read, so an application that stops reading events slows the session down instead of
-//! growing memory.
+//! client) on the adapter's one owner of client machines ([`crate::outbound::Client`]):
+//! behind one mutex with the application's event queue, its sockets run by the
+//! outbound-socket driver and its deadline by one timer thread. The queue is bounded by
+//! [`SessionOptions::max_events`]: while it is full the sockets are not read, so an
+//! application that stops reading events slows the session down instead of growing memory.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tidewire::client::{
@@ -15,8 +12,7 @@ use tidewire::client::{
     SubscribeError,
 };
 
-use crate::conn::{lock, wait_until};
-use crate::outbound::{self, Dial, Host, Sockets};
+use crate::outbound::{Client, Dial};
 
 /// Settings of the adapter's side of a [`Session`]. Build with `SessionOptions::default()`
 /// and change fields.
@@ -95,81 +91,12 @@ impl Default for SessionOptions {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Session {
-    shared: Arc<Shared>,
-    driver: Option<JoinHandle<()>>,
-    /// `State(Closed)` was delivered: nothing follows.
-    finished: bool,
+    client: Client<ClientSession>,
 }
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session").field("state", &self.state()).finish_non_exhaustive()
-    }
-}
-
-struct Shared {
-    core: Mutex<Core>,
-    /// Wakes the timer thread: a new deadline, the end.
-    driver_cv: Condvar,
-    /// Wakes the application: an event, or the end.
-    app_cv: Condvar,
-    /// Wakes readers waiting for room in the event queue.
-    room_cv: Condvar,
-    socks: Sockets<Shared>,
-    opts: SessionOptions,
-}
-
-struct Core {
-    session: ClientSession,
-    events: VecDeque<SessionEvent>,
-    /// The timer thread ended: no more events.
-    done: bool,
-    /// The `Session` was dropped.
-    stop: bool,
-}
-
-impl Shared {
-    fn core(&self) -> MutexGuard<'_, Core> {
-        lock(&self.core)
-    }
-
-    /// Step 3 of the run loop, under the lock: sockets, then events while there is room.
-    fn after(&self, core: &mut Core, now: Instant) {
-        outbound::drain(self, &mut core.session, now);
-        let mut arrived = false;
-        while core.events.len() < self.opts.max_events.max(1) {
-            let Some(ev) = core.session.poll_event() else { break };
-            core.events.push_back(ev);
-            arrived = true;
-        }
-        if arrived {
-            self.app_cv.notify_all();
-        }
-        self.driver_cv.notify_all();
-    }
-}
-
-impl Host for Shared {
-    type Machine = ClientSession;
-
-    fn sockets(&self) -> &Sockets<Self> {
-        &self.socks
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut ClientSession, Instant) -> T) -> T {
-        let mut core = self.core();
-        let now = Instant::now();
-        let out = f(&mut core.session, now);
-        self.after(&mut core, now);
-        out
-    }
-
-    fn admit(&self) -> bool {
-        let mut core = self.core();
-        while core.events.len() >= self.opts.max_events.max(1) && !core.done && !core.stop {
-            core = self.room_cv.wait(core).unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        !core.done && !core.stop
     }
 }
 
@@ -190,6 +117,7 @@ impl Session {
     /// # Panics
     /// If the driver thread cannot be spawned.
     #[must_use]
+    #[allow(clippy::needless_pass_by_value)] // the public signature takes it by value
     pub fn with_options(mut cfg: SessionConfig, opts: SessionOptions) -> Session {
         if cfg.rng_seed == [0; 32] && getrandom::fill(&mut cfg.rng_seed).is_err() {
             let s = crate::fallback_seed().to_le_bytes();
@@ -201,28 +129,8 @@ impl Session {
             write_timeout: opts.write_timeout,
             read_chunk: opts.read_chunk.min(opts.max_inbox),
         };
-        let shared = Arc::new_cyclic(|me| Shared {
-            core: Mutex::new(Core { session, events: VecDeque::new(), done: false, stop: false }),
-            driver_cv: Condvar::new(),
-            app_cv: Condvar::new(),
-            room_cv: Condvar::new(),
-            socks: Sockets::new(me.clone(), dial),
-            opts,
-        });
-        // The session queued its first `Connect`.
-        shared.with(|_, _| ());
-        let driver = {
-            let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name("tidewire-session".into())
-                .spawn(move || run_timer(&shared))
-                .expect("spawn the session's driver thread")
-        };
-        Session { shared, driver: Some(driver), finished: false }
-    }
-
-    fn command<T>(&self, f: impl FnOnce(&mut ClientSession, Instant) -> T) -> T {
-        self.shared.with(f)
+        let client = Client::start(session, dial, opts.max_events, "tidewire-session");
+        Session { client: client.expect("spawn the session's driver thread") }
     }
 
     /// Subscribes to `ch` (resumed with its position after every reconnection).
@@ -230,12 +138,12 @@ impl Session {
     /// # Errors
     /// [`SubscribeError::Closed`] once closed, [`SubscribeError::BadName`].
     pub fn subscribe(&self, ch: &str) -> Result<(), SubscribeError> {
-        self.command(|s, now| s.subscribe(now, ch))
+        self.client.with(|s, now| s.subscribe(now, ch))
     }
 
     /// Leaves `ch`; no more of its messages are delivered.
     pub fn unsubscribe(&self, ch: &str) {
-        self.command(|s, now| s.unsubscribe(now, ch));
+        self.client.with(|s, now| s.unsubscribe(now, ch));
     }
 
     /// Publishes `json` (one JSON value, UTF-8: a `&str` or bytes) to `ch`: sent when open, queued (bounded) while
@@ -246,113 +154,42 @@ impl Session {
     /// [`PublishError::Closed`], [`PublishError::NotJson`], [`PublishError::TooLarge`].
     pub fn publish(&self, ch: &str, json: impl AsRef<[u8]>) -> Result<ClientMsgId, PublishError> {
         let json = std::str::from_utf8(json.as_ref()).map_err(|_| PublishError::NotJson)?;
-        self.command(|s, now| s.publish(now, ch, json))
+        self.client.with(|s, now| s.publish(now, ch, json))
     }
 
     /// New credentials, used from the next connection (a session waiting for them after an
     /// auth failure reconnects at once).
     pub fn set_credentials(&self, token: &str) {
-        self.command(|s, now| s.set_credentials(now, token));
+        self.client.with(|s, now| s.set_credentials(now, token));
     }
 
     /// Closes the session for good (a WebSocket gets a 1000 close frame); a
     /// `State(Closed)` event follows, then [`next_event`](Self::next_event) returns `None`.
     pub fn close(&self) {
-        self.command(ClientSession::close);
+        self.client.with(ClientSession::close);
     }
 
     /// The current state.
     #[must_use]
     pub fn state(&self) -> SessionState {
-        self.shared.core().session.state()
+        self.client.inspect(ClientSession::state)
     }
 
     /// Reads the core session (transport, positions, queued publishes, counters…). Keep
     /// `f` short: the driver waits for it.
     pub fn inspect<T>(&self, f: impl FnOnce(&ClientSession) -> T) -> T {
-        f(&self.shared.core().session)
+        self.client.inspect(f)
     }
 
     /// The next event, waiting for it. `None` once the session is closed and its
     /// `State(Closed)` event was delivered.
     pub fn next_event(&mut self) -> Option<SessionEvent> {
-        self.next_event_until(None)
+        self.client.next_event(None)
     }
 
     /// As [`next_event`](Self::next_event), waiting at most `timeout` (then `None`; look at
     /// [`state`](Self::state) to tell the cases apart).
     pub fn next_event_timeout(&mut self, timeout: Duration) -> Option<SessionEvent> {
-        self.next_event_until(Some(Instant::now() + timeout))
+        self.client.next_event(Some(Instant::now() + timeout))
     }
-
-    fn next_event_until(&mut self, until: Option<Instant>) -> Option<SessionEvent> {
-        if self.finished {
-            return None;
-        }
-        let shared = &self.shared;
-        let mut io = shared.core();
-        loop {
-            if let Some(ev) = io.events.pop_front() {
-                // Room: the session's next events, and its sockets may be read again.
-                shared.after(&mut io, Instant::now());
-                drop(io);
-                shared.room_cv.notify_all();
-                if let SessionEvent::State(change) = &ev
-                    && change.state == SessionState::Closed
-                {
-                    self.finished = true;
-                }
-                return Some(ev);
-            }
-            if io.done {
-                self.finished = true;
-                return None;
-            }
-            if until.is_some_and(|t| Instant::now() >= t) {
-                return None;
-            }
-            io = wait_until(&shared.app_cv, io, until);
-        }
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        self.shared.core().stop = true;
-        self.shared.driver_cv.notify_all();
-        self.shared.room_cv.notify_all();
-        if let Some(d) = self.driver.take() {
-            let _ = d.join();
-        }
-    }
-}
-
-/// The timer thread: fires the session's deadline; after a close (or the `Session`'s
-/// drop), ends once the session closed its sockets.
-fn run_timer(shared: &Shared) {
-    let mut core = shared.core();
-    loop {
-        let now = Instant::now();
-        if core.stop && core.session.state() != SessionState::Closed {
-            core.session.close(now);
-            shared.after(&mut core, now);
-        }
-        if core.session.poll_timeout().is_some_and(|d| d <= now) {
-            core.session.handle_timeout(now);
-            shared.after(&mut core, now);
-        }
-        let closed = core.session.state() == SessionState::Closed;
-        if (closed && shared.socks.is_empty()) || core.stop {
-            break;
-        }
-        match core.session.poll_timeout() {
-            Some(d) if d <= now => {}
-            until => core = wait_until(&shared.driver_cv, core, until),
-        }
-    }
-    core.done = true;
-    drop(core);
-    shared.socks.close_all();
-    shared.app_cv.notify_all();
-    shared.room_cv.notify_all();
 }

@@ -25,15 +25,13 @@
 //! ```
 
 use std::io;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tidewire::sse::{EventSource, EventSourceConfig, SseClientConfig, SseClientEvent, SseState};
 pub use tidewire::sse::{SseEvent, StateChange};
 
 use crate::ConnectError;
-use crate::conn::lock;
-use crate::outbound::{self, Dial, Host, Sockets};
+use crate::outbound::{Client, Dial};
 
 /// Settings of [`connect`]. Build with `SseOptions::default()` and change fields.
 #[derive(Clone, Debug)]
@@ -59,39 +57,7 @@ impl Default for SseOptions {
 
 /// A reconnecting event-stream client. See the [module docs](self).
 pub struct SseConnection {
-    shared: Arc<Shared>,
-}
-
-struct Shared {
-    es: Mutex<EventSource>,
-    /// Anything changed: the machine, room in its queue.
-    changed: Condvar,
-    socks: Sockets<Shared>,
-}
-
-impl Host for Shared {
-    type Machine = EventSource;
-
-    fn sockets(&self) -> &Sockets<Self> {
-        &self.socks
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut EventSource, Instant) -> T) -> T {
-        let mut es = lock(&self.es);
-        let now = Instant::now();
-        let out = f(&mut es, now);
-        outbound::drain(self, &mut es, now);
-        self.changed.notify_all();
-        out
-    }
-
-    fn admit(&self) -> bool {
-        let mut es = lock(&self.es);
-        while !es.wants_read() && es.client().state() != SseState::Closed {
-            es = self.changed.wait(es).unwrap_or_else(PoisonError::into_inner);
-        }
-        true
-    }
+    client: Client<EventSource>,
 }
 
 /// Creates an event-stream client for an `http://host[:port]/path[?query]` URL and makes
@@ -102,7 +68,8 @@ impl Host for Shared {
 /// # Errors
 /// [`ConnectError::Url`] for an invalid URL (or one that is not `http://`) or an extra
 /// header that cannot be written; [`ConnectError::Io`] when the OS has no entropy for the
-/// backoff's jitter. Network failures are not errors: the client reconnects.
+/// backoff's jitter or no thread for its timer. Network failures are not errors: the
+/// client reconnects.
 pub fn connect(url: &str, opts: SseOptions) -> Result<SseConnection, ConnectError> {
     let url = url::Url::parse(url).map_err(|e| ConnectError::Url(e.to_string()))?;
     let host = url.host_str().filter(|_| url.scheme() == "http");
@@ -110,6 +77,7 @@ pub fn connect(url: &str, opts: SseOptions) -> Result<SseConnection, ConnectErro
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let path = &url[url::Position::BeforePath..url::Position::AfterQuery];
     let mut cfg = EventSourceConfig::new(host, url.port_or_known_default().unwrap_or(80), path);
+    let max_events = opts.client.limits.max_queued;
     (cfg.client, cfg.headers, cfg.connect_timeout) =
         (opts.client, opts.headers, Some(opts.connect_timeout));
     if cfg.client.rng_seed == [0; 32] {
@@ -120,19 +88,9 @@ pub fn connect(url: &str, opts: SseOptions) -> Result<SseConnection, ConnectErro
         .map_err(|e| ConnectError::Url(e.to_string()))?;
     let (connect_timeout, read_chunk) = (opts.connect_timeout, 16 << 10);
     let dial = Dial { connect_timeout, write_timeout: connect_timeout, read_chunk };
-    let shared = Arc::new_cyclic(|me| Shared {
-        es: Mutex::new(es),
-        changed: Condvar::new(),
-        socks: Sockets::new(me.clone(), dial),
-    });
-    shared.with(|_, _| ());
-    let conn = SseConnection { shared };
-    let mut es = lock(&conn.shared.es);
-    while es.client().state() == SseState::Connecting {
-        es = conn.wait(es);
-    }
-    drop(es);
-    Ok(conn)
+    let client = Client::start(es, dial, max_events, "tidewire-sse")?;
+    client.wait_while(|es| es.client().state() == SseState::Connecting);
+    Ok(SseConnection { client })
 }
 
 impl SseConnection {
@@ -142,78 +100,42 @@ impl SseConnection {
     /// `State(Closed)` change was returned.
     #[allow(clippy::should_implement_trait)] // blocking, and `None` is final: not an iterator
     pub fn next(&mut self) -> Option<SseClientEvent> {
-        let mut es = lock(&self.shared.es);
-        loop {
-            let paused = !es.wants_read();
-            if let Some(ev) = es.poll_event() {
-                if paused {
-                    self.shared.changed.notify_all();
-                }
-                return Some(ev);
-            }
-            if es.client().state() == SseState::Closed {
-                return None;
-            }
-            es = self.wait(es);
-        }
-    }
-
-    /// Fires the machine's deadline if it is due, else waits for it or for a change.
-    fn wait<'a>(&'a self, es: MutexGuard<'a, EventSource>) -> MutexGuard<'a, EventSource> {
-        let now = Instant::now();
-        match es.poll_timeout() {
-            Some(d) if d <= now => {
-                drop(es);
-                self.shared.with(EventSource::handle_timeout);
-                lock(&self.shared.es)
-            }
-            Some(d) => self
-                .shared
-                .changed
-                .wait_timeout(es, d - now)
-                .map_or_else(|p| p.into_inner().0, |r| r.0),
-            None => self.shared.changed.wait(es).unwrap_or_else(PoisonError::into_inner),
-        }
+        self.client.next_event(None)
     }
 
     /// Closes the client for good: the connection is dropped, no reconnection follows.
     /// [`next`](Self::next) returns the `State(Closed)` change, then `None`.
     pub fn close(&mut self) {
-        self.shared.with(EventSource::close);
+        self.client.with(EventSource::close);
     }
 
     /// The current state.
     #[must_use]
     pub fn state(&self) -> SseState {
-        lock(&self.shared.es).client().state()
+        self.client.inspect(|es| es.client().state())
     }
 
     /// The last event ID (`""` if none): what the next reconnection sends as
     /// `Last-Event-ID`.
     #[must_use]
     pub fn last_event_id(&self) -> String {
-        lock(&self.shared.es).client().last_event_id().to_owned()
+        self.client.inspect(|es| es.client().last_event_id().to_owned())
     }
 
     /// While reconnecting: when the next attempt starts.
     #[must_use]
     pub fn next_retry_at(&self) -> Option<Instant> {
-        lock(&self.shared.es).client().next_retry_at()
-    }
-}
-
-impl Drop for SseConnection {
-    fn drop(&mut self) {
-        self.close();
+        self.client.inspect(|es| es.client().next_retry_at())
     }
 }
 
 impl std::fmt::Debug for SseConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let es = lock(&self.shared.es);
-        f.debug_struct("SseConnection")
-            .field("state", &es.client().state())
-            .field("last_event_id", &es.client().last_event_id())
-            .finish_non_exhaustive()
+        self.client.inspect(|es| {
+            f.debug_struct("SseConnection")
+                .field("state", &es.client().state())
+                .field("last_event_id", &es.client().last_event_id())
+                .finish_non_exhaustive()
+        })
     }
 }

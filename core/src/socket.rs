@@ -17,7 +17,13 @@
 //! number, so a driver that serves several keys its sockets by machine as well.
 //!
 //! [`Outbound`] is that socket half of a machine, as a trait: an adapter's one driver is
-//! generic over it.
+//! generic over it. [`OutboundClient`] adds what an application sees of such a machine
+//! (its events, its end, its read gate), and [`QueuedClient`] keeps one with the bounded
+//! queue of events its application has not taken yet, so that an adapter owns a
+//! [`ClientSession`](crate::client::ClientSession) and an
+//! [`EventSource`](crate::sse::EventSource) with one piece of code.
+
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 
@@ -86,6 +92,131 @@ pub trait Outbound {
     fn poll_timeout(&self) -> Option<Instant>;
 }
 
+/// An [`Outbound`] machine that serves an application: besides its sockets, it queues
+/// events for the application and ends for good. Implemented by
+/// [`ClientSession`](crate::client::ClientSession) and
+/// [`EventSource`](crate::sse::EventSource), so that an adapter needs one owner for both:
+/// the machine behind its lock, a bounded queue of its events, its one timer, its read
+/// gate and its close on drop.
+///
+/// The owner's part, on top of the [`Outbound`] driver's: pull
+/// [`poll_event`](Self::poll_event) after every input and command; read no socket while
+/// [`wants_read`](Self::wants_read) is `false` (nor while its own event queue is full);
+/// arm its one timer with [`poll_deadline`](Self::poll_deadline); [`close`](Self::close)
+/// the machine when the application drops it; stop once it [`is_closed`](Self::is_closed)
+/// and its sockets are closed.
+pub trait OutboundClient: Outbound {
+    /// What the application is told.
+    type Event;
+    /// The next event for the application, in order. New after any input or command.
+    #[must_use]
+    fn poll_event(&mut self) -> Option<Self::Event>;
+    /// Closes the machine for good: its sockets are closed (a WebSocket after its close
+    /// handshake) and its last event says so. Calls after the first are no-ops.
+    fn close(&mut self, now: Instant);
+    /// Whether the machine is closed for good: no event follows those already queued.
+    #[must_use]
+    fn is_closed(&self) -> bool;
+    /// Whether the owner may read the sockets: `false` while the application leaves too
+    /// many of the machine's events unpulled (by default always `true`).
+    #[must_use]
+    fn wants_read(&self) -> bool {
+        true
+    }
+    /// When the owner's timer must fire: [`poll_timeout`](Outbound::poll_timeout), except
+    /// that while the owner holds socket input back because the application is behind
+    /// (`held`: `wants_read` is `false`, or the owner's own event queue is full) the
+    /// watchdogs of the peer's silence wait, since the owner causes that silence. By
+    /// default `poll_timeout` either way.
+    #[must_use]
+    fn poll_deadline(&self, held: bool) -> Option<Instant> {
+        let _ = held;
+        self.poll_timeout()
+    }
+}
+
+/// An [`OutboundClient`] with the queue of the events its application has not taken yet,
+/// bounded by `max_events`: what an adapter keeps behind its lock, so that its read gate,
+/// its timer and its end are decided here, alike in every adapter.
+///
+/// Feed the machine through [`machine_mut`](Self::machine_mut) (and drive its sockets as
+/// [`Outbound`] says), then [`pull`](Self::pull) its events; hand them to the application
+/// with [`pop`](Self::pop). Read the sockets only while [`wants_read`](Self::wants_read)
+/// (the queue has room and the machine takes input), arm the timer with
+/// [`poll_timeout`](Self::poll_timeout), and stop once [`is_finished`](Self::is_finished).
+pub struct QueuedClient<M: OutboundClient> {
+    machine: M,
+    events: VecDeque<M::Event>,
+    max_events: usize,
+}
+
+impl<M: OutboundClient> QueuedClient<M> {
+    /// `machine` with an empty queue of at most `max_events` (at least 1).
+    pub fn new(machine: M, max_events: usize) -> Self {
+        Self { machine, events: VecDeque::new(), max_events: max_events.max(1) }
+    }
+
+    /// The machine, to read.
+    #[must_use]
+    pub fn machine(&self) -> &M {
+        &self.machine
+    }
+
+    /// The machine, for an input or a command; [`pull`](Self::pull) after it.
+    pub fn machine_mut(&mut self) -> &mut M {
+        &mut self.machine
+    }
+
+    /// Moves the machine's events into the queue while it has room (step 3 of the run
+    /// loop, after every input and command).
+    pub fn pull(&mut self) {
+        while self.events.len() < self.max_events {
+            let Some(ev) = self.machine.poll_event() else { return };
+            self.events.push_back(ev);
+        }
+    }
+
+    /// The application's next event, and room for the machine's next ones.
+    #[must_use]
+    pub fn pop(&mut self) -> Option<M::Event> {
+        let ev = self.events.pop_front()?;
+        self.pull();
+        Some(ev)
+    }
+
+    /// Events waiting for the application.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether no event waits for the application.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Whether the sockets may be read: the queue has room and the machine
+    /// [`wants_read`](OutboundClient::wants_read).
+    #[must_use]
+    pub fn wants_read(&self) -> bool {
+        self.events.len() < self.max_events && self.machine.wants_read()
+    }
+
+    /// When the timer must fire: the machine's
+    /// [`poll_deadline`](OutboundClient::poll_deadline), held while reads are.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.machine.poll_deadline(!self.wants_read())
+    }
+
+    /// Whether the machine is closed and the application took its last event.
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        self.events.is_empty() && self.machine.is_closed()
+    }
+}
+
 /// Implements [`Outbound`] for a machine whose inherent methods of the same names and
 /// signatures are its socket half (the client session, the Redis bus).
 macro_rules! outbound_by_inherent {
@@ -124,3 +255,44 @@ macro_rules! outbound_by_inherent {
     };
 }
 pub(crate) use outbound_by_inherent;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sse::{EventSource, EventSourceConfig, SseClientEvent};
+
+    /// A bounded queue in front of an open `EventSource`: full, it refuses reads and holds
+    /// the idle watchdog; a `pop` makes room and refills; closed and taken, it is finished.
+    #[test]
+    fn a_queued_client_bounds_its_events_and_holds_reads_while_full() {
+        let now = crate::time::test_epoch();
+        let es = EventSource::new(EventSourceConfig::new("example.org", 80, "/"), now, 0);
+        let mut q = QueuedClient::new(es.unwrap(), 3);
+        let Some(SocketAction::Connect { sock, .. }) = q.machine_mut().poll_action() else {
+            panic!("no Connect");
+        };
+        let m = q.machine_mut();
+        m.handle_connected(now, sock);
+        m.handle_read(now, sock, b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n");
+        m.handle_read(now, sock, b"data: 1\n\ndata: 2\n\ndata: 3\n\n");
+        q.pull();
+        // Connecting, Open, then the first event: full.
+        assert_eq!(q.len(), 3);
+        assert!(!q.wants_read());
+        assert_eq!(q.poll_timeout(), None);
+        for _ in 0..2 {
+            assert!(matches!(q.pop(), Some(SseClientEvent::State(_))));
+            assert_eq!(q.len(), 3);
+            assert!(!q.wants_read());
+        }
+        assert!(matches!(q.pop(), Some(SseClientEvent::Event(e)) if e.data == "1"));
+        assert!(q.wants_read() && q.len() == 2);
+        assert_eq!(q.poll_timeout(), q.machine().poll_timeout());
+        assert!(q.poll_timeout().is_some());
+        q.machine_mut().close(now);
+        q.pull();
+        assert!(!q.is_finished());
+        while q.pop().is_some() {}
+        assert!(q.is_finished() && q.is_empty());
+    }
+}

@@ -42,8 +42,8 @@ impl TimerKind for Timer {
 /// Who a socket works for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Owner {
-    /// The connection attempt (or open link) of this generation.
-    Link(u64),
+    /// The connection (an attempt, or open) of this generation.
+    Connection(u64),
     /// A WebSocket tried while open on a worse transport.
     Probe,
     /// Nobody: a WebSocket finishing its close handshake.
@@ -91,9 +91,10 @@ struct Socket {
     proto: Proto,
 }
 
-/// The transport a session is on, for one connection generation.
+/// The session's connection to the server for one generation: on one transport, an
+/// attempt until it is `open`; its WebSocket or the socket of its publish in flight.
 #[derive(Debug)]
-struct Link {
+struct Connection {
     generation: u64,
     transport: Transport,
     open: bool,
@@ -117,13 +118,14 @@ enum Input<'a> {
     Timeout,
 }
 
-/// How a link ended, for what follows.
+/// How a connection ended, for what follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fail {
-    /// Retry; not the transport's fault (the server is unreachable, or an open link ended).
+    /// Retry; not the transport's fault (the server is unreachable, or an open connection
+    /// ended).
     Retry,
     /// Retry; the server was reached but the transport did not work (counts toward
-    /// falling back when the link never opened).
+    /// falling back when the connection never opened).
     Blocked,
     Auth,
     Terminal,
@@ -177,7 +179,7 @@ pub struct ClientSession {
     sockets: BTreeMap<SockId, Socket>,
     next_sock: u64,
     generation: u64,
-    link: Option<Link>,
+    connection: Option<Connection>,
     probe: Option<SockId>,
     /// The last WebSocket probe failed: the next upgrade tries the better non-WebSocket
     /// transport (SSE from polling) instead, if there is one.
@@ -233,7 +235,7 @@ impl ClientSession {
             sockets: BTreeMap::new(),
             next_sock: 1,
             generation: 0,
-            link: None,
+            connection: None,
             probe: None,
             probe_failed: false,
             timers: TimerTable::new(),
@@ -360,10 +362,10 @@ impl ClientSession {
         if !self.channels.add(ch, pos) {
             return Ok(());
         }
-        let Some(link) = &self.link else { return Ok(()) };
-        match link.transport {
+        let Some(connection) = &self.connection else { return Ok(()) };
+        match connection.transport {
             Transport::WebSocket => {
-                if link.open {
+                if connection.open {
                     self.send_sub(now, ch);
                 }
             }
@@ -381,9 +383,9 @@ impl ClientSession {
         if let Some(sock) = sock {
             self.close_socket(sock);
         }
-        if let Some(link) = &self.link
-            && link.transport == Transport::WebSocket
-            && link.open
+        if let Some(connection) = &self.connection
+            && connection.transport == Transport::WebSocket
+            && connection.open
         {
             self.ws_send(
                 now,
@@ -575,7 +577,7 @@ impl ClientSession {
     }
 
     fn poll_transmit_once(&mut self) -> Option<(SockId, Bytes)> {
-        let sock = self.link.as_ref()?.ws?;
+        let sock = self.connection.as_ref()?.ws?;
         match &mut self.sockets.get_mut(&sock)?.proto {
             Proto::Ws { conn, .. } => match conn.poll_transmit()? {
                 Transmit::Bytes(b) => Some((sock, b)),
@@ -609,7 +611,7 @@ impl ClientSession {
     }
 
     // -----------------------------------------------------------------------------------
-    // Connection attempts and the link
+    // Connection attempts and the connection
 
     fn current(&self) -> Transport {
         self.cfg.transports[self.transport]
@@ -688,14 +690,15 @@ impl ClientSession {
         self.generation += 1;
         let generation = self.generation;
         let transport = self.current();
-        self.link = Some(Link { generation, transport, open: false, ws: None, publish: None });
+        self.connection =
+            Some(Connection { generation, transport, open: false, ws: None, publish: None });
         self.next_retry = None;
         self.set_state(SessionState::Connecting, reason);
         match transport {
-            Transport::WebSocket => match self.open_ws(now, Owner::Link(generation)) {
+            Transport::WebSocket => match self.open_ws(now, Owner::Connection(generation)) {
                 Some(sock) => {
-                    if let Some(link) = &mut self.link {
-                        link.ws = Some(sock);
+                    if let Some(connection) = &mut self.connection {
+                        connection.ws = Some(sock);
                     }
                 }
                 None => self.enter_closed(now, Reason::InvalidConfig),
@@ -703,7 +706,7 @@ impl ClientSession {
             _ => {
                 let names: Vec<String> = self.channels.names().map(str::to_owned).collect();
                 if names.is_empty() {
-                    self.link_opened(now, Reason::Connected);
+                    self.connection_opened(now, Reason::Connected);
                 }
                 for ch in names {
                     self.open_channel(now, &ch);
@@ -748,19 +751,19 @@ impl ClientSession {
             Purpose::Sse(ch) | Purpose::Poll(ch) => Some(ch.clone()),
             Purpose::Publish(_) => None,
         };
-        let sock = self.new_socket(Owner::Link(generation), Proto::Http(Box::new(ex)));
+        let sock = self.new_socket(Owner::Connection(generation), Proto::Http(Box::new(ex)));
         if let Some(ch) = ch {
             self.channels.set_socket(&ch, Some(sock));
         }
-        if is_publish && let Some(link) = &mut self.link {
-            link.publish = Some(sock);
+        if is_publish && let Some(connection) = &mut self.connection {
+            connection.publish = Some(sock);
         }
     }
 
-    /// Opens `ch`'s SSE stream or its next poll on the current (HTTP) link.
+    /// Opens `ch`'s SSE stream or its next poll on the current (HTTP) connection.
     fn open_channel(&mut self, now: Instant, ch: &str) {
-        let Some(link) = &self.link else { return };
-        let transport = link.transport;
+        let Some(connection) = &self.connection else { return };
+        let transport = connection.transport;
         let pos = self.channels.position(ch);
         let pos_text = pos.map(|p| p.to_string());
         let auth = self.auth_header();
@@ -798,13 +801,13 @@ impl ClientSession {
         self.open_http(now, purpose, req, wait);
     }
 
-    fn link_opened(&mut self, now: Instant, reason: Reason) {
-        let Some(link) = &mut self.link else { return };
-        if link.open {
+    fn connection_opened(&mut self, now: Instant, reason: Reason) {
+        let Some(connection) = &mut self.connection else { return };
+        if connection.open {
             return;
         }
-        link.open = true;
-        let transport = link.transport;
+        connection.open = true;
+        let transport = connection.transport;
         self.open_failures = 0;
         self.awaiting_credentials = false;
         self.backoff.on_connected(now);
@@ -828,13 +831,13 @@ impl ClientSession {
         }
     }
 
-    /// Drops every socket of the link (a WebSocket is closed gracefully when it can be).
-    fn teardown_link(&mut self) -> Option<Link> {
-        let link = self.link.take()?;
+    /// Drops every socket of the connection (a WebSocket is closed gracefully when it can be).
+    fn teardown_connection(&mut self) -> Option<Connection> {
+        let connection = self.connection.take()?;
         let ids: Vec<SockId> = self
             .sockets
             .iter()
-            .filter(|(_, s)| s.owner == Owner::Link(link.generation))
+            .filter(|(_, s)| s.owner == Owner::Connection(connection.generation))
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
@@ -848,7 +851,7 @@ impl ClientSession {
         self.sub_backlog.clear();
         self.timers.clear(Timer::Upgrade);
         self.timers.clear(Timer::PublishRetry);
-        Some(link)
+        Some(connection)
     }
 
     /// A WebSocket is asked to close with 1000 and left to finish; anything else is dropped.
@@ -869,12 +872,12 @@ impl ClientSession {
         self.close_socket(id);
     }
 
-    fn link_down(&mut self, now: Instant, reason: Reason, fail: Fail) {
-        let Some(link) = self.teardown_link() else { return };
+    fn connection_down(&mut self, now: Instant, reason: Reason, fail: Fail) {
+        let Some(connection) = self.teardown_connection() else { return };
         if let Some(p) = self.probe.take() {
             self.retire_socket(p);
         }
-        if link.open {
+        if connection.open {
             self.backoff.on_disconnected(now);
         } else if fail == Fail::Blocked {
             self.open_failures += 1;
@@ -917,7 +920,7 @@ impl ClientSession {
         if self.state == SessionState::Closed {
             return;
         }
-        self.teardown_link();
+        self.teardown_connection();
         if let Some(p) = self.probe.take() {
             self.retire_socket(p);
         }
@@ -935,12 +938,12 @@ impl ClientSession {
     // Upgrading back to WebSocket
 
     /// The upgrade timer: try a better transport than the current one. WebSocket is
-    /// probed beside the open link (the session moves when it opens); another transport
+    /// probed beside the open connection (the session moves when it opens); another transport
     /// (SSE, from polling) is tried when WebSocket is not better or its last probe failed:
-    /// the link is re-opened on it, resuming every channel from its position, and a
+    /// the connection is re-opened on it, resuming every channel from its position, and a
     /// failure falls back again at once (nothing is lost, delivery pauses for the attempt).
     fn start_probe(&mut self, now: Instant) {
-        let open = self.link.as_ref().is_some_and(|l| l.open);
+        let open = self.connection.as_ref().is_some_and(|l| l.open);
         if self.probe.is_some() || !open || self.transport == 0 {
             return;
         }
@@ -950,7 +953,7 @@ impl ClientSession {
         match other {
             Some(i) if !ws_better || self.probe_failed => {
                 self.probe_failed = false;
-                self.teardown_link();
+                self.teardown_connection();
                 self.transport = i;
                 // One failed attempt is enough to fall back to where the session was.
                 self.open_failures = self.cfg.fallback_after.max(1) - 1;
@@ -969,14 +972,14 @@ impl ClientSession {
     /// The probe WebSocket opened: the session moves onto it.
     fn promote(&mut self, now: Instant, sock: SockId) {
         self.probe = None;
-        if let Some(old) = self.teardown_link() {
+        if let Some(old) = self.teardown_connection() {
             self.backoff.on_connected(now);
             let _ = old;
         }
         self.generation += 1;
         let generation = self.generation;
         if let Some(s) = self.sockets.get_mut(&sock) {
-            s.owner = Owner::Link(generation);
+            s.owner = Owner::Connection(generation);
         }
         self.transport = self
             .cfg
@@ -986,7 +989,7 @@ impl ClientSession {
             .unwrap_or(self.transport);
         self.open_failures = 0;
         self.channels.clear_polls();
-        self.link = Some(Link {
+        self.connection = Some(Connection {
             generation,
             transport: Transport::WebSocket,
             open: true,
@@ -1023,11 +1026,11 @@ impl ClientSession {
     }
 
     fn ws_open(&self) -> bool {
-        self.link.as_ref().is_some_and(|l| l.open && l.transport == Transport::WebSocket)
+        self.connection.as_ref().is_some_and(|l| l.open && l.transport == Transport::WebSocket)
     }
 
     fn ws_conn(&mut self) -> Option<&mut WsConnection> {
-        let sock = self.link.as_ref()?.ws?;
+        let sock = self.connection.as_ref()?.ws?;
         match &mut self.sockets.get_mut(&sock)?.proto {
             Proto::Ws { conn, .. } => Some(conn),
             Proto::Http(_) => None,
@@ -1087,11 +1090,11 @@ impl ClientSession {
     }
 
     fn flush_publishes(&mut self, now: Instant) {
-        let Some(link) = &self.link else { return };
-        if !link.open {
+        let Some(connection) = &self.connection else { return };
+        if !connection.open {
             return;
         }
-        if link.transport == Transport::WebSocket {
+        if connection.transport == Transport::WebSocket {
             // Paced under the hub's inbound limit (`sub`s first): the rest goes when tokens
             // accrue.
             if !self.flush_subs(now) {
@@ -1122,7 +1125,7 @@ impl ClientSession {
             }
             return;
         }
-        if link.publish.is_some() || self.timers.get(Timer::PublishRetry).is_some() {
+        if connection.publish.is_some() || self.timers.get(Timer::PublishRetry).is_some() {
             return;
         }
         let Some(o) = self.outgoing.front() else { return };
@@ -1144,8 +1147,8 @@ impl ClientSession {
     /// An HTTP publish ended: `None` means it may be retried (network error, 5xx, 408,
     /// 429), `Some(status)` is the server's final word.
     fn publish_done(&mut self, now: Instant, id: ClientMsgId, status: Option<u16>, body: &[u8]) {
-        if let Some(link) = &mut self.link {
-            link.publish = None;
+        if let Some(connection) = &mut self.connection {
+            connection.publish = None;
         }
         match status {
             Some(200..=299) => {
@@ -1179,5 +1182,20 @@ fn socket_deadline(s: &Socket) -> Option<Instant> {
     match &s.proto {
         Proto::Ws { conn, .. } => conn.poll_timeout(),
         Proto::Http(h) => Some(h.deadline),
+    }
+}
+
+/// The session as an application's [`OutboundClient`](crate::socket::OutboundClient): its
+/// [`SessionEvent`]s, closed once in [`SessionState::Closed`].
+impl crate::socket::OutboundClient for ClientSession {
+    type Event = SessionEvent;
+    fn poll_event(&mut self) -> Option<SessionEvent> {
+        ClientSession::poll_event(self)
+    }
+    fn close(&mut self, now: Instant) {
+        ClientSession::close(self, now);
+    }
+    fn is_closed(&self) -> bool {
+        self.state == SessionState::Closed
     }
 }

@@ -88,7 +88,7 @@ impl ClientSession {
         ev: WsEvent,
     ) {
         let live = match owner {
-            Owner::Link(g) => self.link.as_ref().is_some_and(|l| l.generation == g),
+            Owner::Connection(g) => self.connection.as_ref().is_some_and(|l| l.generation == g),
             Owner::Probe => self.probe == Some(sock),
             Owner::Detached => false,
         };
@@ -105,7 +105,7 @@ impl ClientSession {
                 if owner == Owner::Probe {
                     self.promote(now, sock);
                 } else {
-                    self.link_opened(now, Reason::Connected);
+                    self.connection_opened(now, Reason::Connected);
                 }
             }
             WsEvent::Message(Message::Text(text)) => {
@@ -121,8 +121,8 @@ impl ClientSession {
                         retry_after = *r;
                     }
                 }
-                // A live link's WebSocket is open exactly when the link is.
-                let opened = self.link.as_ref().is_some_and(|l| l.open);
+                // A live connection's WebSocket is open exactly when the connection is.
+                let opened = self.connection.as_ref().is_some_and(|l| l.open);
                 let blocked = if reached { Fail::Blocked } else { Fail::Retry };
                 if owner == Owner::Probe {
                     self.probe = None;
@@ -167,7 +167,7 @@ impl ClientSession {
                         Some(_) => (Reason::Protocol, Fail::Blocked),
                     }
                 };
-                self.link_down(now, reason, fail);
+                self.connection_down(now, reason, fail);
             }
             _ => {}
         }
@@ -214,7 +214,7 @@ impl ClientSession {
         let Some(s) = self.sockets.get_mut(&sock) else { return };
         let Proto::Http(h) = &mut s.proto else { return };
         let live = match s.owner {
-            Owner::Link(g) => self.link.as_ref().is_some_and(|l| l.generation == g),
+            Owner::Connection(g) => self.connection.as_ref().is_some_and(|l| l.generation == g),
             _ => false,
         };
         let blocked = if s.reached { Fail::Blocked } else { Fail::Retry };
@@ -299,7 +299,7 @@ impl ClientSession {
                     if !self.http_status_ok(now, sock, &ch, status, retry, true) {
                         return;
                     }
-                    self.link_opened(now, Reason::Connected);
+                    self.connection_opened(now, Reason::Connected);
                 }
                 for ev in sse_events {
                     self.sse_event(&ch, ev);
@@ -308,14 +308,14 @@ impl ClientSession {
                     self.channels.cursor(&mut self.events, &ch, id);
                 }
                 if let Some(reason) = failed {
-                    self.link_down(now, reason, blocked);
+                    self.connection_down(now, reason, blocked);
                 } else if matches!(input, Input::Eof) {
-                    self.link_down(now, Reason::Network, blocked);
+                    self.connection_down(now, Reason::Network, blocked);
                 }
             }
             Purpose::Poll(ch) => {
                 if let Some(reason) = failed {
-                    return self.link_down(now, reason, blocked);
+                    return self.connection_down(now, reason, blocked);
                 }
                 if new_head
                     && let Some((status, retry)) = head
@@ -330,7 +330,7 @@ impl ClientSession {
                 self.channels.set_socket(&ch, None);
                 if head.is_some_and(|(s, _)| s == 200) {
                     let Ok(poll) = PollBody::decode(&body) else {
-                        return self.link_down(now, Reason::Protocol, Fail::Blocked);
+                        return self.connection_down(now, Reason::Protocol, Fail::Blocked);
                     };
                     if poll.recovered {
                         for e in poll.events {
@@ -341,7 +341,7 @@ impl ClientSession {
                         self.channels.refetch(&mut self.events, &ch, poll.pos);
                     }
                 }
-                self.link_opened(now, Reason::Connected);
+                self.connection_opened(now, Reason::Connected);
                 let at = (started + self.cfg.poll_interval).max(now);
                 self.channels.schedule_poll(&ch, at);
             }
@@ -373,20 +373,20 @@ impl ClientSession {
         }
         self.close_socket(sock);
         match status {
-            401 => self.link_down(now, Reason::Status(status), Fail::Auth),
+            401 => self.connection_down(now, Reason::Status(status), Fail::Auth),
             403 => {
                 self.channels.remove(ch);
                 let code = "forbidden".to_owned();
                 self.events.push_back(SessionEvent::SubscribeFailed { ch: ch.into(), code });
                 if self.channels.is_empty() {
-                    self.link_opened(now, Reason::Connected);
+                    self.connection_opened(now, Reason::Connected);
                 }
             }
             _ => {
                 if let Some(d) = retry {
                     self.backoff.on_hint(RetryHint::RetryAfter(d));
                 }
-                self.link_down(now, Reason::Status(status), Fail::Blocked);
+                self.connection_down(now, Reason::Status(status), Fail::Blocked);
             }
         }
         false

@@ -332,3 +332,57 @@ crate::socket::outbound_by_inherent!(EventSource);
 
 #[cfg(test)]
 mod tests;
+
+/// The source as an application's [`OutboundClient`](crate::socket::OutboundClient): the
+/// client's events, its read gate; while reads are held back the idle watchdog waits (the
+/// silence is the application's doing, not the server's).
+impl crate::socket::OutboundClient for EventSource {
+    type Event = SseClientEvent;
+    fn poll_event(&mut self) -> Option<SseClientEvent> {
+        EventSource::poll_event(self)
+    }
+    fn close(&mut self, now: Instant) {
+        EventSource::close(self, now);
+    }
+    fn is_closed(&self) -> bool {
+        self.client.state() == super::SseState::Closed
+    }
+    fn wants_read(&self) -> bool {
+        EventSource::wants_read(self)
+    }
+    fn poll_deadline(&self, held: bool) -> Option<Instant> {
+        match self.client.timeout_reason() {
+            Some(super::SseTimer::Idle) if held => self.connect_deadline,
+            _ => EventSource::poll_timeout(self),
+        }
+    }
+}
+
+#[cfg(test)]
+mod owner_tests {
+    use super::*;
+    use crate::socket::OutboundClient;
+
+    /// While its owner holds reads back, an open source's idle watchdog waits; its close
+    /// ends it for the owner, after a last `State(Closed)`.
+    #[test]
+    fn a_held_source_pauses_its_idle_watchdog_and_closes_for_its_owner() {
+        let now = crate::time::test_epoch();
+        let cfg = EventSourceConfig::new("example.org", 80, "/");
+        let mut es = EventSource::new(cfg, now, 0).unwrap();
+        let Some(SocketAction::Connect { sock, .. }) = es.poll_action() else { panic!() };
+        es.handle_connected(now, sock);
+        es.handle_read(now, sock, b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n");
+        assert_eq!(es.client().timeout_reason(), Some(super::super::SseTimer::Idle));
+        assert!(es.poll_timeout().is_some());
+        assert_eq!(es.poll_deadline(false), es.poll_timeout());
+        assert_eq!(es.poll_deadline(true), None);
+        assert!(!es.is_closed());
+        OutboundClient::close(&mut es, now);
+        assert!(es.is_closed());
+        let last = std::iter::from_fn(|| OutboundClient::poll_event(&mut es)).last();
+        assert!(
+            matches!(last, Some(SseClientEvent::State(s)) if s.state == super::super::SseState::Closed)
+        );
+    }
+}
