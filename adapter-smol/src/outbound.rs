@@ -301,7 +301,7 @@ impl<M: ClientMachine> Owner<M> {
     /// Step 3 of the run loop, under the lock: sockets, then events while there is room.
     fn after(&self, core: &mut Core<M>) {
         drain(self, core.client.machine_mut(), &mut core.socks);
-        core.client.pull();
+        core.client.pull(Instant::now());
         if core.ended() || core.client.poll_timeout() != core.deadline {
             self.wake.notify(1);
         }

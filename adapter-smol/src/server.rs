@@ -14,7 +14,10 @@ use event_listener::Event as Notify;
 use smol::net::{AsyncToSocketAddrs, TcpListener};
 use smol::{Async, Executor, Timer, future};
 use tidewire::http::Request;
-use tidewire::hub::{AllowAll, Authorize, HubError, HubStats, Principal};
+use tidewire::hub::{
+    AllowAll, Authorize, HubError, HubStats, JoinDecision, JoinId, Principal, PublishDecision,
+    PublishId,
+};
 use tidewire::replay::Position;
 use tidewire::server::{
     Authenticate, ConnHandle, Credential, Publication, Routes, ServerEvent, Verdict,
@@ -576,6 +579,20 @@ impl ServerHandle {
     /// Answers a deferred authentication ([`ServerEvent::Authenticate`]).
     pub fn decide(&self, conn: ConnHandle, verdict: Verdict) {
         self.with_core(|core| core.server.decide(Instant::now(), conn, verdict));
+    }
+
+    /// Answers a deferred join ([`HubEvent::JoinRequested`](tidewire::hub::HubEvent)
+    /// from an [`Authorize`] policy that returned `JoinVerdict::Defer`). `false`: unknown
+    /// id (decided, timed out or cancelled).
+    pub fn decide_join(&self, id: JoinId, decision: JoinDecision) -> bool {
+        self.with_core(|core| core.server.decide_join(Instant::now(), id, decision))
+    }
+
+    /// Answers a vetted publish ([`HubEvent::PublishRequested`](tidewire::hub::HubEvent),
+    /// with `HubConfig::vet_publishes`). `false`: unknown id (decided, timed out, or its
+    /// connection left).
+    pub fn decide_publish(&self, id: PublishId, decision: PublishDecision) -> bool {
+        self.with_core(|core| core.server.decide_publish(Instant::now(), id, decision))
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use tidewire::hub::{HubError, HubStats};
+use tidewire::hub::{HubError, HubStats, JoinDecision, JoinId, PublishDecision, PublishId};
 use tidewire::replay::Position;
 use tidewire::server::{ConnHandle, Publication, Server as Endpoint, ServerEvent, Verdict};
 
@@ -151,5 +151,19 @@ impl ServerHandle {
     /// Answers a deferred authentication ([`ServerEvent::Authenticate`]).
     pub fn decide(&self, conn: ConnHandle, verdict: Verdict) {
         self.shared.with(|s, now| s.decide(now, conn, verdict));
+    }
+
+    /// Answers a deferred join ([`HubEvent::JoinRequested`](tidewire::hub::HubEvent)
+    /// from an [`Authorize`](tidewire::hub::Authorize) policy that returned
+    /// `JoinVerdict::Defer`). `false`: unknown id (decided, timed out or cancelled).
+    pub fn decide_join(&self, id: JoinId, decision: JoinDecision) -> bool {
+        self.shared.with(|s, now| s.decide_join(now, id, decision))
+    }
+
+    /// Answers a vetted publish ([`HubEvent::PublishRequested`](tidewire::hub::HubEvent),
+    /// with `HubConfig::vet_publishes`). `false`: unknown id (decided, timed out, or its
+    /// connection left).
+    pub fn decide_publish(&self, id: PublishId, decision: PublishDecision) -> bool {
+        self.shared.with(|s, now| s.decide_publish(now, id, decision))
     }
 }

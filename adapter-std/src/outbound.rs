@@ -277,7 +277,7 @@ impl<M: ClientMachine> Owner<M> {
     /// Step 3 of the run loop, under the lock: sockets, then events while there is room.
     fn after(&self, core: &mut Core<M>, now: Instant) {
         drain(self, core.client.machine_mut(), now);
-        core.client.pull();
+        core.client.pull(now);
         self.changed.notify_all();
     }
 }

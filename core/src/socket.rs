@@ -123,6 +123,13 @@ pub trait OutboundClient: Outbound {
     fn wants_read(&self) -> bool {
         true
     }
+    /// Reads resume after the owner held them back ([`QueuedClient::pull`] calls it once
+    /// per hold, when it ends): a machine whose deadlines measure the peer's silence
+    /// restarts them (default: nothing).
+    fn handle_resume(&mut self, now: Instant) {
+        let _ = now;
+    }
+
     /// When the owner's timer must fire: [`poll_timeout`](Outbound::poll_timeout), except
     /// that while the owner holds socket input back because the application is behind
     /// (`held`: `wants_read` is `false`, or the owner's own event queue is full) the
@@ -148,12 +155,14 @@ pub struct QueuedClient<M: OutboundClient> {
     machine: M,
     events: VecDeque<M::Event>,
     max_events: usize,
+    /// Reads were held back at the last [`pull`](Self::pull).
+    held: bool,
 }
 
 impl<M: OutboundClient> QueuedClient<M> {
     /// `machine` with an empty queue of at most `max_events` (at least 1).
     pub fn new(machine: M, max_events: usize) -> Self {
-        Self { machine, events: VecDeque::new(), max_events: max_events.max(1) }
+        Self { machine, events: VecDeque::new(), max_events: max_events.max(1), held: false }
     }
 
     /// The machine, to read.
@@ -168,20 +177,25 @@ impl<M: OutboundClient> QueuedClient<M> {
     }
 
     /// Moves the machine's events into the queue while it has room (step 3 of the run
-    /// loop, after every input and command).
-    pub fn pull(&mut self) {
+    /// loop, after every input, command and [`pop`](Self::pop)); when this ends a hold on
+    /// reads, the machine hears of it ([`OutboundClient::handle_resume`]).
+    pub fn pull(&mut self, now: Instant) {
         while self.events.len() < self.max_events {
-            let Some(ev) = self.machine.poll_event() else { return };
+            let Some(ev) = self.machine.poll_event() else { break };
             self.events.push_back(ev);
         }
+        let held = !self.wants_read();
+        if self.held && !held {
+            self.machine.handle_resume(now);
+        }
+        self.held = held;
     }
 
-    /// The application's next event, and room for the machine's next ones.
+    /// The application's next event; [`pull`](Self::pull) after it, which makes room for
+    /// the machine's next ones.
     #[must_use]
     pub fn pop(&mut self) -> Option<M::Event> {
-        let ev = self.events.pop_front()?;
-        self.pull();
-        Some(ev)
+        self.events.pop_front()
     }
 
     /// Events waiting for the application.
@@ -275,24 +289,33 @@ mod tests {
         m.handle_connected(now, sock);
         m.handle_read(now, sock, b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n");
         m.handle_read(now, sock, b"data: 1\n\ndata: 2\n\ndata: 3\n\n");
-        q.pull();
+        q.pull(now);
         // Connecting, Open, then the first event: full.
         assert_eq!(q.len(), 3);
         assert!(!q.wants_read());
         assert_eq!(q.poll_timeout(), None);
+        // The application comes back after longer than the idle watchdog.
+        let idle = q.machine().client().config().idle_timeout.expect("a watchdog");
+        let later = now + idle * 2;
         for _ in 0..2 {
             assert!(matches!(q.pop(), Some(SseClientEvent::State(_))));
+            q.pull(later);
             assert_eq!(q.len(), 3);
             assert!(!q.wants_read());
         }
         assert!(matches!(q.pop(), Some(SseClientEvent::Event(e)) if e.data == "1"));
+        q.pull(later);
         assert!(q.wants_read() && q.len() == 2);
+        // The hold ended: the watchdog starts over rather than firing for the silence
+        // the application caused.
+        assert_eq!(q.poll_timeout(), Some(later + idle));
         assert_eq!(q.poll_timeout(), q.machine().poll_timeout());
-        assert!(q.poll_timeout().is_some());
-        q.machine_mut().close(now);
-        q.pull();
+        q.machine_mut().close(later);
+        q.pull(later);
         assert!(!q.is_finished());
-        while q.pop().is_some() {}
+        while q.pop().is_some() {
+            q.pull(later);
+        }
         assert!(q.is_finished() && q.is_empty());
     }
 }

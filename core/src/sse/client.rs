@@ -590,6 +590,14 @@ impl SseClient {
         self.emit_state(reason);
     }
 
+    /// The application reads again after holding reads back: a watchdog that is armed
+    /// starts over from `now`, since the silence was the application's, not the server's.
+    pub fn handle_resume(&mut self, now: Instant) {
+        if self.timers.get(SseTimer::Idle).is_some() {
+            self.arm_idle(now);
+        }
+    }
+
     fn arm_idle(&mut self, now: Instant) {
         match self.cfg.idle_timeout.and_then(|t| now.checked_add(t)) {
             Some(at) => self.timers.set(SseTimer::Idle, at),

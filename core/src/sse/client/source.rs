@@ -350,6 +350,9 @@ impl crate::socket::OutboundClient for EventSource {
     fn wants_read(&self) -> bool {
         EventSource::wants_read(self)
     }
+    fn handle_resume(&mut self, now: Instant) {
+        self.client.handle_resume(now);
+    }
     fn poll_deadline(&self, held: bool) -> Option<Instant> {
         match self.client.timeout_reason() {
             Some(super::SseTimer::Idle) if held => self.connect_deadline,
