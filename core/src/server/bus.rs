@@ -81,7 +81,7 @@ impl Server {
         self.with_hub(now, |hub| hub.submit(now, None, ch, id, json))
     }
 
-    /// Part of every settle pass: the hub's requests into the bus, the bus's answers into
+    /// Part of every routing pass (`route_hub_outputs`): the hub's requests into the bus, the bus's answers into
     /// the hub. Returns whether anything moved (the hub may have new output).
     pub(super) fn drive_bus(&mut self, now: Instant) -> bool {
         let Some(bus) = self.bus.as_mut() else { return false };
@@ -115,7 +115,7 @@ impl Server {
     fn bus_input(&mut self, now: Instant, f: impl FnOnce(&mut RedisBus, Instant)) {
         if let Some(bus) = self.bus.as_mut() {
             f(bus, now);
-            self.settle(now);
+            self.route_hub_outputs(now);
         }
     }
 }

@@ -78,7 +78,7 @@ impl Server {
             }
             None => {
                 self.respond(conn, 400, &[], b"malformed head\n");
-                self.settle(now);
+                self.route_hub_outputs(now);
             }
         }
     }

@@ -52,7 +52,7 @@ impl Server {
     /// id (decided already, timed out, cancelled).
     pub fn decide_join(&mut self, now: Instant, id: JoinId, decision: JoinDecision) -> bool {
         let known = self.hub.decide_join(now, id, decision);
-        self.settle(now);
+        self.route_hub_outputs(now);
         known
     }
 

@@ -250,7 +250,7 @@ pub struct Server {
     trusted_order: VecDeque<Box<str>>,
     timers: TimerQueue<ConnHandle>,
     ready: VecDeque<ConnHandle>,
-    /// Connections whose deadline may have changed since the last settle.
+    /// Connections whose deadline may have changed since the last `route_hub_outputs`.
     dirty: Vec<ConnHandle>,
     /// What the application pulls: decisions, hand-overs, events, bus answers.
     events: events::EventQueue,
@@ -461,7 +461,7 @@ impl Server {
             self.respond(conn, 503, &[("Retry-After", "5")], b"shutting down\n");
         }
         self.touch(conn);
-        self.settle(now);
+        self.route_hub_outputs(now);
     }
 
     /// [`handle_accept`](Self::handle_accept) of a socket whose peer is `peer`: the
@@ -487,14 +487,14 @@ impl Server {
     /// Bytes from `conn`'s socket.
     pub fn handle_read(&mut self, now: Instant, conn: ConnHandle, data: &[u8]) {
         self.on_data(now, conn, data);
-        self.settle(now);
+        self.route_hub_outputs(now);
     }
 
     /// `conn`'s peer finished sending (or the read failed). Keep pulling
     /// [`poll_transmit`](Self::poll_transmit) until it returns [`Transmit::Shutdown`](crate::Transmit::Shutdown).
     pub fn handle_eof(&mut self, now: Instant, conn: ConnHandle) {
         self.on_eof(now, conn);
-        self.settle(now);
+        self.route_hub_outputs(now);
     }
 
     /// `conn`'s socket is gone (reset, write error): the server forgets it at once; no
@@ -510,7 +510,7 @@ impl Server {
         }
         self.drop_conn(now, conn);
         self.events.forget(conn);
-        self.settle(now);
+        self.route_hub_outputs(now);
     }
 
     /// Fires every deadline `<= now`: the hub's, the connections' (heads, keep-alives,
@@ -519,7 +519,7 @@ impl Server {
         #[cfg(feature = "redis")]
         self.bus_timeout(now);
         self.hub.handle_timeout(now);
-        self.settle(now);
+        self.route_hub_outputs(now);
         while let Some((conn, _)) = self.timers.pop_expired(now) {
             self.conn_timeout(now, conn);
         }
@@ -529,7 +529,7 @@ impl Server {
                 self.cut(now, conn);
             }
         }
-        self.settle(now);
+        self.route_hub_outputs(now);
     }
 
     // -----------------------------------------------------------------------------------
@@ -542,7 +542,7 @@ impl Server {
     /// As [`Hub::publish_json`].
     pub fn publish(&mut self, now: Instant, ch: &str, json: &[u8]) -> Result<Position, HubError> {
         let r = self.hub.publish_json(now, ch, json);
-        self.settle(now);
+        self.route_hub_outputs(now);
         r
     }
 
@@ -550,7 +550,7 @@ impl Server {
     /// polls). The one way to mutate the hub directly.
     pub fn with_hub<T>(&mut self, now: Instant, f: impl FnOnce(&mut Hub) -> T) -> T {
         let r = f(&mut self.hub);
-        self.settle(now);
+        self.route_hub_outputs(now);
         r
     }
 
@@ -567,7 +567,7 @@ impl Server {
         };
         self.touch(conn);
         self.apply_verdict(now, conn, request, &rest, verdict);
-        self.settle(now);
+        self.route_hub_outputs(now);
     }
 
     /// Starts a graceful shutdown: `1001` to every hub WebSocket, every SSE stream ended,
@@ -624,7 +624,7 @@ impl Server {
             }
             self.conn_events(now, conn);
         }
-        self.settle(now);
+        self.route_hub_outputs(now);
     }
 
     /// While `on`, hub WebSocket upgrades are answered with 502, as by a proxy that does
@@ -851,7 +851,7 @@ impl Server {
         all
     }
 
-    /// Marks `conn` for the ready queue and the settle pass.
+    /// Marks `conn` for the ready queue and the next `route_hub_outputs`.
     fn touch(&mut self, conn: ConnHandle) {
         if let Some(c) = self.conns.get_mut(&conn) {
             self.dirty.push(conn);
@@ -916,7 +916,7 @@ impl Server {
         json: &[u8],
     ) -> Result<Position, HubError> {
         let r = self.trusted_publish(now, ch, Some(id), json);
-        self.settle(now);
+        self.route_hub_outputs(now);
         r
     }
 }

@@ -27,9 +27,10 @@ fn send_text(
 const WS_BATCH: usize = 64;
 
 impl Server {
-    /// After every input: the hub's events and ready connections, then every connection
-    /// in the ready queue gets its deadline re-armed.
-    pub(super) fn settle(&mut self, now: Instant) {
+    /// After every input, routes what the hub (and the bus) produced: its events to
+    /// connections and the application, its ready connections to the ready queue; then
+    /// every connection touched gets its deadline re-armed.
+    pub(super) fn route_hub_outputs(&mut self, now: Instant) {
         loop {
             #[cfg(feature = "redis")]
             let mut any = self.drive_bus(now);
@@ -204,7 +205,7 @@ impl Server {
             Some(_) => self.drop_conn(now, conn),
             None => self.rearm(conn),
         }
-        self.settle(now);
+        self.route_hub_outputs(now);
         t
     }
 

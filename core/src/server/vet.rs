@@ -26,7 +26,7 @@ impl Server {
         decision: PublishDecision,
     ) -> bool {
         let known = self.hub.decide_publish(now, id, decision);
-        self.settle(now);
+        self.route_hub_outputs(now);
         known
     }
 
