@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::io::{self, Read as _};
+use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
@@ -20,15 +20,13 @@ use tidewire::server::{ConnHandle, Server, ServerEvent};
 use tidewire::ws::{WsConnection, WsEvent};
 use tidewire::{Machine, Transmit};
 
-use crate::driver::{consume, write_batch};
+use crate::driver::{consume, read_shared, write_batch};
 use crate::http::{HttpRequest, answer};
 use crate::outbound::{Sockets, drain};
 use crate::server::{Registration, ServerShared, Upgrade};
 
 /// Bytes pulled from the core for one connection before they are written.
 const PULL_BOUND: usize = 256 << 10;
-/// First size of a connection's read buffer (it doubles up to `read_buffer`).
-const INITIAL_READ: usize = 4 << 10;
 /// A write that makes no progress for this long (without `WsConfig::send_timeout`) loses
 /// the connection.
 const WRITE_STALL: Duration = Duration::from_secs(30);
@@ -135,7 +133,6 @@ pub(crate) async fn run_conn(
     let sock = stream.get_ref();
     let max_read = shared.cfg.read_buffer.max(1);
     let stall = shared.cfg.endpoint.ws.send_timeout.unwrap_or(WRITE_STALL);
-    let mut rbuf = vec![0u8; INITIAL_READ.min(max_read)];
     let mut wbuf: VecDeque<Bytes> = VecDeque::new();
     let mut eof = false;
     let mut ended = false;
@@ -198,7 +195,15 @@ pub(crate) async fn run_conn(
                 if eof || ended {
                     future::pending().await
                 } else {
-                    Woke::Read(stream.read_with(|s| (&mut &*s).read(&mut rbuf)).await)
+                    // Into the thread's buffer, fed at once: no read buffer per connection.
+                    let read = stream.read_with(|s| {
+                        read_shared(s, max_read, |data| {
+                            let mut core = shared.core();
+                            core.server.handle_read(Instant::now(), conn, data);
+                            core.wake_waiters(&shared);
+                        })
+                    });
+                    Woke::Read(read.await)
                 }
             };
             let write = async {
@@ -225,15 +230,7 @@ pub(crate) async fn run_conn(
             future::or(read, future::or(write, future::or(notified, stalled))).await
         };
         match woke {
-            Woke::Read(Ok(n)) if n > 0 => {
-                let mut core = shared.core();
-                core.server.handle_read(Instant::now(), conn, &rbuf[..n]);
-                core.wake_waiters(&shared);
-                drop(core);
-                if n == rbuf.len() && rbuf.len() < max_read {
-                    rbuf.resize((rbuf.len() * 2).min(max_read), 0);
-                }
-            }
+            Woke::Read(Ok(n)) if n > 0 => {}
             Woke::Read(Ok(_)) => {
                 eof = true;
                 let mut core = shared.core();
@@ -251,7 +248,12 @@ pub(crate) async fn run_conn(
             let _ = sock.shutdown(Shutdown::Both);
         }
         Some(ServerEvent::Upgrade { ws, .. }) => {
-            upgrade(stream, peer, registration, *ws, &handlers).await;
+            // Out of its box before the application's await: the box is freed now.
+            let ws = {
+                let ws = ws;
+                *ws
+            };
+            upgrade(stream, peer, registration, ws, &handlers).await;
         }
         Some(ServerEvent::Request { request, rest, .. }) => {
             let req = HttpRequest::new(stream, peer, request, rest.to_vec(), registration);

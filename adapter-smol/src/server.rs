@@ -46,8 +46,9 @@ pub struct ServerConfig {
     /// Live TCP connections at most (default 10 000); a connection over it is accepted and
     /// closed at once.
     pub max_connections: usize,
-    /// Size of each connection's read buffer at most (default 64 KiB). It starts at 4 KiB
-    /// and doubles while reads fill it, so idle connections stay small.
+    /// Bytes read from a socket at once, at most (default 64 KiB), into a buffer per
+    /// executor thread that is fed to the connection at once: an idle connection holds no
+    /// read buffer.
     pub read_buffer: usize,
     /// The executor of every task of the server (connections, handlers, the timer, the
     /// bus). `None` (the default): smol's global executor. Give the executor that runs the
