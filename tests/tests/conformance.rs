@@ -17,6 +17,12 @@
 //! - the handle's view of the hub (presence, head, stats, connections, events), and its
 //!   `publish`, `submit` and `publish_once`, which mean the same in both adapters;
 //! - `response_headers` (CORS) on every hub response;
+//! - joins and publishes the application decides through the handle: a WebSocket `sub` an
+//!   `Authorize` policy defers (`JoinRequested`, `decide_join`) gets `subscribed` and what
+//!   was published meanwhile once; a deferred event stream refused with a code gets 403
+//!   with the code as body; vetted publishes (`PublishRequested`, `decide_publish`), over
+//!   the WebSocket and over HTTP, refused (`err` with the code / 403) and accepted (`ack` /
+//!   200 with the position, delivered to a subscriber, the refused ones never);
 //! - a binary frame on the hub's WebSocket closes it with 1003;
 //! - a plain server (`Server::bind`, no hub route) hands every upgrade to the application
 //!   and answers other requests 404;
@@ -28,6 +34,7 @@
 mod e2e;
 
 use std::collections::BTreeSet;
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -39,7 +46,7 @@ use e2e::smol_adapter::Smol;
 use e2e::std_adapter::Std;
 use e2e::{Backend, Spec, Ws, settle, within};
 use tidewire::client::wire::ServerFrame;
-use tidewire::hub::HubEvent;
+use tidewire::hub::{HubConfig, HubEvent, JoinDecision, JoinRefusal, PublishDecision, PublishId};
 use tidewire::replay::Position;
 use tidewire::server::ServerEvent;
 use tidewire::ws::CloseCode;
@@ -426,7 +433,237 @@ fn response_headers_on_every_hub_response<B: Backend + 'static>() {
     });
 }
 
+// ----------------------------------------------------------------------------------------
+// Joins and publishes the application decides (`decide_join`, `decide_publish`)
+
+/// Waits (at most 5 s) for the hub event that `pick` takes, skipping every other event.
+fn await_hub<B: Backend, T>(
+    h: &B::Handle,
+    what: &str,
+    mut pick: impl FnMut(HubEvent) -> Option<T>,
+) -> T {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "{}: no {what} within 5 s", B::NAME);
+        if let Some(ServerEvent::Hub(ev)) = B::wait_event(h, left.min(Duration::from_millis(200)))
+            && let Some(t) = pick(ev)
+        {
+            return t;
+        }
+    }
+}
+
+/// The next frame of a hub WebSocket that is not a presence frame, as text.
+fn hub_frame(ws: &mut impl Ws) -> String {
+    loop {
+        let m = ws.recv(Duration::from_secs(5)).expect("a frame");
+        let t = String::from_utf8(m).expect("a text frame");
+        if !t.starts_with(r#"{"op":"presence""#) {
+            return t;
+        }
+    }
+}
+
+/// The epoch of `p` as the wire writes it (`"ep"`).
+fn ep(p: Position) -> String {
+    p.to_string().rsplit_once(':').expect("E:off").0.to_owned()
+}
+
+/// A `msg` frame as the hub writes it (`from`: the publishing user, for client publishes).
+fn msg_frame(ch: &str, p: Position, from: Option<&str>, data: &str) -> String {
+    let from = from.map(|u| format!(r#","from":"{u}""#)).unwrap_or_default();
+    format!(r#"{{"op":"msg","ch":"{ch}","ep":"{}","off":{}{from},"data":{data}}}"#, ep(p), p.offset)
+}
+
+fn deferring() -> Spec {
+    Spec { defer_joins: Some("private:"), ..Spec::new(hub_config()) }
+}
+
+/// A WebSocket `sub` the policy defers: the application is asked (`JoinRequested`), the
+/// connection goes on meanwhile, and once allowed the client gets `subscribed` and what was
+/// published while the application decided, exactly once.
+fn a_deferred_websocket_join_waits_for_the_app<B: Backend + 'static>() {
+    within(10, || {
+        let inst = start::<B>(&deferring());
+        let h = &inst.hub;
+        let mut ws = B::ws(&format!("ws://{}/ws?{ANN}", inst.addr)).expect("upgrade");
+        ws.send_text(r#"{"op":"sub","ch":"private:a","ref":1}"#);
+        let id = await_hub::<B, _>(h, "JoinRequested", |ev| match ev {
+            HubEvent::JoinRequested { id, principal, ch, .. } => {
+                assert_eq!((principal.user.as_deref(), &*ch), (Some("ann"), "private:a"));
+                Some(id)
+            }
+            _ => None,
+        });
+        // Undecided: the connection goes on, and the channel sends nothing yet.
+        ws.send_text(r#"{"op":"ping","ref":2}"#);
+        assert_eq!(hub_frame(&mut ws), r#"{"op":"pong","ref":2}"#, "{}", B::NAME);
+        assert!(B::presence(h, "private:a").is_empty());
+        // Published while the application decides.
+        let p1 = B::publish(h, "private:a", r#"{"i":1}"#);
+        assert!(B::decide_join(h, id, JoinDecision::Allow), "{}", B::NAME);
+        assert!(!B::decide_join(h, id, JoinDecision::Allow), "{}: decided twice", B::NAME);
+        let sub = hub_frame(&mut ws);
+        assert!(
+            sub.starts_with(r#"{"op":"subscribed","ch":"private:a","recovered":true"#),
+            "{}: {sub}",
+            B::NAME
+        );
+        let decided = await_hub::<B, _>(h, "JoinDecided", |ev| match ev {
+            HubEvent::JoinDecided { id: d, ch, result, .. } if d == id => {
+                assert_eq!(&*ch, "private:a");
+                Some(result)
+            }
+            _ => None,
+        });
+        assert!(decided.is_ok(), "{}: {decided:?}", B::NAME);
+        let p2 = B::publish(h, "private:a", r#"{"i":2}"#);
+        let mut msgs = Vec::new();
+        while !msgs.last().is_some_and(|m: &String| m.ends_with(r#""data":{"i":2}}"#)) {
+            msgs.push(hub_frame(&mut ws));
+        }
+        let want = [
+            msg_frame("private:a", p1, None, r#"{"i":1}"#),
+            msg_frame("private:a", p2, None, r#"{"i":2}"#),
+        ];
+        assert_eq!(msgs, want, "{}", B::NAME);
+        assert_eq!((p1.offset, p2.offset), (1, 2));
+        assert_eq!(B::presence(h, "private:a"), ["ann"]);
+    });
+}
+
+/// A deferred event stream: no response head until the application decides; refused with a
+/// code, `403` with the code as the body.
+fn a_deferred_event_stream_refused_is_403_with_the_code<B: Backend + 'static>() {
+    within(10, || {
+        let inst = start::<B>(&deferring());
+        let (h, addr) = (&inst.hub, inst.addr);
+        let mut s = TcpStream::connect(addr).expect("connect");
+        let head = format!(
+            "GET /events?ch=private:a&{ANN} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let id = await_hub::<B, _>(h, "JoinRequested", |ev| match ev {
+            HubEvent::JoinRequested { id, principal, ch, .. } => {
+                assert_eq!((principal.user.as_deref(), &*ch), (Some("ann"), "private:a"));
+                Some(id)
+            }
+            _ => None,
+        });
+        // Nothing was written while the join waits.
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut byte = [0u8; 1];
+        match s.read(&mut byte) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            other => panic!("{}: the stream answered before the decision: {other:?}", B::NAME),
+        }
+        let refusal = JoinDecision::Refuse { code: "not_yours".into() };
+        assert!(B::decide_join(h, id, refusal), "{}", B::NAME);
+        let a = http::read_answer(&mut s, Duration::from_secs(5), None);
+        assert_eq!((a.status, a.text().as_str()), (403, "not_yours\n"), "{}: {a:?}", B::NAME);
+        let decided = await_hub::<B, _>(h, "JoinDecided", |ev| match ev {
+            HubEvent::JoinDecided { id: d, result, .. } if d == id => Some(result),
+            _ => None,
+        });
+        assert_eq!(decided, Err(JoinRefusal::Refused { code: "not_yours".into() }), "{}", B::NAME);
+        assert!(!B::decide_join(h, id, JoinDecision::Allow), "{}: decided twice", B::NAME);
+        assert!(B::presence(h, "private:a").is_empty());
+    });
+}
+
+/// The `PublishRequested` of a vetted publish of `user` to `ch` with `data`: its id.
+fn publish_requested<B: Backend>(h: &B::Handle, user: &str, ch: &str, data: &str) -> PublishId {
+    await_hub::<B, _>(h, "PublishRequested", |ev| match ev {
+        HubEvent::PublishRequested { id, principal, ch: c, data: d, .. } => {
+            assert_eq!(
+                (principal.user.as_deref(), &*c, &d[..]),
+                (Some(user), ch, data.as_bytes()),
+                "{}",
+                B::NAME
+            );
+            Some(id)
+        }
+        _ => None,
+    })
+}
+
+/// Vetted publishes (`vet_publishes`), over the WebSocket and over HTTP: a refused one is
+/// answered with the application's code and never delivered, an accepted one is
+/// acknowledged with its position and delivered once.
+fn vetted_publishes_wait_for_the_app<B: Backend + 'static>() {
+    within(10, || {
+        let inst = start::<B>(&Spec::new(HubConfig { vet_publishes: true, ..hub_config() }));
+        let (h, addr) = (&inst.hub, inst.addr);
+        let ch = "chat:v";
+        let mut bob = member::<B>(addr, "bob", ch);
+        let mut ann = B::ws(&format!("ws://{addr}/ws?{ANN}")).expect("upgrade");
+
+        // Over the WebSocket: refused, then accepted.
+        ann.send_text(r#"{"op":"pub","ch":"chat:v","data":{"i":1},"ref":1}"#);
+        let refused = publish_requested::<B>(h, "ann", ch, r#"{"i":1}"#);
+        assert_eq!(B::head(h, ch).map(|p| p.offset), Some(0), "{}: held, not logged", B::NAME);
+        assert!(B::decide_publish(h, refused, PublishDecision::Refuse { code: "spam".into() }));
+        assert_eq!(
+            hub_frame(&mut ann),
+            r#"{"op":"err","ref":1,"code":"spam","msg":"refused by the application"}"#,
+            "{}",
+            B::NAME
+        );
+        ann.send_text(r#"{"op":"pub","ch":"chat:v","data":{"i":2},"ref":2}"#);
+        let accepted = publish_requested::<B>(h, "ann", ch, r#"{"i":2}"#);
+        assert!(B::decide_publish(h, accepted, PublishDecision::Accept), "{}", B::NAME);
+        assert!(!B::decide_publish(h, refused, PublishDecision::Accept), "{}", B::NAME);
+        assert!(!B::decide_publish(h, accepted, PublishDecision::Accept), "{}", B::NAME);
+        let p1 = B::head(h, ch).expect("a head");
+        assert_eq!(p1.offset, 1, "{}", B::NAME);
+        assert_eq!(
+            hub_frame(&mut ann),
+            format!(r#"{{"op":"ack","ref":2,"ep":"{}","off":1}}"#, ep(p1)),
+            "{}",
+            B::NAME
+        );
+        assert_eq!(
+            hub_frame(&mut bob),
+            msg_frame(ch, p1, Some("ann"), r#"{"i":2}"#),
+            "{}",
+            B::NAME
+        );
+
+        // Over HTTP: the request is held until the decision.
+        let path = format!("/api/publish?ch={ch}&{ANN}");
+        let post = |body: &'static [u8]| {
+            let path = path.clone();
+            thread::spawn(move || http::post(addr, &path, "", body))
+        };
+        let held = post(br#"{"i":3}"#);
+        let refused = publish_requested::<B>(h, "ann", ch, r#"{"i":3}"#);
+        assert!(B::decide_publish(h, refused, PublishDecision::Refuse { code: "spam".into() }));
+        let a = held.join().unwrap();
+        assert_eq!((a.status, a.text().as_str()), (403, "spam\n"), "{}: {a:?}", B::NAME);
+        let held = post(br#"{"i":4}"#);
+        let accepted = publish_requested::<B>(h, "ann", ch, r#"{"i":4}"#);
+        assert!(B::decide_publish(h, accepted, PublishDecision::Accept), "{}", B::NAME);
+        let a = held.join().unwrap();
+        assert_eq!(a.status, 200, "{}: {a:?}", B::NAME);
+        let p2 = position_of(&a);
+        assert_eq!((p2.epoch, p2.offset), (p1.epoch, 2), "{}", B::NAME);
+        // The subscriber gets the accepted one next: the refused ones never came.
+        assert_eq!(
+            hub_frame(&mut bob),
+            msg_frame(ch, p2, Some("ann"), r#"{"i":4}"#),
+            "{}",
+            B::NAME
+        );
+        assert_eq!(B::head(h, ch), Some(p2));
+        assert_eq!(B::stats(h).published, 2, "{}", B::NAME);
+    });
+}
+
 in_both_adapters!(
+    a_deferred_websocket_join_waits_for_the_app,
+    a_deferred_event_stream_refused_is_403_with_the_code,
+    vetted_publishes_wait_for_the_app,
     response_headers_on_every_hub_response,
     the_handle_publishes_the_same_way,
     refusals_share_one_status_map,

@@ -6,7 +6,8 @@
 //! drift apart unseen.
 //!
 //! The server serves the core `tidewire::server::Server`'s default routes (`/ws`, `/events`,
-//! `/poll`, `/api/publish`) with [`DemoAuth`] for authentication and authorization. The
+//! `/poll`, `/api/publish`) with [`DemoAuth`] for authentication and authorization (the
+//! [`Policy`] may leave the joins of some channels to the application). The
 //! application's handlers answer the rest: an upgrade on `/app/echo` is an echo WebSocket,
 //! `GET /app/hello` answers `200 app`, any other upgrade is refused with 404 (and any other
 //! request gets 404 too). [`Gates`] make the authentication refuse the WebSocket upgrade or
@@ -45,7 +46,10 @@ use std::time::{Duration, Instant};
 
 use tidewire::client::{ClientMsgId, SessionConfig, SessionEvent, SessionState, Transport};
 use tidewire::http::Request;
-use tidewire::hub::{DemoAuth, Hub, HubConfig, HubError, HubStats};
+use tidewire::hub::{
+    Authorize, DemoAuth, Hub, HubConfig, HubError, HubStats, JoinDecision, JoinId, JoinVerdict,
+    Principal, PublishDecision, PublishId,
+};
 use tidewire::policy::BackoffConfig;
 use tidewire::redis::RedisConfig;
 use tidewire::replay::Position;
@@ -81,6 +85,38 @@ pub(crate) fn gated(gates: Arc<Gates>) -> impl Fn(&Request) -> Verdict + Send + 
     }
 }
 
+/// The test server's authorization: [`DemoAuth`], except that every join of a channel
+/// named `<defer>...` is left to the application ([`JoinVerdict::Defer`]: the hub emits
+/// `HubEvent::JoinRequested` and waits for `ServerHandle::decide_join`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Policy {
+    pub defer: Option<&'static str>,
+}
+
+impl Policy {
+    fn deferred(&self, ch: &str) -> bool {
+        self.defer.is_some_and(|prefix| ch.starts_with(prefix))
+    }
+}
+
+impl Authorize for Policy {
+    fn can_read(&self, p: &Principal, ch: &str) -> bool {
+        self.deferred(ch) || DemoAuth.can_read(p, ch)
+    }
+    fn can_write(&self, p: &Principal, ch: &str) -> bool {
+        DemoAuth.can_write(p, ch)
+    }
+    fn join_verdict(&self, p: &Principal, ch: &str) -> JoinVerdict {
+        if self.deferred(ch) {
+            JoinVerdict::Defer
+        } else if DemoAuth.can_read(p, ch) {
+            JoinVerdict::Allow
+        } else {
+            JoinVerdict::Refuse
+        }
+    }
+}
+
 /// What a test server serves.
 #[derive(Clone, Default)]
 pub(crate) struct Spec {
@@ -92,6 +128,8 @@ pub(crate) struct Spec {
     pub allowed_origins: Vec<String>,
     /// Headers on every hub response (CORS).
     pub response_headers: Vec<(String, String)>,
+    /// Joins of channels with this prefix wait for the application ([`Policy`]).
+    pub defer_joins: Option<&'static str>,
 }
 
 impl Spec {
@@ -111,6 +149,11 @@ impl Spec {
 
     pub(crate) fn redis_config(&self) -> Option<RedisConfig> {
         self.redis.map(|port| RedisConfig { port, ..RedisConfig::default() })
+    }
+
+    /// The hub's authorization policy.
+    pub(crate) fn policy(&self) -> Policy {
+        Policy { defer: self.defer_joins }
     }
 }
 
@@ -189,6 +232,10 @@ pub(crate) trait Backend {
     fn next_event(h: &Self::Handle) -> Option<ServerEvent>;
     /// The next informational event within `timeout`.
     fn wait_event(h: &Self::Handle, timeout: Duration) -> Option<ServerEvent>;
+    /// `ServerHandle::decide_join`: answers a deferred join (`false`: unknown id).
+    fn decide_join(h: &Self::Handle, id: JoinId, decision: JoinDecision) -> bool;
+    /// `ServerHandle::decide_publish`: answers a vetted publish (`false`: unknown id).
+    fn decide_publish(h: &Self::Handle, id: PublishId, decision: PublishDecision) -> bool;
 
     fn session(cfg: SessionConfig) -> Self::Client;
     /// A WebSocket client of this adapter to `url`; `Err` with the refusal's status.
@@ -288,6 +335,12 @@ macro_rules! same_handle_api {
         }
         fn next_event(h: &ServerHandle) -> Option<ServerEvent> {
             h.next_event()
+        }
+        fn decide_join(h: &ServerHandle, id: JoinId, decision: JoinDecision) -> bool {
+            h.decide_join(id, decision)
+        }
+        fn decide_publish(h: &ServerHandle, id: PublishId, decision: PublishDecision) -> bool {
+            h.decide_publish(id, decision)
         }
         fn handle(server: &Running) -> ServerHandle {
             server.handle.clone()
@@ -401,7 +454,7 @@ pub(crate) mod std_adapter {
                 let mut cfg = ServerConfig::default();
                 cfg.endpoint = spec.endpoint();
                 cfg.redis = spec.redis_config();
-                Server::bind_with(addr, cfg, gated(spec.gates.clone()), DemoAuth)
+                Server::bind_with(addr, cfg, gated(spec.gates.clone()), spec.policy())
             });
             run(server, true)
         }
@@ -564,7 +617,12 @@ pub(crate) mod smol_adapter {
                 let mut cfg = ServerConfig::default();
                 cfg.endpoint = spec.endpoint();
                 cfg.redis = spec.redis_config();
-                smol::block_on(Server::bind_with(addr, cfg, gated(spec.gates.clone()), DemoAuth))
+                smol::block_on(Server::bind_with(
+                    addr,
+                    cfg,
+                    gated(spec.gates.clone()),
+                    spec.policy(),
+                ))
             });
             run(server, true)
         }
