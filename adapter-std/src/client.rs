@@ -5,7 +5,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tidewire::ws::{CloseInfo, ConnError, HandshakeError, WsConfig, WsConnection, WsEvent};
+use tidewire::ws::{CloseInfo, ConnError, HandshakeError, WsConfig, WsConnection};
 
 use crate::conn::{Conn, Reader};
 use crate::socket::{Link, WebSocket};
@@ -73,23 +73,17 @@ pub fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, ConnectError
     let addrs = url.socket_addrs(|| Some(80))?;
 
     let start = Instant::now();
-    let mut last_err = io::Error::new(io::ErrorKind::NotFound, "the host resolved to no address");
-    let mut stream = None;
-    for addr in addrs {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the host resolved to no address");
+    let stream = addrs.iter().find_map(|addr| {
         let left = opts.connect_timeout.saturating_sub(start.elapsed());
-        if left.is_zero() {
-            last_err = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
-            break;
-        }
-        match TcpStream::connect_timeout(&addr, left) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last_err = e,
-        }
-    }
-    let stream = stream.ok_or(last_err)?;
+        let tried = if left.is_zero() {
+            Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+        } else {
+            TcpStream::connect_timeout(addr, left)
+        };
+        tried.map_err(|e| last = e).ok()
+    });
+    let stream = stream.ok_or(last)?;
     stream.set_nodelay(true)?;
     let peer = stream.peer_addr()?;
 
@@ -102,16 +96,15 @@ pub fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, ConnectError
         .map_err(|e| ConnectError::Url(e.to_string()))?;
     let conn = Conn::start(Arc::new(stream), peer, ws, timeouts, None);
     let mut link = Link { conn, reader: Reader::new(READ_BUFFER) };
-    loop {
-        match link.next_event() {
-            WsEvent::Open { subprotocol } => return Ok(WebSocket::new(link, subprotocol)),
-            WsEvent::Closed(info) => {
-                return Err(match info.error {
-                    Some(ConnError::Handshake(e)) => ConnectError::Handshake(e),
-                    _ => ConnectError::Closed(info),
-                });
-            }
-            _ => {}
-        }
+    let opened = link.conn.pump_until(&mut link.reader, |sock| match sock.opened() {
+        Some(subprotocol) => Some(Ok(subprotocol.map(str::to_owned))),
+        None => sock.close_info().map(|info| Err(info.clone())),
+    });
+    match opened {
+        Ok(subprotocol) => Ok(WebSocket::new(link, subprotocol)),
+        Err(info) => Err(match info.error {
+            Some(ConnError::Handshake(e)) => ConnectError::Handshake(e),
+            _ => ConnectError::Closed(info),
+        }),
     }
 }

@@ -1,13 +1,14 @@
-//! One application WebSocket (a server's after the upgrade, or a client's): the
-//! [`WsConnection`] behind a mutex, driven by the **receiving** thread of
-//! [`Conn::next_event`] (reads, timers) and written by whoever holds the writer's turn.
+//! One application WebSocket (a server's after the upgrade, or a client's): the core's
+//! [`AppSocket`] behind a mutex, pumped by the threads that use it. The core decides
+//! (timers, the batch to write, the close, the linger); this module only moves bytes.
 //!
-//! Every mutation happens under the state lock and is followed by [`Conn::after_mutation`]
-//! (the run loop's step 3). A thread that queued output takes the writer's turn unless
-//! another thread has it ([`Conn::write_turn`]): it pulls at most [`BATCH`] bytes under the
-//! lock and writes them without it, and the holder pulls again until nothing is left. What
-//! must not wait (`try_send`, the server's shutdown, a drop during another thread's turn)
-//! goes to a **writer thread**, started on first need.
+//! - The **receiving** thread ([`Conn::pump_until`]) reads, with the socket's read timeout
+//!   set to the core's next deadline.
+//! - Whoever queued output takes the **writer's turn** ([`Conn::drive`]) unless another
+//!   thread has it: it pulls a batch under the lock and writes it without, and the holder
+//!   pulls again until nothing is left. What must not wait (`try_send`, the server's
+//!   shutdown, a drop during another thread's turn) goes to a writer thread, started on
+//!   first need.
 
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, IoSlice, Read as _, Write as _};
@@ -16,17 +17,22 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf as _, Bytes};
+use tidewire::ws::app::Pass;
 use tidewire::ws::{
-    CloseCode, CloseInfo, ConnError, Initiator, Message, SendError, WsConnection, WsEvent, WsState,
+    AppSocket, CloseCode, Message, SendError, UpgradeRequest, WsConnection, WsEvent, WsState,
 };
 use tidewire::{Machine as _, Transmit};
 
-/// The longest a blocked write or a wait sleeps before it looks at the clock again.
+/// The longest a blocked write waits before it looks at the clock again.
 const PATIENCE: Duration = Duration::from_millis(250);
 /// Most chunks written by one `write_vectored` call.
 const MAX_IOV: usize = 64;
 /// Bytes a writer pulls from its machine before it writes them.
 const BATCH: usize = 256 << 10;
+/// First size of a read buffer; it doubles (up to the configured size) while reads fill it.
+const INITIAL_READ: usize = 4 << 10;
+/// Received events (and payload bytes) queued before the receiving thread stops reading.
+const MAX_INBOUND: (usize, usize) = (256, 4 << 20);
 
 /// Locks a mutex, ignoring poisoning: every critical section leaves the state consistent.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -95,32 +101,34 @@ pub(crate) fn pull(
     (bytes, false)
 }
 
-/// The machine and what the connection keeps beside it, under one mutex.
+/// The core's socket and what the pump keeps beside it, under one mutex.
 struct State {
-    ws: WsConnection,
-    events: VecDeque<WsEvent>,
-    close_info: Option<CloseInfo>,
-    closed_delivered: bool,
-    /// The socket has been shut down: nothing more is read or written.
-    shut: bool,
-    /// The writer is writing a batch outside the lock.
+    sock: AppSocket,
+    /// The write batch, kept between turns so that its memory is reused.
+    batch: VecDeque<Bytes>,
+    /// A thread writes a batch outside the lock.
     writing: bool,
-    /// The application dropped its `WebSocket`: commands fail, the writer writes what is
-    /// queued and then shuts the socket down.
-    dropped: bool,
-    /// After the machine closed (or was dropped): the last moment to finish writing before
-    /// the socket is shut down regardless.
-    linger_until: Option<Instant>,
-    /// The writer thread was started (on first need: `try_send`, the server's shutdown, a
-    /// drop while another thread writes).
-    writer_started: bool,
+    /// The socket is shut down and the core knows it: nothing more is read or written.
+    shut: bool,
+    /// The application dropped its `WebSocket`: commands fail; what is queued is written
+    /// until this instant, then the socket is shut down.
+    dropped: Option<Instant>,
+    /// Threads waiting on `Conn::cv`.
+    waiters: usize,
+    /// The writer thread was started.
+    writer: bool,
     /// Held until the connection's last thread ends (the server's registry entry).
     keep: Option<Arc<dyn Send + Sync>>,
+    /// A server connection's upgrade request, until the application takes it.
+    request: Option<UpgradeRequest>,
 }
 
 /// The read side, owned by whoever receives (the connection thread, then the `WebSocket`).
 pub(crate) struct Reader {
-    buf: Box<[u8]>,
+    /// Allocated on the first read, grown while reads fill it, up to `max`.
+    buf: Vec<u8>,
+    max: usize,
+    /// The socket's read timeout, once set.
     timeout: Option<Option<Duration>>,
     /// The socket's read half ended (EOF or error): never read again.
     eof: bool,
@@ -128,7 +136,7 @@ pub(crate) struct Reader {
 
 impl Reader {
     pub(crate) fn new(size: usize) -> Self {
-        Self { buf: vec![0; size.max(1024)].into_boxed_slice(), timeout: None, eof: false }
+        Self { buf: Vec::new(), max: size.max(1024), timeout: None, eof: false }
     }
 }
 
@@ -140,13 +148,12 @@ pub(crate) struct Conn {
     state: Mutex<State>,
     /// Wakes senders waiting for room and a receiver waiting for the socket to shut down.
     cv: Condvar,
-    /// Wakes the writer thread: output queued by a thread that does not write it, the end.
+    /// Wakes the writer thread.
     wake: Condvar,
     /// `WsConfig::send_timeout`: a write that makes no progress this long ends the
-    /// connection, like the core's own send-stall timer (which only sees the outbox).
+    /// connection (`AppSocket::handle_write_stall`).
     send_timeout: Option<Duration>,
-    /// `WsConfig::close_timeout`: after the machine closed, the time left to write the last
-    /// bytes (close frame, error response) before the socket is shut down regardless.
+    /// `WsConfig::close_timeout`: how long a dropped connection may write what is queued.
     linger: Duration,
 }
 
@@ -155,24 +162,31 @@ impl Conn {
     pub(crate) fn start(
         stream: Arc<TcpStream>,
         peer: SocketAddr,
-        ws: WsConnection,
+        mut ws: WsConnection,
         timeouts: (Option<Duration>, Duration),
         keep: Option<Arc<dyn Send + Sync>>,
     ) -> Arc<Self> {
         let (send_timeout, linger) = timeouts;
+        let mut request = None;
+        while let Some(ev) = ws.poll_event() {
+            if let WsEvent::UpgradeRequested(r) = ev {
+                request = Some(r);
+            }
+        }
+        let (events, bytes) = MAX_INBOUND;
         let state = State {
-            ws,
-            events: VecDeque::new(),
-            close_info: None,
-            closed_delivered: false,
-            shut: false,
+            sock: AppSocket::new(ws, events, bytes, linger),
+            batch: VecDeque::new(),
             writing: false,
-            dropped: false,
-            linger_until: None,
-            writer_started: false,
+            shut: false,
+            dropped: None,
+            waiters: 0,
+            writer: false,
             keep,
+            request,
         };
-        let conn = Arc::new_cyclic(|me| Self {
+        let _ = stream.set_write_timeout(Some(PATIENCE));
+        Arc::new_cyclic(|me| Self {
             me: me.clone(),
             stream,
             peer,
@@ -181,28 +195,7 @@ impl Conn {
             wake: Condvar::new(),
             send_timeout,
             linger,
-        });
-        let _ = conn.stream.set_write_timeout(Some(PATIENCE));
-        conn.with(|_, _| Ok(())).ok();
-        conn
-    }
-
-    /// Wakes the writer thread, started on first need; it holds `keep` until it ends.
-    fn wake_writer(&self, st: &mut State) {
-        if st.writer_started {
-            self.wake.notify_one();
-            return;
-        }
-        st.writer_started = true;
-        let (Some(conn), keep) = (self.me.upgrade(), st.keep.take()) else { return };
-        let spawned =
-            std::thread::Builder::new().name("tidewire-ws-write".into()).spawn(move || {
-                conn.write_loop();
-                drop(keep);
-            });
-        if spawned.is_err() {
-            self.abort_locked(st);
-        }
+        })
     }
 
     pub(crate) fn peer_addr(&self) -> SocketAddr {
@@ -213,71 +206,165 @@ impl Conn {
         lock(&self.state)
     }
 
-    /// Call after every mutation of the machine, still under the state lock: drains its
-    /// events (step 3 of the run loop) and wakes the writer.
-    fn after_mutation(&self, st: &mut State, now: Instant) {
-        while let Some(ev) = st.ws.poll_event() {
-            if let WsEvent::Closed(info) = &ev {
-                if !info.clean && st.writing {
-                    // The machine gave up on the peer while a write may be stuck: end it.
-                    st.linger_until = Some(now);
-                } else {
-                    st.linger_until = Some(now + self.linger);
-                }
-                st.close_info = Some(info.clone());
-            }
-            st.events.push_back(ev);
-        }
-        if st.linger_until.is_some_and(|t| t <= now) && st.writing {
-            self.abort_locked(st);
+    /// The upgrade request of a server connection (once).
+    pub(crate) fn take_request(&self) -> Option<UpgradeRequest> {
+        self.lock_state().request.take()
+    }
+
+    /// Waits on `cv` (counted, so that nobody notifies an empty room).
+    fn wait<'a>(&'a self, mut st: MutexGuard<'a, State>, until: Instant) -> MutexGuard<'a, State> {
+        st.waiters += 1;
+        let mut st = wait_until(&self.cv, st, Some(until));
+        st.waiters -= 1;
+        st
+    }
+
+    /// Hands out the core's wakes (after every call on the socket, under the lock).
+    fn notify(&self, st: &mut State) {
+        let wakes = st.sock.poll_wakes();
+        if (wakes.senders || wakes.receivers) && st.waiters > 0 {
+            self.cv.notify_all();
         }
     }
 
-    /// Runs a command on the machine and writes what it queued.
+    /// Shuts the socket down; the core learns it and reports `Closed` from now on.
+    fn shut(&self, st: &mut State) {
+        if st.shut {
+            return;
+        }
+        st.shut = true;
+        let _ = self.stream.shutdown(Shutdown::Both);
+        st.sock.finish(Instant::now());
+        st.batch = VecDeque::new();
+        self.notify(st);
+        self.cv.notify_all();
+        self.wake.notify_all();
+    }
+
+    /// Runs passes of the core until nothing is left to write or another thread has the
+    /// writer's turn: timers fire, a batch is pulled under the lock and written without it.
+    /// Returns the guard and, unless the socket is shut down, whether to read and the next
+    /// deadline.
+    fn drive<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+    ) -> (MutexGuard<'a, State>, Option<(bool, Option<Instant>)>) {
+        loop {
+            if st.shut {
+                return (st, None);
+            }
+            let now = Instant::now();
+            let mut batch = std::mem::take(&mut st.batch);
+            let limit = if st.writing { 0 } else { BATCH };
+            let pass = st.sock.poll_pass(now, &mut batch, limit, MAX_IOV);
+            self.notify(&mut st);
+            let (flush, next) = match pass {
+                Pass::Run { shutdown: true, .. } if batch.is_empty() && !st.writing => {
+                    (false, None)
+                }
+                Pass::Run { read, deadline, .. } if batch.is_empty() => {
+                    st.batch = batch;
+                    return (st, Some((read, deadline)));
+                }
+                Pass::Run { .. } => (true, Some(())),
+                Pass::FlushAndStop => (!st.writing, None),
+                _ => (false, None),
+            };
+            if flush && !batch.is_empty() {
+                st.writing = true;
+                drop(st);
+                let written = self.write_batch(&mut batch, next.is_some());
+                st = self.lock_state();
+                st.writing = false;
+                if !written {
+                    st.sock.handle_write_error(Instant::now());
+                }
+                if st.dropped.is_some() && st.writer {
+                    self.wake.notify_all(); // the writer thread ends the connection
+                }
+            }
+            batch.clear();
+            st.batch = batch;
+            if next.is_none() {
+                self.shut(&mut st);
+            }
+        }
+    }
+
+    /// Writes `batch` (without the lock); `false` when it could not: the write failed,
+    /// stalled past `send_timeout`, or the connection ended meanwhile. `patient`: blocked
+    /// writes are retried (else the first one ends it).
+    fn write_batch(&self, batch: &mut VecDeque<Bytes>, patient: bool) -> bool {
+        let mut stalled_since = None;
+        while !batch.is_empty() {
+            match write_chunks(&self.stream, batch) {
+                Ok(_) => stalled_since = None,
+                Err(e)
+                    if patient
+                        && matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                {
+                    let now = Instant::now();
+                    let since = *stalled_since.get_or_insert(now);
+                    let mut st = self.lock_state();
+                    if self.send_timeout.is_some_and(|t| now >= since + t) {
+                        st.sock.handle_write_stall(now); // the next pass shuts it down
+                    }
+                    if st.dropped.is_some_and(|t| now >= t) {
+                        self.shut(&mut st);
+                    }
+                    // Fires the core's timers; a failed or lingered-out connection is shut.
+                    if self.drive(st).1.is_none() {
+                        return false;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Runs a command on the core unless the application dropped the connection.
+    fn command<T>(
+        &self,
+        st: &mut State,
+        f: impl FnOnce(&mut WsConnection, Instant) -> Result<T, SendError>,
+    ) -> Result<T, SendError> {
+        if st.dropped.is_some() {
+            return Err(SendError::Closed);
+        }
+        st.sock.command(Instant::now(), f)
+    }
+
+    /// Runs a command on the core and writes what it queued.
     pub(crate) fn with<T>(
         &self,
         f: impl FnOnce(&mut WsConnection, Instant) -> Result<T, SendError>,
     ) -> Result<T, SendError> {
         let mut st = self.lock_state();
-        if st.dropped {
-            return Err(SendError::Closed);
-        }
-        let now = Instant::now();
-        let out = f(&mut st.ws, now);
-        self.after_mutation(&mut st, now);
-        self.flush(st);
+        let out = self.command(&mut st, f);
+        drop(self.drive(st));
         out
     }
 
-    /// Sends a message, waiting while the outbox is full.
+    /// Sends a message, waiting while the outbox is full (and firing the core's timers
+    /// meanwhile: the send-stall one ends a connection whose peer stopped reading).
     pub(crate) fn send(&self, mut msg: Message) -> Result<(), SendError> {
-        let mut batch = VecDeque::new();
         let mut st = self.lock_state();
         loop {
-            if st.dropped {
-                return Err(SendError::Closed);
-            }
-            let now = Instant::now();
-            match st.ws.send(now, msg) {
+            match self.command(&mut st, |ws, now| ws.send(now, msg)) {
                 Err(SendError::Backpressure(back)) => msg = back,
                 result => {
-                    self.after_mutation(&mut st, now);
-                    self.flush(st);
+                    drop(self.drive(st));
                     return result;
                 }
             }
-            // Nobody may be receiving: fire the machine's timers (the send-stall one).
-            let deadline = st.ws.poll_timeout();
-            if deadline.is_some_and(|d| d <= now) {
-                st.ws.handle_timeout(now);
-                self.after_mutation(&mut st, now);
-            }
-            st = match self.write_turn(st, &mut batch) {
-                None => self.lock_state(),
-                Some(st) => {
-                    let patience = now + PATIENCE;
-                    wait_until(&self.cv, st, Some(deadline.map_or(patience, |d| d.min(patience))))
+            let (guard, next) = self.drive(st);
+            st = match next {
+                Some((_, deadline)) if guard.writing => {
+                    let patience = Instant::now() + PATIENCE;
+                    self.wait(guard, deadline.map_or(patience, |d| d.min(patience)))
                 }
+                _ => guard,
             };
         }
     }
@@ -285,67 +372,43 @@ impl Conn {
     /// Sends a message if the outbox has room; never waits (the writer thread writes it).
     pub(crate) fn try_send(&self, msg: Message) -> Result<(), SendError> {
         let mut st = self.lock_state();
-        if st.dropped {
-            return Err(SendError::Closed);
+        let result = self.command(&mut st, |ws, now| ws.send(now, msg));
+        if st.dropped.is_none() {
+            self.wake_writer(&mut st);
         }
-        let now = Instant::now();
-        let result = st.ws.send(now, msg);
-        self.after_mutation(&mut st, now);
-        self.wake_writer(&mut st);
         result
     }
 
     pub(crate) fn is_closed(&self) -> bool {
         let st = self.lock_state();
-        st.dropped || matches!(st.ws.state(), WsState::Closing | WsState::Closed)
+        st.dropped.is_some() || st.sock.is_closed()
     }
 
-    pub(crate) fn close_info(&self) -> Option<CloseInfo> {
-        self.lock_state().close_info.clone()
+    pub(crate) fn close_info(&self) -> Option<tidewire::ws::CloseInfo> {
+        self.lock_state().sock.close_info().cloned()
     }
 
     pub(crate) fn buffered_amount(&self) -> usize {
-        self.lock_state().ws.buffered_amount()
+        self.lock_state().sock.conn().buffered_amount()
     }
 
-    /// Shuts the socket down at once (under the state lock); the machine is closed first if it
-    /// was not, so every later command fails with `SendError::Closed`.
-    fn abort_locked(&self, st: &mut State) {
-        if st.shut {
-            return;
-        }
-        let now = Instant::now();
-        st.shut = true;
-        if st.ws.state() != WsState::Closed {
-            st.ws.handle_eof(now);
-            self.after_mutation(st, now);
-        }
-        let _ = self.stream.shutdown(Shutdown::Both);
-        self.cv.notify_all();
-        self.wake.notify_all();
-    }
-
-    /// Aborts the connection unless its socket is already shut down.
+    /// Shuts the socket down at once.
     pub(crate) fn abort(&self) {
-        let mut st = self.lock_state();
-        self.abort_locked(&mut st);
+        self.shut(&mut self.lock_state());
     }
 
     /// The application let go of the connection: commands fail from now on, what is queued
     /// is written (within the close timeout), then the socket is shut down.
     pub(crate) fn drop_by_app(&self) {
         let mut st = self.lock_state();
-        st.dropped = true;
-        let until = Instant::now() + self.linger;
-        st.linger_until = Some(st.linger_until.map_or(until, |t| t.min(until)));
-        if st.writing || st.writer_started {
+        st.dropped = Some(Instant::now() + self.linger);
+        if st.writing || st.writer {
             // The writer thread ends the connection once the current turn is over.
             self.wake_writer(&mut st);
             return;
         }
-        self.flush(st);
-        let mut st = self.lock_state();
-        self.abort_locked(&mut st);
+        let (mut st, _) = self.drive(st);
+        self.shut(&mut st);
         let keep = st.keep.take();
         drop(st);
         drop(keep);
@@ -355,201 +418,111 @@ impl Conn {
     /// its opening handshake is dropped at once.
     pub(crate) fn shutdown_by_server(&self) {
         let mut st = self.lock_state();
-        match st.ws.state() {
+        match st.sock.state() {
             WsState::Open => {
-                let now = Instant::now();
-                if st.ws.close(now, CloseCode::GOING_AWAY, "server shutdown").is_ok() {
-                    self.after_mutation(&mut st, now);
+                let close = |ws: &mut WsConnection, now| {
+                    ws.close(now, CloseCode::GOING_AWAY, "server shutdown")
+                };
+                if st.sock.command(Instant::now(), close).is_ok() {
                     self.wake_writer(&mut st);
                 }
             }
-            WsState::Connecting => self.abort_locked(&mut st),
+            WsState::Connecting => self.shut(&mut st),
             _ => {}
         }
     }
 
-    /// Writes what the machine queued on the calling thread, unless another thread has the
-    /// writer's turn (which then writes it).
-    fn flush<'a>(&'a self, mut st: MutexGuard<'a, State>) {
-        let mut batch = VecDeque::new();
-        while self.write_turn(st, &mut batch).is_none() {
-            st = self.lock_state();
-        }
-    }
-
-    /// Takes the writer's turn unless another thread has it: pulls a batch under the lock
-    /// and writes it without (shutting the socket down after `Transmit::Shutdown` or a
-    /// failure). `None` after a turn; the guard back when there was nothing to do.
-    fn write_turn<'a>(
-        &'a self,
-        mut st: MutexGuard<'a, State>,
-        batch: &mut VecDeque<Bytes>,
-    ) -> Option<MutexGuard<'a, State>> {
-        if st.writing || st.shut {
-            return Some(st);
-        }
-        let (bytes, shutdown) = pull(batch, || st.ws.poll_transmit());
-        if bytes == 0 && !shutdown {
-            return Some(st);
-        }
-        st.writing = true;
-        self.cv.notify_all(); // room in the outbox
-        drop(st);
-        let ended = self.write_batch(batch);
-        let mut st = self.lock_state();
-        st.writing = false;
-        if ended || shutdown {
-            self.abort_locked(&mut st);
-        } else if st.dropped {
-            self.wake.notify_all(); // the writer thread ends the connection
-        }
-        None
-    }
-
-    /// The writer thread: writes what the receiving thread, `try_send` and the server's
-    /// shutdown queue, until the socket is shut down.
-    fn write_loop(&self) {
-        let mut batch = VecDeque::new();
-        let mut st = self.lock_state();
-        loop {
-            st = match self.write_turn(st, &mut batch) {
-                None => self.lock_state(),
-                Some(mut st) if st.shut || (st.dropped && !st.writing) => {
-                    // After a drop: everything queued before it is written.
-                    self.abort_locked(&mut st);
-                    return;
-                }
-                Some(st) => wait_until(&self.wake, st, None),
-            };
-        }
-    }
-
-    /// Writes `batch`; `true` when the connection ended (failed, stalled, lingered out).
-    fn write_batch(&self, batch: &mut VecDeque<Bytes>) -> bool {
-        let mut stalled_since = None;
-        while !batch.is_empty() {
-            match write_chunks(&self.stream, batch) {
-                Ok(0) => {}
-                Ok(_) => stalled_since = None,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    let now = Instant::now();
-                    let since = *stalled_since.get_or_insert(now);
-                    let mut st = self.lock_state();
-                    if st.shut || st.linger_until.is_some_and(|t| now >= t) {
-                        self.abort_locked(&mut st);
-                        return true;
-                    }
-                    if st.linger_until.is_none()
-                        && self.send_timeout.is_some_and(|t| now >= since + t)
-                    {
-                        // The peer stopped reading what was already handed to the writer.
-                        self.fail_stalled_locked(&mut st, now);
-                        self.abort_locked(&mut st);
-                        return true;
-                    }
-                }
-                Err(_) => {
-                    self.abort();
-                    return true;
-                }
-            }
-        }
-        false
-    }
-
-    /// Ends the machine as the core's send-stall timer does (4100, `ConnError::SendStalled`):
-    /// the core cannot see bytes the writer already pulled, so the adapter reports it.
-    fn fail_stalled_locked(&self, st: &mut State, now: Instant) {
-        if st.ws.state() == WsState::Closed {
+    /// Wakes the writer thread, started on first need; it holds `keep` until it ends.
+    fn wake_writer(&self, st: &mut State) {
+        if st.writer {
+            self.wake.notify_one();
             return;
         }
-        st.ws.handle_eof(now);
-        self.after_mutation(st, now);
-        let stalled = CloseInfo {
-            code: CloseCode::TOO_SLOW,
-            reason: "too slow".into(),
-            initiator: Initiator::Local,
-            clean: false,
-            error: Some(ConnError::SendStalled),
-        };
-        for ev in &mut st.events {
-            if let WsEvent::Closed(info) = ev {
-                *info = stalled.clone();
-            }
+        st.writer = true;
+        let (Some(conn), keep) = (self.me.upgrade(), st.keep.take()) else { return };
+        let spawned =
+            std::thread::Builder::new().name("tidewire-ws-write".into()).spawn(move || {
+                conn.write_loop();
+                drop(keep);
+            });
+        if spawned.is_err() {
+            self.shut(st);
         }
-        st.close_info = Some(stalled);
     }
 
-    /// Drives the connection until the machine reports an event and returns it (steps 1–4
-    /// of the run loop, on the receiving thread). `Closed` is returned only once the socket
-    /// is shut down, and again on every later call.
-    pub(crate) fn next_event(&self, rd: &mut Reader) -> WsEvent {
+    /// The writer thread: writes what others queued, until the socket is shut down.
+    fn write_loop(&self) {
+        let mut st = self.lock_state();
         loop {
-            let mut st = self.lock_state();
-            let front_is_closed = matches!(st.events.front(), Some(WsEvent::Closed(_)));
-            if (!front_is_closed || st.shut)
-                && let Some(ev) = st.events.pop_front()
-            {
-                st.closed_delivered |= front_is_closed;
-                return ev;
+            let (mut guard, next) = self.drive(st);
+            if next.is_none() {
+                return;
             }
-            if st.closed_delivered || st.shut {
-                st.closed_delivered = true;
-                return WsEvent::Closed(st.close_info.clone().unwrap_or_else(abnormal));
+            if guard.dropped.is_some() && !guard.writing {
+                // After a drop: everything queued before it is written.
+                self.shut(&mut guard);
+                return;
             }
-            let deadline = st.ws.poll_timeout();
+            st = wait_until(&self.wake, guard, None);
+        }
+    }
+
+    /// Drives the connection on the receiving thread until `ready` gives something (steps
+    /// 1–4 of the run loop): passes of the core, then one read with the socket's read
+    /// timeout at the core's next deadline.
+    pub(crate) fn pump_until<T>(
+        &self,
+        rd: &mut Reader,
+        mut ready: impl FnMut(&mut AppSocket) -> Option<T>,
+    ) -> T {
+        let mut st = self.lock_state();
+        loop {
+            if let Some(v) = ready(&mut st.sock) {
+                self.notify(&mut st);
+                return v;
+            }
+            let (guard, next) = self.drive(st);
+            st = guard;
+            let Some((read, deadline)) = next else { continue }; // `ready` reports the end
             let now = Instant::now();
-            if rd.eof || (st.ws.state() == WsState::Closed && deadline.is_none()) {
-                // Nothing more to read: the transport ends once the writer is done.
-                let until = *st.linger_until.get_or_insert(now + self.linger);
-                if now >= until {
-                    self.abort_locked(&mut st);
-                } else {
-                    drop(wait_until(&self.cv, st, Some(until.min(now + PATIENCE))));
-                }
-                continue;
-            }
-            if deadline.is_some_and(|d| d <= now) {
-                st.ws.handle_timeout(now);
-                self.after_mutation(&mut st, now);
-                self.flush(st);
+            if !read || rd.eof {
+                // Nothing to read: the core's deadline (the linger) or a shutdown ends it.
+                st = self.wait(st, deadline.unwrap_or(now + PATIENCE));
                 continue;
             }
             drop(st);
             // Round up: a wake-up just before the deadline would only come back at once.
-            let timeout = deadline.map(|d| (d - now).max(Duration::from_millis(1)));
-            if rd.timeout != Some(timeout) && self.stream.set_read_timeout(timeout).is_ok() {
-                rd.timeout = Some(timeout);
+            let want = deadline.map(|d| (d - now).max(Duration::from_millis(1)));
+            // Re-armed only when it would wake too late or far too early.
+            let stale = match (rd.timeout, want) {
+                (Some(Some(cur)), Some(want)) => cur > want || cur < want / 2,
+                (Some(cur), want) => cur != want,
+                (None, _) => true,
+            };
+            if stale && self.stream.set_read_timeout(want).is_ok() {
+                rd.timeout = Some(want);
+            }
+            if rd.buf.is_empty() {
+                rd.buf = vec![0; INITIAL_READ.min(rd.max)];
             }
             let result = (&*self.stream).read(&mut rd.buf);
-            let now = Instant::now();
-            let mut st = self.lock_state();
+            st = self.lock_state();
             match result {
-                Ok(n) if n > 0 => st.ws.handle_read(now, &rd.buf[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    st.ws.handle_timeout(now);
+                _ if st.shut => {}
+                Ok(n) if n > 0 => {
+                    st.sock.handle_read(Instant::now(), &rd.buf[..n]);
+                    if n == rd.buf.len() && n < rd.max {
+                        rd.buf = vec![0; (n * 2).min(rd.max)];
+                    }
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 _ => {
                     rd.eof = true;
-                    st.ws.handle_eof(now);
+                    st.sock.handle_eof(Instant::now());
                 }
             }
-            self.after_mutation(&mut st, now);
-            self.flush(st);
         }
-    }
-}
-
-/// What a connection reports when it ended without the machine saying why (cannot happen
-/// with the current core; kept so a missing `Closed` never hangs a receiver).
-fn abnormal() -> CloseInfo {
-    CloseInfo {
-        code: CloseCode::ABNORMAL,
-        reason: Default::default(),
-        initiator: Initiator::Local,
-        clean: false,
-        error: None,
     }
 }
 

@@ -16,7 +16,7 @@ use tidewire::http::Request;
 use tidewire::hub::{AllowAll, Authorize, Principal};
 use tidewire::redis::RedisConfig;
 use tidewire::server::{Authenticate, Credential, Routes, ServerEvent, Verdict};
-use tidewire::ws::{UpgradeRequest, WsEvent};
+use tidewire::ws::UpgradeRequest;
 
 use crate::conn::{Conn, Reader, io_error, lock, wait_until};
 use crate::http::{HttpLimits, HttpRequest};
@@ -395,23 +395,15 @@ fn spawn_connection<W, H>(
     });
 }
 
-/// The WebSocket path: waits for the machine's verdict on the request, then hands a valid
-/// upgrade to the handler.
-fn run_upgrade<F: Fn(Upgrade)>(mut link: Link, shared: &Arc<Shared>, handler: &F) {
-    loop {
-        match link.next_event() {
-            WsEvent::UpgradeRequested(request) => {
-                let upgrade = Upgrade { link, request, shared: Arc::clone(shared) };
-                if shared.is_stopping() {
-                    let _ = upgrade.reject(503, &[("Retry-After", "1")], b"shutting down\n");
-                } else {
-                    handler(upgrade);
-                }
-                return;
-            }
-            WsEvent::Closed(_) => return, // the core answered (400, 426…) or the peer left
-            _ => {}
-        }
+/// The WebSocket path: hands the upgrade request (valid: the core server checked it) to
+/// the handler.
+fn run_upgrade<F: Fn(Upgrade)>(link: Link, shared: &Arc<Shared>, handler: &F) {
+    let Some(request) = link.conn.take_request() else { return };
+    let upgrade = Upgrade { link, request, shared: Arc::clone(shared) };
+    if shared.is_stopping() {
+        let _ = upgrade.reject(503, &[("Retry-After", "1")], b"shutting down\n");
+    } else {
+        handler(upgrade);
     }
 }
 

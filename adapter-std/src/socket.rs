@@ -36,8 +36,14 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    pub(crate) fn next_event(&mut self) -> WsEvent {
-        self.conn.next_event(&mut self.reader)
+    /// Drives the connection on this thread until the next event.
+    fn next_event(&mut self) -> Event {
+        self.conn.pump_until(&mut self.reader, |sock| match sock.pop_event()? {
+            WsEvent::Message(m) => Some(Event::Message(m)),
+            WsEvent::Pong(p) => Some(Event::Pong(p)),
+            WsEvent::Closed(info) => Some(Event::Closed(info)),
+            _ => None,
+        })
     }
 }
 
@@ -104,14 +110,7 @@ impl WebSocket {
     /// until there is one. After [`Event::Closed`] it keeps returning `Closed` with the same
     /// information.
     pub fn recv_event(&mut self) -> Event {
-        loop {
-            match self.link.next_event() {
-                WsEvent::Message(m) => return Event::Message(m),
-                WsEvent::Pong(p) => return Event::Pong(p),
-                WsEvent::Closed(info) => return Event::Closed(info),
-                _ => {}
-            }
-        }
+        self.link.next_event()
     }
 
     /// Sends a message, waiting while the outbox is full.

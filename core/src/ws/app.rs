@@ -146,6 +146,12 @@ impl AppSocket {
         self.conn.state()
     }
 
+    /// The machine, for its getters (`buffered_amount`, `subprotocol`…).
+    #[must_use]
+    pub fn conn(&self) -> &WsConnection {
+        &self.conn
+    }
+
     /// Whether nothing more can be sent: closing, closed, aborted or killed.
     #[must_use]
     pub fn is_closed(&self) -> bool {
@@ -232,6 +238,25 @@ impl AppSocket {
     pub fn handle_write_error(&mut self, now: Instant) {
         self.write_failed = true;
         self.handle_eof(now);
+    }
+
+    /// The socket took nothing for the adapter's send timeout while bytes waited for it
+    /// (bytes the machine no longer sees, so its own send-stall timer cannot): the
+    /// connection is lost as that timer loses it (close code 4100,
+    /// [`ConnError::SendStalled`](super::ConnError::SendStalled)), and nothing more is
+    /// written. A closed connection keeps how it ended.
+    pub fn handle_write_stall(&mut self, now: Instant) {
+        let open = self.state() != WsState::Closed;
+        self.handle_write_error(now);
+        if open {
+            self.closed = Some(CloseInfo {
+                code: CloseCode::TOO_SLOW,
+                reason: super::Utf8Bytes::from("too slow"),
+                initiator: Initiator::Local,
+                clean: false,
+                error: Some(super::ConnError::SendStalled),
+            });
+        }
     }
 
     /// One pass of the driver: fires due timers, pulls bytes into `out` while it holds
@@ -413,6 +438,19 @@ mod tests {
         assert_eq!(pull(&mut c, t0).1, Pass::Stop);
         c.finish(t0);
         assert!(matches!(c.pop_event(), Some(WsEvent::Closed(i)) if !i.clean));
+    }
+
+    #[test]
+    fn a_write_stall_ends_the_connection_as_too_slow() {
+        let (mut c, _s, t0) = pair(8);
+        c.handle_write_stall(t0);
+        assert_eq!(pull(&mut c, t0).1, Pass::FlushAndStop);
+        let info = c.close_info().unwrap();
+        assert_eq!(
+            (info.code, info.error),
+            (CloseCode::TOO_SLOW, Some(crate::ws::ConnError::SendStalled))
+        );
+        assert_eq!(c.conn().buffered_amount(), 0);
     }
 
     #[test]
