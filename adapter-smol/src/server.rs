@@ -124,6 +124,8 @@ struct Registry {
     next_id: u64,
     conns: HashMap<u64, Entry>,
     stopping: bool,
+    /// An accept loop holds the listener: shutdown waits until it let go of the port.
+    serving: bool,
     report: Option<ShutdownReport>,
 }
 
@@ -329,6 +331,7 @@ impl Server {
             Box::new(move |r| Box::pin(http(r)) as _),
         ));
         let shared = self.shared;
+        shared.registry().serving = true;
         loop {
             let stop = shared.stop.listen();
             if shared.registry().stopping {
@@ -356,6 +359,8 @@ impl Server {
             }
         }
         drop(self.listener);
+        shared.registry().serving = false;
+        shared.changed.notify(usize::MAX);
         ServerHandle { shared }.wait_report().await;
         Ok(())
     }
@@ -408,9 +413,12 @@ impl ServerHandle {
         let deadline = Instant::now() + grace;
         loop {
             let changed = shared.changed.listen();
-            if shared.registry().conns.is_empty() {
+            let reg = shared.registry();
+            // Drained, and the port released (the accept loop dropped its listener).
+            if reg.conns.is_empty() && !reg.serving {
                 break;
             }
+            drop(reg);
             if until(deadline, changed).await.is_none() || Instant::now() >= deadline {
                 break;
             }
