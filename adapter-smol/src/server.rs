@@ -413,12 +413,14 @@ impl ServerHandle {
         let deadline = Instant::now() + grace;
         loop {
             let changed = shared.changed.listen();
-            let reg = shared.registry();
             // Drained, and the port released (the accept loop dropped its listener).
-            if reg.conns.is_empty() && !reg.serving {
+            let finished = {
+                let reg = shared.registry();
+                reg.conns.is_empty() && !reg.serving
+            };
+            if finished {
                 break;
             }
-            drop(reg);
             if until(deadline, changed).await.is_none() || Instant::now() >= deadline {
                 break;
             }
