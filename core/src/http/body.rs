@@ -96,7 +96,9 @@ enum Framing {
     Finished,
 }
 
-/// The body of one HTTP/1.1 request. See the [module docs](self).
+/// The body of one HTTP/1.1 request: fed socket bytes, it decodes `Content-Length` or
+/// chunked framing, bounds and times the body out, and answers `100 Continue` and every
+/// failure ([`BodyError::response`]).
 #[derive(Debug)]
 pub struct BodyReader {
     framing: Framing,
