@@ -27,6 +27,9 @@ struct Channel {
     /// SSE: the publisher an `event: from` block named for the message at this position,
     /// which follows it.
     from: Option<(Position, String)>,
+    /// HTTP transports: the server has the subscription on the current connection (its
+    /// event stream's head came, or a poll was answered).
+    joined: bool,
 }
 
 #[derive(Debug, Default)]
@@ -81,7 +84,24 @@ impl Channels {
         for c in self.map.values_mut() {
             c.sock = None;
             c.next_poll = None;
+            c.joined = false;
         }
+    }
+
+    /// HTTP transports: the server answered `ch`'s poll or started its event stream, so
+    /// it has the subscription.
+    pub(crate) fn set_joined(&mut self, ch: &str) {
+        if let Some(c) = self.map.get_mut(ch) {
+            c.joined = true;
+        }
+    }
+
+    /// HTTP transports: `ch` is subscribed, has no position and the server does not have
+    /// its subscription yet. Its first poll or stream starts at the head as it is when the
+    /// request arrives, so a publish sent meanwhile on its own connection may be logged
+    /// before that and never come back.
+    pub(crate) fn joining(&self, ch: &str) -> bool {
+        self.map.get(ch).is_some_and(|c| c.pos.is_none() && !c.joined)
     }
 
     pub(crate) fn clear_polls(&mut self) {

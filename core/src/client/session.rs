@@ -392,12 +392,17 @@ impl ClientSession {
                 &ClientMessage::Unsub { ch: ch.to_owned(), reference: None }.encode(),
             );
         }
+        // A publish on `ch` waiting for its subscription (`Channels::joining`) goes now.
+        self.flush_publishes(now);
     }
 
     /// Publishes `data` (one JSON value, as text) to `ch`. It is sent at once when open, or
     /// queued until the session is; every unacknowledged publish is sent again, in order and
     /// with the same id, after each reconnection (the hub publishes an id once). The answer
-    /// is [`SessionEvent::Acked`] or [`SessionEvent::PublishFailed`].
+    /// is [`SessionEvent::Acked`] or [`SessionEvent::PublishFailed`]. On SSE or polling, a
+    /// publish on a channel subscribed without a position waits (and those after it) until
+    /// the server has that subscription (its stream's head, its first poll's answer), so
+    /// that the session's own message comes back to it.
     ///
     /// The queue is bounded by [`SessionConfig::max_queued`] and
     /// [`SessionConfig::max_queued_bytes`]: past them the oldest publish is dropped, counted
@@ -1129,6 +1134,13 @@ impl ClientSession {
             return;
         }
         let Some(o) = self.outgoing.front() else { return };
+        // A publish on a channel whose first poll or event stream has not reached the server
+        // waits for it (publishes stay in order): sent at once on its own connection, it
+        // could be logged before the subscription starts at the head, past it, and the
+        // session would never see its own message.
+        if self.channels.joining(&o.ch) {
+            return;
+        }
         let (id, ch, data) = (o.id, o.ch.clone(), o.data.clone());
         let path = self.path("/api/publish", &[("ch", &ch), ("id", &self.wire_id(id))]);
         let auth = self.auth_header();

@@ -399,3 +399,85 @@ fn many_subscriptions_are_paced_and_go_before_publishes() {
     assert_eq!(subs, 39, "{rest:?}");
     assert!(!rest.iter().any(|f| f.starts_with(r#"{"op":"sub","ch":"c99""#)));
 }
+
+/// `tidewire-smol` flake (`session_publishes_over_http_when_on_polling`): a session on
+/// polling with no channel is open at once; a channel subscribed then has no position, so
+/// its first poll starts at the head as it is when the request arrives. A publish made
+/// right after went at once on its own connection: when it reached the server first, the
+/// first poll's head was past it and the session never saw its own message. The publish
+/// now waits until the server has the subscription (the first poll answered).
+#[test]
+fn a_publish_waits_for_the_first_poll_of_its_fresh_channel() {
+    let now = test_epoch();
+    let mut c = cfg();
+    c.transports = vec![Transport::Polling];
+    let mut s = ClientSession::new(c, now);
+    assert_eq!(s.state(), SessionState::Open, "no channel: nothing to ask");
+    s.subscribe(now, "a").unwrap();
+    let id = s.publish(now, "a", r#"{"n":1}"#).unwrap();
+    let poll = connect(&mut s, now);
+    let req = String::from_utf8(written(&mut s)).unwrap();
+    assert!(req.starts_with("GET /poll?ch=a&wait=1 "), "{req}");
+    assert_eq!(s.poll_action(), None, "no publish before the subscription is in place");
+    // The first poll is answered (the head as the server saw it): the publish goes.
+    let t = now + Duration::from_millis(3);
+    let body = r#"{"ch":"a","pos":"a1:4","recovered":true,"events":[]}"#;
+    let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    s.handle_read(t, poll, resp.as_bytes());
+    assert_eq!(s.position("a"), Some("a1:4".parse().unwrap()));
+    assert!(matches!(s.poll_action(), Some(SocketAction::Close { sock }) if sock == poll));
+    let publish = connect(&mut s, t);
+    let req = String::from_utf8(written(&mut s)).unwrap();
+    assert!(req.starts_with("POST /api/publish?ch=a&id="), "{req}");
+    let reply = r#"{"ep":"a1","off":5}"#;
+    let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{reply}", reply.len());
+    s.handle_read(t, publish, resp.as_bytes());
+    assert!(
+        events(&mut s).contains(&SessionEvent::Acked { id, pos: Some("a1:5".parse().unwrap()) })
+    );
+    // The next poll asks from the head the first one gave: the publish comes back.
+    let t = s.poll_timeout().unwrap();
+    s.handle_timeout(t);
+    let _ = connect(&mut s, t);
+    let req = String::from_utf8(written(&mut s)).unwrap();
+    assert!(req.starts_with("GET /poll?ch=a&pos=a1:4&wait=1 "), "{req}");
+}
+
+/// As above on SSE: a fresh channel's publish waits for its stream's head; a channel that
+/// resumes from a position needs no wait (its stream replays from there).
+#[test]
+fn a_publish_waits_for_the_event_stream_of_its_fresh_channel_only() {
+    let now = test_epoch();
+    let mut c = cfg();
+    c.transports = vec![Transport::Sse];
+    let mut s = ClientSession::new(c, now);
+    s.subscribe_from(now, "old", Some("a1:2".parse().unwrap())).unwrap();
+    let old = connect(&mut s, now);
+    let _ = written(&mut s);
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n";
+    s.handle_read(now, old, head.as_bytes());
+    assert_eq!(s.state(), SessionState::Open);
+    let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+    // Subscribed again from its position: the publish goes before the new stream's head.
+    s.unsubscribe(now, "old");
+    let _ = s.poll_action();
+    s.subscribe_from(now, "old", Some("a1:2".parse().unwrap())).unwrap();
+    let old = connect(&mut s, now);
+    let _ = written(&mut s);
+    s.publish(now, "old", "1").unwrap();
+    let publish = connect(&mut s, now);
+    let req = String::from_utf8(written(&mut s)).unwrap();
+    assert!(req.starts_with("POST /api/publish?ch=old&id="), "{req}");
+    s.handle_read(now, publish, ok.as_bytes());
+    s.handle_read(now, old, head.as_bytes());
+    assert!(matches!(s.poll_action(), Some(SocketAction::Close { sock }) if sock == publish));
+    s.subscribe(now, "new").unwrap();
+    let stream = connect(&mut s, now);
+    let _ = written(&mut s);
+    s.publish(now, "new", "2").unwrap();
+    assert_eq!(s.poll_action(), None, "no publish before the stream is in place");
+    s.handle_read(now, stream, head.as_bytes());
+    let _ = connect(&mut s, now);
+    let req = String::from_utf8(written(&mut s)).unwrap();
+    assert!(req.starts_with("POST /api/publish?ch=new&id="), "{req}");
+}

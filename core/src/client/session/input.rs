@@ -299,7 +299,9 @@ impl ClientSession {
                     if !self.http_status_ok(now, sock, &ch, status, retry, true) {
                         return;
                     }
+                    self.channels.set_joined(&ch);
                     self.connection_opened(now, Reason::Connected);
+                    self.flush_publishes(now);
                 }
                 for ev in sse_events {
                     self.sse_event(&ch, ev);
@@ -341,7 +343,9 @@ impl ClientSession {
                         self.channels.refetch(&mut self.events, &ch, poll.pos);
                     }
                 }
+                self.channels.set_joined(&ch);
                 self.connection_opened(now, Reason::Connected);
+                self.flush_publishes(now);
                 let at = (started + self.cfg.poll_interval).max(now);
                 self.channels.schedule_poll(&ch, at);
             }
@@ -381,6 +385,7 @@ impl ClientSession {
                 if self.channels.is_empty() {
                     self.connection_opened(now, Reason::Connected);
                 }
+                self.flush_publishes(now);
             }
             _ => {
                 if let Some(d) = retry {
