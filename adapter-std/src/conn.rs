@@ -121,6 +121,8 @@ struct State {
     keep: Option<Arc<dyn Send + Sync>>,
     /// A server connection's upgrade request, until the application takes it.
     request: Option<UpgradeRequest>,
+    /// A receiving thread is blocked in `read` until this deadline (`None`: no timeout).
+    reading: Option<Option<Instant>>,
 }
 
 /// The read side, owned by whoever receives (the connection thread, then the `WebSocket`).
@@ -184,6 +186,7 @@ impl Conn {
             writer: false,
             keep,
             request,
+            reading: None,
         };
         let _ = stream.set_write_timeout(Some(PATIENCE));
         Arc::new_cyclic(|me| Self {
@@ -342,7 +345,14 @@ impl Conn {
     ) -> Result<T, SendError> {
         let mut st = self.lock_state();
         let out = self.command(&mut st, f);
-        drop(self.drive(st));
+        let (mut st, next) = self.drive(st);
+        // A receiver blocked in `read` would miss a deadline the command set (the close
+        // handshake's timeout): the writer thread keeps the time for it.
+        if let (Some(blocked), Some((_, Some(deadline)))) = (st.reading, next)
+            && blocked.is_none_or(|b| deadline < b)
+        {
+            self.wake_writer(&mut st);
+        }
         out
     }
 
@@ -463,7 +473,8 @@ impl Conn {
                 self.shut(&mut guard);
                 return;
             }
-            st = wait_until(&self.wake, guard, None);
+            // Until the core's next deadline: a receiver blocked in `read` may not see it.
+            st = wait_until(&self.wake, guard, next.and_then(|(_, deadline)| deadline));
         }
     }
 
@@ -490,6 +501,7 @@ impl Conn {
                 st = self.wait(st, deadline.unwrap_or(now + PATIENCE));
                 continue;
             }
+            st.reading = Some(deadline);
             drop(st);
             // Round up: a wake-up just before the deadline would only come back at once.
             let want = deadline.map(|d| (d - now).max(Duration::from_millis(1)));
@@ -507,6 +519,7 @@ impl Conn {
             }
             let result = (&*self.stream).read(&mut rd.buf);
             st = self.lock_state();
+            st.reading = None;
             match result {
                 _ if st.shut => {}
                 Ok(n) if n > 0 => {

@@ -211,3 +211,37 @@ fn settle(done: impl Fn() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn a_close_from_another_thread_ends_a_blocked_receiver_at_the_close_timeout() {
+    let _census = shared();
+    within(10, || {
+        let (tx, rx) = mpsc::channel();
+        let mut cfg = ServerConfig::default();
+        // No keepalive: the receiving thread blocks in `read` with no deadline at all.
+        cfg.endpoint.ws.keepalive = None;
+        cfg.endpoint.ws.close_timeout = Duration::from_millis(300);
+        let server = TestServer::start(cfg, move |up: Upgrade| {
+            let Ok(mut ws) = up.accept(None, &[]) else { return };
+            let sender = ws.sender();
+            let closer = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                sender.close(CloseCode::NORMAL, "bye").unwrap();
+            });
+            let info = common::recv_until_closed(&mut ws);
+            closer.join().unwrap();
+            let _ = tx.send((info, Instant::now()));
+        });
+        // The peer reads the close frame but never answers it.
+        let mut peer = raw_upgraded(server.addr);
+        let (opcode, _) = read_frame(&mut peer).unwrap();
+        let closed_at = Instant::now();
+        assert_eq!(opcode, 0x8);
+        let (info, ended) = rx.recv_timeout(Duration::from_secs(5)).expect("the receiver ended");
+        assert_eq!(info.code, CloseCode::NORMAL, "{info:?}");
+        assert!(!info.clean);
+        let took = ended - closed_at;
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        let _ = read_to_end_lossy(&mut peer);
+    });
+}

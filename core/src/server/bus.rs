@@ -265,6 +265,34 @@ mod tests {
     }
 
     #[test]
+    fn answers_wait_for_their_callers_past_max_events_and_forgotten_ones_are_discarded() {
+        let cfg = ServerConfig { max_events: 2, ..ServerConfig::default() };
+        let now = crate::time::test_epoch();
+        let server = Server::with_redis(cfg, DemoAuth, DemoAuth, RedisConfig::default(), 7, now);
+        let mut h = H { server, now, socks: vec![], closed: vec![], sent: vec![] };
+        h.drain();
+        let (cmd, _) = h.up();
+        let tokens: Vec<_> = (0..5)
+            .map(|i| h.server.submit(h.now, "public:news", None, format!("{i}").as_bytes()))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        h.server.forget_submitted(tokens[1]);
+        h.drain();
+        let replies: String = (1..=5).map(|off| bulk(&format!("e1:{off}"))).collect();
+        h.feed(cmd, &replies);
+        // Five answers, more than `max_events`: every waiting caller still gets its own.
+        for (i, &token) in tokens.iter().enumerate() {
+            let answer = h.server.take_submitted(token);
+            if i == 1 {
+                assert_eq!(answer, None, "forgotten: discarded on arrival");
+            } else {
+                let want = format!("e1:{}", i + 1);
+                assert!(matches!(&answer, Some(Ok(p)) if p.to_string() == want), "{answer:?}");
+            }
+        }
+    }
+
+    #[test]
     fn a_broken_socket_takes_the_bus_down_and_the_server_timer_reconnects() {
         let mut h = H::new();
         let (cmd, sub) = h.up();

@@ -9,7 +9,10 @@
 //!   pulled by connection, then the informational ones (refusals, hub events, publishes),
 //!   of which the last [`ServerConfig::max_events`](super::ServerConfig::max_events) are kept.
 //! - **Bus answers** of `Server::submit` (feature `redis`; [`HubEvent::Submitted`](crate::hub::HubEvent::Submitted)), kept by token for
-//!   [`Server::take_submitted`] (the last `max_events` of them); they are not events.
+//!   [`Server::take_submitted`] until taken, or discarded for a caller that stopped waiting
+//!   ([`Server::forget_submitted`]); they are not events. A caller that waits for its
+//!   answer always gets it: only past the bus's `max_pending` answers nobody took does the
+//!   oldest go.
 //!
 //! [`Server::poll_arrived`] says whether anything new came for the second and third, so
 //! that an adapter wakes its waiters only then.
@@ -32,8 +35,10 @@ pub(super) struct EventQueue {
     handovers: VecDeque<ServerEvent>,
     /// Informational events: bounded by `max_events`.
     info: VecDeque<ServerEvent>,
-    /// Bus answers of submits: bounded by `max_events`.
+    /// Bus answers of submits until taken: bounded by the bus's `max_pending`.
     submitted: VecDeque<Submitted>,
+    /// Submits whose caller stopped waiting: their answers are discarded on arrival.
+    forgotten: Vec<BusToken>,
     /// An event or bus answer was queued since the last `poll_arrived`.
     arrived: bool,
 }
@@ -69,6 +74,10 @@ impl EventQueue {
     }
 
     fn push_submitted(&mut self, answer: Submitted, max: usize) {
+        if let Some(i) = self.forgotten.iter().position(|t| *t == answer.0) {
+            self.forgotten.swap_remove(i);
+            return;
+        }
         self.arrived = true;
         if self.submitted.len() >= max.max(1) {
             self.submitted.pop_front();
@@ -118,8 +127,10 @@ impl Server {
     }
 
     /// The bus's answer to the `submit` (feature `redis`) that returned `token`, once it
-    /// came: the message's position, or why it was refused. Given once; the last
-    /// [`ServerConfig::max_events`](super::ServerConfig::max_events) answers are kept.
+    /// came: the message's position, or why it was refused (the bus answers every submit,
+    /// `Unavailable` at the latest when its request times out). Given once; kept until
+    /// taken (only past the bus's `max_pending` untaken answers does the oldest go), so a
+    /// caller that stops waiting says so with [`forget_submitted`](Self::forget_submitted).
     ///
     /// New after the bus's inputs and [`handle_timeout`](Self::handle_timeout).
     #[must_use]
@@ -127,6 +138,27 @@ impl Server {
         let q = &mut self.events.submitted;
         let i = q.iter().position(|(t, _)| *t == token)?;
         q.remove(i).map(|(_, r)| r)
+    }
+
+    /// The caller of the `submit` that returned `token` stopped waiting: its answer (come
+    /// or to come) is discarded.
+    pub fn forget_submitted(&mut self, token: BusToken) {
+        let bound = self.pending_bound();
+        let q = &mut self.events;
+        match q.submitted.iter().position(|(t, _)| *t == token) {
+            Some(i) => drop(q.submitted.remove(i)),
+            None if q.forgotten.len() < bound => q.forgotten.push(token),
+            None => {}
+        }
+    }
+
+    /// The most bus answers kept for callers: the bus's `max_pending` (its submits in flight).
+    fn pending_bound(&self) -> usize {
+        #[cfg(feature = "redis")]
+        if let Some(bus) = &self.bus {
+            return bus.config().max_pending.max(self.cfg.max_events);
+        }
+        self.cfg.max_events
     }
 
     /// Whether an event ([`poll_event`](Self::poll_event), hand-overs aside) or a bus answer
@@ -146,6 +178,7 @@ impl Server {
 
     /// Keeps a bus answer for [`take_submitted`](Self::take_submitted).
     pub(super) fn push_submitted(&mut self, token: BusToken, result: Result<Position, HubError>) {
-        self.events.push_submitted((token, result), self.cfg.max_events);
+        let max = self.pending_bound();
+        self.events.push_submitted((token, result), max);
     }
 }
