@@ -73,6 +73,11 @@ fn two_instances_share_every_channel<B: Backend + 'static>() {
         ix.pump(&mut x, 10, "the once-published message", |i| i.last_seq("chat:a") == Some(40));
         ix.pump_for(&mut x, Duration::from_millis(200));
         assert_eq!(ix.count("chat:a"), 41);
+        // A client publish on B reaches A's session with its publisher, carried by the bus.
+        y.publish("chat:b", r#"{"i":40}"#);
+        ix.pump(&mut x, 10, "bob's message", |i| i.last_seq("chat:b") == Some(40));
+        assert_eq!(ix.from["chat:b"].last(), Some(&Some("bob".to_owned())));
+        assert!(ix.from["chat:b"][..40].iter().all(Option::is_none), "trusted: no publisher");
         x.close();
         y.close();
     });

@@ -208,7 +208,8 @@ impl Hub {
             .map(|p| p.user.as_deref().map_or(Scope::Anonymous, |u| Scope::User(Arc::from(u))));
         let instance = self.bus.as_ref().map_or(0, |b| b.instance);
         let id = id.map(|i| scoped_id(instance, scope.as_ref(), i));
-        self.send_to_bus(ch, data, id, Waiter::App)
+        let from = principal.and_then(|p| self.publisher(p, ch));
+        self.send_to_bus(ch, data, from.as_deref(), id, Waiter::App)
     }
 
     /// A WebSocket `pub` in bus mode: checked like any publish, answered when the bus
@@ -226,13 +227,16 @@ impl Hub {
         self.check_publish(Some(&principal), ch, msg_id)?;
         let instance = self.bus.as_ref().map_or(0, |b| b.instance);
         let id = msg_id.map(|i| scoped_id(instance, Some(&scope), i));
-        self.send_to_bus(ch, data, id, Waiter::Conn { conn, reference }).map(drop)
+        let from = self.publisher(&principal, ch);
+        self.send_to_bus(ch, data, from.as_deref(), id, Waiter::Conn { conn, reference }).map(drop)
     }
 
+    /// Hands a publish to the bus, tagged with its publisher `from` ([`tag`]).
     fn send_to_bus(
         &mut self,
         ch: &str,
         data: &RawValue,
+        from: Option<&str>,
         id: Option<Box<str>>,
         waiter: Waiter,
     ) -> Result<BusToken, HubError> {
@@ -243,7 +247,7 @@ impl Hub {
         let token = BusToken(bus.next_token);
         bus.next_token += 1;
         bus.waiting.insert(token, waiter);
-        let data = Bytes::copy_from_slice(data.get().as_bytes());
+        let data = tag(from, data.get().as_bytes());
         bus.actions.push_back(BusAction::Publish { token, ch: Arc::from(ch), data, id, epoch });
         Ok(token)
     }
@@ -444,10 +448,11 @@ impl Hub {
 
     /// Appends a message from the bus at the mirror's next offset and fans it out.
     fn mirror(&mut self, now: Instant, key: &Arc<str>, data: &Bytes) {
+        let (from, data) = untag(data);
         let null = RawValue::NULL;
-        let raw: &RawValue = serde_json::from_slice(data).unwrap_or(null);
+        let raw: &RawValue = serde_json::from_slice(&data).unwrap_or(null);
         let raw = raw.to_owned();
-        self.log_and_fan_out(now, key, data, &raw, None);
+        self.log_and_fan_out(now, key, &data, &raw, from.as_ref());
     }
 
     /// Runs the joins that waited for `ch`'s history (they were authorized already);
@@ -465,6 +470,31 @@ impl Hub {
                 self.reply_err(now, conn, None, e.code(), &e.to_string());
             }
         }
+    }
+}
+
+/// A message as the bus stores and relays it: its JSON, preceded by its publisher when it
+/// shows one (`\0`, the name's length in decimal, `:`, the name). JSON text never starts
+/// with a NUL byte, so untagged data (trusted publishes, hidden publishers) is the JSON
+/// itself and a tagged one cannot be mistaken for it.
+fn tag(from: Option<&str>, json: &[u8]) -> Bytes {
+    let Some(from) = from else { return Bytes::copy_from_slice(json) };
+    let mut out = format!("\0{}:{from}", from.len()).into_bytes();
+    out.extend_from_slice(json);
+    Bytes::from(out)
+}
+
+/// The publisher and the JSON of a message from the bus ([`tag`]); data that is not
+/// tagged, or tagged badly, has no publisher.
+fn untag(data: &Bytes) -> (Option<Arc<str>>, Bytes) {
+    let Some(rest) = data.strip_prefix(b"\0") else { return (None, data.clone()) };
+    let Some(colon) = rest.iter().position(|&b| b == b':') else { return (None, data.clone()) };
+    let len = std::str::from_utf8(&rest[..colon]).ok().and_then(|n| n.parse::<usize>().ok());
+    let start = 1 + colon + 1;
+    let name = len.and_then(|n| data.get(start..start.checked_add(n)?).map(|b| (n, b)));
+    match name.and_then(|(n, b)| Some((n, std::str::from_utf8(b).ok()?))) {
+        Some((n, name)) => (Some(Arc::from(name)), data.slice(start + n..)),
+        None => (None, data.clone()),
     }
 }
 

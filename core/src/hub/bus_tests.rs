@@ -342,7 +342,10 @@ fn sse_joins_wait_for_the_log_then_replay() {
     let frames: Vec<String> = std::iter::from_fn(|| hubs[0].pull(s))
         .map(|b| String::from_utf8(b.to_vec()).unwrap())
         .collect();
-    assert!(frames[0].starts_with(&format!("id: {epoch}:2\n")), "{frames:?}");
+    // Each message comes after an `event: from` block: ann published them.
+    let from =
+        format!("event: from\ndata: {{\"ch\":\"s\",\"pos\":\"{epoch}:2\",\"from\":\"ann\"}}\n\n");
+    assert!(frames[0].starts_with(&format!("{from}id: {epoch}:2\n")), "{frames:?}");
 }
 
 #[test]
@@ -376,4 +379,59 @@ fn a_bus_restored_from_an_older_snapshot_starts_a_new_epoch() {
     bus.run(&mut hubs, t0);
     let got = envelopes(&mut hubs[0], a);
     assert_eq!(msgs(&got), [(1, 6)]);
+}
+
+#[test]
+fn the_publisher_travels_through_the_bus_to_every_instance_and_into_replays() {
+    let (mut hubs, mut bus, t0) = up(2);
+    let a = ws(&mut hubs[0], t0, "ann");
+    let b = ws(&mut hubs[1], t0, "bob");
+    for (h, c) in [(0, a), (1, b)] {
+        hubs[h].handle_envelope(t0, c, br#"{"op":"sub","ch":"room"}"#);
+    }
+    bus.run(&mut hubs, t0);
+    let _ = (envelopes(&mut hubs[0], a), envelopes(&mut hubs[1], b));
+    publish(&mut hubs[0], t0, a, "room", 1, None);
+    hubs[1].submit(t0, None, "room", None, br#"{"n":2}"#).unwrap();
+    bus.run(&mut hubs, t0);
+    let froms = |env: &[Value]| -> Vec<(u64, Value)> {
+        env.iter()
+            .filter(|e| e["op"] == "msg")
+            .map(|e| (e["off"].as_u64().unwrap(), e["from"].clone()))
+            .collect()
+    };
+    let want = vec![(1, Value::from("ann")), (2, Value::Null)];
+    assert_eq!(froms(&envelopes(&mut hubs[1], b)), want, "the other instance shows ann");
+    assert_eq!(froms(&envelopes(&mut hubs[0], a)), want);
+    // A client joining later on a third instance replays the log from the bus: the same.
+    hubs.push(Hub::with_bus(cfg(), AllowAll, 200));
+    hubs[2].bus_up(t0);
+    let c = ws(&mut hubs[2], t0, "cy");
+    let from_start = format!(
+        r#"{{"op":"sub","ch":"room","pos":{{"ep":"{}","off":0}}}}"#,
+        hubs[0].log("room").unwrap().head().epoch
+    );
+    hubs[2].handle_envelope(t0, c, from_start.as_bytes());
+    bus.run(&mut hubs, t0);
+    assert_eq!(froms(&envelopes(&mut hubs[2], c)), want, "replayed with its publisher");
+    // The data the bus stores is the JSON behind the tag, never the tag itself.
+    let logged = hubs[2].log("room").unwrap().head();
+    assert_eq!(logged.offset, 2);
+}
+
+#[test]
+fn a_tag_round_trips_and_untagged_or_broken_data_has_no_publisher() {
+    for (from, json) in [
+        (Some("ann"), &br#"{"a":1}"#[..]),
+        (Some(""), b"1"),
+        (Some("x:y\0z"), b"[]"),
+        (None, b"{}"),
+    ] {
+        let (f, d) = untag(&tag(from, json));
+        assert_eq!((f.as_deref(), &d[..]), (from, json));
+    }
+    for broken in [&b"\0"[..], b"\x003:ab", b"\x00x:ann{}", b"\x009999999999999999999999:a"] {
+        let data = Bytes::copy_from_slice(broken);
+        assert_eq!(untag(&data), (None, data.clone()));
+    }
 }

@@ -54,8 +54,8 @@ pub struct HubConfig {
     /// authenticated it (`"from"` in the WebSocket `msg` and in a poll's events, an
     /// `event: from` block before it on SSE), kept with the message in the replay log;
     /// in a channel whose name starts with one of these, it carries none. Anonymous
-    /// clients and trusted server-side publishes never show one. With a bus, publishers
-    /// are not carried (the bus stores the data only).
+    /// clients and trusted server-side publishes never show one. With a bus, the publisher
+    /// travels with the message through the bus, so every instance shows it.
     pub hide_publisher: Vec<String>,
     /// Whether the application sees each client publish before it is logged (default
     /// `false`): a WebSocket `pub` or a [`Hub::request_publish`](super::Hub::request_publish)

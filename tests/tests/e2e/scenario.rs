@@ -25,6 +25,8 @@ pub(crate) struct Inbox {
     pub(crate) states: Vec<StateChange>,
     pub(crate) presence: Vec<(String, Vec<String>, Vec<String>)>,
     pub(crate) failed: Vec<(String, String)>,
+    /// Per channel: each message's publisher as the server showed it.
+    pub(crate) from: HashMap<String, Vec<Option<String>>>,
     pub(crate) total: usize,
 }
 
@@ -39,7 +41,8 @@ pub(crate) fn seq(data: &str) -> u64 {
 impl Inbox {
     pub(crate) fn record(&mut self, ev: SessionEvent, transport: Option<Transport>) {
         match ev {
-            SessionEvent::Message { ch, pos, data, .. } => {
+            SessionEvent::Message { ch, pos, data, from } => {
+                self.from.entry(ch.clone()).or_default().push(from);
                 self.msgs.entry(ch).or_default().push((pos, seq(&data), transport));
                 self.total += 1;
             }
