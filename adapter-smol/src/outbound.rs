@@ -1,24 +1,7 @@
-//! The one outbound-socket driver: the TCP connections an [`Outbound`] machine asks for
-//! (the [`Session`](crate::Session)'s, the [`SseConnection`](crate::sse::SseConnection)'s,
-//! the server's Redis bus), whoever owns the machine.
-//!
-//! The owner keeps the machine and its [`Sockets`] behind its lock and implements
-//! [`Host`]; after every mutation, still under the lock, it calls [`drain`], which moves
-//! the machine's bytes to the sockets' queues and carries out its [`SocketAction`]s. Each
-//! socket is one task: it connects, then feeds what it reads to the machine
-//! (`handle_read`, `handle_eof`, `handle_error`, waiting first for [`Host::room`]) while
-//! writing what [`drain`] queued for it, in order; after `SocketAction::Close` it writes
-//! what was queued before and shuts the socket down. The lock is never held across an
-//! `.await`.
-//!
-//! Bytes queued for the sockets are bounded ([`MAX_QUEUED`] over all of a machine's
-//! sockets): past it [`drain`] stops pulling `poll_transmit`, and the machine's own
-//! buffers apply backpressure.
-//!
-//! [`Client`] is the one owner of an application's [`OutboundClient`] (a `ClientSession`,
-//! an `EventSource`): the machine and its sockets behind one mutex with its events queued
-//! for the application (at most `max_events`: while full, or while the machine refuses
-//! input, the sockets are not read), its deadline fired by a timer task, closed on drop.
+//! The outbound-socket driver: the TCP connections an [`Outbound`] machine asks for (a
+//! [`Session`](crate::Session)'s, an [`SseConnection`](crate::sse::SseConnection)'s, the
+//! server's Redis bus), a task per socket; the lock is never held across an `.await`.
+//! [`Client`] owns an application's [`OutboundClient`].
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -35,17 +18,13 @@ use tidewire::socket::{Outbound, OutboundClient, QueuedClient, SockId, SocketAct
 
 /// Bytes queued for one machine's sockets before [`drain`] stops pulling.
 const MAX_QUEUED: usize = 1 << 20;
-/// Read buffer of each socket.
 const READ_BUF: usize = 16 << 10;
 
 /// The owner of an [`Outbound`] machine, as the driver sees it.
 pub(crate) trait Host: Send + Sync + Sized + 'static {
-    /// The machine.
     type Machine: Outbound;
-    /// Runs `f` on the machine and its sockets under the owner's lock, then drains what
-    /// it set in motion ([`drain`] and the owner's own outputs).
+    /// Runs `f` on the machine and its sockets under the owner's lock, then [`drain`]s.
     fn with<T>(&self, f: impl FnOnce(&mut Self::Machine, &mut Sockets<Self>, Instant) -> T) -> T;
-    /// Runs a socket's task.
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static);
     /// Resolves once the owner takes more socket input (the default: at once).
     fn room(&self) -> impl Future<Output = ()> + Send {
@@ -61,7 +40,7 @@ pub(crate) struct Sockets<H> {
     queued: usize,
 }
 
-/// One socket as the driver sees it.
+#[derive(Default)]
 struct Slot {
     out: VecDeque<Bytes>,
     /// The machine closed it: write `out`, then shut down.
@@ -74,24 +53,13 @@ impl<H: Host> Sockets<H> {
     pub(crate) fn new(owner: Weak<H>) -> Self {
         Self { owner, slots: HashMap::new(), queued: 0 }
     }
-
-    /// How many sockets are open or still writing.
-    pub(crate) fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    /// Whether `sock` is open and not closed by the machine.
-    fn is_open(&self, sock: SockId) -> bool {
-        self.slots.get(&sock).is_some_and(|s| !s.closing)
-    }
 }
 
-/// Step 3 of the run loop for the machine's sockets: its bytes to their queues, its
-/// actions carried out, until neither has more. Call under the owner's lock after every
-/// mutation.
+/// Moves the machine's bytes to the sockets' queues and runs its actions; after every mutation.
 pub(crate) fn drain<H: Host>(host: &H, m: &mut H::Machine, socks: &mut Sockets<H>) {
-    loop {
-        let mut progress = false;
+    let mut progress = true;
+    while progress {
+        progress = false;
         while socks.queued < MAX_QUEUED {
             let Some((sock, bytes)) = m.poll_transmit() else { break };
             progress = true;
@@ -105,9 +73,8 @@ pub(crate) fn drain<H: Host>(host: &H, m: &mut H::Machine, socks: &mut Sockets<H
             progress = true;
             match action {
                 SocketAction::Connect { sock, host: name, port } => {
-                    let notify = Arc::new(Notify::new());
-                    let slot =
-                        Slot { out: VecDeque::new(), closing: false, notify: notify.clone() };
+                    let slot = Slot::default();
+                    let notify = slot.notify.clone();
                     socks.slots.insert(sock, slot);
                     host.spawn(run_socket(socks.owner.clone(), sock, name, port, notify));
                 }
@@ -120,14 +87,10 @@ pub(crate) fn drain<H: Host>(host: &H, m: &mut H::Machine, socks: &mut Sockets<H
                 _ => {}
             }
         }
-        if !progress {
-            return;
-        }
     }
 }
 
-/// Feeds one input for `sock` to the machine unless the machine closed it. `false` when
-/// it did, or the owner is gone.
+/// Feeds an input for `sock` to the machine; `false` if the machine closed it or is gone.
 fn feed<H: Host>(
     owner: &Weak<H>,
     sock: SockId,
@@ -135,7 +98,7 @@ fn feed<H: Host>(
 ) -> bool {
     let Some(host) = owner.upgrade() else { return false };
     host.with(|m, socks, now| {
-        let open = socks.is_open(sock);
+        let open = socks.slots.get(&sock).is_some_and(|s| !s.closing);
         if open {
             f(m, now, sock);
         }
@@ -143,15 +106,13 @@ fn feed<H: Host>(
     })
 }
 
-/// Waits until the machine closes `sock` (or forgets it).
-async fn closing<H: Host>(owner: &Weak<H>, sock: SockId, notify: &Notify) {
+/// Waits on `notify` until `ready` gives a value.
+async fn wait<T>(notify: &Notify, mut ready: impl FnMut() -> Option<T>) -> T {
     loop {
         let listener = notify.listen();
-        let Some(host) = owner.upgrade() else { return };
-        if host.with(|_, socks, _| !socks.is_open(sock)) {
-            return;
+        if let Some(out) = ready() {
+            return out;
         }
-        drop(host);
         listener.await;
     }
 }
@@ -165,18 +126,14 @@ async fn run_socket<H: Host>(
     notify: Arc<Notify>,
 ) {
     let connect = async { Some(TcpStream::connect((name.as_str(), port)).await) };
-    let connected = future::or(connect, async {
-        closing(&owner, sock, &notify).await;
-        None
-    })
-    .await;
-    match connected {
+    // Feeding nothing tells whether the machine closed the socket meanwhile.
+    let closed = wait(&notify, || (!feed(&owner, sock, |_, _, _| {})).then_some(None));
+    match future::or(connect, closed).await {
         Some(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
             if feed(&owner, sock, Outbound::handle_connected) {
                 let reader = read_socket(&owner, sock, stream.clone());
-                let writer = write_socket(&owner, sock, stream.clone(), &notify);
-                future::or(reader, writer).await;
+                future::or(reader, write_socket(&owner, sock, stream.clone(), &notify)).await;
             }
             let _ = stream.shutdown(Shutdown::Both);
         }
@@ -194,16 +151,14 @@ async fn run_socket<H: Host>(
     }
 }
 
-/// Feeds what `sock` reads to the machine; returns on an error (after end of file it
-/// waits for the machine to close the socket).
+/// Feeds what `sock` reads to the machine; returns on an error (after EOF, never).
 async fn read_socket<H: Host>(owner: &Weak<H>, sock: SockId, mut stream: TcpStream) {
     let mut buf = vec![0u8; READ_BUF];
     loop {
         let Some(host) = owner.upgrade() else { return };
         host.room().await;
         drop(host);
-        let read = stream.read(&mut buf).await;
-        match read {
+        match stream.read(&mut buf).await {
             Ok(0) => {
                 feed(owner, sock, Outbound::handle_eof);
                 return future::pending().await;
@@ -220,8 +175,7 @@ async fn read_socket<H: Host>(owner: &Weak<H>, sock: SockId, mut stream: TcpStre
     }
 }
 
-/// Writes what [`drain`] queued for `sock`; returns once the machine closed it (and its
-/// bytes are written) or a write failed.
+/// Writes what [`drain`] queued until the machine closes `sock` or a write fails.
 async fn write_socket<H: Host>(
     owner: &Weak<H>,
     sock: SockId,
@@ -230,15 +184,14 @@ async fn write_socket<H: Host>(
 ) {
     loop {
         let listener = notify.listen();
-        let Some(host) = owner.upgrade() else { return };
-        let taken = host.with(|_, socks, _| {
-            let slot = socks.slots.get_mut(&sock)?;
-            let chunks: Vec<Bytes> = slot.out.drain(..).collect();
-            let close = slot.closing;
-            socks.queued -= chunks.iter().map(Bytes::len).sum::<usize>();
-            Some((chunks, close))
+        let taken = owner.upgrade().and_then(|host| {
+            host.with(|_, socks, _| {
+                let slot = socks.slots.get_mut(&sock)?;
+                let chunks = std::mem::take(&mut slot.out);
+                socks.queued -= chunks.iter().map(Bytes::len).sum::<usize>();
+                Some((chunks, slot.closing))
+            })
         });
-        drop(host);
         let Some((chunks, close)) = taken else { return };
         if !chunks.is_empty() {
             for chunk in &chunks {
@@ -247,13 +200,12 @@ async fn write_socket<H: Host>(
                     return;
                 }
             }
-            continue;
-        }
-        if close {
+        } else if close {
             let _ = stream.flush().await;
             return;
+        } else {
+            listener.await;
         }
-        listener.await;
     }
 }
 
@@ -261,8 +213,8 @@ async fn write_socket<H: Host>(
 pub(crate) trait ClientMachine: OutboundClient<Event: Send> + Send + 'static {}
 impl<M: OutboundClient<Event: Send> + Send + 'static> ClientMachine for M {}
 
-/// An application's [`OutboundClient`] machine, driven here: see the module docs.
-/// `Session` and `SseConnection` are its typed fronts.
+/// An application's [`OutboundClient`] with its event queue (while full, the sockets are not
+/// read), its deadline fired by a timer task, closed on drop.
 pub(crate) struct Client<M: ClientMachine> {
     shared: Arc<Owner<M>>,
 }
@@ -289,7 +241,7 @@ struct Core<M: ClientMachine> {
 impl<M: ClientMachine> Core<M> {
     /// The machine is closed and its sockets are gone.
     fn ended(&self) -> bool {
-        self.client.machine().is_closed() && self.socks.len() == 0
+        self.client.machine().is_closed() && self.socks.slots.is_empty()
     }
 }
 
@@ -298,7 +250,7 @@ impl<M: ClientMachine> Owner<M> {
         self.core.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Step 3 of the run loop, under the lock: sockets, then events while there is room.
+    /// After every mutation, under the lock: sockets, then events while there is room.
     fn after(&self, core: &mut Core<M>) {
         drain(self, core.client.machine_mut(), &mut core.socks);
         core.client.pull(Instant::now());
@@ -332,38 +284,27 @@ impl<M: ClientMachine> Host for Owner<M> {
     }
 
     async fn room(&self) {
-        loop {
-            let listener = self.changed.listen();
-            {
-                let core = self.lock();
-                if core.client.wants_read() || core.client.machine().is_closed() || core.done {
-                    return;
-                }
-            }
-            listener.await;
-        }
+        wait(&self.changed, || {
+            let core = self.lock();
+            let room = core.client.wants_read() || core.client.machine().is_closed() || core.done;
+            room.then_some(())
+        })
+        .await;
     }
 }
 
 impl<M: ClientMachine> Client<M> {
-    /// Drives `machine` (its first actions at once), its tasks on `executor` (`None`:
-    /// smol's global executor).
+    /// Drives `machine` (its first actions at once), its tasks on `executor` or smol's.
     pub(crate) fn start(
         machine: M,
         max_events: usize,
         executor: Option<Arc<Executor<'static>>>,
     ) -> Self {
         let client = QueuedClient::new(machine, max_events);
-        let shared = Arc::new_cyclic(|me| Owner {
-            core: Mutex::new(Core {
-                client,
-                socks: Sockets::new(me.clone()),
-                deadline: None,
-                done: false,
-            }),
-            wake: Notify::new(),
-            changed: Notify::new(),
-            executor,
+        let shared = Arc::new_cyclic(|me| {
+            let socks = Sockets::new(me.clone());
+            let core = Mutex::new(Core { client, socks, deadline: None, done: false });
+            Owner { core, wake: Notify::new(), changed: Notify::new(), executor }
         });
         shared.with(|_, _, _| ());
         shared.spawn(drive(shared.clone()));
@@ -375,32 +316,24 @@ impl<M: ClientMachine> Client<M> {
         self.shared.with(|m, _, now| f(m, now))
     }
 
-    /// Reads the machine.
     pub(crate) fn inspect<T>(&self, f: impl FnOnce(&M) -> T) -> T {
         f(self.shared.lock().client.machine())
     }
 
-    /// The next event if one is queued, without waiting.
     pub(crate) fn try_next_event(&self) -> Option<M::Event> {
         self.shared.pop(&mut self.shared.lock())
     }
 
-    /// The next event; waits for one. `None` once the machine is closed and its last event
-    /// was handed out.
+    /// The next event, waiting for it; `None` once the machine is finished.
     pub(crate) async fn next_event(&self) -> Option<M::Event> {
-        loop {
-            let listener = self.shared.changed.listen();
-            {
-                let mut core = self.shared.lock();
-                if let Some(ev) = self.shared.pop(&mut core) {
-                    return Some(ev);
-                }
-                if core.done || core.client.is_finished() {
-                    return None;
-                }
+        wait(&self.shared.changed, || {
+            let mut core = self.shared.lock();
+            match self.shared.pop(&mut core) {
+                Some(ev) => Some(Some(ev)),
+                None => (core.done || core.client.is_finished()).then_some(None),
             }
-            listener.await;
-        }
+        })
+        .await
     }
 }
 

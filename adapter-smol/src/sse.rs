@@ -1,12 +1,6 @@
-//! The Server-Sent Events client: [`connect`] an `http://` URL and read events with
-//! [`SseConnection::next`]. It is the core's [`EventSource`] (EventSource semantics:
-//! reconnection with `Last-Event-ID`, server `retry:`, backoff with jitter, an idle
-//! watchdog, terminal statuses; the HTTP/1.1 request and response) on the adapter's
-//! outbound-socket driver (`outbound.rs`), with a timer task, on
-//! `SseOptions::executor`. While `max_queued` events (1024 by default) wait unpulled the
-//! socket is not read and the idle watchdog waits, so a slow application pushes back on
-//! the server through TCP. `https://` is not supported and
-//! redirects are not followed (a 3xx fails the source).
+//! The Server-Sent Events client: the core's [`EventSource`] (reconnection with
+//! `Last-Event-ID`, backoff, idle watchdog) on the adapter's outbound-socket driver.
+//! [`connect`] an `http://` URL (no `https://`, no redirects) and read [`SseConnection::next`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,18 +12,16 @@ use tidewire::sse::{EventSource, EventSourceConfig, SseClientConfig, SseClientEv
 use crate::ConnectError;
 use crate::outbound::Client;
 
-/// Settings of [`connect`]. Build it with `SseOptions::default()` and change the fields you
-/// need.
+/// Settings of [`connect`]; start from `SseOptions::default()`.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SseOptions {
-    /// The EventSource machine: default reconnection time, backoff, idle watchdog, parser
-    /// limits, 5xx retries. An all-zero `rng_seed` (the default) is filled from OS entropy.
+    /// The core client's settings; `limits.max_queued` (default 1024) also bounds the events
+    /// waiting for [`SseConnection::next`]. A zero `rng_seed` is filled from OS entropy.
     pub client: SseClientConfig,
     /// Extra request headers (e.g. `Authorization`), sent on every attempt.
     pub headers: Vec<(String, String)>,
-    /// Time for the TCP connection of one attempt (default 10 s); past it the attempt fails
-    /// as a network error.
+    /// Time for the TCP connection of one attempt (default 10 s).
     pub connect_timeout: Duration,
     /// The executor of the client's tasks. `None` (the default): smol's global executor.
     pub executor: Option<Arc<Executor<'static>>>,
@@ -40,7 +32,7 @@ impl Default for SseOptions {
         let connect_timeout = Duration::from_secs(10);
         Self {
             client: SseClientConfig::default(),
-            headers: Vec::new(),
+            headers: vec![],
             connect_timeout,
             executor: None,
         }
@@ -52,13 +44,9 @@ pub struct SseConnection {
     client: Client<EventSource>,
 }
 
-/// Opens an `http://` event stream; the first attempt starts at once, in the background.
-/// Its progress (and every later reconnection) arrives as [`SseClientEvent::State`] changes
-/// from [`SseConnection::next`].
-///
-/// # Errors
-/// [`ConnectError::Url`] for a malformed or non-`http` URL or an extra header that cannot
-/// be written; [`ConnectError::Io`] when OS entropy for the seed is unavailable.
+/// Opens an `http://` event stream, connecting in the background ([`SseClientEvent::State`]
+/// changes). Fails with [`ConnectError::Url`] for a bad URL or header, [`ConnectError::Io`]
+/// without OS entropy.
 #[allow(clippy::unused_async)] // async like the rest of the adapter's API
 pub async fn connect(url: &str, opts: SseOptions) -> Result<SseConnection, ConnectError> {
     let url = url::Url::parse(url).map_err(|e| ConnectError::Url(e.to_string()))?;
@@ -67,47 +55,46 @@ pub async fn connect(url: &str, opts: SseOptions) -> Result<SseConnection, Conne
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let path = &url[url::Position::BeforePath..url::Position::AfterQuery];
     let mut cfg = EventSourceConfig::new(host, url.port_or_known_default().unwrap_or(80), path);
-    let max_events = opts.client.limits.max_queued;
-    (cfg.client, cfg.headers, cfg.connect_timeout) =
-        (opts.client, opts.headers, Some(opts.connect_timeout));
+    let SseOptions { client, headers, connect_timeout, executor } = opts;
+    let max_events = client.limits.max_queued;
+    (cfg.client, cfg.headers, cfg.connect_timeout) = (client, headers, Some(connect_timeout));
     if cfg.client.rng_seed == [0; 32] {
         getrandom::fill(&mut cfg.client.rng_seed).map_err(|e| io::Error::other(e.to_string()))?;
     }
     let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let es = EventSource::new(cfg, Instant::now(), unix_now)
         .map_err(|e| ConnectError::Url(e.to_string()))?;
-    Ok(SseConnection { client: Client::start(es, max_events, opts.executor) })
+    Ok(SseConnection { client: Client::start(es, max_events, executor) })
 }
 
 impl SseConnection {
-    /// The next event or state change, in order. Reconnections happen by themselves (they
-    /// show as `State` changes; events continue after the last one received). `None` once
-    /// the client is `Closed` for good (a terminal status or content type, the backoff gave
-    /// up, or [`close`](Self::close)), after the `Closed` state change itself.
+    /// The next event or state change, in order (it reconnects by itself). `None` once closed
+    /// for good, after the `Closed` state change.
     pub async fn next(&mut self) -> Option<SseClientEvent> {
         self.client.next_event().await
     }
 
-    /// Closes the stream for good: the connection is dropped, no more reconnections;
-    /// [`next`](Self::next) returns what was queued, the `Closed` change, then `None`.
+    /// Closes the stream for good ([`EventSource::close`]); [`next`](Self::next) returns what
+    /// was queued, the `Closed` change, then `None`.
     pub fn close(&mut self) {
         self.client.with(EventSource::close);
     }
 
-    /// The client's state.
+    /// The client's state ([`SseClient::state`](tidewire::sse::SseClient::state)).
     #[must_use]
     pub fn state(&self) -> SseState {
         self.client.inspect(|es| es.client().state())
     }
 
-    /// The last event ID received (as of the events parsed so far; `""` for none): what the
-    /// next reconnection sends as `Last-Event-ID`.
+    /// The last event ID, sent as `Last-Event-ID` on the next reconnection
+    /// ([`SseClient::last_event_id`](tidewire::sse::SseClient::last_event_id)).
     #[must_use]
     pub fn last_event_id(&self) -> String {
         self.client.inspect(|es| es.client().last_event_id().to_owned())
     }
 
-    /// While reconnecting: when the next attempt starts.
+    /// While reconnecting: when the next attempt starts
+    /// ([`SseClient::next_retry_at`](tidewire::sse::SseClient::next_retry_at)).
     #[must_use]
     pub fn next_retry_at(&self) -> Option<Instant> {
         self.client.inspect(|es| es.client().next_retry_at())

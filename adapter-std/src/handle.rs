@@ -13,62 +13,38 @@ use crate::outbound::Host as _;
 use crate::pump::core;
 
 impl ServerHandle {
-    /// The trusted server-side publish (a ticker, an admin): `json` must be one JSON
-    /// value; no authorization, no dedup. Returns the message's position. With
-    /// [`ServerConfig::redis`](crate::ServerConfig::redis) use [`submit`](Self::submit),
-    /// which the bus numbers.
-    ///
-    /// # Errors
-    /// [`HubError::BadJson`], [`HubError::BadChannel`], [`HubError::ChannelLimit`];
-    /// [`HubError::Unavailable`] with a bus.
+    /// The trusted publish of one JSON value ([`Server::publish`](Endpoint::publish), with its
+    /// errors). With [`ServerConfig::redis`](crate::ServerConfig::redis), use
+    /// [`submit`](Self::submit).
     pub fn publish(&self, ch: &str, json: impl AsRef<[u8]>) -> Result<Position, HubError> {
         self.shared.with(|s, now| s.publish(now, ch, json.as_ref()))
     }
 
-    /// [`publish`](Self::publish) deduplicated by `id`: a repeated id is answered with the
-    /// first one's position (the core's trusted window, `ServerConfig::trusted_dedup`; with
-    /// Redis, across instances for `RedisConfig::dedup_ttl`).
-    ///
-    /// # Errors
-    /// As [`publish`](Self::publish); [`HubError::BadId`] for an id over the hub's bound.
+    /// [`publish`](Self::publish) deduplicated by `id`; with a bus, waits for its answer
+    /// ([`Server::publish_trusted`](Endpoint::publish_trusted), with its errors).
     pub fn publish_once(
         &self,
         ch: &str,
         id: &str,
         json: impl AsRef<[u8]>,
     ) -> Result<Position, HubError> {
-        self.publish_trusted(ch, Some(id), json.as_ref())
+        self.trusted(ch, Some(id), json.as_ref())
     }
 
-    /// Creates channel `ch` with its log continuing after `last`, a position an earlier
-    /// process of this server persisted ([`tidewire::hub::Hub::restore`]): a client that
-    /// was at `last` resumes exactly.
-    ///
-    /// # Errors
-    /// As [`Hub::restore`](tidewire::hub::Hub::restore).
+    /// Creates `ch` with its log continuing after `last` ([`Server::restore`](Endpoint::restore),
+    /// with its errors).
     pub fn restore(&self, ch: &str, last: Position) -> Result<(), HubError> {
         self.shared.with(|s, now| s.restore(now, ch, last))
     }
 
-    /// The trusted publish that works with and without Redis: with
-    /// [`ServerConfig::redis`](crate::ServerConfig::redis) it goes through the bus (which
-    /// numbers it) and waits (blocking) for its position; without, it is
-    /// [`publish`](Self::publish).
-    ///
-    /// # Errors
-    /// As [`publish`](Self::publish); with Redis, [`HubError::Unavailable`] while Redis is
-    /// unreachable (retry with [`publish_once`](Self::publish_once) to stay idempotent).
+    /// The trusted publish with and without Redis: with a bus it waits (blocking) for its
+    /// position ([`Server::publish_trusted`](Endpoint::publish_trusted), with its errors).
     pub fn submit(&self, ch: &str, json: impl AsRef<[u8]>) -> Result<Position, HubError> {
-        self.publish_trusted(ch, None, json.as_ref())
+        self.trusted(ch, None, json.as_ref())
     }
 
     /// The core's trusted publish; with a bus, waits (blocking) for its answer.
-    fn publish_trusted(
-        &self,
-        ch: &str,
-        id: Option<&str>,
-        json: &[u8],
-    ) -> Result<Position, HubError> {
+    fn trusted(&self, ch: &str, id: Option<&str>, json: &[u8]) -> Result<Position, HubError> {
         let mut core = core(&self.shared);
         let published = core.server.publish_trusted(Instant::now(), ch, id, json);
         core.after(&self.shared);
@@ -80,52 +56,47 @@ impl ServerHandle {
             if let Some(r) = core.server.take_submitted(token) {
                 return r;
             }
-            core =
-                self.shared.event_cv.wait(core).unwrap_or_else(std::sync::PoisonError::into_inner);
+            core = wait_until(&self.shared.event_cv, core, None);
         }
     }
 
-    /// Reads the core server under its lock (its hub, stats, connections). Keep `f` short:
-    /// every connection waits for it.
+    /// Reads the core server under its lock. Keep `f` short: every connection waits for it.
     pub fn inspect<T>(&self, f: impl FnOnce(&Endpoint) -> T) -> T {
         f(&core(&self.shared).server)
     }
 
-    /// The presence names on `ch`.
+    /// The presence names on `ch` ([`Server::presence`](Endpoint::presence)).
     #[must_use]
     pub fn presence(&self, ch: &str) -> Vec<String> {
         self.inspect(|s| s.presence(ch))
     }
 
-    /// The position of `ch`'s last message (`None`: no such channel).
+    /// The position of `ch`'s last message ([`Server::head`](Endpoint::head)).
     #[must_use]
     pub fn head(&self, ch: &str) -> Option<Position> {
         self.inspect(|s| s.head(ch))
     }
 
-    /// The hub's counters.
+    /// The hub's counters ([`Server::hub_stats`](Endpoint::hub_stats)).
     #[must_use]
     pub fn stats(&self) -> HubStats {
         self.inspect(Endpoint::hub_stats)
     }
 
-    /// Connections in the hub (WebSockets, SSE streams, polling clients).
+    /// Connections in the hub ([`Server::hub_connections`](Endpoint::hub_connections)).
     #[must_use]
     pub fn hub_connections(&self) -> usize {
         self.inspect(Endpoint::hub_connections)
     }
 
-    /// Whether the hub's Redis bus is connected (`false` without Redis).
+    /// Whether the hub's Redis bus is connected ([`Server::bus_is_up`](Endpoint::bus_is_up)).
     #[must_use]
     pub fn bus_is_up(&self) -> bool {
         self.inspect(Endpoint::bus_is_up)
     }
 
-    /// The next informational event, oldest first, without waiting: the hub's
-    /// ([`ServerEvent::Hub`]: joins, leaves, bus state), refusals, publishes (with
-    /// `report_published`) and deferred authentications ([`ServerEvent::Authenticate`]:
-    /// answer them with [`decide`](Self::decide)). The queue keeps the last
-    /// `endpoint.max_events`; hand-overs are the pump's and never appear here.
+    /// The next informational event, without waiting
+    /// ([`Server::poll_event`](Endpoint::poll_event)); hand-overs are the pump's, never here.
     #[must_use]
     pub fn next_event(&self) -> Option<ServerEvent> {
         core(&self.shared).server.poll_event()
@@ -140,29 +111,24 @@ impl ServerHandle {
             if let Some(ev) = core.server.poll_event() {
                 return Some(ev);
             }
-            let now = Instant::now();
-            if now >= until {
+            if Instant::now() >= until {
                 return None;
             }
             core = wait_until(&self.shared.event_cv, core, Some(until));
         }
     }
 
-    /// Answers a deferred authentication ([`ServerEvent::Authenticate`]).
+    /// Answers a deferred authentication ([`Server::decide`](Endpoint::decide)).
     pub fn decide(&self, conn: ConnHandle, verdict: Verdict) {
         self.shared.with(|s, now| s.decide(now, conn, verdict));
     }
 
-    /// Answers a deferred join ([`HubEvent::JoinRequested`](tidewire::hub::HubEvent)
-    /// from an [`Authorize`](tidewire::hub::Authorize) policy that returned
-    /// `JoinVerdict::Defer`). `false`: unknown id (decided, timed out or cancelled).
+    /// Answers a deferred join ([`Server::decide_join`](Endpoint::decide_join)).
     pub fn decide_join(&self, id: JoinId, decision: JoinDecision) -> bool {
         self.shared.with(|s, now| s.decide_join(now, id, decision))
     }
 
-    /// Answers a vetted publish ([`HubEvent::PublishRequested`](tidewire::hub::HubEvent),
-    /// with `HubConfig::vet_publishes`). `false`: unknown id (decided, timed out, or its
-    /// connection left).
+    /// Answers a vetted publish ([`Server::decide_publish`](Endpoint::decide_publish)).
     pub fn decide_publish(&self, id: PublishId, decision: PublishDecision) -> bool {
         self.shared.with(|s, now| s.decide_publish(now, id, decision))
     }

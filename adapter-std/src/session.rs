@@ -1,9 +1,5 @@
-//! [`Session`]: the core [`ClientSession`] (the reconnecting, transport-falling-back
-//! client) on the adapter's one owner of client machines ([`crate::outbound::Client`]):
-//! behind one mutex with the application's event queue, its sockets run by the
-//! outbound-socket driver and its deadline by one timer thread. The queue is bounded by
-//! [`SessionOptions::max_events`]: while it is full the sockets are not read, so an
-//! application that stops reading events slows the session down instead of growing memory.
+//! [`Session`]: the core [`ClientSession`] on the adapter's outbound-socket driver
+//! ([`crate::outbound::Client`]), with a bounded event queue and a timer thread.
 
 use std::time::{Duration, Instant};
 
@@ -14,15 +10,13 @@ use tidewire::client::{
 
 use crate::outbound::{Client, Dial};
 
-/// Settings of the adapter's side of a [`Session`]. Build with `SessionOptions::default()`
-/// and change fields.
+/// Settings of the adapter's side of a [`Session`]; start from `SessionOptions::default()`.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SessionOptions {
-    /// Events queued for [`Session::next_event`] at most (default 1024).
+    /// Events queued for [`Session::next_event`] at most (default 1024; then sockets wait).
     pub max_events: usize,
-    /// Bytes read from a socket and not yet handed to the session at most (default 1 MiB):
-    /// a socket reads at most this much (and [`read_chunk`](Self::read_chunk)) at a time.
+    /// Bytes a socket reads at once at most, with [`read_chunk`](Self::read_chunk) (default 1 MiB).
     pub max_inbox: usize,
     /// Bytes read from a socket at a time (default 16 KiB).
     pub read_chunk: usize,
@@ -45,16 +39,8 @@ impl Default for SessionOptions {
 }
 
 /// A reconnecting client session with a Tidewire server (WebSocket, else SSE, else long
-/// polling; see [`tidewire::client`]), driven by its own thread.
-///
-/// [`connect`](Self::connect) returns at once; the session connects in the background and
-/// reports everything as [`SessionEvent`]s through [`next_event`](Self::next_event):
-/// state changes, messages (once each, in order per channel), `RefetchNeeded` when the
-/// server lost a channel's history, acknowledgements. Subscriptions and publishes made
-/// while disconnected are kept (publishes in a bounded queue) and sent after every
-/// (re)connection; a publish is delivered once thanks to its id.
-///
-/// Dropping the session closes it (a WebSocket gets a close frame) and stops its thread.
+/// polling): the core [`ClientSession`], whose docs give the semantics, on its own threads.
+/// Dropping it closes it.
 ///
 /// ```
 /// use std::time::Duration;
@@ -101,94 +87,74 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// Starts a session with default [`SessionOptions`]; returns at once (the first
-    /// connection is made in the background). An all-zero `cfg.rng_seed` is replaced by OS
-    /// entropy.
-    ///
-    /// # Panics
-    /// If the driver thread cannot be spawned.
+    /// Starts a session with default [`SessionOptions`] and returns at once; it connects in
+    /// the background. An all-zero `cfg.rng_seed` is replaced by OS entropy. Panics if the
+    /// driver thread cannot be spawned.
     #[must_use]
     pub fn connect(cfg: SessionConfig) -> Session {
         Self::with_options(cfg, SessionOptions::default())
     }
 
     /// As [`connect`](Self::connect), with adapter settings.
-    ///
-    /// # Panics
-    /// If the driver thread cannot be spawned.
     #[must_use]
     #[allow(clippy::needless_pass_by_value)] // the public signature takes it by value
     pub fn with_options(mut cfg: SessionConfig, opts: SessionOptions) -> Session {
         if cfg.rng_seed == [0; 32] && getrandom::fill(&mut cfg.rng_seed).is_err() {
-            let s = crate::fallback_seed().to_le_bytes();
-            cfg.rng_seed[..8].copy_from_slice(&s);
+            cfg.rng_seed[..8].copy_from_slice(&crate::fallback_seed().to_le_bytes());
         }
         let session = ClientSession::new(cfg, Instant::now());
-        let dial = Dial {
-            connect_timeout: opts.connect_timeout,
-            write_timeout: opts.write_timeout,
-            read_chunk: opts.read_chunk.min(opts.max_inbox),
-        };
-        let client = Client::start(session, dial, opts.max_events, "tidewire-session");
+        let SessionOptions { max_events, max_inbox, read_chunk, connect_timeout, write_timeout } =
+            opts;
+        let dial = Dial { connect_timeout, write_timeout, read_chunk: read_chunk.min(max_inbox) };
+        let client = Client::start(session, dial, max_events, "tidewire-session");
         Session { client: client.expect("spawn the session's driver thread") }
     }
 
-    /// Subscribes to `ch` (resumed with its position after every reconnection).
-    ///
-    /// # Errors
-    /// [`SubscribeError::Closed`] once closed, [`SubscribeError::BadName`].
+    /// Subscribes to `ch` ([`ClientSession::subscribe`], with its errors).
     pub fn subscribe(&self, ch: &str) -> Result<(), SubscribeError> {
         self.client.with(|s, now| s.subscribe(now, ch))
     }
 
-    /// Leaves `ch`; no more of its messages are delivered.
+    /// Leaves `ch` ([`ClientSession::unsubscribe`]).
     pub fn unsubscribe(&self, ch: &str) {
         self.client.with(|s, now| s.unsubscribe(now, ch));
     }
 
-    /// Publishes `json` (one JSON value, UTF-8: a `&str` or bytes) to `ch`: sent when open, queued (bounded) while
-    /// not, resent with the same id after a reconnection until acknowledged
-    /// ([`SessionEvent::Acked`] / [`SessionEvent::PublishFailed`]).
-    ///
-    /// # Errors
-    /// [`PublishError::Closed`], [`PublishError::NotJson`], [`PublishError::TooLarge`].
+    /// Publishes `json` (one JSON value, UTF-8) to `ch` ([`ClientSession::publish`], with its
+    /// errors; not UTF-8 is [`PublishError::NotJson`]).
     pub fn publish(&self, ch: &str, json: impl AsRef<[u8]>) -> Result<ClientMsgId, PublishError> {
         let json = std::str::from_utf8(json.as_ref()).map_err(|_| PublishError::NotJson)?;
         self.client.with(|s, now| s.publish(now, ch, json))
     }
 
-    /// New credentials, used from the next connection (a session waiting for them after an
-    /// auth failure reconnects at once).
+    /// New credentials ([`ClientSession::set_credentials`]).
     pub fn set_credentials(&self, token: &str) {
         self.client.with(|s, now| s.set_credentials(now, token));
     }
 
-    /// Closes the session for good (a WebSocket gets a 1000 close frame); a
-    /// `State(Closed)` event follows, then [`next_event`](Self::next_event) returns `None`.
+    /// Closes the session for good ([`ClientSession::close`]); [`next_event`](Self::next_event)
+    /// then returns the last events, `State(Closed)`, and `None`.
     pub fn close(&self) {
         self.client.with(ClientSession::close);
     }
 
-    /// The current state.
+    /// The current state ([`ClientSession::state`]).
     #[must_use]
     pub fn state(&self) -> SessionState {
         self.client.inspect(ClientSession::state)
     }
 
-    /// Reads the core session (transport, positions, queued publishes, counters…). Keep
-    /// `f` short: the driver waits for it.
+    /// Reads the core session. Keep `f` short: the driver waits for it.
     pub fn inspect<T>(&self, f: impl FnOnce(&ClientSession) -> T) -> T {
         self.client.inspect(f)
     }
 
-    /// The next event, waiting for it. `None` once the session is closed and its
-    /// `State(Closed)` event was delivered.
+    /// The next event, waiting for it; `None` once closed and `State(Closed)` was delivered.
     pub fn next_event(&mut self) -> Option<SessionEvent> {
         self.client.next_event(None)
     }
 
-    /// As [`next_event`](Self::next_event), waiting at most `timeout` (then `None`; look at
-    /// [`state`](Self::state) to tell the cases apart).
+    /// As [`next_event`](Self::next_event), waiting at most `timeout` (then `None`).
     pub fn next_event_timeout(&mut self, timeout: Duration) -> Option<SessionEvent> {
         self.client.next_event(Some(Instant::now() + timeout))
     }
