@@ -24,7 +24,10 @@
 //! - [`BusAction::Fetch`]: the live feed skipped offsets (or the bus came back): load the
 //!   history after `after` and call [`Hub::bus_history`].
 //! - [`BusAction::Publish`]: append to the shared log (deduplicated by `id` across
-//!   instances) and call [`Hub::bus_published`] with the position or the failure.
+//!   instances) and call [`Hub::bus_published`] with the position or the failure. With
+//!   [`HubConfig::vet_publishes`](super::HubConfig::vet_publishes), a client publish
+//!   reaches the bus only once the application accepted it
+//!   ([`Hub::decide_publish`]), and is answered when the bus answers.
 //! - [`BusAction::Unfollow`]: nobody here needs the channel any more.
 //! - Each live message: [`Hub::bus_message`]. The connection to the bus dropped:
 //!   [`Hub::bus_down`] (pending publishes fail with [`HubError::Unavailable`], new ones are
@@ -44,7 +47,7 @@ use serde_json::value::RawValue;
 
 use super::channel::Follow;
 use super::conn::{ConnId, Scope};
-use super::{Hub, HubError, HubEvent, Principal};
+use super::{Hub, HubError, HubEvent, Principal, PublishId, PublishRefusal};
 use crate::envelope::ServerMessageRef;
 use crate::replay::{Epoch, Position, ReplayLog};
 use crate::time::Instant;
@@ -118,6 +121,11 @@ enum Waiter {
     Conn { conn: ConnId, reference: Option<u64> },
     /// [`Hub::submit`]: a [`HubEvent::Submitted`].
     App,
+    /// A publish the application accepted ([`Hub::decide_publish`]): its waiters, held in
+    /// the hub's vetting, are answered ([`Hub::bus_vetted`]).
+    Vetted(PublishId),
+    /// [`Hub::request_publish`] without vetting: a [`HubEvent::PublishDecided`].
+    Request(PublishId),
 }
 
 /// The hub's side of the bus.
@@ -212,8 +220,8 @@ impl Hub {
         self.send_to_bus(ch, data, from.as_deref(), id, Waiter::App)
     }
 
-    /// A WebSocket `pub` in bus mode: checked like any publish, answered when the bus
-    /// answers.
+    /// A WebSocket `pub` in bus mode without vetting: checked like any publish, answered
+    /// when the bus answers.
     pub(super) fn bus_client_publish(
         &mut self,
         conn: ConnId,
@@ -229,6 +237,34 @@ impl Hub {
         let id = msg_id.map(|i| scoped_id(instance, Some(&scope), i));
         let from = self.publisher(&principal, ch);
         self.send_to_bus(ch, data, from.as_deref(), id, Waiter::Conn { conn, reference }).map(drop)
+    }
+
+    /// [`Hub::request_publish`] in bus mode without vetting: the publish that
+    /// [`submit`](Self::submit) handed to the bus as `token` is answered as a request, with
+    /// [`HubEvent::PublishDecided`] under the id returned (the bus cannot have answered it
+    /// yet: the action is only queued).
+    pub(super) fn answer_as_request(&mut self, token: BusToken) -> PublishId {
+        let id = self.vetting.next_id();
+        if let Some(bus) = self.bus.as_mut() {
+            bus.waiting.insert(token, Waiter::Request(id));
+        }
+        id
+    }
+
+    /// Hands a publish the application accepted to the bus, with its publisher and its id
+    /// (`key`: the publisher's scope and its own id); the bus's answer goes to
+    /// [`bus_vetted`](Self::bus_vetted).
+    pub(super) fn send_vetted(
+        &mut self,
+        ch: &str,
+        data: &RawValue,
+        from: Option<&str>,
+        key: Option<&(Scope, Box<str>)>,
+        id: PublishId,
+    ) -> Result<BusToken, HubError> {
+        let instance = self.bus.as_ref().map_or(0, |b| b.instance);
+        let bus_id = key.map(|(scope, m)| scoped_id(instance, Some(scope), m));
+        self.send_to_bus(ch, data, from, bus_id, Waiter::Vetted(id))
     }
 
     /// Hands a publish to the bus, tagged with its publisher `from` ([`tag`]).
@@ -291,6 +327,11 @@ impl Hub {
                 }
             }
             (Waiter::App, result) => self.events.push_back(HubEvent::Submitted { token, result }),
+            (Waiter::Vetted(id), result) => self.bus_vetted(now, id, result),
+            (Waiter::Request(id), result) => {
+                let result = result.map_err(PublishRefusal::Hub);
+                self.events.push_back(HubEvent::PublishDecided { id, result });
+            }
         }
     }
 
@@ -470,6 +511,8 @@ impl Hub {
                 self.reply_err(now, conn, None, e.code(), &e.to_string());
             }
         }
+        // Nobody may be left to keep it (every waiting join failed).
+        self.collect(key);
     }
 }
 

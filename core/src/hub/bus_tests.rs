@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde_json::Value;
 
 use super::*;
-use crate::hub::{AllowAll, ConnId, HubConfig, Transport};
+use crate::hub::{
+    AllowAll, ConnId, HubConfig, PublishId, PublishRefusal, PublishRequest, Subscription, Transport,
+};
 use crate::replay::LogLimits;
 
 /// The shared log of one channel on the bus.
@@ -113,13 +115,7 @@ fn cfg() -> HubConfig {
 }
 
 fn up(n: usize) -> (Vec<Hub>, Bus, Instant) {
-    let t0 = crate::time::test_epoch();
-    let mut hubs: Vec<Hub> =
-        (0..n).map(|i| Hub::with_bus(cfg(), AllowAll, 100 + i as u64)).collect();
-    for h in &mut hubs {
-        h.bus_up(t0);
-    }
-    (hubs, Bus { keep: 50, ..Bus::default() }, t0)
+    up_with(n, &cfg(), &AllowAll)
 }
 
 fn ws(h: &mut Hub, now: Instant, user: &str) -> ConnId {
@@ -383,14 +379,7 @@ fn a_bus_restored_from_an_older_snapshot_starts_a_new_epoch() {
 
 #[test]
 fn the_publisher_travels_through_the_bus_to_every_instance_and_into_replays() {
-    let (mut hubs, mut bus, t0) = up(2);
-    let a = ws(&mut hubs[0], t0, "ann");
-    let b = ws(&mut hubs[1], t0, "bob");
-    for (h, c) in [(0, a), (1, b)] {
-        hubs[h].handle_envelope(t0, c, br#"{"op":"sub","ch":"room"}"#);
-    }
-    bus.run(&mut hubs, t0);
-    let _ = (envelopes(&mut hubs[0], a), envelopes(&mut hubs[1], b));
+    let (mut hubs, mut bus, t0, a, b) = ann_and_bob_in_room(&cfg());
     publish(&mut hubs[0], t0, a, "room", 1, None);
     hubs[1].submit(t0, None, "room", None, br#"{"n":2}"#).unwrap();
     bus.run(&mut hubs, t0);
@@ -434,4 +423,437 @@ fn a_tag_round_trips_and_untagged_or_broken_data_has_no_publisher() {
         let data = Bytes::copy_from_slice(broken);
         assert_eq!(untag(&data), (None, data.clone()));
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Vetted publishes and deferred joins with a bus
+
+/// Defers every join of `later:*`; allows the rest, and every read and write.
+#[derive(Clone, Copy)]
+struct Later;
+
+impl crate::hub::Authorize for Later {
+    fn can_read(&self, _: &Principal, _: &str) -> bool {
+        true
+    }
+    fn can_write(&self, _: &Principal, _: &str) -> bool {
+        true
+    }
+    fn join_verdict(&self, _: &Principal, ch: &str) -> crate::hub::JoinVerdict {
+        if ch.starts_with("later:") {
+            crate::hub::JoinVerdict::Defer
+        } else {
+            crate::hub::JoinVerdict::Allow
+        }
+    }
+}
+
+/// `n` hubs on one bus with `cfg` and the policy `auth`.
+fn up_with<A>(n: usize, cfg: &HubConfig, auth: &A) -> (Vec<Hub>, Bus, Instant)
+where
+    A: crate::hub::Authorize + Clone + Send + 'static,
+{
+    let t0 = crate::time::test_epoch();
+    let mut hubs: Vec<Hub> =
+        (0..n).map(|i| Hub::with_bus(cfg.clone(), auth.clone(), 100 + i as u64)).collect();
+    for h in &mut hubs {
+        h.bus_up(t0);
+    }
+    (hubs, Bus { keep: 50, ..Bus::default() }, t0)
+}
+
+/// Two instances with `cfg`: ann on the first and bob on the second are in `room`.
+fn ann_and_bob_in_room(cfg: &HubConfig) -> (Vec<Hub>, Bus, Instant, ConnId, ConnId) {
+    let (mut hubs, mut bus, t0) = up_with(2, cfg, &AllowAll);
+    let a = ws(&mut hubs[0], t0, "ann");
+    let b = ws(&mut hubs[1], t0, "bob");
+    for (h, c) in [(0, a), (1, b)] {
+        hubs[h].handle_envelope(t0, c, br#"{"op":"sub","ch":"room"}"#);
+    }
+    bus.run(&mut hubs, t0);
+    let _ = (envelopes(&mut hubs[0], a), envelopes(&mut hubs[1], b));
+    (hubs, bus, t0, a, b)
+}
+
+fn vetting() -> HubConfig {
+    HubConfig { vet_publishes: true, ..cfg() }
+}
+
+fn send(h: &mut Hub, now: Instant, conn: ConnId, text: &str) {
+    h.handle_envelope(now, conn, text.as_bytes());
+}
+
+fn all_events(h: &mut Hub) -> Vec<HubEvent> {
+    std::iter::from_fn(|| h.poll_event()).collect()
+}
+
+/// The publishes the application is asked to decide: `(id, connection, data)`.
+fn publish_requests(h: &mut Hub) -> Vec<(PublishId, Option<ConnId>, String)> {
+    all_events(h)
+        .into_iter()
+        .filter_map(|e| match e {
+            HubEvent::PublishRequested { id, conn, data, .. } => {
+                Some((id, conn, String::from_utf8(data.to_vec()).unwrap()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The answers among `env` (`ack` and `err`), by `ref`: `(ref, op, offset or code)`.
+fn answers(env: &[Value]) -> Vec<(u64, String, Value)> {
+    let mut v: Vec<(u64, String, Value)> = env
+        .iter()
+        .filter(|e| e["op"] == "ack" || e["op"] == "err")
+        .map(|e| {
+            let what = if e["op"] == "ack" { e["off"].clone() } else { e["code"].clone() };
+            (e["ref"].as_u64().unwrap(), e["op"].as_str().unwrap().to_owned(), what)
+        })
+        .collect();
+    v.sort_by_key(|a| a.0);
+    v
+}
+
+fn ack(r: u64, off: u64) -> (u64, String, Value) {
+    (r, "ack".to_owned(), Value::from(off))
+}
+
+fn err(r: u64, code: &str) -> (u64, String, Value) {
+    (r, "err".to_owned(), Value::from(code))
+}
+
+#[test]
+fn a_vetted_publish_with_a_bus_is_held_then_reaches_every_instance_as_decided() {
+    use crate::hub::PublishDecision;
+    let (mut hubs, mut bus, t0, a, b) = ann_and_bob_in_room(&vetting());
+    let _ = (all_events(&mut hubs[0]), all_events(&mut hubs[1]));
+    for n in 1..=3 {
+        publish(&mut hubs[0], t0, a, "room", n, Some(&format!("m{n}")));
+    }
+    // Held: nothing goes to the bus, nothing is answered; the application is asked.
+    assert!(!hubs[0].has_bus_actions(), "nothing for the bus before the decision");
+    assert!(envelopes(&mut hubs[0], a).is_empty());
+    let asked = publish_requests(&mut hubs[0]);
+    let shown: Vec<(Option<ConnId>, &str)> = asked.iter().map(|r| (r.1, r.2.as_str())).collect();
+    assert_eq!(shown, [(Some(a), r#"{"n":1}"#), (Some(a), r#"{"n":2}"#), (Some(a), r#"{"n":3}"#)]);
+    assert_eq!(hubs[0].pending_publishes(), 3);
+
+    assert!(hubs[0].decide_publish(t0, asked[0].0, PublishDecision::Accept));
+    let fixed = Bytes::from_static(br#"{"n":20}"#);
+    assert!(hubs[0].decide_publish(t0, asked[1].0, PublishDecision::Replace(fixed)));
+    let spam = PublishDecision::Refuse { code: "spam".into() };
+    assert!(hubs[0].decide_publish(t0, asked[2].0, spam));
+    bus.run(&mut hubs, t0);
+
+    // Both instances log what was decided, in the bus's order, with its publisher.
+    let (ea, eb) = (envelopes(&mut hubs[0], a), envelopes(&mut hubs[1], b));
+    assert_eq!(msgs(&eb), [(1, 1), (2, 20)]);
+    assert_eq!(msgs(&ea), [(1, 1), (2, 20)]);
+    assert!(eb.iter().filter(|e| e["op"] == "msg").all(|e| e["from"] == "ann"), "{eb:?}");
+    // The publisher's answers: the bus's positions, and the refusal's code.
+    assert_eq!(answers(&ea), [ack(1, 1), ack(2, 2), err(3, "spam")]);
+    assert_eq!(bus.chans["room"].entries.len(), 2, "the refused one never reached the bus");
+    assert_eq!(hubs[0].log("room").unwrap().head(), hubs[1].log("room").unwrap().head());
+    assert_eq!(hubs[0].pending_publishes(), 0);
+}
+
+#[test]
+fn a_vetted_publish_with_a_bus_is_bounded_times_out_and_goes_with_its_connection() {
+    use crate::hub::PublishDecision;
+    use crate::time::Duration;
+    let cfg =
+        HubConfig { max_pending_per_conn: 1, vet_timeout: Duration::from_secs(5), ..vetting() };
+    let (mut hubs, mut bus, t0) = up_with(1, &cfg, &AllowAll);
+    let a = ws(&mut hubs[0], t0, "ann");
+    publish(&mut hubs[0], t0, a, "room", 1, Some("m1"));
+    publish(&mut hubs[0], t0, a, "room", 2, Some("m2"));
+    assert_eq!(answers(&envelopes(&mut hubs[0], a)), [err(2, "too_many_pending")]);
+    let asked = publish_requests(&mut hubs[0]);
+    assert_eq!(asked.len(), 1);
+    // Not decided in time: refused with `publish_timeout`; a late decision is ignored.
+    let late = t0 + Duration::from_secs(5);
+    assert_eq!(hubs[0].poll_timeout(), Some(late));
+    hubs[0].handle_timeout(late);
+    assert_eq!(answers(&envelopes(&mut hubs[0], a)), [err(1, "publish_timeout")]);
+    assert!(!hubs[0].decide_publish(late, asked[0].0, PublishDecision::Accept));
+    // A connection that leaves drops its pending publish.
+    publish(&mut hubs[0], late, a, "room", 3, Some("m3"));
+    let asked = publish_requests(&mut hubs[0]);
+    hubs[0].disconnect(late, a);
+    assert_eq!((hubs[0].pending_publishes(), hubs[0].poll_timeout()), (0, None));
+    assert!(!hubs[0].decide_publish(late, asked[0].0, PublishDecision::Accept));
+    bus.run(&mut hubs, late);
+    assert!(bus.chans.is_empty(), "nothing reached the bus");
+}
+
+#[test]
+fn a_vetted_publish_resent_while_pending_joins_the_first_until_the_bus_answers() {
+    use crate::hub::PublishDecision;
+    let (mut hubs, mut bus, t0) = up_with(2, &vetting(), &AllowAll);
+    let a = ws(&mut hubs[0], t0, "ann");
+    let again = ws(&mut hubs[0], t0, "ann"); // the same user reconnected
+    let resend =
+        |r: u64| format!(r#"{{"op":"pub","ch":"d","id":"m1","data":{{"n":1}},"ref":{r}}}"#);
+    send(&mut hubs[0], t0, a, &resend(1));
+    send(&mut hubs[0], t0, a, &resend(2));
+    send(&mut hubs[0], t0, again, &resend(7));
+    let asked = publish_requests(&mut hubs[0]);
+    assert_eq!(asked.len(), 1, "one pending publish");
+    assert!(hubs[0].decide_publish(t0, asked[0].0, PublishDecision::Accept));
+    // Decided, not yet answered by the bus: a resend still joins it.
+    send(&mut hubs[0], t0, a, &resend(3));
+    assert!(publish_requests(&mut hubs[0]).is_empty());
+    assert!(!hubs[0].decide_publish(t0, asked[0].0, PublishDecision::Accept), "decided already");
+    bus.run(&mut hubs, t0);
+    assert_eq!(answers(&envelopes(&mut hubs[0], a)), [ack(1, 1), ack(2, 1), ack(3, 1)]);
+    assert_eq!(answers(&envelopes(&mut hubs[0], again)), [ack(7, 1)]);
+    assert_eq!(bus.chans["d"].entries.len(), 1);
+    // Answered: a later resend on this instance is acknowledged at once, unasked.
+    send(&mut hubs[0], t0, again, &resend(8));
+    assert!(publish_requests(&mut hubs[0]).is_empty() && !hubs[0].has_bus_actions());
+    assert_eq!(answers(&envelopes(&mut hubs[0], again)), [ack(8, 1)]);
+    // On another instance it is vetted there; the bus answers with the first position.
+    let b = ws(&mut hubs[1], t0, "ann");
+    send(&mut hubs[1], t0, b, &resend(9));
+    let asked = publish_requests(&mut hubs[1]);
+    assert_eq!(asked.len(), 1);
+    hubs[1].decide_publish(t0, asked[0].0, PublishDecision::Accept);
+    bus.run(&mut hubs, t0);
+    assert_eq!(answers(&envelopes(&mut hubs[1], b)), [ack(9, 1)]);
+    assert_eq!(bus.chans["d"].entries.len(), 1, "stored once");
+}
+
+/// A publish of ann's to `room` without a connection that waits (for the application or
+/// for the bus).
+fn ann_requests(h: &mut Hub, now: Instant, id: Option<&str>, json: &[u8]) -> PublishId {
+    match h.request_publish(now, &Principal::user("ann"), "room", id, json) {
+        Ok(PublishRequest::Pending(id)) => id,
+        other => panic!("not pending: {other:?}"),
+    }
+}
+
+/// The answers of publishes without a connection.
+fn decided(h: &mut Hub) -> Vec<(PublishId, Result<Position, PublishRefusal>)> {
+    all_events(h)
+        .into_iter()
+        .filter_map(|e| match e {
+            HubEvent::PublishDecided { id, result } => Some((id, result)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_publish_without_a_connection_is_vetted_then_answered_when_the_bus_answers() {
+    use crate::hub::PublishDecision;
+    use crate::time::Duration;
+    let (mut hubs, mut bus, t0) = up_with(1, &vetting(), &AllowAll);
+    let ann = Principal::user("ann");
+    let id = ann_requests(&mut hubs[0], t0, Some("h1"), br#"{"n":1}"#);
+    assert_eq!(ann_requests(&mut hubs[0], t0, Some("h1"), br#"{"n":1}"#), id, "a resend joins it");
+    assert_eq!(publish_requests(&mut hubs[0]), [(id, None, r#"{"n":1}"#.to_owned())]);
+    let fixed = Bytes::from_static(br#"{"n":2}"#);
+    assert!(hubs[0].decide_publish(t0, id, PublishDecision::Replace(fixed)));
+    assert!(decided(&mut hubs[0]).is_empty(), "answered when the bus answers");
+    bus.run(&mut hubs, t0);
+    let epoch = bus.chans["room"].epoch.unwrap();
+    let first = Position { epoch, offset: 1 };
+    assert_eq!(decided(&mut hubs[0]), [(id, Ok(first))]);
+    assert_eq!(bus.chans["room"].entries[0].1, tag(Some("ann"), br#"{"n":2}"#));
+    // Answered: a resend gets the first position at once.
+    assert_eq!(
+        hubs[0].request_publish(t0, &ann, "room", Some("h1"), b"1"),
+        Ok(PublishRequest::Published(first))
+    );
+    // Refused, and not decided in time.
+    let no = ann_requests(&mut hubs[0], t0, None, b"3");
+    hubs[0].decide_publish(t0, no, PublishDecision::Refuse { code: "spam".into() });
+    assert_eq!(decided(&mut hubs[0]), [(no, Err(PublishRefusal::Refused { code: "spam".into() }))]);
+    let late = ann_requests(&mut hubs[0], t0, None, b"4");
+    hubs[0].handle_timeout(t0 + Duration::from_secs(5));
+    assert_eq!(decided(&mut hubs[0]), [(late, Err(PublishRefusal::Timeout))]);
+    bus.run(&mut hubs, t0);
+    assert_eq!(bus.chans["room"].entries.len(), 1);
+    // The bus drops while a decided publish waits for it: unavailable. While it is down,
+    // a publish is refused at once, unasked.
+    let lost = ann_requests(&mut hubs[0], t0, None, b"5");
+    let _ = publish_requests(&mut hubs[0]);
+    hubs[0].decide_publish(t0, lost, PublishDecision::Accept);
+    hubs[0].bus_down(t0);
+    assert_eq!(decided(&mut hubs[0]), [(lost, Err(PublishRefusal::Hub(HubError::Unavailable)))]);
+    assert_eq!(hubs[0].request_publish(t0, &ann, "room", None, b"6"), Err(HubError::Unavailable));
+    assert_eq!(hubs[0].pending_publishes(), 0);
+}
+
+#[test]
+fn a_publish_without_a_connection_goes_through_the_bus_without_vetting_too() {
+    let (mut hubs, mut bus, t0) = up_with(1, &cfg(), &AllowAll);
+    let id = ann_requests(&mut hubs[0], t0, Some("h1"), br#"{"n":1}"#);
+    bus.run(&mut hubs, t0);
+    let pos = Position { epoch: bus.chans["room"].epoch.unwrap(), offset: 1 };
+    assert_eq!(decided(&mut hubs[0]), [(id, Ok(pos))]);
+    assert_eq!(bus.chans["room"].entries[0].1, tag(Some("ann"), br#"{"n":1}"#));
+    let ann = Principal::user("ann");
+    assert_eq!(hubs[0].request_publish(t0, &ann, "room\n", None, b"1"), Err(HubError::BadChannel));
+    hubs[0].bus_down(t0);
+    assert_eq!(hubs[0].request_publish(t0, &ann, "room", None, b"1"), Err(HubError::Unavailable));
+}
+
+/// The joins the application is asked to decide, and the decided ones.
+fn join_events(
+    h: &mut Hub,
+) -> (Vec<crate::hub::JoinId>, Vec<Result<Subscription, crate::hub::JoinRefusal>>) {
+    let (mut asked, mut decided) = (Vec::new(), Vec::new());
+    for e in all_events(h) {
+        match e {
+            HubEvent::JoinRequested { id, .. } => asked.push(id),
+            HubEvent::JoinDecided { result, .. } => decided.push(result),
+            _ => {}
+        }
+    }
+    (asked, decided)
+}
+
+fn submit_n(h: &mut Hub, now: Instant, ch: &str, n: u64) {
+    h.submit(now, None, ch, None, format!(r#"{{"n":{n}}}"#).as_bytes()).unwrap();
+}
+
+/// Two instances; the bus holds two messages of `later:a`; ann on instance A asks to join
+/// it (a join the policy defers), and A's log of it is loading.
+fn ann_asks_for_a_channel_of_two_messages() -> (Vec<Hub>, Bus, Instant, ConnId) {
+    let (mut hubs, mut bus, t0) = up_with(2, &cfg(), &Later);
+    for n in 1..=2 {
+        submit_n(&mut hubs[1], t0, "later:a", n);
+    }
+    bus.run(&mut hubs, t0);
+    let a = ws(&mut hubs[0], t0, "ann");
+    send(&mut hubs[0], t0, a, r#"{"op":"sub","ch":"later:a","ref":1}"#);
+    (hubs, bus, t0, a)
+}
+
+#[test]
+fn a_join_allowed_while_the_log_loads_is_made_once_it_has_loaded() {
+    use crate::hub::JoinDecision;
+    let (mut hubs, mut bus, t0, a) = ann_asks_for_a_channel_of_two_messages();
+    let (asked, _) = join_events(&mut hubs[0]);
+    assert!(!hubs[0].is_synced("later:a"), "the log is loading");
+    // Allowed first: the join now waits for the log.
+    assert!(hubs[0].decide_join(t0, asked[0], JoinDecision::Allow));
+    let (_, decided) = join_events(&mut hubs[0]);
+    assert!(matches!(decided[..], [Ok(Subscription { pending: true, .. })]), "{decided:?}");
+    assert!(envelopes(&mut hubs[0], a).is_empty(), "nothing before the log");
+    assert_eq!(hubs[0].pending_joins(), 0);
+    bus.run(&mut hubs, t0);
+    submit_n(&mut hubs[1], t0, "later:a", 3);
+    bus.run(&mut hubs, t0);
+    let got = envelopes(&mut hubs[0], a);
+    assert_eq!(got.iter().filter(|e| e["op"] == "subscribed").count(), 1, "{got:?}");
+    assert_eq!(
+        (&got[0]["op"], &got[0]["recovered"], &got[0]["off"]),
+        (&"subscribed".into(), &true.into(), &2.into())
+    );
+    assert_eq!(msgs(&got), [(3, 3)]);
+    assert_eq!(hubs[0].members("later:a").collect::<Vec<_>>(), [a]);
+}
+
+#[test]
+fn a_join_decided_after_the_log_loaded_starts_where_it_asked() {
+    use crate::hub::JoinDecision;
+    let (mut hubs, mut bus, t0, a) = ann_asks_for_a_channel_of_two_messages();
+    let s = hubs[0].connect(t0, Transport::Sse, Principal::user("sue"));
+    let sub = hubs[0].subscribe(t0, s, "later:a", None).unwrap();
+    assert!(sub.pending && sub.awaiting.is_some());
+    let (asked, _) = join_events(&mut hubs[0]);
+    bus.run(&mut hubs, t0);
+    assert!(hubs[0].is_synced("later:a"));
+    // Published after the log loaded, before the decision: delivered once, after the join.
+    submit_n(&mut hubs[1], t0, "later:a", 3);
+    bus.run(&mut hubs, t0);
+    assert!(envelopes(&mut hubs[0], a).is_empty() && hubs[0].pull(s).is_none());
+    for id in &asked {
+        assert!(hubs[0].decide_join(t0, *id, JoinDecision::Allow));
+    }
+    submit_n(&mut hubs[1], t0, "later:a", 4);
+    bus.run(&mut hubs, t0);
+    let got = envelopes(&mut hubs[0], a);
+    assert_eq!((&got[0]["op"], &got[0]["off"]), (&"subscribed".into(), &2.into()));
+    assert_eq!(msgs(&got), [(3, 3), (4, 4)]);
+    let frames: Vec<String> = std::iter::from_fn(|| hubs[0].pull(s))
+        .map(|b| String::from_utf8(b.to_vec()).unwrap())
+        .collect();
+    let epoch = hubs[0].log("later:a").unwrap().epoch();
+    assert_eq!(frames[0], format!("id: {epoch}:2\n\n"), "the head it asked at");
+    let ids: Vec<&String> = frames.iter().filter(|f| f.contains("\nevent: later:a\n")).collect();
+    assert_eq!(ids.len(), 2, "{frames:?}");
+    assert!(
+        ids[0].contains(&format!("id: {epoch}:3\n"))
+            && ids[1].contains(&format!("id: {epoch}:4\n"))
+    );
+}
+
+#[test]
+fn a_join_refused_or_timed_out_while_the_log_loads_leaves_nothing() {
+    use crate::hub::{JoinDecision, JoinRefusal};
+    use crate::time::Duration;
+    let cfg = HubConfig { join_timeout: Duration::from_secs(3), ..cfg() };
+    let (mut hubs, mut bus, t0) = up_with(1, &cfg, &Later);
+    let a = ws(&mut hubs[0], t0, "ann");
+    send(&mut hubs[0], t0, a, r#"{"op":"sub","ch":"later:a","ref":1}"#);
+    send(&mut hubs[0], t0, a, r#"{"op":"sub","ch":"later:b","ref":2}"#);
+    let (asked, _) = join_events(&mut hubs[0]);
+    assert_eq!(asked.len(), 2);
+    assert!(hubs[0].decide_join(t0, asked[0], JoinDecision::Refuse { code: "no".into() }));
+    let late = t0 + Duration::from_secs(3);
+    hubs[0].handle_timeout(late);
+    assert_eq!(answers(&envelopes(&mut hubs[0], a)), [err(1, "no"), err(2, "join_timeout")]);
+    let (_, decided) = join_events(&mut hubs[0]);
+    assert_eq!(
+        decided,
+        [Err(JoinRefusal::Refused { code: "no".into() }), Err(JoinRefusal::Timeout)]
+    );
+    bus.run(&mut hubs, late);
+    assert_eq!(hubs[0].channel_count(), 0);
+    assert!(bus.followers.values().all(HashSet::is_empty), "neither channel is followed");
+    assert!(envelopes(&mut hubs[0], a).is_empty(), "no subscribed after the log loaded");
+    // Asked while the log loads, then its log loaded, then refused: the same.
+    send(&mut hubs[0], late, a, r#"{"op":"sub","ch":"later:c","ref":3}"#);
+    let (asked, _) = join_events(&mut hubs[0]);
+    bus.run(&mut hubs, late);
+    hubs[0].decide_join(late, asked[0], JoinDecision::forbidden());
+    bus.run(&mut hubs, late);
+    assert_eq!(answers(&envelopes(&mut hubs[0], a)), [err(3, "forbidden")]);
+    assert_eq!(hubs[0].channel_count(), 0);
+    assert!(bus.followers["later:c"].is_empty());
+}
+
+#[test]
+fn a_connection_that_leaves_while_its_join_waits_for_the_log_keeps_nothing() {
+    use crate::hub::{JoinDecision, JoinRefusal};
+    let (mut hubs, mut bus, t0) = up_with(1, &cfg(), &Later);
+    // Waiting for the decision while the log loads: cancelled.
+    let a = ws(&mut hubs[0], t0, "ann");
+    send(&mut hubs[0], t0, a, r#"{"op":"sub","ch":"later:a","ref":1}"#);
+    hubs[0].disconnect(t0, a);
+    let (_, decided) = join_events(&mut hubs[0]);
+    assert_eq!(decided, [Err(JoinRefusal::Cancelled)]);
+    // Allowed, waiting for the log: the connection leaves, or unsubscribes; and a join
+    // that was allowed at once, whose connection leaves before the log loaded.
+    let b = ws(&mut hubs[0], t0, "bob");
+    let c = ws(&mut hubs[0], t0, "cy");
+    send(&mut hubs[0], t0, b, r#"{"op":"sub","ch":"later:b","ref":1}"#);
+    send(&mut hubs[0], t0, c, r#"{"op":"sub","ch":"later:c","ref":1}"#);
+    let (asked, _) = join_events(&mut hubs[0]);
+    for id in asked {
+        hubs[0].decide_join(t0, id, JoinDecision::Allow);
+    }
+    let d = ws(&mut hubs[0], t0, "dee");
+    send(&mut hubs[0], t0, d, r#"{"op":"sub","ch":"now:d"}"#);
+    hubs[0].disconnect(t0, b);
+    send(&mut hubs[0], t0, c, r#"{"op":"unsub","ch":"later:c"}"#);
+    hubs[0].disconnect(t0, d);
+    bus.run(&mut hubs, t0);
+    assert!(envelopes(&mut hubs[0], c).is_empty(), "unsubscribed: no subscribed");
+    assert_eq!(hubs[0].channels_of(c).count(), 0);
+    assert_eq!(hubs[0].channel_count(), 0, "no member, nothing logged: not kept");
+    assert!(bus.followers.values().all(HashSet::is_empty), "{:?}", bus.followers);
 }

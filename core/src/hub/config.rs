@@ -61,7 +61,8 @@ pub struct HubConfig {
     /// `false`): a WebSocket `pub` or a [`Hub::request_publish`](super::Hub::request_publish)
     /// that passed the checks is held, [`HubEvent::PublishRequested`](super::HubEvent::PublishRequested)
     /// is emitted, and [`Hub::decide_publish`](super::Hub::decide_publish) accepts, replaces
-    /// or refuses it. Not with a bus.
+    /// or refuses it. With a bus too: the publish is decided before it reaches the bus, and
+    /// an accepted one is answered when the bus has numbered it.
     pub vet_publishes: bool,
     /// Held publishes per connection at most (default 16); past it, `too_many_pending`.
     pub max_pending_per_conn: usize,

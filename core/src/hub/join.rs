@@ -21,6 +21,14 @@
 //! refused with code `join_timeout`. An `unsub` of the channel, or the connection leaving,
 //! cancels it. A `sub` of a channel whose join is pending is answered by that join's
 //! decision. Every pending join ends with exactly one [`HubEvent::JoinDecided`].
+//!
+//! With a bus, a join may also wait for the channel's log to load
+//! ([`Subscription::pending`]); the two waits compose in either order. Allowed before the
+//! log loaded, the join is made once it has (its [`HubEvent::JoinDecided`] carries a
+//! subscription that is still `pending`); asked while the log loads and allowed after, a
+//! client that brought no position starts at the head the log loaded at. A refusal, the
+//! timeout, an `unsub` or the connection leaving, before or after the log loaded, leave
+//! nothing behind (a channel nobody else holds is no longer followed).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

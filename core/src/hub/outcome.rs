@@ -144,7 +144,8 @@ pub enum HubEvent {
     },
     /// With [`HubConfig::vet_publishes`](super::HubConfig::vet_publishes): a client
     /// publish waits for [`Hub::decide_publish`](super::Hub::decide_publish) (or its
-    /// timeout). The application MUST answer it; it is never repeated.
+    /// timeout), with or without a bus (with one, before anything reaches the bus). The
+    /// application MUST answer it; it is never repeated.
     PublishRequested {
         /// Names it in the decision.
         id: super::PublishId,
@@ -157,8 +158,10 @@ pub enum HubEvent {
         /// The data as sent (one JSON value, as text).
         data: bytes::Bytes,
     },
-    /// The answer to a held publish that came without a connection
-    /// ([`Hub::request_publish`](super::Hub::request_publish)): its position, or why it
+    /// The answer to a publish that came without a connection and was not answered at
+    /// once ([`Hub::request_publish`](super::Hub::request_publish) returned
+    /// [`PublishRequest::Pending`](super::PublishRequest::Pending): held for the
+    /// application, or, with a bus, waiting for the bus's answer): its position, or why it
     /// was not logged.
     PublishDecided {
         /// The publish.

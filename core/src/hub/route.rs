@@ -408,6 +408,8 @@ impl Hub {
     ) {
         let Some(c) = self.channels.get_mut(ch) else { return };
         c.members.remove(&id);
+        // A join that waited for the channel's log (with a bus) is no longer wanted.
+        c.waiting.retain(|w| w.0 != id);
         if let Some(name) = held {
             let timer = (grace && !self.cfg.presence_grace.is_zero()).then(|| {
                 self.next_grace += 1;
@@ -493,14 +495,15 @@ impl Hub {
         data: &RawValue,
         reference: Option<u64>,
     ) {
+        if self.vets() {
+            // With or without a bus: the application decides first.
+            return self.vet_client_publish(now, id, ch, msg_id, data, reference);
+        }
         if self.bus.is_some() {
             if let Err(e) = self.bus_client_publish(id, ch, msg_id, data, reference) {
                 self.reply_err(now, id, reference, e.code(), &e.to_string());
             }
             return;
-        }
-        if self.vets() {
-            return self.vet_client_publish(now, id, ch, msg_id, data, reference);
         }
         let Some(conn) = self.conns.get(&id) else { return };
         let (principal, scope) = (conn.principal.clone(), conn.scope.clone());

@@ -23,7 +23,21 @@
 //! one decision. A publish without a connection is answered with
 //! [`HubEvent::PublishDecided`].
 //!
-//! Vetting applies to hubs without a bus; with a bus, publishes go to the bus unvetted.
+//! # With a bus
+//!
+//! A hub on a bus ([`Hub::with_bus`]) vets the same way: the publish is held and decided
+//! before anything reaches the bus, with the same checks, bounds, timeout and refusals. An
+//! accepted publish (its data, or the replacement) then goes to the bus with its publisher
+//! and its id (scoped by its user, or connection, as every bus publish), and stays pending
+//! (counted in the bounds) until the bus answers: then every waiter gets the bus's answer
+//! (`ack` with the position the bus gave it, or `err`; [`HubEvent::PublishDecided`] without
+//! a connection); a connection that leaves meanwhile gets nothing. A resend with the same
+//! id joins it until then, and is acknowledged at once after (this instance remembers the
+//! position); a resend that reaches another instance is vetted there, and the bus, which
+//! stores each id once, answers it with the first position. While the bus is down a new
+//! publish is refused at once with `unavailable`, unasked; one that waits for the bus's
+//! answer when it drops is refused with `unavailable` too (the bus may have stored it: the
+//! client resends with the same id).
 
 use std::sync::Arc;
 
@@ -94,9 +108,11 @@ impl PublishRefusal {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PublishRequest {
-    /// Logged at this position (vetting is off, or a repeated id of a logged message).
+    /// Logged at this position (vetting is off and there is no bus, or a repeated id of a
+    /// logged message).
     Published(Position),
-    /// Held for the application: the answer comes as [`HubEvent::PublishDecided`].
+    /// Held for the application, or (with a bus) waiting for the bus's answer: the answer
+    /// comes as [`HubEvent::PublishDecided`].
     Pending(PublishId),
 }
 
@@ -117,6 +133,8 @@ pub(super) struct Pending {
     ch: Arc<str>,
     data: Bytes,
     waiters: Vec<Waiter>,
+    /// With a bus: accepted and handed to the bus, waiting for its answer.
+    sent: bool,
 }
 
 /// The hub's held publishes.
@@ -138,6 +156,13 @@ impl Vetting {
         }
     }
 
+    /// A new id (also for a publish that waits for the bus unvetted).
+    pub(super) fn next_id(&mut self) -> PublishId {
+        let id = PublishId(self.next);
+        self.next += 1;
+        id
+    }
+
     fn take(&mut self, id: PublishId) -> Option<Pending> {
         let p = self.pending.remove(&id)?;
         if let Some(k) = &p.key {
@@ -149,7 +174,8 @@ impl Vetting {
 }
 
 impl Hub {
-    /// Publishes held for the application's decision.
+    /// Publishes held for the application's decision (with a bus, also the accepted ones
+    /// until the bus answers them).
     #[must_use]
     pub fn pending_publishes(&self) -> usize {
         self.vetting.pending.len()
@@ -160,11 +186,13 @@ impl Hub {
     /// off (or for a repeated id of a logged message); with
     /// [`HubConfig::vet_publishes`](super::HubConfig::vet_publishes), held for the
     /// application ([`PublishRequest::Pending`]; the answer comes as
-    /// [`HubEvent::PublishDecided`]).
+    /// [`HubEvent::PublishDecided`]). With a bus, the publish (once accepted, when vetting
+    /// is on) goes to the bus, and the answer comes as [`HubEvent::PublishDecided`] when
+    /// the bus answers ([`PublishRequest::Pending`]).
     ///
     /// # Errors
     /// As [`publish_as`](Self::publish_as); [`HubError::TooManyPending`] past
-    /// `max_pending`.
+    /// `max_pending`; with a bus, [`HubError::Unavailable`] while it is down.
     pub fn request_publish(
         &mut self,
         now: Instant,
@@ -174,6 +202,10 @@ impl Hub {
         json: &[u8],
     ) -> Result<PublishRequest, HubError> {
         if !self.vets() {
+            if self.bus.is_some() {
+                let token = self.submit(now, Some(principal), ch, id, json)?;
+                return Ok(PublishRequest::Pending(self.answer_as_request(token)));
+            }
             return self.publish_as(now, principal, ch, id, json).map(PublishRequest::Published);
         }
         let now = self.advance(now);
@@ -183,12 +215,13 @@ impl Hub {
         self.hold(now, None, principal, scope, ch, id, data, Waiter::App)
     }
 
-    /// Whether client publishes are held for the application (and can be: no bus).
+    /// Whether client publishes are held for the application (with or without a bus).
     pub(super) fn vets(&self) -> bool {
-        self.cfg.vet_publishes && self.bus.is_none()
+        self.cfg.vet_publishes
     }
 
-    /// A WebSocket `pub` when vetting is on: held, or answered at once.
+    /// A WebSocket `pub` when vetting is on (with or without a bus): held, or answered at
+    /// once.
     pub(super) fn vet_client_publish(
         &mut self,
         now: Instant,
@@ -247,14 +280,17 @@ impl Hub {
                 return Ok(PublishRequest::Pending(id));
             }
         }
+        if self.bus.is_some() && !self.bus_is_up() {
+            // Nothing could be logged: refused at once, unasked.
+            return Err(HubError::Unavailable);
+        }
         let per_conn = owner.and_then(|c| self.vetting.per_conn.get(&c)).copied().unwrap_or(0);
         if self.vetting.pending.len() >= self.cfg.max_pending
             || (owner.is_some() && per_conn >= self.cfg.max_pending_per_conn)
         {
             return Err(HubError::TooManyPending);
         }
-        let id = PublishId(self.vetting.next);
-        self.vetting.next += 1;
+        let id = self.vetting.next_id();
         let ch: Arc<str> = Arc::from(ch);
         let data = Bytes::copy_from_slice(data.get().as_bytes());
         if let Some(k) = &key {
@@ -270,6 +306,7 @@ impl Hub {
                 ch: ch.clone(),
                 data: data.clone(),
                 waiters: vec![waiter],
+                sent: false,
             },
         );
         self.timers.set(Timer::Vet(id.0), now + self.cfg.vet_timeout);
@@ -286,8 +323,10 @@ impl Hub {
     /// The application's decision on a held publish ([`HubEvent::PublishRequested`]):
     /// appends (the client's data or the replacement) and acknowledges, or refuses. Every
     /// waiter is answered: `ack`/`err` on its connection, [`HubEvent::PublishDecided`] for
-    /// one without a connection. Returns `false` for an unknown id (decided already, timed
-    /// out, or its connection left).
+    /// one without a connection. With a bus, an accepted publish goes to the bus (with its
+    /// publisher and its id) and its waiters are answered when the bus answers, with the
+    /// position the bus gave it; a resend with the same id joins it until then. Returns
+    /// `false` for an unknown id (decided already, timed out, or its connection left).
     pub fn decide_publish(
         &mut self,
         now: Instant,
@@ -295,8 +334,24 @@ impl Hub {
         decision: PublishDecision,
     ) -> bool {
         let now = self.advance(now);
-        let Some(p) = self.vetting.take(id) else { return false };
+        if self.vetting.pending.get(&id).is_none_or(|p| p.sent) {
+            return false;
+        }
         self.timers.cancel(Timer::Vet(id.0));
+        if self.bus.is_some() && !matches!(decision, PublishDecision::Refuse { .. }) {
+            // Accepted: the bus logs it (and numbers it); answered when the bus answers.
+            let replacement = match decision {
+                PublishDecision::Replace(data) => Some(data),
+                _ => None,
+            };
+            if let Err(r) = self.vetted_to_bus(id, replacement)
+                && let Some(p) = self.vetting.take(id)
+            {
+                self.answer_vetted(now, id, &p, &Err(r));
+            }
+            return true;
+        }
+        let Some(p) = self.vetting.take(id) else { return false };
         let result = match decision {
             PublishDecision::Refuse { code } => Err(PublishRefusal::Refused { code }),
             PublishDecision::Accept => self.append_vetted(now, &p, &p.data),
@@ -304,6 +359,44 @@ impl Hub {
         };
         self.answer_vetted(now, id, &p, &result);
         true
+    }
+
+    /// With a bus: hands an accepted held publish (its data, or `replacement`) to the bus,
+    /// with its publisher and its scoped id; it stays pending (resends join it) until the
+    /// bus answers ([`bus_vetted`](Self::bus_vetted)).
+    fn vetted_to_bus(
+        &mut self,
+        id: PublishId,
+        replacement: Option<Bytes>,
+    ) -> Result<(), PublishRefusal> {
+        let Some(p) = self.vetting.pending.get(&id) else { return Ok(()) };
+        let data = replacement.unwrap_or_else(|| p.data.clone());
+        let raw: &RawValue =
+            serde_json::from_slice(&data).map_err(|_| PublishRefusal::Hub(HubError::BadJson))?;
+        let from = self.publisher(&p.principal, &p.ch);
+        let (ch, key) = (p.ch.clone(), p.key.clone());
+        self.send_vetted(&ch, raw, from.as_deref(), key.as_ref(), id)
+            .map_err(PublishRefusal::Hub)?;
+        if let Some(p) = self.vetting.pending.get_mut(&id) {
+            p.sent = true;
+        }
+        Ok(())
+    }
+
+    /// The bus answered a vetted publish ([`vetted_to_bus`](Self::vetted_to_bus)): every
+    /// waiter gets the answer, and the position is remembered for resends. Nothing when
+    /// every waiter left.
+    pub(super) fn bus_vetted(
+        &mut self,
+        now: Instant,
+        id: PublishId,
+        result: Result<Position, HubError>,
+    ) {
+        let Some(p) = self.vetting.take(id) else { return };
+        if let (Some(k), Ok(pos)) = (p.key.clone(), &result) {
+            self.remember(k, *pos);
+        }
+        self.answer_vetted(now, id, &p, &result.map_err(PublishRefusal::Hub));
     }
 
     fn append_vetted(

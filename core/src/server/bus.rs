@@ -161,7 +161,8 @@ impl Outbound for Server {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::DemoAuth;
+    use crate::hub::{DemoAuth, HubEvent, JoinDecision, JoinId, PublishDecision, PublishId};
+    use crate::server::{ConnHandle, ServerEvent};
     use crate::time::Duration;
 
     fn bulk(s: &str) -> String {
@@ -175,20 +176,20 @@ mod tests {
         closed: Vec<SockId>,
         /// What each socket was sent, as text.
         sent: Vec<(SockId, String)>,
+        /// The server's events, in order.
+        events: Vec<ServerEvent>,
     }
 
     impl H {
         fn new() -> Self {
+            Self::with(ServerConfig::default(), DemoAuth)
+        }
+
+        fn with(cfg: ServerConfig, authz: impl Authorize + Send + 'static) -> Self {
             let now = crate::time::test_epoch();
-            let server = Server::with_redis(
-                ServerConfig::default(),
-                DemoAuth,
-                DemoAuth,
-                RedisConfig::default(),
-                7,
-                now,
-            );
-            let mut h = Self { server, now, socks: vec![], closed: vec![], sent: vec![] };
+            let server = Server::with_redis(cfg, DemoAuth, authz, RedisConfig::default(), 7, now);
+            let mut h =
+                Self { server, now, socks: vec![], closed: vec![], sent: vec![], events: vec![] };
             h.drain();
             h
         }
@@ -203,7 +204,9 @@ mod tests {
             while let Some((sock, b)) = Outbound::poll_transmit(&mut self.server) {
                 self.sent.push((sock, String::from_utf8_lossy(&b).into_owned()));
             }
-            while self.server.poll_event().is_some() {}
+            while let Some(ev) = self.server.poll_event() {
+                self.events.push(ev);
+            }
         }
 
         /// Feeds `input` to `sock` one byte at a time.
@@ -267,10 +270,7 @@ mod tests {
     #[test]
     fn answers_wait_for_their_callers_past_max_events_and_forgotten_ones_are_discarded() {
         let cfg = ServerConfig { max_events: 2, ..ServerConfig::default() };
-        let now = crate::time::test_epoch();
-        let server = Server::with_redis(cfg, DemoAuth, DemoAuth, RedisConfig::default(), 7, now);
-        let mut h = H { server, now, socks: vec![], closed: vec![], sent: vec![] };
-        h.drain();
+        let mut h = H::with(cfg, DemoAuth);
         let (cmd, _) = h.up();
         let tokens: Vec<_> = (0..5)
             .map(|i| h.server.submit(h.now, "public:news", None, format!("{i}").as_bytes()))
@@ -319,5 +319,226 @@ mod tests {
         Outbound::handle_read(&mut s, now, SockId(0), b"+PONG\r\n");
         assert!(Outbound::poll_transmit(&mut s).is_none());
         assert_eq!(s.submit(now, "public:a", None, b"1"), Err(HubError::Unavailable));
+    }
+
+    // -----------------------------------------------------------------------------------
+    // A client's HTTP publish and deferred SSE and poll joins, on Redis
+
+    /// A RESP array of bulk strings.
+    fn arr(items: &[&str]) -> String {
+        items.iter().fold(format!("*{}\r\n", items.len()), |s, i| s + &bulk(i))
+    }
+
+    /// Redis's answer to the history script: the epoch, the head and `(offset, data)`s.
+    fn history(epoch: &str, head: u64, entries: &[(u64, &str)]) -> String {
+        let flat: Vec<String> =
+            entries.iter().flat_map(|(o, d)| [o.to_string(), (*d).to_owned()]).collect();
+        let flat: Vec<&str> = flat.iter().map(String::as_str).collect();
+        format!("*3\r\n{}{}{}", bulk(epoch), bulk(&head.to_string()), arr(&flat))
+    }
+
+    /// The pub/sub connection's confirmation of `SUBSCRIBE key`.
+    fn subscribed(key: &str) -> String {
+        format!("*3\r\n$9\r\nsubscribe\r\n{}:1\r\n", bulk(key))
+    }
+
+    impl H {
+        fn request(&mut self, conn: u64, head: &str) {
+            self.server.handle_accept(self.now, ConnHandle(conn));
+            self.server.handle_read(self.now, ConnHandle(conn), head.as_bytes());
+            self.drain();
+        }
+
+        fn post(&mut self, conn: u64, query: &str, body: &str) {
+            let len = body.len();
+            let head = format!(
+                "POST /api/publish?{query} HTTP/1.1\r\nContent-Length: {len}\r\n\r\n{body}"
+            );
+            self.request(conn, &head);
+        }
+
+        /// What `conn` was written since the last call.
+        fn response(&mut self, conn: u64) -> String {
+            let mut out = Vec::new();
+            while let Some(crate::Transmit::Bytes(b)) =
+                self.server.poll_transmit(self.now, ConnHandle(conn))
+            {
+                out.extend_from_slice(&b);
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        }
+
+        fn publish_requests(&mut self) -> Vec<(PublishId, String)> {
+            std::mem::take(&mut self.events)
+                .into_iter()
+                .filter_map(|e| match e {
+                    ServerEvent::Hub(HubEvent::PublishRequested { id, principal, .. }) => {
+                        Some((id, principal.user.unwrap_or_default()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn join_requests(&mut self) -> Vec<JoinId> {
+            std::mem::take(&mut self.events)
+                .into_iter()
+                .filter_map(|e| match e {
+                    ServerEvent::Hub(HubEvent::JoinRequested { id, .. }) => Some(id),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        /// Redis confirms the subscription of `key` and answers its history with `reply`.
+        fn load(&mut self, (cmd, sub): (SockId, SockId), key: &str, reply: &str) {
+            self.feed(sub, &subscribed(key));
+            assert!(self.sent_to(cmd).contains("EVALSHA"), "the history is asked for");
+            self.feed(cmd, reply);
+        }
+
+        fn later(&mut self, by: Duration) {
+            self.now += by;
+            self.server.handle_timeout(self.now);
+            self.drain();
+        }
+    }
+
+    #[test]
+    fn an_http_client_publish_on_redis_is_vetted_then_answered_with_redis_position() {
+        let hub = crate::hub::HubConfig {
+            vet_publishes: true,
+            vet_timeout: Duration::from_secs(2),
+            ..crate::hub::HubConfig::default()
+        };
+        let mut h = H::with(ServerConfig { hub, ..ServerConfig::default() }, DemoAuth);
+        let (cmd, _) = h.up();
+        h.post(1, "ch=chat:a&token=user:ann&id=m1", r#"{"t":"hi"}"#);
+        h.post(2, "ch=chat:a&token=user:ann&id=m1", r#"{"t":"hi"}"#); // resent
+        h.post(3, "ch=chat:a&token=user:bob", r#"{"t":"spam"}"#);
+        h.post(4, "ch=chat:a&token=user:cy", "1");
+        assert_eq!(h.response(1), "", "held until the application decides");
+        assert!(h.sent_to(cmd).is_empty(), "nothing reaches Redis before the decision");
+        let asked = h.publish_requests();
+        let users: Vec<&str> = asked.iter().map(|a| a.1.as_str()).collect();
+        assert_eq!(users, ["ann", "bob", "cy"], "one request for ann's two");
+        assert!(h.server.decide_publish(h.now, asked[0].0, PublishDecision::Accept));
+        let spam = PublishDecision::Refuse { code: "spam".into() };
+        assert!(h.server.decide_publish(h.now, asked[1].0, spam));
+        h.drain();
+        // One publish script for both waiters, with the publisher and the scoped id.
+        let sent = h.sent_to(cmd);
+        assert_eq!(sent.matches("EVALSHA").count(), 1, "{sent:?}");
+        assert!(sent.contains("tw:chat:a:log") && sent.contains("user:ann:m1"), "{sent:?}");
+        assert!(sent.contains("\u{0}3:ann{\"t\":\"hi\"}"), "{sent:?}");
+        let r = h.response(3);
+        assert!(r.starts_with("HTTP/1.1 403 ") && r.ends_with("spam\n"), "{r}");
+        assert_eq!(h.response(1), "", "answered when Redis answers");
+        h.feed(cmd, &bulk("e1:1"));
+        for conn in [1, 2] {
+            let r = h.response(conn);
+            assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+            assert!(r.ends_with(r#"{"ep":"e1","off":1}"#), "{r}");
+        }
+        // Not decided in time.
+        h.later(Duration::from_secs(2));
+        let r = h.response(4);
+        assert!(r.starts_with("HTTP/1.1 503 ") && r.ends_with("publish_timeout\n"), "{r}");
+        assert!(h.sent_to(cmd).is_empty());
+        assert!(h.server.violations().is_empty(), "{:?}", h.server.violations());
+    }
+
+    #[test]
+    fn an_http_client_publish_on_redis_is_numbered_by_redis_without_vetting() {
+        let mut h = H::new();
+        let (cmd, _) = h.up();
+        h.post(1, "ch=chat:a&token=user:ann&id=m1", "1");
+        let sent = h.sent_to(cmd);
+        assert!(sent.contains("EVALSHA") && sent.contains("user:ann:m1"), "{sent:?}");
+        h.feed(cmd, &bulk("e1:7"));
+        let r = h.response(1);
+        assert!(
+            r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with(r#"{"ep":"e1","off":7}"#),
+            "{r}"
+        );
+        // Refused by the policy, at once.
+        h.post(2, "ch=public:a&token=user:ann", "1");
+        assert!(h.response(2).starts_with("HTTP/1.1 403 "));
+        assert!(h.sent_to(cmd).is_empty());
+    }
+
+    #[test]
+    fn deferred_sse_and_poll_joins_on_redis_wait_for_the_decision_and_the_log() {
+        let hub = crate::hub::HubConfig {
+            join_timeout: Duration::from_secs(2),
+            ..crate::hub::HubConfig::default()
+        };
+        let authz = crate::server::tests::LookUp;
+        let mut h = H::with(ServerConfig { hub, ..ServerConfig::default() }, authz);
+        let socks = h.up();
+        let (_, sub) = socks;
+        // SSE, allowed before the channel's log loaded: the stream opens, its first block
+        // comes with the log.
+        h.request(1, "GET /events?ch=private:a&token=user:ann HTTP/1.1\r\n\r\n");
+        assert_eq!(h.response(1), "", "no head before the decision");
+        assert!(h.sent_to(sub).contains("tw:private:a"));
+        let asked = h.join_requests();
+        assert!(h.server.decide_join(h.now, asked[0], JoinDecision::Allow));
+        h.drain();
+        let r = h.response(1);
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("\r\n\r\n"), "{r}");
+        h.load(socks, "tw:private:a", &history("ab", 2, &[(1, "1"), (2, "2")]));
+        let r = h.response(1);
+        assert!(r.starts_with("id: ab:2\n\n"), "the head once loaded: {r:?}");
+        h.feed(sub, &arr(&["message", "tw:private:a", "ab:3 3"]));
+        let r = h.response(1);
+        assert!(r.contains("id: ab:3\nevent: private:a\ndata: 3\n"), "{r:?}");
+
+        // A poll is answered from the log once it loaded and the join was allowed, in
+        // either order.
+        for (conn, ch, log_first) in [(2, "private:b", true), (5, "private:e", false)] {
+            h.request(conn, &format!("GET /poll?ch={ch}&pos=cd:0&token=user:ann HTTP/1.1\r\n\r\n"));
+            let asked = h.join_requests();
+            let key = format!("tw:{ch}");
+            let reply = history("cd", 1, &[(1, "\"x\"")]);
+            for step in [log_first, !log_first] {
+                assert_eq!(h.response(conn), "", "waits for the log and the decision");
+                if step {
+                    h.load(socks, &key, &reply);
+                } else {
+                    assert!(h.server.decide_join(h.now, asked[0], JoinDecision::Allow));
+                    h.drain();
+                }
+            }
+            let r = h.response(conn);
+            assert!(r.starts_with("HTTP/1.1 200 OK\r\n") && r.contains(r#""data":"x""#), "{r}");
+        }
+        // An SSE client allowed before its log loaded goes away: nothing keeps the channel.
+        h.request(6, "GET /events?ch=private:f&token=user:ann HTTP/1.1\r\n\r\n");
+        let asked = h.join_requests();
+        assert!(h.server.decide_join(h.now, asked[0], JoinDecision::Allow));
+        h.drain();
+        h.server.handle_lost(h.now, ConnHandle(6));
+        h.drain();
+        assert!(h.server.hub().log("private:f").is_none(), "not kept for a client that left");
+        assert!(h.sent_to(sub).contains("UNSUBSCRIBE"), "no longer followed");
+
+        // Refused while the log loads (SSE), not decided in time (a poll).
+        h.request(3, "GET /events?ch=private:c&token=user:ann HTTP/1.1\r\n\r\n");
+        h.request(4, "GET /poll?ch=private:d&token=user:ann HTTP/1.1\r\n\r\n");
+        let asked = h.join_requests();
+        assert_eq!(asked.len(), 2);
+        let no = JoinDecision::Refuse { code: "not_yours".into() };
+        assert!(h.server.decide_join(h.now, asked[0], no));
+        h.drain();
+        let r = h.response(3);
+        assert!(r.starts_with("HTTP/1.1 403 ") && r.ends_with("not_yours\n"), "{r}");
+        h.later(Duration::from_secs(2));
+        let r = h.response(4);
+        assert!(r.starts_with("HTTP/1.1 503 ") && r.ends_with("join_timeout\n"), "{r}");
+        assert!(
+            h.server.hub().log("private:c").is_none() && h.server.hub().log("private:d").is_none()
+        );
+        assert!(h.server.violations().is_empty(), "{:?}", h.server.violations());
     }
 }

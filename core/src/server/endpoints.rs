@@ -372,7 +372,8 @@ impl Server {
         };
         match result {
             Ok(PublishRequest::Published(pos)) => self.publish_ok(conn, pos),
-            // Held for the application: answered when it decides (`publish_decided`).
+            // Held for the application, or (with a bus) waiting for the bus's answer:
+            // answered by `publish_decided`.
             Ok(PublishRequest::Pending(pid)) => self.vetting.entry(pid).or_default().push(conn),
             Err(e) => self.refuse(conn, e),
         }

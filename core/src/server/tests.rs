@@ -624,7 +624,7 @@ fn shutdown_writes_what_the_hub_queued_before_ending_a_stream() {
 }
 
 /// The demo's policy, but joins of `private:*` are looked up later (issue 14).
-struct LookUp;
+pub(super) struct LookUp;
 
 impl crate::hub::Authorize for LookUp {
     fn can_read(&self, p: &Principal, ch: &str) -> bool {

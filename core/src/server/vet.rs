@@ -8,6 +8,12 @@
 //! that is not trusted) is held, its connection waiting, and answered `200` with the
 //! position, `403` when the application refused it, `503` when it did not decide within
 //! `vet_timeout`, or the status of the hub's error (`429` past the pending bounds).
+//!
+//! With a bus (`Server::with_redis`) the same holds: the publish is decided before it
+//! reaches Redis, and an accepted one is answered (on its WebSocket, or `200` over HTTP)
+//! with the position Redis gave it, once Redis answered; `503` when the bus is down or drops
+//! before answering. Without vetting, a client's HTTP publish on a bus waits for Redis's
+//! answer the same way.
 
 use super::{ConnHandle, Server};
 use crate::hub::{PublishDecision, PublishId, PublishRefusal};
