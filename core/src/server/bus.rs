@@ -162,7 +162,7 @@ impl Outbound for Server {
 mod tests {
     use super::*;
     use crate::hub::{DemoAuth, HubEvent, JoinDecision, JoinId, PublishDecision, PublishId};
-    use crate::server::{ConnHandle, ServerEvent};
+    use crate::server::{ConnHandle, Credential, ServerEvent, Verdict};
     use crate::time::Duration;
 
     fn bulk(s: &str) -> String {
@@ -186,8 +186,16 @@ mod tests {
         }
 
         fn with(cfg: ServerConfig, authz: impl Authorize + Send + 'static) -> Self {
+            Self::authenticating(cfg, DemoAuth, authz)
+        }
+
+        fn authenticating(
+            cfg: ServerConfig,
+            authn: impl Authenticate + Send + 'static,
+            authz: impl Authorize + Send + 'static,
+        ) -> Self {
             let now = crate::time::test_epoch();
-            let server = Server::with_redis(cfg, DemoAuth, authz, RedisConfig::default(), 7, now);
+            let server = Server::with_redis(cfg, authn, authz, RedisConfig::default(), 7, now);
             let mut h =
                 Self { server, now, socks: vec![], closed: vec![], sent: vec![], events: vec![] };
             h.drain();
@@ -357,6 +365,26 @@ mod tests {
             self.request(conn, &head);
         }
 
+        /// POSTs `(conn, query, body)`, checks that nothing is answered before Redis and
+        /// that the script call holds `part`, answers it at offset `off` of epoch `e1` and
+        /// checks the `200` with that position.
+        fn post_through_redis(
+            &mut self,
+            cmd: SockId,
+            (conn, q, body): (u64, &str, &str),
+            part: &str,
+            off: u64,
+        ) {
+            self.post(conn, q, body);
+            assert_eq!(self.response(conn), "", "no answer before Redis's");
+            let sent = self.sent_to(cmd);
+            assert!(sent.contains("EVALSHA") && sent.contains(part), "{sent:?}");
+            self.feed(cmd, &bulk(&format!("e1:{off}")));
+            let r = self.response(conn);
+            let pos = format!(r#"{{"ep":"e1","off":{off}}}"#);
+            assert!(r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with(&pos), "{r}");
+        }
+
         /// What `conn` was written since the last call.
         fn response(&mut self, conn: u64) -> String {
             let mut out = Vec::new();
@@ -452,19 +480,30 @@ mod tests {
     fn an_http_client_publish_on_redis_is_numbered_by_redis_without_vetting() {
         let mut h = H::new();
         let (cmd, _) = h.up();
-        h.post(1, "ch=chat:a&token=user:ann&id=m1", "1");
-        let sent = h.sent_to(cmd);
-        assert!(sent.contains("EVALSHA") && sent.contains("user:ann:m1"), "{sent:?}");
-        h.feed(cmd, &bulk("e1:7"));
-        let r = h.response(1);
-        assert!(
-            r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with(r#"{"ep":"e1","off":7}"#),
-            "{r}"
-        );
+        h.post_through_redis(cmd, (1, "ch=chat:a&token=user:ann&id=m1", "1"), "user:ann:m1", 7);
         // Refused by the policy, at once.
         h.post(2, "ch=public:a&token=user:ann", "1");
         assert!(h.response(2).starts_with("HTTP/1.1 403 "));
         assert!(h.sent_to(cmd).is_empty());
+    }
+
+    #[test]
+    fn a_trusted_http_publish_on_redis_is_numbered_by_redis_and_answered_with_its_position() {
+        // `admin` is a trusted back end; any other token a client.
+        let authn = |req: &crate::http::Request| {
+            let admin = req.token().as_deref() == Some("admin");
+            let principal = crate::hub::Principal::anonymous();
+            Verdict::Allow(Credential { trusted: admin, ..Credential::client(principal) })
+        };
+        let mut h = H::authenticating(ServerConfig::default(), authn, crate::hub::AllowAll);
+        let (cmd, _) = h.up();
+        h.post_through_redis(cmd, (1, "ch=news&token=admin&id=t1", r#"{"a":1}"#), "tw:news:log", 4);
+        // The answer went to the connection, not to `take_submitted`'s queue.
+        assert!(!h.server.poll_arrived());
+        // The bus refuses (an error reply): 503.
+        h.post(2, "ch=news&token=admin", "2");
+        h.feed(cmd, "-ERR busy\r\n");
+        assert!(h.response(2).starts_with("HTTP/1.1 503 "), "refused by the bus");
     }
 
     #[test]

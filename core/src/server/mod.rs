@@ -262,6 +262,8 @@ pub struct Server {
     compressed: broadcast::Compressed,
     /// HTTP publishes waiting for the application's decision, by the hub's id.
     vetting: HashMap<crate::hub::PublishId, Vec<ConnHandle>>,
+    /// Trusted HTTP publishes waiting for the bus's answer, by its token.
+    submits: HashMap<crate::hub::BusToken, ConnHandle>,
     /// SSE requests and polls waiting for the application's decision on their join.
     joining: join::Joining,
     /// The scale-out bus ([`Server::with_redis`]).
@@ -337,6 +339,7 @@ impl Server {
             #[cfg(feature = "deflate")]
             compressed: broadcast::Compressed::default(),
             vetting: HashMap::new(),
+            submits: HashMap::new(),
             joining: join::Joining::default(),
             #[cfg(feature = "redis")]
             bus: None,

@@ -129,8 +129,15 @@ impl Server {
             ev @ (HubEvent::PublishRequested { .. } | HubEvent::JoinRequested { .. }) => {
                 self.events.push_decision(ServerEvent::Hub(ev));
             }
-            // Kept by token for `Server::take_submitted`, not an event.
-            HubEvent::Submitted { token, result } => self.push_submitted(token, result),
+            // A trusted HTTP publish's answer goes to its connection; the others are kept by
+            // token for `Server::take_submitted`, not an event.
+            HubEvent::Submitted { token, result } => match self.submits.remove(&token) {
+                Some(conn) => match result {
+                    Ok(pos) => self.publish_ok(conn, pos),
+                    Err(e) => self.refuse(conn, e),
+                },
+                None => self.push_submitted(token, result),
+            },
             HubEvent::PublishDecided { id, result } => self.publish_decided(id, &result),
             ev @ HubEvent::JoinDecided { .. } => self.join_decided(now, ev),
             ev => self.push_event(ServerEvent::Hub(ev)),
