@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tidewire::ws::{CloseInfo, ConnError, HandshakeError, WsConfig, WsConnection};
 
-use crate::conn::{Conn, Reader};
+use crate::conn::Conn;
 use crate::socket::{Link, WebSocket};
 
 const READ_BUFFER: usize = 64 << 10;
@@ -16,9 +16,7 @@ const READ_BUFFER: usize = 64 << 10;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ClientOptions {
-    /// Limits, timeouts, offered subprotocols and extra request headers. The opening
-    /// handshake must complete within `ws.handshake_timeout` after the TCP connection is
-    /// up. A zero `rng_seed` is replaced by OS entropy.
+    /// The connection's settings ([`WsConfig`]); a zero `rng_seed` is replaced by OS entropy.
     pub ws: WsConfig,
     /// Time to establish the TCP connection, over all resolved addresses (default 10 s).
     pub connect_timeout: Duration,
@@ -34,14 +32,13 @@ impl Default for ClientOptions {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
-    /// The URL is invalid or not `ws://` (TLS is not supported by this adapter).
+    /// The URL is invalid or not `ws://` (no TLS).
     #[error("invalid URL: {0}")]
     Url(String),
     /// Name resolution, the TCP connection or the socket failed.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
-    /// The opening handshake failed, e.g. [`HandshakeError::Status`]`(401)` when the server
-    /// refused the upgrade, or [`HandshakeError::Timeout`].
+    /// The opening handshake failed (e.g. [`HandshakeError::Status`]).
     #[error("handshake failed: {0}")]
     Handshake(HandshakeError),
     /// The connection ended during the handshake for another reason.
@@ -49,12 +46,8 @@ pub enum ConnectError {
     Closed(CloseInfo),
 }
 
-/// Opens a WebSocket connection to a `ws://host[:port]/path[?query]` URL and completes the
-/// opening handshake. The whole call is bounded by `opts.connect_timeout` plus
-/// `opts.ws.handshake_timeout`.
-///
-/// # Errors
-/// See [`ConnectError`].
+/// Opens a WebSocket connection to a `ws://host[:port]/path[?query]` URL, within
+/// `opts.connect_timeout` plus `opts.ws.handshake_timeout` ([`WsConnection::client`]).
 pub fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, ConnectError> {
     let url = url::Url::parse(url).map_err(|e| ConnectError::Url(e.to_string()))?;
     if url.scheme() != "ws" {
@@ -64,14 +57,10 @@ pub fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, ConnectError
         )));
     }
     let host = url.host_str().ok_or_else(|| ConnectError::Url("no host".into()))?;
-    let host_header = match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_owned(),
-    };
+    let host_header = url.port().map_or_else(|| host.to_owned(), |port| format!("{host}:{port}"));
     let path = &url[url::Position::BeforePath..url::Position::AfterQuery];
     let path = if path.is_empty() { "/" } else { path };
     let addrs = url.socket_addrs(|| Some(80))?;
-
     let start = Instant::now();
     let mut last = io::Error::new(io::ErrorKind::NotFound, "the host resolved to no address");
     let stream = addrs.iter().find_map(|addr| {
@@ -86,7 +75,6 @@ pub fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, ConnectError
     let stream = stream.ok_or(last)?;
     stream.set_nodelay(true)?;
     let peer = stream.peer_addr()?;
-
     let mut cfg = opts.ws;
     if cfg.rng_seed == [0; 32] {
         getrandom::fill(&mut cfg.rng_seed).map_err(|e| io::Error::other(e.to_string()))?;
@@ -94,9 +82,9 @@ pub fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, ConnectError
     let timeouts = (cfg.send_timeout, cfg.close_timeout);
     let ws = WsConnection::client(cfg, &host_header, path, Instant::now())
         .map_err(|e| ConnectError::Url(e.to_string()))?;
-    let conn = Conn::start(Arc::new(stream), peer, ws, timeouts, None);
-    let mut link = Link { conn, reader: Reader::new(READ_BUFFER) };
-    let opened = link.conn.pump_until(&mut link.reader, |sock| match sock.opened() {
+    let (conn, _) = Conn::start(Arc::new(stream), peer, ws, timeouts, None);
+    let mut link = Link::new(conn, READ_BUFFER);
+    let opened = link.pump_until(|sock| match sock.opened() {
         Some(subprotocol) => Some(Ok(subprotocol.map(str::to_owned))),
         None => sock.close_info().map(|info| Err(info.clone())),
     });

@@ -1,14 +1,6 @@
-//! One application WebSocket (a server's after the upgrade, or a client's): the core's
-//! [`AppSocket`] behind a mutex, pumped by the threads that use it. The core decides
-//! (timers, the batch to write, the close, the linger); this module only moves bytes.
-//!
-//! - The **receiving** thread ([`Conn::pump_until`]) reads, with the socket's read timeout
-//!   set to the core's next deadline.
-//! - Whoever queued output takes the **writer's turn** ([`Conn::drive`]) unless another
-//!   thread has it: it pulls a batch under the lock and writes it without, and the holder
-//!   pulls again until nothing is left. What must not wait (`try_send`, the server's
-//!   shutdown, a drop during another thread's turn) goes to a writer thread, started on
-//!   first need.
+//! One application WebSocket: the core's [`AppSocket`] behind a mutex, pumped by the threads
+//! that use it. The receiver ([`Conn::pump_until`]) reads; whoever queued output takes the
+//! writer's turn ([`Conn::drive`]); what must not wait goes to a writer thread.
 
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, IoSlice, Read as _, Write as _};
@@ -23,15 +15,15 @@ use tidewire::ws::{
 };
 use tidewire::{Machine as _, Transmit};
 
-/// The longest a blocked write waits before it looks at the clock again.
+/// The longest a blocked write waits before looking at the clock again.
 const PATIENCE: Duration = Duration::from_millis(250);
 /// Most chunks written by one `write_vectored` call.
 const MAX_IOV: usize = 64;
 /// Bytes a writer pulls from its machine before it writes them.
 const BATCH: usize = 256 << 10;
-/// First size of a read buffer; it doubles (up to the configured size) while reads fill it.
+/// First size of a read buffer; it doubles (up to its maximum) while reads fill it.
 const INITIAL_READ: usize = 4 << 10;
-/// Received events (and payload bytes) queued before the receiving thread stops reading.
+/// Received events and payload bytes queued before the receiver stops reading.
 const MAX_INBOUND: (usize, usize) = (256, 4 << 20);
 
 /// Locks a mutex, ignoring poisoning: every critical section leaves the state consistent.
@@ -39,7 +31,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Waits on `cv` until notified or `until` (without one, until notified), ignoring poisoning.
+/// Waits on `cv` until notified or `until`, ignoring poisoning.
 pub(crate) fn wait_until<'a, T>(
     cv: &Condvar,
     guard: MutexGuard<'a, T>,
@@ -52,36 +44,32 @@ pub(crate) fn wait_until<'a, T>(
     cv.wait_timeout(guard, wait).map_or_else(|p| p.into_inner().0, |r| r.0)
 }
 
-/// Writes the front of `chunks` with one vectored write, drops what it wrote and says how
-/// many bytes that was.
-pub(crate) fn write_chunks(stream: &TcpStream, chunks: &mut VecDeque<Bytes>) -> io::Result<usize> {
+/// Writes the front of `chunks` with one vectored write and drops what it wrote.
+pub(crate) fn write_chunks(stream: &TcpStream, chunks: &mut VecDeque<Bytes>) -> io::Result<()> {
     let mut slices = [IoSlice::new(&[]); MAX_IOV];
     let n = chunks.len().min(MAX_IOV);
     for (slot, chunk) in slices.iter_mut().zip(chunks.iter()) {
         *slot = IoSlice::new(chunk);
     }
-    let written = match (&*stream).write_vectored(&slices[..n]) {
+    let mut left = match (&*stream).write_vectored(&slices[..n]) {
         Ok(0) => return Err(ErrorKind::WriteZero.into()),
         Ok(written) => written,
         Err(e) if e.kind() == ErrorKind::Interrupted => 0,
         Err(e) => return Err(e),
     };
-    let mut left = written;
-    while left > 0 {
-        let Some(front) = chunks.front_mut() else { break };
-        if front.len() <= left {
-            left -= front.len();
+    while let Some(front) = chunks.front_mut().filter(|_| left > 0) {
+        let n = front.len().min(left);
+        front.advance(n);
+        left -= n;
+        if front.is_empty() {
             chunks.pop_front();
-        } else {
-            front.advance(left);
-            left = 0;
         }
     }
-    Ok(written)
+    Ok(())
 }
 
 /// Pulls transmits into `batch` up to [`BATCH`] bytes: the bytes pulled, and whether a
-/// `Transmit::Shutdown` came (nothing is pulled after it).
+/// `Transmit::Shutdown` ended it.
 pub(crate) fn pull(
     batch: &mut VecDeque<Bytes>,
     mut next: impl FnMut() -> Option<Transmit>,
@@ -104,35 +92,31 @@ pub(crate) fn pull(
 /// The core's socket and what the pump keeps beside it, under one mutex.
 struct State {
     sock: AppSocket,
-    /// The write batch, kept between turns so that its memory is reused.
+    /// Kept between turns to reuse its memory.
     batch: VecDeque<Bytes>,
     /// A thread writes a batch outside the lock.
     writing: bool,
-    /// The socket is shut down and the core knows it: nothing more is read or written.
+    /// The socket is shut down and the core knows it.
     shut: bool,
-    /// The application dropped its `WebSocket`: commands fail; what is queued is written
-    /// until this instant, then the socket is shut down.
+    /// The application dropped its `WebSocket`: what is queued is written until then.
     dropped: Option<Instant>,
-    /// Threads waiting on `Conn::cv`.
     waiters: usize,
     /// The writer thread was started.
     writer: bool,
     /// Held until the connection's last thread ends (the server's registry entry).
     keep: Option<Arc<dyn Send + Sync>>,
-    /// A server connection's upgrade request, until the application takes it.
-    request: Option<UpgradeRequest>,
-    /// A receiving thread is blocked in `read` until this deadline (`None`: no timeout).
+    /// A receiver is blocked in `read` until this deadline (`None`: no timeout).
     reading: Option<Option<Instant>>,
 }
 
-/// The read side, owned by whoever receives (the connection thread, then the `WebSocket`).
+/// The read side, owned by whoever receives.
 pub(crate) struct Reader {
     /// Allocated on the first read, grown while reads fill it, up to `max`.
     buf: Vec<u8>,
     max: usize,
     /// The socket's read timeout, once set.
     timeout: Option<Option<Duration>>,
-    /// The socket's read half ended (EOF or error): never read again.
+    /// The read half ended (EOF or error).
     eof: bool,
 }
 
@@ -144,30 +128,29 @@ impl Reader {
 
 pub(crate) struct Conn {
     me: Weak<Conn>,
-    /// Shared with the server's registry, which shuts it down on `ServerHandle::shutdown`.
+    /// Shared with the server's registry.
     stream: Arc<TcpStream>,
     peer: SocketAddr,
     state: Mutex<State>,
-    /// Wakes senders waiting for room and a receiver waiting for the socket to shut down.
+    /// Wakes senders waiting for room and a receiver waiting for the shutdown.
     cv: Condvar,
     /// Wakes the writer thread.
     wake: Condvar,
-    /// `WsConfig::send_timeout`: a write that makes no progress this long ends the
-    /// connection (`AppSocket::handle_write_stall`).
+    /// `WsConfig::send_timeout` (`AppSocket::handle_write_stall`).
     send_timeout: Option<Duration>,
     /// `WsConfig::close_timeout`: how long a dropped connection may write what is queued.
     linger: Duration,
 }
 
 impl Conn {
-    /// Wraps `ws`; `keep` is held until the connection's last thread ends.
+    /// Wraps `ws`, returning its upgrade request; `keep` is held until the last thread ends.
     pub(crate) fn start(
         stream: Arc<TcpStream>,
         peer: SocketAddr,
         mut ws: WsConnection,
         timeouts: (Option<Duration>, Duration),
         keep: Option<Arc<dyn Send + Sync>>,
-    ) -> Arc<Self> {
+    ) -> (Arc<Self>, Option<UpgradeRequest>) {
         let (send_timeout, linger) = timeouts;
         let mut request = None;
         while let Some(ev) = ws.poll_event() {
@@ -175,9 +158,8 @@ impl Conn {
                 request = Some(r);
             }
         }
-        let (events, bytes) = MAX_INBOUND;
         let state = State {
-            sock: AppSocket::new(ws, events, bytes, linger),
+            sock: AppSocket::new(ws, MAX_INBOUND.0, MAX_INBOUND.1, linger),
             batch: VecDeque::new(),
             writing: false,
             shut: false,
@@ -185,11 +167,10 @@ impl Conn {
             waiters: 0,
             writer: false,
             keep,
-            request,
             reading: None,
         };
         let _ = stream.set_write_timeout(Some(PATIENCE));
-        Arc::new_cyclic(|me| Self {
+        let conn = Arc::new_cyclic(|me| Self {
             me: me.clone(),
             stream,
             peer,
@@ -198,23 +179,15 @@ impl Conn {
             wake: Condvar::new(),
             send_timeout,
             linger,
-        })
+        });
+        (conn, request)
     }
 
     pub(crate) fn peer_addr(&self) -> SocketAddr {
         self.peer
     }
 
-    fn lock_state(&self) -> MutexGuard<'_, State> {
-        lock(&self.state)
-    }
-
-    /// The upgrade request of a server connection (once).
-    pub(crate) fn take_request(&self) -> Option<UpgradeRequest> {
-        self.lock_state().request.take()
-    }
-
-    /// Waits on `cv` (counted, so that nobody notifies an empty room).
+    /// Waits on `cv`, counted so that nobody notifies an empty room.
     fn wait<'a>(&'a self, mut st: MutexGuard<'a, State>, until: Instant) -> MutexGuard<'a, State> {
         st.waiters += 1;
         let mut st = wait_until(&self.cv, st, Some(until));
@@ -222,7 +195,7 @@ impl Conn {
         st
     }
 
-    /// Hands out the core's wakes (after every call on the socket, under the lock).
+    /// Hands out the core's wakes, after every call on the socket.
     fn notify(&self, st: &mut State) {
         let wakes = st.sock.poll_wakes();
         if (wakes.senders || wakes.receivers) && st.waiters > 0 {
@@ -244,10 +217,8 @@ impl Conn {
         self.wake.notify_all();
     }
 
-    /// Runs passes of the core until nothing is left to write or another thread has the
-    /// writer's turn: timers fire, a batch is pulled under the lock and written without it.
-    /// Returns the guard and, unless the socket is shut down, whether to read and the next
-    /// deadline.
+    /// Runs passes of the core (timers, a batch written outside the lock) until nothing is left
+    /// or another thread has the writer's turn; then, unless shut, whether to read and when.
     fn drive<'a>(
         &'a self,
         mut st: MutexGuard<'a, State>,
@@ -277,7 +248,7 @@ impl Conn {
                 st.writing = true;
                 drop(st);
                 let written = self.write_batch(&mut batch, next.is_some());
-                st = self.lock_state();
+                st = lock(&self.state);
                 st.writing = false;
                 if !written {
                     st.sock.handle_write_error(Instant::now());
@@ -294,21 +265,17 @@ impl Conn {
         }
     }
 
-    /// Writes `batch` (without the lock); `false` when it could not: the write failed,
-    /// stalled past `send_timeout`, or the connection ended meanwhile. `patient`: blocked
-    /// writes are retried (else the first one ends it).
+    /// Writes `batch` without the lock; `false` when it failed, stalled past `send_timeout`
+    /// or the connection ended. Unless `patient`, the first blocked write fails it.
     fn write_batch(&self, batch: &mut VecDeque<Bytes>, patient: bool) -> bool {
         let mut stalled_since = None;
         while !batch.is_empty() {
             match write_chunks(&self.stream, batch) {
-                Ok(_) => stalled_since = None,
-                Err(e)
-                    if patient
-                        && matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
-                {
+                Ok(()) => stalled_since = None,
+                Err(e) if patient && is_retry(&e) => {
                     let now = Instant::now();
                     let since = *stalled_since.get_or_insert(now);
-                    let mut st = self.lock_state();
+                    let mut st = lock(&self.state);
                     if self.send_timeout.is_some_and(|t| now >= since + t) {
                         st.sock.handle_write_stall(now); // the next pass shuts it down
                     }
@@ -343,7 +310,7 @@ impl Conn {
         &self,
         f: impl FnOnce(&mut WsConnection, Instant) -> Result<T, SendError>,
     ) -> Result<T, SendError> {
-        let mut st = self.lock_state();
+        let mut st = lock(&self.state);
         let out = self.command(&mut st, f);
         let (mut st, next) = self.drive(st);
         // A receiver blocked in `read` would miss a deadline the command set (the close
@@ -356,10 +323,9 @@ impl Conn {
         out
     }
 
-    /// Sends a message, waiting while the outbox is full (and firing the core's timers
-    /// meanwhile: the send-stall one ends a connection whose peer stopped reading).
+    /// Sends a message, waiting while the outbox is full (firing the core's timers meanwhile).
     pub(crate) fn send(&self, mut msg: Message) -> Result<(), SendError> {
-        let mut st = self.lock_state();
+        let mut st = lock(&self.state);
         loop {
             match self.command(&mut st, |ws, now| ws.send(now, msg)) {
                 Err(SendError::Backpressure(back)) => msg = back,
@@ -379,9 +345,9 @@ impl Conn {
         }
     }
 
-    /// Sends a message if the outbox has room; never waits (the writer thread writes it).
+    /// Sends a message if the outbox has room; the writer thread writes it.
     pub(crate) fn try_send(&self, msg: Message) -> Result<(), SendError> {
-        let mut st = self.lock_state();
+        let mut st = lock(&self.state);
         let result = self.command(&mut st, |ws, now| ws.send(now, msg));
         if st.dropped.is_none() {
             self.wake_writer(&mut st);
@@ -390,27 +356,27 @@ impl Conn {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        let st = self.lock_state();
+        let st = lock(&self.state);
         st.dropped.is_some() || st.sock.is_closed()
     }
 
     pub(crate) fn close_info(&self) -> Option<tidewire::ws::CloseInfo> {
-        self.lock_state().sock.close_info().cloned()
+        lock(&self.state).sock.close_info().cloned()
     }
 
     pub(crate) fn buffered_amount(&self) -> usize {
-        self.lock_state().sock.conn().buffered_amount()
+        lock(&self.state).sock.conn().buffered_amount()
     }
 
     /// Shuts the socket down at once.
     pub(crate) fn abort(&self) {
-        self.shut(&mut self.lock_state());
+        self.shut(&mut lock(&self.state));
     }
 
-    /// The application let go of the connection: commands fail from now on, what is queued
-    /// is written (within the close timeout), then the socket is shut down.
+    /// The application let go: commands fail, what is queued is written (within the linger),
+    /// then the socket is shut down.
     pub(crate) fn drop_by_app(&self) {
-        let mut st = self.lock_state();
+        let mut st = lock(&self.state);
         st.dropped = Some(Instant::now() + self.linger);
         if st.writing || st.writer {
             // The writer thread ends the connection once the current turn is over.
@@ -424,10 +390,9 @@ impl Conn {
         drop(keep);
     }
 
-    /// The server is shutting down: an open connection gets a 1001 close frame, one still in
-    /// its opening handshake is dropped at once.
+    /// The server shuts down: an open connection is closed with 1001, a connecting one dropped.
     pub(crate) fn shutdown_by_server(&self) {
-        let mut st = self.lock_state();
+        let mut st = lock(&self.state);
         match st.sock.state() {
             WsState::Open => {
                 let close = |ws: &mut WsConnection, now| {
@@ -462,7 +427,7 @@ impl Conn {
 
     /// The writer thread: writes what others queued, until the socket is shut down.
     fn write_loop(&self) {
-        let mut st = self.lock_state();
+        let mut st = lock(&self.state);
         loop {
             let (mut guard, next) = self.drive(st);
             if next.is_none() {
@@ -478,15 +443,14 @@ impl Conn {
         }
     }
 
-    /// Drives the connection on the receiving thread until `ready` gives something (steps
-    /// 1–4 of the run loop): passes of the core, then one read with the socket's read
-    /// timeout at the core's next deadline.
+    /// Drives the connection on the receiving thread until `ready` gives something: passes
+    /// of the core, then one read timed out at the core's next deadline.
     pub(crate) fn pump_until<T>(
         &self,
         rd: &mut Reader,
         mut ready: impl FnMut(&mut AppSocket) -> Option<T>,
     ) -> T {
-        let mut st = self.lock_state();
+        let mut st = lock(&self.state);
         loop {
             if let Some(v) = ready(&mut st.sock) {
                 self.notify(&mut st);
@@ -518,7 +482,7 @@ impl Conn {
                 rd.buf = vec![0; INITIAL_READ.min(rd.max)];
             }
             let result = (&*self.stream).read(&mut rd.buf);
-            st = self.lock_state();
+            st = lock(&self.state);
             st.reading = None;
             match result {
                 _ if st.shut => {}
@@ -528,8 +492,7 @@ impl Conn {
                         rd.buf = vec![0; (n * 2).min(rd.max)];
                     }
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if is_retry(&e) => {}
                 _ => {
                     rd.eof = true;
                     st.sock.handle_eof(Instant::now());
@@ -539,7 +502,12 @@ impl Conn {
     }
 }
 
-/// Maps a core error to `io::Error` (`InvalidInput` for local misuse).
-pub(crate) fn io_error(e: &SendError) -> io::Error {
+/// An `InvalidInput` error: the application's misuse.
+pub(crate) fn invalid_input(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(ErrorKind::InvalidInput, e.to_string())
+}
+
+/// A read or write that may succeed when tried again.
+pub(crate) fn is_retry(e: &io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted)
 }

@@ -1,5 +1,4 @@
-//! [`HttpRequest`]: one plain HTTP request the core server handed to the application's
-//! HTTP handler.
+//! [`HttpRequest`]: a plain HTTP request the core server handed to the application.
 
 use std::io::{self, ErrorKind, Read as _, Write as _};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -10,62 +9,54 @@ use bytes::Bytes;
 use tidewire::http::{BodyError, BodyReader, Request, response};
 use tidewire::ws::WsConfig;
 
-/// Bytes read from the socket at a time while a head or a body arrives.
+use crate::conn::{invalid_input, is_retry};
+
+/// Bytes read at a time while a body arrives.
 const CHUNK: usize = 8 << 10;
-/// The most bytes a lingering close reads (and discards) before it gives up on the peer.
+/// The most bytes a lingering close reads (and discards).
 const LINGER_BYTES: usize = 1 << 20;
-/// The longest a lingering close waits for the peer's end of the connection.
+/// The longest a lingering close waits for the peer's end.
 const LINGER_MAX: Duration = Duration::from_secs(2);
 
-/// Timeouts of plain HTTP requests, taken from the server's `WsConfig`.
+/// Timeouts of the server's sockets, from its `WsConfig`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct HttpLimits {
-    /// `handshake_timeout`: the time a request body has to arrive (from `read_body`).
-    pub(crate) body_timeout: Duration,
-    /// `send_timeout`: a write that makes no progress this long fails.
-    pub(crate) send_timeout: Option<Duration>,
-    /// `close_timeout` (at most 2 s): how long a closing connection waits for the peer's end.
-    pub(crate) linger: Duration,
+    /// `handshake_timeout`: the time a request body has to arrive.
+    body_timeout: Duration,
+    /// `send_timeout` (30 s without one): a write without progress this long fails.
+    pub(crate) write_timeout: Duration,
+    /// `close_timeout`, at most [`LINGER_MAX`]: a lingering close's wait.
+    linger: Duration,
 }
 
 impl HttpLimits {
     pub(crate) fn from_ws(cfg: &WsConfig) -> Self {
+        let write_timeout = cfg.send_timeout.unwrap_or(Duration::from_secs(30));
         Self {
             body_timeout: cfg.handshake_timeout,
-            send_timeout: cfg.send_timeout,
+            write_timeout: write_timeout.max(Duration::from_millis(1)),
             linger: cfg.close_timeout.min(LINGER_MAX),
         }
     }
-
-    /// The socket write timeout of a blocking write.
-    fn write_timeout(&self) -> Duration {
-        self.send_timeout.unwrap_or(Duration::from_secs(30)).max(Duration::from_millis(1))
-    }
-}
-
-fn is_retry(e: &io::Error) -> bool {
-    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted)
 }
 
 fn write_all(stream: &TcpStream, bytes: &[u8], limits: &HttpLimits) -> io::Result<()> {
-    stream.set_write_timeout(Some(limits.write_timeout()))?;
+    stream.set_write_timeout(Some(limits.write_timeout))?;
     (&*stream).write_all(bytes)
 }
 
-/// Closes after a response: sends FIN, then reads and discards what the peer still sends
-/// until its end of file (at most `linger`, 1 MiB). Closing a socket with unread input sends
-/// a reset, which can destroy the response before the peer read it.
+/// Sends FIN, then discards what the peer still sends until its end (at most `linger` and
+/// [`LINGER_BYTES`]): unread input would make the close a reset that destroys the response.
 fn linger_close(stream: &TcpStream, linger: Duration) {
     let _ = stream.shutdown(Shutdown::Write);
     let until = Instant::now() + linger;
     let mut chunk = [0u8; 1024];
     let mut discarded = 0;
     while discarded < LINGER_BYTES {
-        let now = Instant::now();
-        if now >= until {
-            break;
-        }
-        if stream.set_read_timeout(Some((until - now).max(Duration::from_millis(1)))).is_err() {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero()
+            || stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).is_err()
+        {
             break;
         }
         match (&*stream).read(&mut chunk) {
@@ -78,17 +69,9 @@ fn linger_close(stream: &TcpStream, linger: Duration) {
     let _ = stream.shutdown(Shutdown::Both);
 }
 
-fn invalid_input(e: impl std::fmt::Display) -> io::Error {
-    io::Error::new(ErrorKind::InvalidInput, e.to_string())
-}
-
-/// One plain HTTP request for a path that is not a hub route, handed to the handler of
-/// [`Server::serve_with`](crate::Server::serve_with) on the connection's own thread.
-///
-/// Answer it once, with [`respond`](Self::respond); authenticate before that (a `401` or
-/// `403` with `respond`), exactly as for upgrades. The connection closes after the
-/// response (one request per connection, `Connection: close`). Dropping the request
-/// unanswered drops the connection.
+/// A plain HTTP request for a path the hub does not serve, handed to the HTTP handler of
+/// [`Server::serve_with`](crate::Server::serve_with). Answer it once with
+/// [`respond`](Self::respond), which closes the connection; dropping it unanswered drops it.
 pub struct HttpRequest {
     request: Request,
     /// Bytes read after the head: the start of the body.
@@ -96,7 +79,7 @@ pub struct HttpRequest {
     peer: SocketAddr,
     stream: Arc<TcpStream>,
     limits: HttpLimits,
-    /// A response was written (or the connection given up): nothing more may be sent.
+    /// A response was written, or the connection given up.
     answered: bool,
 }
 
@@ -121,8 +104,7 @@ impl HttpRequest {
         Self { request, early, peer, stream, limits, answered: false }
     }
 
-    /// The request head: method, path, query parameters, headers, credentials
-    /// ([`token`](Request::token)), `Last-Event-ID`…
+    /// The request head.
     #[must_use]
     pub fn request(&self) -> &Request {
         &self.request
@@ -134,20 +116,9 @@ impl HttpRequest {
         self.peer
     }
 
-    /// Reads the body (by `Content-Length` or chunked; empty without either), at most
-    /// `max` bytes, within the server's `WsConfig::handshake_timeout` from this call. Answers
-    /// `100 Continue` first when the client sent `Expect: 100-continue`.
-    ///
-    /// When the body cannot be read this call answers the request itself and closes the
-    /// connection (the core's [`BodyError::response`]): `413` for a body over `max`, `400`
-    /// for malformed framing (a bad `Content-Length` or chunk, or both framings), `501` for
-    /// a transfer coding other than chunked, `408` when it does not arrive in time. A later
-    /// [`respond`](Self::respond) then fails with `NotConnected`.
-    ///
-    /// # Errors
-    /// `InvalidData` (answered 413, 400 or 501), `TimedOut` (answered 408),
-    /// `UnexpectedEof` or the socket's error (the peer left); `NotConnected` if the request
-    /// was answered already.
+    /// Reads the body ([`BodyReader`]), at most `max` bytes, within `WsConfig::handshake_timeout`.
+    /// A body that cannot be read is answered here ([`BodyError::response`]; `InvalidData` or
+    /// `TimedOut`) and the connection closed. `NotConnected` once answered.
     pub fn read_body(&mut self, max: usize) -> io::Result<Bytes> {
         if self.answered {
             return Err(ErrorKind::NotConnected.into());
@@ -187,7 +158,7 @@ impl HttpRequest {
         }
     }
 
-    /// Answers a body that could not be read (when the peer is still there) and closes.
+    /// Answers a body that could not be read (if the peer is still there) and closes.
     fn body_failed(&mut self, e: BodyError) -> io::Error {
         match e.response() {
             Some(bytes) => drop(self.finish(&bytes)),
@@ -201,27 +172,18 @@ impl HttpRequest {
         io::Error::new(kind, e)
     }
 
-    /// Answers with `status`, extra `headers` and `body`, then closes the connection.
-    /// `Content-Length` and `Connection: close` are set here; `Content-Type` defaults to
-    /// `text/plain; charset=utf-8`.
-    ///
-    /// # Errors
-    /// `InvalidInput` for a status outside 200–599 or a header that cannot be written
-    /// (the connection is then dropped), `NotConnected` if the request was answered
-    /// already, or the socket's error.
-    pub fn respond(self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> io::Result<()> {
+    /// Answers with `status`, extra `headers` and `body` ([`response`]), then closes the
+    /// connection. `InvalidInput` for a response that cannot be written, `NotConnected` once
+    /// answered.
+    pub fn respond(mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> io::Result<()> {
         let bytes = response(status, headers, body).map_err(invalid_input)?;
-        self.send(&bytes)
-    }
-
-    /// Writes a complete response, then closes without losing it (see [`linger_close`]).
-    fn send(mut self, bytes: &[u8]) -> io::Result<()> {
         if self.answered {
             return Err(ErrorKind::NotConnected.into());
         }
-        self.finish(bytes)
+        self.finish(&bytes)
     }
 
+    /// Writes a complete response, then closes without losing it ([`linger_close`]).
     fn finish(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.answered = true;
         let written = write_all(&self.stream, bytes, &self.limits);

@@ -1,19 +1,7 @@
-//! The socket pump: moves bytes between the sockets of the connections the core
-//! [`Server`](tidewire::server::Server) serves and the server, which sits behind one mutex.
-//! A reader and a writer thread per connection and one timer thread each make **one**
-//! mutation under the lock, then [`Core::after`] wakes who the server's outputs concern: the
-//! waiters of [`ServerHandle`](crate::ServerHandle) when an event or bus answer arrived,
-//! the writers of ready connections, the timer when the deadline moved.
-//!
-//! - The **reader** blocks in `read` and feeds the server; when the server hands the
-//!   connection over ([`Endpoint::poll_handover`]) it returns it, and the same thread runs
-//!   the application's handler.
-//! - The **writer** waits until the server names its connection ready, pulls up to
-//!   256 KiB under the lock and writes them without it; it pulls again only once the
-//!   socket took them (one backpressure chain: socket, transport, hub outbox). A write
-//!   stalled for `WsConfig::send_timeout` (30 s without one) loses the connection. On
-//!   `Transmit::Shutdown` it half-closes and lingers for the peer's end (see [`LINGER`]).
-//! - The **timer** sleeps until `poll_timeout` and fires `handle_timeout` once it is due.
+//! The socket pump of the core [`Server`](Endpoint), which sits behind one mutex: per
+//! connection a reader thread ([`run`]) and a writer thread ([`write_loop`]), per server a
+//! timer thread ([`run_timer`]); each makes one mutation, then [`Core::after`] wakes whom
+//! it concerns. The writer pulls again only once the socket took its batch (backpressure).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read as _};
@@ -29,8 +17,6 @@ use crate::server::Shared;
 
 /// How long a closing connection waits for the peer's end after the last response.
 const LINGER: Duration = Duration::from_secs(2);
-/// A write with no progress this long loses the connection, without `WsConfig::send_timeout`.
-const STALL: Duration = Duration::from_secs(30);
 
 /// The core server and what the adapter keeps beside it, under one mutex.
 pub(crate) struct Core {
@@ -48,8 +34,8 @@ impl Core {
         Self { server, writers: HashMap::new(), deadline: None, next_conn: 0, stop: false }
     }
 
-    /// Step 3 of the run loop, after every mutation, under the lock: the bus's sockets
-    /// (see [`crate::outbound`]), the handle's waiters, ready connections, the deadline.
+    /// After every mutation, under the lock: the bus's sockets, the handle's waiters, ready
+    /// connections, the timer's deadline.
     pub(crate) fn after(&mut self, shared: &Shared) {
         crate::outbound::drain(shared, &mut self.server, Instant::now());
         if self.server.poll_arrived() {
@@ -82,7 +68,7 @@ impl Core {
     }
 }
 
-/// The wake-up of one connection's writer, set under the core lock.
+/// The wake-up of one connection's writer.
 #[derive(Default)]
 struct WriterWake {
     flags: Mutex<Flags>,
@@ -104,10 +90,6 @@ impl WriterWake {
         f(&mut lock(&self.flags));
         self.cv.notify_all();
     }
-
-    fn flags(&self) -> MutexGuard<'_, Flags> {
-        lock(&self.flags)
-    }
 }
 
 /// Locks the core.
@@ -115,9 +97,8 @@ pub(crate) fn core(shared: &Shared) -> MutexGuard<'_, Core> {
     lock(&shared.core)
 }
 
-/// Serves an accepted socket through the core server on the calling thread (the reader),
-/// with a writer thread beside it. Returns the hand-over when the server gives the
-/// connection to the application, `None` when it ended.
+/// Serves an accepted socket through the core server, reading on this thread, with a writer
+/// thread beside it. Returns the hand-over to the application, `None` when it ended.
 pub(crate) fn run(
     shared: &Arc<Shared>,
     stream: &Arc<TcpStream>,
@@ -136,10 +117,8 @@ pub(crate) fn run(
         core.after(shared);
         conn
     };
-    // Set here, not on the writer thread: after a hand-over the application's driver owns
-    // the socket's timeouts, and a late writer thread must not overwrite them.
-    let stall = shared.stall.unwrap_or(STALL).max(Duration::from_millis(1));
-    let _ = stream.set_write_timeout(Some(stall));
+    // Not on the writer thread: after a hand-over the application owns the timeouts.
+    let _ = stream.set_write_timeout(Some(shared.limits.write_timeout));
     let writer = {
         let (shared, stream, wake) = (Arc::clone(shared), Arc::clone(stream), Arc::clone(&wake));
         std::thread::Builder::new()
@@ -155,21 +134,13 @@ pub(crate) fn run(
         let read = (&**stream).read(&mut buf);
         let now = Instant::now();
         let mut core = core(shared);
-        let end = match read {
-            Ok(0) => {
-                core.server.handle_eof(now, conn);
-                true
-            }
-            Ok(n) => {
-                core.server.handle_read(now, conn, &buf[..n]);
-                false
-            }
+        let end = !matches!(read, Ok(1..));
+        match read {
+            Ok(0) => core.server.handle_eof(now, conn),
+            Ok(n) => core.server.handle_read(now, conn, &buf[..n]),
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) => {
-                core.lost(shared, conn);
-                true
-            }
-        };
+            Err(_) => core.lost(shared, conn),
+        }
         core.after(shared);
         let handover = core.server.poll_handover(conn);
         if handover.is_some() {
@@ -195,7 +166,7 @@ fn write_loop(
     let mut batch = VecDeque::new();
     loop {
         {
-            let mut f = wake.flags();
+            let mut f = lock(&wake.flags);
             while !f.ready && !f.gone {
                 f = wake.cv.wait(f).unwrap_or_else(std::sync::PoisonError::into_inner);
             }
@@ -229,7 +200,7 @@ fn write_loop(
     }
 }
 
-/// Writes every chunk of `batch`; an error (a stalled write included) loses the socket.
+/// Writes every chunk of `batch`.
 fn write_all(stream: &TcpStream, batch: &mut VecDeque<Bytes>) -> std::io::Result<()> {
     while !batch.is_empty() {
         write_chunks(stream, batch)?;
@@ -237,18 +208,13 @@ fn write_all(stream: &TcpStream, batch: &mut VecDeque<Bytes>) -> std::io::Result
     Ok(())
 }
 
-/// Sends FIN, waits (at most [`LINGER`], not at all during a shutdown) for the reader to
-/// see the peer's end, then closes: closing with unread input sends a reset, which can
-/// destroy the response unread.
+/// Sends FIN and waits (at most [`LINGER`], not during a shutdown) for the reader to see the
+/// peer's end before closing: unread input would make the close a reset.
 fn linger_close(stream: &TcpStream, wake: &WriterWake, stopping: bool) {
     let _ = stream.shutdown(Shutdown::Write);
     let until = Instant::now() + if stopping { Duration::ZERO } else { LINGER };
-    let mut f = wake.flags();
-    while !f.read_done {
-        let now = Instant::now();
-        if now >= until {
-            break;
-        }
+    let mut f = lock(&wake.flags);
+    while !f.read_done && Instant::now() < until {
         f = wait_until(&wake.cv, f, Some(until));
     }
     drop(f);

@@ -1,6 +1,5 @@
-//! [`Server`]: the accept loop, the connections' threads, the registry behind
-//! [`ServerHandle::connections`] and [`ServerHandle::shutdown`], and the hand-over of
-//! application connections ([`Upgrade`], [`HttpRequest`]).
+//! [`Server`]: the accept loop, the registry of connections behind [`ServerHandle`], and the
+//! hand-over of application connections ([`Upgrade`], [`HttpRequest`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -18,7 +17,7 @@ use tidewire::redis::RedisConfig;
 use tidewire::server::{Authenticate, Credential, Routes, ServerEvent, Verdict};
 use tidewire::ws::UpgradeRequest;
 
-use crate::conn::{Conn, Reader, io_error, lock, wait_until};
+use crate::conn::{Conn, invalid_input, lock, wait_until};
 use crate::http::{HttpLimits, HttpRequest};
 use crate::outbound::{Dial, Host, Sockets};
 use crate::pump::{self, Core};
@@ -33,18 +32,14 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ServerConfig {
-    /// The core endpoint's settings: routes, the hub, limits, every WebSocket's `ws`
-    /// settings (keepalive on by default). The default has no hub route
-    /// ([`Routes::none`]): every request goes to the application. A hub server sets
-    /// `endpoint.routes = Routes::default()` (or its own).
+    /// The core endpoint's settings ([`tidewire::server::ServerConfig`]), except that the
+    /// default has no hub route ([`Routes::none`]); a hub server sets `Routes::default()`.
     pub endpoint: tidewire::server::ServerConfig,
-    /// Most live TCP connections, those still in their opening handshake included (default
-    /// 10 000). A connection over the limit is accepted and dropped at once.
+    /// Most live TCP connections (default 10 000); one over the limit is dropped at once.
     pub max_connections: usize,
     /// Size of each connection's read buffer (default 64 KiB).
     pub read_buffer: usize,
-    /// Share every channel with other instances through this Redis server (see
-    /// [`tidewire::redis`]). `None`: an in-process hub.
+    /// A Redis server to share channels with other instances ([`tidewire::redis`]).
     pub redis: Option<RedisConfig>,
 }
 
@@ -61,31 +56,22 @@ impl Default for ServerConfig {
 pub struct ShutdownReport {
     /// Connections that ended within the grace period.
     pub closed: usize,
-    /// Connections still alive when the grace period ran out: their sockets were shut down.
+    /// Connections whose sockets were shut down when the grace period ran out.
     pub dropped: usize,
 }
 
-/// One TCP connection in the registry, whatever it turned out to be.
+/// One TCP connection in the registry.
 struct Tracked {
     stream: Arc<TcpStream>,
-    /// From the upgrade request on: the application WebSocket.
+    /// The application WebSocket, from the hand-over on.
     ws: Mutex<Option<Arc<Conn>>>,
-}
-
-impl Tracked {
-    fn abort(&self) {
-        match lock(&self.ws).clone() {
-            Some(conn) => conn.abort(),
-            None => drop(self.stream.shutdown(Shutdown::Both)),
-        }
-    }
 }
 
 #[derive(Default)]
 struct Registry {
     conns: HashMap<u64, Arc<Tracked>>,
     next_id: u64,
-    /// `Some` once a shutdown finished.
+    /// The report, once a shutdown finished.
     finished: Option<ShutdownReport>,
 }
 
@@ -113,11 +99,9 @@ pub(crate) struct Shared {
     /// With Redis: the bus's sockets.
     pub(crate) bus: Sockets<Shared>,
     pub(crate) read_buffer: usize,
-    /// `WsConfig::send_timeout`: a write without progress this long loses the socket.
-    pub(crate) stall: Option<Duration>,
     /// `WsConfig::send_timeout` and `close_timeout` of application WebSockets.
     ws_timeouts: (Option<Duration>, Duration),
-    limits: HttpLimits,
+    pub(crate) limits: HttpLimits,
     max_connections: usize,
     registry: Mutex<Registry>,
     /// Notified whenever a connection leaves the registry, and once a shutdown finished.
@@ -158,20 +142,13 @@ impl Host for Shared {
     }
 }
 
-/// A bound listener with its core endpoint. [`serve`](Self::serve) or
-/// [`serve_with`](Self::serve_with) runs its accept loop; a [`ServerHandle`] (taken
-/// before) publishes, inspects and stops it.
-///
-/// Every TCP connection gets a reader thread and a writer thread while the core server
-/// serves it (its head, the hub's endpoints; see the [crate docs](crate)). A request for
-/// a path the hub does not serve is handed to the application on the reader thread: a
-/// WebSocket upgrade to the handler with an [`Upgrade`], any other request to the HTTP
-/// handler of `serve_with` with an [`HttpRequest`]. The handler then runs on that thread
-/// for as long as the connection lives.
+/// A bound listener with its core endpoint ([`tidewire::server::Server`]).
+/// [`serve`](Self::serve) runs its accept loop; a [`ServerHandle`] (taken before) controls
+/// it. Requests the core hands over go to the handlers on the connection's own thread.
 pub struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    timer: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -181,23 +158,14 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Binds a listener whose hub routes (if `cfg.endpoint.routes` has any) let everyone
-    /// in: every request is anonymous, every channel open ([`AllowAll`]).
-    ///
-    /// # Errors
-    /// Whatever `TcpListener::bind` returns, or a thread that cannot be spawned.
+    /// Binds a listener whose hub routes (if any) let everyone in, anonymous ([`AllowAll`]).
     pub fn bind(addr: impl ToSocketAddrs, cfg: ServerConfig) -> io::Result<Server> {
         let anyone = |_: &Request| Verdict::Allow(Credential::client(Principal::anonymous()));
         Self::bind_with(addr, cfg, anyone, AllowAll)
     }
 
-    /// Binds a listener with the application's authentication (`authn`, asked before any
-    /// `101` or `200` of a hub route) and authorization (`authz`, the hub's policy for
-    /// every join and publish), e.g. `DemoAuth, DemoAuth`. Epochs and keys are seeded from
-    /// OS entropy.
-    ///
-    /// # Errors
-    /// As [`bind`](Self::bind).
+    /// Binds a listener with the application's authentication and authorization
+    /// ([`Server::new`](tidewire::server::Server::new)), seeded from OS entropy.
     pub fn bind_with(
         addr: impl ToSocketAddrs,
         cfg: ServerConfig,
@@ -209,8 +177,7 @@ impl Server {
         let seed = getrandom::u64().unwrap_or_else(|_| crate::fallback_seed());
         let ServerConfig { endpoint: ecfg, max_connections, read_buffer, redis } = cfg;
         let ws = &ecfg.ws;
-        let (stall, ws_timeouts, limits) =
-            (ws.send_timeout, (ws.send_timeout, ws.close_timeout), HttpLimits::from_ws(ws));
+        let (ws_timeouts, limits) = ((ws.send_timeout, ws.close_timeout), HttpLimits::from_ws(ws));
         let endpoint = match redis {
             None => tidewire::server::Server::new(ecfg, authn, authz, seed),
             Some(r) => {
@@ -229,7 +196,6 @@ impl Server {
             timer_cv: Condvar::new(),
             event_cv: Condvar::new(),
             read_buffer: read_buffer.max(1024),
-            stall,
             ws_timeouts,
             limits,
             max_connections,
@@ -237,16 +203,12 @@ impl Server {
             left: Condvar::new(),
             stop: AtomicBool::new(false),
         });
-        let mut threads = Vec::new();
         let timer = Arc::clone(&shared);
-        threads.push(
-            std::thread::Builder::new()
-                .name("tidewire-timer".into())
-                .spawn(move || pump::run_timer(&timer))?,
-        );
-        // The bus's first `Connect`s.
-        shared.with(|_, _| ());
-        Ok(Server { listener, shared, threads })
+        let timer = std::thread::Builder::new()
+            .name("tidewire-timer".into())
+            .spawn(move || pump::run_timer(&timer))?;
+        shared.with(|_, _| ()); // the bus's first `Connect`s
+        Ok(Server { listener, shared, timer: Some(timer) })
     }
 
     /// The address the listener is bound to.
@@ -255,46 +217,29 @@ impl Server {
         self.shared.local
     }
 
-    /// A handle to publish, inspect and shut the server down from another thread.
+    /// A handle to publish, inspect and shut the server down from any thread.
     #[must_use]
     pub fn handle(&self) -> ServerHandle {
         ServerHandle { shared: Arc::clone(&self.shared) }
     }
 
-    /// Runs the accept loop until [`ServerHandle::shutdown`], calling `handler` on the
-    /// connection's own thread for every WebSocket upgrade the core server hands over (a
-    /// path that is not a hub route). Other application requests are answered `404`.
-    /// Returns `Ok(())` after the shutdown finished.
-    ///
-    /// # Errors
-    /// An `accept` error that is neither transient nor a lack of resources.
+    /// Runs the accept loop until [`ServerHandle::shutdown`] finished, calling `handler` for
+    /// every WebSocket upgrade the core hands over; other requests are answered `404`. Fails
+    /// on an `accept` error that is neither transient nor a lack of resources.
     pub fn serve<F>(self, handler: F) -> io::Result<()>
     where
         F: Fn(Upgrade) + Send + Sync + 'static,
     {
-        self.run(&Arc::new(Handlers { ws: handler, http: None::<fn(HttpRequest)> }))
+        self.serve_with(handler, |req: HttpRequest| drop(req.respond(404, &[], b"not found\n")))
     }
 
-    /// Like [`serve`](Self::serve), with a handler for plain HTTP requests the core server
-    /// hands over (pages, APIs): it answers with [`HttpRequest::respond`]; the connection
-    /// closes after the response.
-    ///
-    /// # Errors
-    /// As [`serve`](Self::serve).
+    /// As [`serve`](Self::serve), with a handler for the plain HTTP requests the core hands over.
     pub fn serve_with<W, H>(self, ws: W, http: H) -> io::Result<()>
     where
         W: Fn(Upgrade) + Send + Sync + 'static,
         H: Fn(HttpRequest) + Send + Sync + 'static,
     {
-        self.run(&Arc::new(Handlers { ws, http: Some(http) }))
-    }
-
-    fn run<W, H>(self, handlers: &Arc<Handlers<W, H>>) -> io::Result<()>
-    where
-        W: Fn(Upgrade) + Send + Sync + 'static,
-        H: Fn(HttpRequest) + Send + Sync + 'static,
-    {
-        let shared = &self.shared;
+        let (shared, handlers) = (&self.shared, Arc::new((ws, http)));
         while !shared.is_stopping() {
             let (stream, peer) = match self.listener.accept() {
                 Ok(accepted) => accepted,
@@ -313,7 +258,7 @@ impl Server {
             if shared.is_stopping() {
                 break;
             }
-            spawn_connection(shared, stream, peer, handlers);
+            spawn_connection(shared, stream, peer, &handlers);
         }
         shared.finished();
         Ok(())
@@ -325,17 +270,10 @@ impl Drop for Server {
         pump::core(&self.shared).stop = true;
         self.shared.timer_cv.notify_all();
         self.shared.bus.close_all();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+        if let Some(timer) = self.timer.take() {
+            let _ = timer.join();
         }
     }
-}
-
-/// The application's handlers.
-struct Handlers<W, H> {
-    ws: W,
-    /// `None`: application HTTP requests get 404 (`serve`).
-    http: Option<H>,
 }
 
 fn is_resource_error(e: &io::Error) -> bool {
@@ -347,7 +285,7 @@ fn spawn_connection<W, H>(
     shared: &Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
-    handlers: &Arc<Handlers<W, H>>,
+    handlers: &Arc<(W, H)>,
 ) where
     W: Fn(Upgrade) + Send + Sync + 'static,
     H: Fn(HttpRequest) + Send + Sync + 'static,
@@ -373,20 +311,25 @@ fn spawn_connection<W, H>(
         match pump::run(&shared, &tracked.stream, Arc::clone(&guard)) {
             Some(ServerEvent::Upgrade { ws, .. }) => {
                 let (stream, keep) = (Arc::clone(&tracked.stream), Some(Arc::clone(&guard)));
-                let conn = Conn::start(stream, peer, *ws, shared.ws_timeouts, keep);
+                let (conn, request) = Conn::start(stream, peer, *ws, shared.ws_timeouts, keep);
                 *lock(&tracked.ws) = Some(Arc::clone(&conn));
-                let link = Link { conn, reader: Reader::new(shared.read_buffer) };
-                run_upgrade(link, &shared, &handlers.ws);
+                let link = Link::new(conn, shared.read_buffer);
+                // The core server checked the request.
+                let Some(request) = request else { return };
+                let upgrade = Upgrade { link, request, shared: Arc::clone(&shared) };
+                if shared.is_stopping() {
+                    let _ = upgrade.reject(503, &[("Retry-After", "1")], b"shutting down\n");
+                } else {
+                    (handlers.0)(upgrade);
+                }
             }
             Some(ServerEvent::Request { request, rest, .. }) => {
                 let stream = Arc::clone(&tracked.stream);
                 let req = HttpRequest::new(request, rest.to_vec(), peer, stream, shared.limits);
-                match &handlers.http {
-                    _ if shared.is_stopping() => {
-                        let _ = req.respond(503, &[("Retry-After", "1")], b"shutting down\n");
-                    }
-                    Some(http) => http(req),
-                    None => drop(req.respond(404, &[], b"not found\n")),
+                if shared.is_stopping() {
+                    let _ = req.respond(503, &[("Retry-After", "1")], b"shutting down\n");
+                } else {
+                    (handlers.1)(req);
                 }
             }
             _ => {}
@@ -395,20 +338,8 @@ fn spawn_connection<W, H>(
     });
 }
 
-/// The WebSocket path: hands the upgrade request (valid: the core server checked it) to
-/// the handler.
-fn run_upgrade<F: Fn(Upgrade)>(link: Link, shared: &Arc<Shared>, handler: &F) {
-    let Some(request) = link.conn.take_request() else { return };
-    let upgrade = Upgrade { link, request, shared: Arc::clone(shared) };
-    if shared.is_stopping() {
-        let _ = upgrade.reject(503, &[("Retry-After", "1")], b"shutting down\n");
-    } else {
-        handler(upgrade);
-    }
-}
-
-/// Controls a running [`Server`] from any thread: its connections, its shutdown, and the
-/// hub inside its core endpoint. Cheap to clone.
+/// Controls a running [`Server`] from any thread: its connections, its shutdown, its hub.
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct ServerHandle {
     pub(crate) shared: Arc<Shared>,
@@ -427,20 +358,15 @@ impl ServerHandle {
         self.shared.local
     }
 
-    /// Live TCP connections (hub connections, application WebSockets and requests, those
-    /// still sending their head). A connection leaves the count when its threads end.
+    /// Live TCP connections, of every kind, until their threads end.
     #[must_use]
     pub fn connections(&self) -> usize {
         lock(&self.shared.registry).conns.len()
     }
 
-    /// Graceful shutdown: stops accepting; the core server closes every hub WebSocket
-    /// with 1001, ends every SSE stream, answers held polls and answers `503` to heads
-    /// still arriving; every application WebSocket is closed with 1001 ("server
-    /// shutdown") and application HTTP handlers may finish. Waits up to `grace` for the
-    /// connections to end, then shuts the rest down (and waits briefly for their
-    /// threads). [`Server::serve`] returns once this is done. A second call waits for the
-    /// first one and returns the same report.
+    /// Graceful shutdown ([`Server::shutdown`](tidewire::server::Server::shutdown)), application
+    /// WebSockets closed with 1001: waits up to `grace`, then shuts the rest down. A second
+    /// call returns the first one's report.
     pub fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let shared = &self.shared;
         if shared.stop.swap(true, Ordering::AcqRel) {
@@ -463,7 +389,10 @@ impl ServerHandle {
         drop(first);
         let remaining = wait_for_empty(shared, start + grace);
         for t in &remaining {
-            t.abort();
+            match lock(&t.ws).clone() {
+                Some(conn) => conn.abort(),
+                None => drop(t.stream.shutdown(Shutdown::Both)),
+            }
         }
         let dropped = remaining.len();
         let report = ShutdownReport { closed: seen.saturating_sub(dropped), dropped };
@@ -478,13 +407,10 @@ impl ServerHandle {
 /// Waits until no connection is registered or `until`; returns those still registered.
 fn wait_for_empty(shared: &Shared, until: Instant) -> Vec<Arc<Tracked>> {
     let mut reg = lock(&shared.registry);
-    loop {
-        let now = Instant::now();
-        if reg.conns.is_empty() || now >= until {
-            return reg.conns.values().cloned().collect();
-        }
+    while !reg.conns.is_empty() && Instant::now() < until {
         reg = wait_until(&shared.left, reg, Some(until));
     }
+    reg.conns.values().cloned().collect()
 }
 
 /// Wakes a thread blocked in `accept` by connecting to the listener once.
@@ -499,9 +425,8 @@ fn wake_accept(local: SocketAddr) {
     let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
 }
 
-/// A complete upgrade request for a path that is not the hub's, awaiting the
-/// application's decision: [`accept`](Self::accept) or [`reject`](Self::reject) it.
-/// Dropping it undecided drops the connection.
+/// An upgrade request for a path the hub does not serve: [`accept`](Self::accept) or
+/// [`reject`](Self::reject) it (dropping it drops the connection).
 pub struct Upgrade {
     link: Link,
     request: UpgradeRequest,
@@ -511,14 +436,14 @@ pub struct Upgrade {
 impl std::fmt::Debug for Upgrade {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upgrade")
-            .field("peer", &self.link.conn.peer_addr())
+            .field("peer", &self.link.tx.conn.peer_addr())
             .field("request", &self.request)
             .finish_non_exhaustive()
     }
 }
 
 impl Upgrade {
-    /// The request: path, query, headers, `token()`, `origin()`, `protocols()`…
+    /// The request.
     #[must_use]
     pub fn request(&self) -> &UpgradeRequest {
         &self.request
@@ -527,24 +452,21 @@ impl Upgrade {
     /// The peer's address.
     #[must_use]
     pub fn peer_addr(&self) -> SocketAddr {
-        self.link.conn.peer_addr()
+        self.link.tx.conn.peer_addr()
     }
 
-    /// Accepts the upgrade with an optional subprotocol (one the client offered) and extra
-    /// response headers, writes the `101` response and returns the open connection.
-    ///
-    /// # Errors
-    /// `InvalidInput` for a subprotocol that was not offered or a header that cannot be
-    /// written; the connection is then dropped.
+    /// Accepts the upgrade ([`WsConnection::accept`](tidewire::ws::WsConnection::accept));
+    /// `InvalidInput` (and the connection dropped) for what cannot be written.
     pub fn accept(
         self,
         subprotocol: Option<&str>,
         headers: &[(&str, &str)],
     ) -> io::Result<WebSocket> {
         self.link
+            .tx
             .conn
             .with(|ws, now| ws.accept(now, subprotocol, headers))
-            .map_err(|e| io_error(&e))?;
+            .map_err(invalid_input)?;
         let ws = WebSocket::new(self.link, subprotocol.map(str::to_owned));
         if self.shared.is_stopping() {
             // A shutdown began while the handler decided: say goodbye at once.
@@ -553,17 +475,13 @@ impl Upgrade {
         Ok(ws)
     }
 
-    /// Rejects the upgrade with an HTTP `status` (e.g. 401 with `WWW-Authenticate`, 403,
-    /// 429 with `Retry-After`), extra headers and a body; writes the response and closes.
-    ///
-    /// # Errors
-    /// `InvalidInput` for a status outside 100–599, 101, or a header that cannot be written;
-    /// the connection is then dropped.
+    /// Rejects the upgrade ([`WsConnection::reject`](tidewire::ws::WsConnection::reject));
+    /// `InvalidInput` (and the connection dropped) for what cannot be written.
     pub fn reject(self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> io::Result<()> {
         self.link
+            .tx
             .conn
             .with(|ws, now| ws.reject(now, status, headers, body))
-            .map_err(|e| io_error(&e))?;
-        Ok(())
+            .map_err(invalid_input)
     }
 }
