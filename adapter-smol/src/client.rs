@@ -10,7 +10,7 @@ use tidewire::ws::{CloseInfo, ConnError, HandshakeError, WsConfig, WsConnection}
 use url::{Host, Url};
 
 use crate::conn::{Shared, WebSocket};
-use crate::driver::Driver;
+use crate::pump::{drive, spawn_on};
 
 /// Bytes read from a client connection's socket at once at most (into the thread's read
 /// buffer, which no connection keeps while it waits).
@@ -97,9 +97,10 @@ pub async fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, Connec
     let shared = Arc::new(Shared::new(conn, close_timeout, peer));
     // Dropping `ws` (this future cancelled) aborts the handshake.
     let mut ws = WebSocket::new(shared.clone(), None);
-    let (stream, read_buffer) = (Arc::new(tcp), CLIENT_READ_BUFFER);
-    let executor = opts.executor;
-    Driver { stream, shared: shared.clone(), read_buffer, registration: None, executor }.spawn();
+    spawn_on(
+        opts.executor.as_ref(),
+        drive(Arc::new(tcp), shared.clone(), CLIENT_READ_BUFFER, None),
+    );
     loop {
         let listener = {
             let sock = shared.lock();

@@ -1,10 +1,12 @@
 //! The application's side of a connection: [`WebSocket`] and [`Sender`], over the core's
-//! [`AppSocket`] they share with the connection's driver task.
+//! [`AppSocket`] they share with the connection's task, which pumps its socket (the driver
+//! of the core's docs).
 
 use std::fmt;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -19,7 +21,7 @@ const MAX_INBOUND_EVENTS: usize = 256;
 /// Received payload bytes queued for the application before the driver stops reading.
 const MAX_INBOUND_BYTES: usize = 4 << 20;
 
-/// State shared by the driver task, the [`WebSocket`] and its [`Sender`]s.
+/// State shared by the connection's pump task, the [`WebSocket`] and its [`Sender`]s.
 pub(crate) struct Shared {
     sock: Mutex<AppSocket>,
     /// Something for the application: an event, the open, the close.
@@ -29,6 +31,9 @@ pub(crate) struct Shared {
     /// Something for the driver: bytes queued, the inbound queue drained, an abort.
     pub(crate) wake: DriverWake,
     pub(crate) peer: SocketAddr,
+    /// Why the socket was shut down before all that was queued was written (what a
+    /// rejected upgrade reports).
+    pub(crate) cut: OnceLock<io::ErrorKind>,
 }
 
 impl Shared {
@@ -40,6 +45,7 @@ impl Shared {
             room: Notify::new(),
             wake: DriverWake::default(),
             peer,
+            cut: OnceLock::new(),
         }
     }
 
@@ -92,7 +98,7 @@ impl Shared {
         }
     }
 
-    async fn recv_event(&self) -> Event {
+    pub(crate) async fn recv_event(&self) -> Event {
         loop {
             // Registered before the check, in the future itself (no allocation per message):
             // what arrives after the check cannot be missed.
@@ -113,8 +119,9 @@ impl Shared {
     }
 }
 
-/// Wakes a connection's driver task, its only waiter, without allocating: a flag and the
-/// task's waker. Rung under the [`AppSocket`]'s lock (by [`Shared::wake_up`]).
+/// Wakes a connection's pump task, its only waiter, without allocating: a flag and the
+/// task's waker. Rung under the lock of what the task pumps: the [`AppSocket`]'s (by
+/// [`Shared::wake_up`]) or the core endpoint's.
 #[derive(Default)]
 pub(crate) struct DriverWake {
     rung: AtomicBool,
@@ -122,7 +129,7 @@ pub(crate) struct DriverWake {
 }
 
 impl DriverWake {
-    fn notify(&self) {
+    pub(crate) fn notify(&self) {
         self.rung.store(true, Ordering::Release);
         let waker = self.waker.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(w) = waker {
@@ -134,6 +141,11 @@ impl DriverWake {
     /// for.
     pub(crate) fn reset(&self) {
         self.rung.store(false, Ordering::Release);
+    }
+
+    /// Whether it rang since the last `reset` or ready poll (the ring stays).
+    pub(crate) fn is_rung(&self) -> bool {
+        self.rung.load(Ordering::Acquire)
     }
 
     /// Drops the driver's waker (its task ended).

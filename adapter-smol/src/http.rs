@@ -11,8 +11,6 @@ use bytes::Bytes;
 use smol::Async;
 use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tidewire::http::{BodyError, BodyReader, Request};
-use tidewire::ws::WsConnection;
-use tidewire::{Machine as _, Transmit};
 
 use crate::server::Registration;
 use crate::until;
@@ -213,20 +211,4 @@ pub(crate) async fn write_all_until(
         Ok(())
     };
     until(deadline, write).await.unwrap_or_else(|| Err(io::ErrorKind::TimedOut.into()))
-}
-
-/// Writes the response a WebSocket machine queued (a rejection, an error status) within
-/// `close_timeout`, then closes the connection.
-pub(crate) async fn answer(
-    stream: &Async<TcpStream>,
-    conn: &mut WsConnection,
-    close_timeout: Duration,
-) -> io::Result<()> {
-    let mut out = Vec::new();
-    while let Some(Transmit::Bytes(b)) = conn.poll_transmit() {
-        out.push(b);
-    }
-    let result = write_all_until(stream, out, Instant::now() + close_timeout).await;
-    let _ = stream.get_ref().shutdown(Shutdown::Both);
-    result
 }

@@ -34,28 +34,33 @@
 //! and wakes tasks. A client
 //! that stops reading so fills its socket, then its transport in the core, then its hub
 //! outbox, and meets the channel's slow-consumer policy. A request for a path that is not
-//! the hub's leaves the endpoint and the pump: the task runs the application's handler,
-//! and an accepted [`WebSocket`] gets a driver task of its own (below), off the lock.
+//! the hub's leaves the endpoint: an upgrade's handler runs in a task of its own and
+//! decides, while the connection's task goes on pumping the socket as the application's
+//! [`WebSocket`] (below), off the endpoint's lock; a plain HTTP request's handler runs on
+//! the connection's task.
 //!
 //! # How an application WebSocket is driven
 //!
-//! Every connection has one *driver task*. It owns the socket and runs the core's run loop:
-//! it writes what the core queued (in vectored batches) and reads the socket directly, as
-//! long as the non-blocking socket takes and gives, and only then waits — for readiness,
-//! for the connection's one timer (an `async_io::Timer`, re-armed only when the core's
-//! deadline moves earlier and checked against `Instant::now()` on wake) or for a command.
+//! Every connection has one task that owns its socket, a client's too. For an application
+//! WebSocket it runs the same pump over the core's `AppSocket` (behind a lock of its own,
+//! shared with the [`WebSocket`]); an upgrade is not driven before its handler accepted or
+//! rejected it (a rejection's response then gets `WsConfig::close_timeout` to be written).
+//! The pump writes what the core queued (in vectored batches) and reads the socket
+//! directly, as long as the non-blocking socket takes and gives, and only then waits — for
+//! readiness, for the connection's one timer (an `async_io::Timer`, re-armed only when the
+//! core's deadline moves earlier and checked against `Instant::now()` on wake) or for a
+//! command.
 //! It runs whether or not the application is inside `recv`, so keepalive pings, pong
 //! replies, close timeouts and writes make progress on their own. After a read that woke a
 //! receiver it yields once, so that an application on the same thread can answer before the
 //! next write; before it registers for readability it yields once more and reads again
 //! (under load the next message is often there by then).
 //!
-//! Tasks run on the executor of [`ServerConfig::executor`] (the connections' pump tasks,
-//! the handlers, the timer and the drivers) and
-//! [`ClientOptions::executor`] (a client's driver); by default that is smol's global
-//! executor ([`smol::spawn`]; its thread count is smol's `SMOL_THREADS`, default 1). To run
-//! a whole server on one thread, like tokio's current-thread runtime, give it the executor
-//! that runs the accept loop:
+//! Tasks run on the executor of [`ServerConfig::executor`] (the connections' tasks, the
+//! handlers and the timer) and [`ClientOptions::executor`] (a client's connection task);
+//! by default that is smol's global executor ([`smol::spawn`]; its thread count is smol's
+//! `SMOL_THREADS`, default 1). To run a whole server on one thread, like tokio's
+//! current-thread runtime, give it the executor that runs the accept loop:
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -72,13 +77,13 @@
 //! ```
 //!
 //! Received events go to a bounded queue (256 events or 4 MiB of payload). When it is full
-//! the driver stops reading the socket, so a slow application pushes back on the peer
+//! the task stops reading the socket, so a slow application pushes back on the peer
 //! through TCP, while timers and writes keep running. Sends go to the core's bounded outbox
 //! (`WsConfig::max_outbound`); [`WebSocket::send`] waits for room, [`WebSocket::try_send`]
 //! returns [`SendError::Backpressure`] with the message.
 //!
 //! A write that cannot progress never keeps a connection alive past the core's deadlines:
-//! the driver waits for a blocked write and the timer together, and once the connection is
+//! the task waits for a blocked write and the timer together, and once the connection is
 //! closed without a clean close handshake (or the core asks for `Transmit::Shutdown`, or
 //! `WsConfig::close_timeout` has passed since it closed) it shuts the socket down in both
 //! directions and ends. Only then do [`WebSocket::recv`] and [`WebSocket::recv_event`]
@@ -162,7 +167,10 @@
 
 mod client;
 mod conn;
-mod driver;
+/// The pump's helpers under the path `outbound` still names.
+mod driver {
+    pub(crate) use crate::pump::{run_timer, spawn_on};
+}
 mod http;
 mod outbound;
 mod pump;

@@ -1,40 +1,69 @@
-//! The socket pump of the crate docs ("How the server is driven"): moves bytes between the
-//! sockets of the connections the core endpoint serves and the endpoint, which sits behind
-//! one mutex. One task per accepted connection and one timer task per server each make one
-//! mutation, then [`Core::wake_waiters`] wakes who its outputs concern. A connection the
-//! core hands over ([`Server::poll_handover`]: an upgrade or a request for a path that is
-//! not the hub's) leaves the pump: its task runs the application's handler.
+//! The socket pump of the crate docs ("How the server is driven", "How an application
+//! WebSocket is driven"): one task per connection runs [`pump`], the one loop that moves
+//! bytes between a non-blocking socket and what it serves, a [`Target`]:
+//!
+//! - [`Hub`]: a connection of the core endpoint, which sits behind one mutex. One task per
+//!   accepted connection and one timer task per server each make one mutation, then
+//!   [`Core::wake_waiters`] wakes who its outputs concern;
+//! - [`App`]: an application WebSocket, behind its own [`AppSocket`] lock, off the
+//!   endpoint's.
+//!
+//! A connection the core hands over ([`Server::poll_handover`]) stays on its task: an
+//! upgrade goes on as an [`App`] (its handler runs in a task of its own and decides), a
+//! request for a path that is not the hub's goes to the application's handler on the task.
+//!
+//! [`AppSocket`]: tidewire::ws::AppSocket
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use event_listener::Event as Notify;
-use smol::{Async, Timer, future};
+use smol::{Async, Executor, Timer, future};
 use tidewire::server::{ConnHandle, Server, ServerEvent};
-use tidewire::ws::{WsConnection, WsEvent};
-use tidewire::{Machine, Transmit};
+use tidewire::ws::app::Pass;
+use tidewire::ws::{WsEvent, WsState};
+use tidewire::{Machine as _, Transmit};
 
-use crate::driver::{consume, read_shared, write_batch};
-use crate::http::{HttpRequest, answer};
+use crate::conn::{DriverWake, Shared};
+use crate::http::HttpRequest;
 use crate::outbound::{Sockets, drain};
 use crate::server::{Registration, ServerShared, Upgrade};
 
-/// Bytes pulled from the core for one connection before they are written.
+/// Bytes pulled from the core endpoint for one connection before they are written.
 const PULL_BOUND: usize = 256 << 10;
-/// A write that makes no progress for this long (without `WsConfig::send_timeout`) loses
-/// the connection.
+/// A hub connection's write that makes no progress for this long (without
+/// `WsConfig::send_timeout`) loses the connection.
 const WRITE_STALL: Duration = Duration::from_secs(30);
+/// Chunks written in one vectored write at most.
+const MAX_SLICES: usize = 64;
+/// Bytes pulled from an application WebSocket into one write batch at most (the rest stays
+/// in the core's bounded outbox, where it counts against `max_outbound`).
+const BATCH_BYTES: usize = 256 << 10;
+/// Passes of the loop that made progress without waiting, after which the pump yields to
+/// the executor once (fairness between connections on one thread).
+const BUDGET: u32 = 32;
+/// Waits for readability that register at once after a deferred read found nothing (see
+/// [`pump`]), before the pump tries deferring again.
+const DEFER_COOLDOWN: u32 = 8;
 
 pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 type Handler<T> = Box<dyn Fn(T) -> BoxFuture + Send + Sync>;
 /// The application's handlers: upgrades and plain HTTP requests.
 pub(crate) type Handlers = Arc<(Handler<Upgrade>, Handler<HttpRequest>)>;
+
+thread_local! {
+    /// The thread's read buffer: a pump reads into it and hands the bytes over before it
+    /// waits again, so a waiting connection holds no read buffer (issue 17).
+    static READ_BUF: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
 
 /// The core endpoint and what the pump keeps beside it, under one lock.
 pub(crate) struct Core {
@@ -42,7 +71,7 @@ pub(crate) struct Core {
     /// With Redis: the bus's sockets.
     pub(crate) socks: Sockets<ServerShared>,
     /// Each pumped connection's wake-up.
-    wakers: HashMap<ConnHandle, Arc<Notify>>,
+    wakers: HashMap<ConnHandle, Arc<DriverWake>>,
     /// The deadline the timer task waits for.
     armed: Option<Instant>,
 }
@@ -62,7 +91,7 @@ impl Core {
         }
         while let Some(conn) = self.server.poll_ready() {
             if let Some(w) = self.wakers.get(&conn) {
-                w.notify(1);
+                w.notify();
             }
         }
         let next = self.server.poll_timeout();
@@ -75,8 +104,8 @@ impl Core {
 
 /// The server's one timer: `handle_timeout` at the core's deadline (checked against the
 /// clock on every wake-up). Ends with the server.
-pub(crate) async fn run_timer(weak: Weak<ServerShared>, wake: Arc<Notify>) {
-    crate::driver::run_timer(&wake, |now| {
+pub(crate) async fn run_core_timer(weak: Weak<ServerShared>, wake: Arc<Notify>) {
+    run_timer(&wake, |now| {
         let shared = weak.upgrade()?;
         let mut core = shared.core();
         if core.armed.is_some_and(|d| now >= d) {
@@ -88,14 +117,360 @@ pub(crate) async fn run_timer(weak: Weak<ServerShared>, wake: Arc<Notify>) {
     .await;
 }
 
-/// Forgets a pumped connection however its task ends: the core loses it if it still has
-/// it, its wake-up goes.
-struct Pumped<'a> {
-    shared: &'a ServerShared,
-    conn: ConnHandle,
+/// A timer task's loop: on every wake-up (a notification of `wake`, or the deadline) `step`
+/// runs with the time and returns the next deadline, or `None` to end the task. The timer
+/// is re-armed only when the deadline changes.
+pub(crate) async fn run_timer(
+    wake: &Notify,
+    mut step: impl FnMut(Instant) -> Option<Option<Instant>>,
+) {
+    let mut timer = Timer::never();
+    let mut armed: Option<Instant> = None;
+    loop {
+        let listener = wake.listen();
+        let now = Instant::now();
+        let Some(deadline) = step(now) else { return };
+        if deadline.is_some_and(|d| d <= now) {
+            continue;
+        }
+        if deadline != armed {
+            match deadline {
+                Some(d) => timer.set_at(d),
+                None => timer = Timer::never(),
+            }
+            armed = deadline;
+        }
+        future::or(
+            async {
+                (&mut timer).await;
+            },
+            listener,
+        )
+        .await;
+        if armed.is_some_and(|d| d <= Instant::now()) {
+            armed = None;
+        }
+    }
 }
 
-impl Drop for Pumped<'_> {
+/// Spawns `task` on `executor`, or on smol's global executor when there is none.
+pub(crate) fn spawn_on<F>(executor: Option<&Arc<Executor<'static>>>, task: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    match executor {
+        Some(ex) => ex.spawn(task).detach(),
+        None => smol::spawn(task).detach(),
+    }
+}
+
+/// One accepted connection: pumped through the core endpoint until it ends or is handed
+/// over, then (an upgrade) pumped as the application's WebSocket or (a request) handed to
+/// the application's handler. The registration is held until the socket is done.
+pub(crate) async fn run_conn(
+    stream: Arc<Async<TcpStream>>,
+    peer: SocketAddr,
+    registration: Registration,
+    handlers: Handlers,
+) {
+    let server = registration.server.clone();
+    let conn = registration.handle();
+    let cfg = &server.cfg;
+    let handover = {
+        let mut hub = Hub::new(&server, conn, peer);
+        let stall = cfg.endpoint.ws.send_timeout.unwrap_or(WRITE_STALL);
+        let _ = pump(&stream, &mut hub, cfg.read_buffer, Some(stall)).await;
+        hub.handover.take()
+    };
+    match handover {
+        Some(ServerEvent::Upgrade { ws, .. }) => {
+            // Out of its box: the box is freed now.
+            let mut ws = *ws;
+            let mut request = None;
+            while let Some(ev) = ws.poll_event() {
+                if let WsEvent::UpgradeRequested(req) = ev {
+                    request = Some(req);
+                }
+            }
+            let close_timeout = cfg.endpoint.ws.close_timeout;
+            let shared = Arc::new(Shared::new(ws, close_timeout, peer));
+            // Without a request: a malformed upgrade, whose answer (400, 426…) is written.
+            if let Some(request) = request {
+                let upgrade =
+                    Upgrade { shared: shared.clone(), request, server: server.clone(), conn };
+                server.spawn((handlers.0)(upgrade));
+            }
+            drive(stream, shared, cfg.read_buffer, Some(close_timeout)).await;
+        }
+        Some(ServerEvent::Request { request, rest, .. }) => {
+            let req = HttpRequest::new(stream, peer, request, rest.to_vec(), registration);
+            (handlers.1)(req).await;
+        }
+        _ => {
+            let _ = stream.get_ref().shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Pumps an application WebSocket's socket until it is done, then shuts the socket down and
+/// lets the application learn that the connection is over (see [`App`]). `decide`: a
+/// server's upgrade, not driven before the application accepted or rejected it; a
+/// rejection's response gets this long to be written.
+pub(crate) async fn drive(
+    stream: Arc<Async<TcpStream>>,
+    shared: Arc<Shared>,
+    read_buffer: usize,
+    decide: Option<Duration>,
+) {
+    let phase = decide.map_or(Phase::Open, Phase::Deciding);
+    let mut app = App { stream: &stream, shared: &shared, phase };
+    if let Err(kind) = pump(&stream, &mut app, read_buffer, None).await {
+        let _ = shared.cut.set(kind);
+    }
+}
+
+/// What a socket is pumped for.
+trait Target {
+    /// Under the target's lock: fires what is due, pulls the next batch into `wbuf`, forgets
+    /// the wake-ups this pass handles, and says what to do next (as [`AppSocket::poll_pass`]).
+    ///
+    /// [`AppSocket::poll_pass`]: tidewire::ws::AppSocket::poll_pass
+    fn pass(&mut self, now: Instant, wbuf: &mut VecDeque<Bytes>) -> Pass;
+    /// Bytes read from the socket; returns whether a waiting receiver was woken.
+    fn read(&mut self, data: &[u8]) -> bool;
+    /// The socket's read half ended (`error`: with an error).
+    fn eof(&mut self, error: bool);
+    /// A write failed or made no progress for too long: nothing more can be written.
+    fn write_failed(&mut self);
+    /// What rings when the target has work for the pump.
+    fn wake(&self) -> &DriverWake;
+}
+
+/// The one run loop, until `target` stops: write what it queued (in vectored batches) and
+/// read the socket directly, as long as the non-blocking socket takes and gives, and only
+/// then wait — for readiness, for the target's deadline (one timer, re-armed only when the
+/// deadline moves earlier, checked against the clock on wake) or for the target's wake-up.
+/// `stall`: a write that makes no progress for this long fails. Returns whether everything
+/// the target queued was written: if not, why (`TimedOut` when it ended first).
+#[allow(clippy::too_many_lines)] // one run loop, kept in one place
+async fn pump(
+    stream: &Async<TcpStream>,
+    target: &mut impl Target,
+    max_read: usize,
+    stall: Option<Duration>,
+) -> Result<(), io::ErrorKind> {
+    let sock = stream.get_ref();
+    let max_read = max_read.max(1);
+    let mut wbuf: VecDeque<Bytes> = VecDeque::new();
+    let mut timer = Timer::never();
+    let mut armed: Option<Instant> = None;
+    let mut stall_at: Option<Instant> = None;
+    let (mut eof, mut failed) = (false, None);
+    // Whether a read / write may progress without waiting (no `WouldBlock` since the last
+    // readiness).
+    let (mut can_read, mut can_write) = (true, true);
+    // Kept across passes: registered once, dropped only when they fired.
+    let (mut readable, mut writable) = (None, None);
+    let mut budget = BUDGET;
+    // Before registering for readability, the pump yields once and reads again: under load
+    // the peer's next message has often arrived meanwhile, which saves the registration (a
+    // system call) and a trip through the reactor. When that read finds nothing, the next
+    // few waits register at once.
+    let mut retry_pending = false;
+    let mut cooldown = 0u32;
+    // What the last pass said. A pass is due after the pump changed something (a read, a
+    // write) or the target rang, or at its deadline; a wait that readiness alone ended, or
+    // the deferred read's yield, goes on without one.
+    let (mut read, mut due, mut pass) = (false, None, true);
+
+    loop {
+        let now = Instant::now();
+        let mut flush = false;
+        if std::mem::take(&mut pass) || due.is_some_and(|d| d <= now) || target.wake().is_rung() {
+            (read, due) = match target.pass(now, &mut wbuf) {
+                Pass::Run { shutdown: true, .. } if wbuf.is_empty() => break,
+                Pass::Run { read, deadline, .. } => (read, deadline),
+                // Failed: one non-blocking attempt to get the last bytes out, then down.
+                Pass::FlushAndStop => {
+                    (can_write, flush) = (true, true);
+                    (false, None)
+                }
+                _ => break,
+            };
+            if due.is_some_and(|d| d <= now) {
+                continue;
+            }
+        }
+        let (read_ok, mut deadline) = (read && !eof, due);
+
+        // Write what the socket takes now.
+        let (mut progressed, mut lost) = (false, None);
+        while can_write && !wbuf.is_empty() && lost.is_none() {
+            match write_batch(sock, &wbuf) {
+                Ok(n) if n > 0 => {
+                    consume(&mut wbuf, n);
+                    progressed = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => can_write = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => lost = Some(e.kind()),
+                Ok(_) => lost = Some(io::ErrorKind::WriteZero),
+            }
+        }
+        if flush {
+            break;
+        }
+        if lost.is_none()
+            && let Some(stall) = stall
+        {
+            if wbuf.is_empty() {
+                stall_at = None;
+            } else if progressed || stall_at.is_none() {
+                stall_at = Some(now + stall);
+            } else if stall_at.is_some_and(|s| s <= now) {
+                lost = Some(io::ErrorKind::TimedOut);
+            }
+            deadline = deadline.into_iter().chain(stall_at).min();
+        }
+        if lost.is_some() {
+            // The transport failed: nothing more can be written.
+            wbuf.clear();
+            stall_at = None;
+            failed = lost;
+            target.write_failed();
+            pass = true;
+            continue;
+        }
+
+        // One read, when the target has room for what it brings.
+        let mut delivered = false;
+        let mut retry_failed = false;
+        if !read_ok {
+            // Paused: a readiness registered meanwhile is dropped; try again on resume.
+            readable = None;
+            can_read = true;
+        } else if can_read {
+            let is_retry = std::mem::take(&mut retry_pending);
+            match read_shared(sock, max_read, |data| delivered = target.read(data)) {
+                Ok(n) if n > 0 => {
+                    // A short read emptied the receive queue: wait for readiness next.
+                    can_read = n == max_read;
+                    progressed = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    can_read = false;
+                    if is_retry {
+                        // Register now, and at once for the next few waits.
+                        retry_failed = true;
+                        cooldown = DEFER_COOLDOWN;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                read => {
+                    eof = true;
+                    target.eof(read.is_err());
+                    progressed = true;
+                }
+            }
+        }
+
+        if progressed {
+            pass = true;
+            budget -= 1;
+            if delivered || budget == 0 {
+                // A receiver was woken: let it (on this thread, too) take what arrived and
+                // queue its answer, which is then written in the next pass.
+                budget = BUDGET;
+                future::yield_now().await;
+            }
+            continue;
+        }
+        budget = BUDGET;
+
+        // Nothing more to do without waiting. A later deadline is picked up when the earlier
+        // one fires, so the timer is re-armed only when the deadline moves earlier.
+        if let Some(d) = deadline
+            && armed.is_none_or(|a| d < a)
+        {
+            timer.set_at(d);
+            armed = Some(d);
+        }
+        let want_write = !can_write && !wbuf.is_empty();
+        let want_read = read_ok && !can_read;
+        if want_read && readable.is_none() && !retry_failed {
+            if cooldown == 0 {
+                retry_pending = true;
+                can_read = true;
+                future::yield_now().await;
+                continue;
+            }
+            cooldown -= 1;
+        }
+        if want_write && writable.is_none() {
+            writable = Some(stream.writable());
+        }
+        if want_read && readable.is_none() {
+            readable = Some(stream.readable());
+        }
+        let wake = target.wake();
+        let (w, r, t, rung) = future::poll_fn(|cx| {
+            // Every source waited for is polled, so that each registers its waker.
+            let w =
+                want_write && writable.as_mut().is_some_and(|w| Pin::new(w).poll(cx).is_ready());
+            let r = want_read && readable.as_mut().is_some_and(|r| Pin::new(r).poll(cx).is_ready());
+            let t = armed.is_some() && Pin::new(&mut timer).poll(cx).is_ready();
+            let rung = wake.poll(cx).is_ready();
+            if w || r || t || rung { Poll::Ready((w, r, t, rung)) } else { Poll::Pending }
+        })
+        .await;
+        // A readiness error shows up again on the next read or write.
+        if w {
+            writable = None;
+            can_write = true;
+        }
+        if r {
+            readable = None;
+            can_read = true;
+        }
+        if t {
+            armed = None;
+        }
+        pass |= t || rung;
+    }
+    match failed {
+        Some(kind) => Err(kind),
+        None if wbuf.is_empty() => Ok(()),
+        None => Err(io::ErrorKind::TimedOut),
+    }
+}
+
+/// A connection of the core endpoint, pumped under the server's lock. Dropping it forgets
+/// the connection however its pump ends: the core loses it if it still has it, its wake-up
+/// goes.
+struct Hub<'a> {
+    shared: &'a ServerShared,
+    conn: ConnHandle,
+    wake: Arc<DriverWake>,
+    /// The core asked for `Transmit::Shutdown`: the rest is written, then the end.
+    ended: bool,
+    /// A read or write failed: the end.
+    lost: bool,
+    /// What the core handed over: the pump ends.
+    handover: Option<ServerEvent>,
+}
+
+impl<'a> Hub<'a> {
+    fn new(shared: &'a ServerShared, conn: ConnHandle, peer: SocketAddr) -> Self {
+        let wake = Arc::new(DriverWake::default());
+        let mut core = shared.core();
+        core.wakers.insert(conn, wake.clone());
+        core.server.handle_accept_from(Instant::now(), conn, peer);
+        core.wake_waiters(shared);
+        Self { shared, conn, wake, ended: false, lost: false, handover: None }
+    }
+}
+
+impl Drop for Hub<'_> {
     fn drop(&mut self) {
         let mut core = self.shared.core();
         core.wakers.remove(&self.conn);
@@ -104,183 +479,186 @@ impl Drop for Pumped<'_> {
     }
 }
 
-/// What woke a waiting connection task.
-enum Woke {
-    Read(io::Result<usize>),
-    Writable,
-    Notified,
-    Stalled,
+impl Target for Hub<'_> {
+    fn pass(&mut self, now: Instant, wbuf: &mut VecDeque<Bytes>) -> Pass {
+        if self.lost {
+            return Pass::Stop;
+        }
+        let mut core = self.shared.core();
+        // Pulled only once the socket took the last batch.
+        if wbuf.is_empty() && !self.ended {
+            let mut pulled = 0;
+            while pulled < PULL_BOUND && !self.ended {
+                match core.server.poll_transmit(now, self.conn) {
+                    Some(Transmit::Bytes(b)) => {
+                        pulled += b.len();
+                        wbuf.push_back(b);
+                    }
+                    Some(_) => self.ended = true,
+                    None => break,
+                }
+            }
+            core.wake_waiters(self.shared);
+        }
+        // What rang before this pass is handled by it, or (bytes left in the core) once the
+        // socket took the batch; a ring after it (under the lock) rings again.
+        self.wake.reset();
+        self.handover = core.server.poll_handover(self.conn);
+        if self.handover.is_some() {
+            return Pass::Stop;
+        }
+        Pass::Run { read: !self.ended, deadline: None, shutdown: self.ended }
+    }
+
+    fn read(&mut self, data: &[u8]) -> bool {
+        let mut core = self.shared.core();
+        core.server.handle_read(Instant::now(), self.conn, data);
+        core.wake_waiters(self.shared);
+        false
+    }
+
+    fn eof(&mut self, error: bool) {
+        if error {
+            self.lost = true;
+        } else {
+            let mut core = self.shared.core();
+            core.server.handle_eof(Instant::now(), self.conn);
+            core.wake_waiters(self.shared);
+        }
+    }
+
+    fn write_failed(&mut self) {
+        self.lost = true;
+    }
+
+    fn wake(&self) -> &DriverWake {
+        &self.wake
+    }
 }
 
-/// One accepted connection: pumped through the core until it ends or is handed over.
-#[allow(clippy::too_many_lines)] // one run loop, kept in one place
-pub(crate) async fn run_conn(
-    stream: Arc<Async<TcpStream>>,
-    peer: SocketAddr,
-    registration: Registration,
-    handlers: Handlers,
-) {
-    let shared = registration.server.clone();
-    let conn = registration.handle();
-    let wake = Arc::new(Notify::new());
-    let pumped = Pumped { shared: &shared, conn };
+/// Where an application WebSocket is.
+#[derive(Clone, Copy)]
+enum Phase {
+    /// A server's upgrade awaiting the application's decision: not driven (no read, no
+    /// timer). A rejection's response then gets this long.
+    Deciding(Duration),
+    /// Rejected (or a malformed upgrade): its response is written until then, as an
+    /// `HttpRequest`'s is, then the socket is shut down.
+    Answering(Instant),
+    /// Accepted, or a client.
+    Open,
+}
+
+/// An application WebSocket, pumped under its own `AppSocket`'s lock. Dropping it (however
+/// the pump ends, even when its executor drops the task) shuts the socket down, then lets
+/// the application learn that the connection is over.
+struct App<'a> {
+    stream: &'a Async<TcpStream>,
+    shared: &'a Shared,
+    phase: Phase,
+}
+
+impl Drop for App<'_> {
+    fn drop(&mut self) {
+        let _ = self.stream.get_ref().shutdown(Shutdown::Both);
+        let mut sock = self.shared.lock();
+        sock.finish(Instant::now());
+        // Wakes everyone still waiting on this connection: it is over.
+        self.shared.wake_up(&mut sock);
+        drop(sock);
+        // The pump's waker keeps its task's memory: not past the task.
+        self.shared.wake.forget();
+    }
+}
+
+impl Target for App<'_> {
+    fn pass(&mut self, now: Instant, wbuf: &mut VecDeque<Bytes>) -> Pass {
+        let mut sock = self.shared.lock();
+        if let Phase::Deciding(answer) = self.phase {
+            if sock.state() == WsState::Connecting && !sock.is_closed() {
+                // Undecided (an accept or reject rings under the lock).
+                self.shared.wake.reset();
+                return Pass::Run { read: false, deadline: None, shutdown: false };
+            }
+            let rejected = sock.state() == WsState::Closed;
+            self.phase = if rejected { Phase::Answering(now + answer) } else { Phase::Open };
+        }
+        let pass = sock.poll_pass(now, wbuf, BATCH_BYTES, MAX_SLICES);
+        self.shared.wake_up(&mut sock);
+        // What rang before this pass is handled by it; a command after it (under the lock)
+        // rings again.
+        self.shared.wake.reset();
+        match (pass, self.phase) {
+            (Pass::FlushAndStop, Phase::Answering(by)) if now < by => {
+                Pass::Run { read: false, deadline: Some(by), shutdown: true }
+            }
+            (Pass::FlushAndStop, Phase::Answering(_)) => Pass::Stop,
+            (pass, _) => pass,
+        }
+    }
+
+    fn read(&mut self, data: &[u8]) -> bool {
+        let mut sock = self.shared.lock();
+        sock.handle_read(Instant::now(), data);
+        self.shared.wake_up(&mut sock)
+    }
+
+    fn eof(&mut self, _error: bool) {
+        let mut sock = self.shared.lock();
+        sock.handle_eof(Instant::now());
+        self.shared.wake_up(&mut sock);
+    }
+
+    fn write_failed(&mut self) {
+        let mut sock = self.shared.lock();
+        sock.handle_write_error(Instant::now());
+        self.shared.wake_up(&mut sock);
+    }
+
+    fn wake(&self) -> &DriverWake {
+        &self.shared.wake
+    }
+}
+
+/// One read of `sock` (at most `max` bytes) into the thread's read buffer; `f` gets what
+/// arrived (it is not called for 0 bytes or an error).
+fn read_shared(sock: &TcpStream, max: usize, f: impl FnOnce(&[u8])) -> io::Result<usize> {
+    // Taken out while in use (during the thread's teardown: a one-off buffer).
+    let mut buf = READ_BUF.try_with(Cell::take).unwrap_or_default();
+    if buf.len() < max {
+        buf.resize(max, 0);
+    }
+    let read = (&mut &*sock).read(&mut buf[..max]);
+    if let Ok(n) = read
+        && n > 0
     {
-        let mut core = shared.core();
-        core.wakers.insert(conn, wake.clone());
-        core.server.handle_accept_from(Instant::now(), conn, peer);
-        core.wake_waiters(&shared);
+        f(&buf[..n]);
     }
-    let sock = stream.get_ref();
-    let max_read = shared.cfg.read_buffer.max(1);
-    let stall = shared.cfg.endpoint.ws.send_timeout.unwrap_or(WRITE_STALL);
-    let mut wbuf: VecDeque<Bytes> = VecDeque::new();
-    let mut eof = false;
-    let mut ended = false;
-    let mut stall_at: Option<Instant> = None;
-    let handoff = loop {
-        let listener = wake.listen();
-        // Pull what the core has for this connection, while the socket took the last batch.
-        let handoff = {
-            let mut core = shared.core();
-            if wbuf.is_empty() && !ended {
-                let now = Instant::now();
-                let mut pulled = 0;
-                while pulled < PULL_BOUND {
-                    match core.server.poll_transmit(now, conn) {
-                        Some(Transmit::Bytes(b)) => {
-                            pulled += b.len();
-                            wbuf.push_back(b);
-                        }
-                        Some(_) => {
-                            ended = true;
-                            break;
-                        }
-                        None => break,
-                    }
-                }
-                core.wake_waiters(&shared);
-            }
-            core.server.poll_handover(conn)
-        };
-        if let Some(h) = handoff {
-            break Some(h);
-        }
-        // Write what the socket takes now.
-        let mut wrote = false;
-        while !wbuf.is_empty() {
-            match write_batch(sock, &wbuf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    consume(&mut wbuf, n);
-                    wrote = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => return,
-            }
-        }
-        if wbuf.is_empty() {
-            stall_at = None;
-            if ended {
-                break None;
-            }
-            if wrote {
-                continue;
-            }
-        } else if wrote || stall_at.is_none() {
-            stall_at = Some(Instant::now() + stall);
-        }
-        let woke = {
-            let read = async {
-                if eof || ended {
-                    future::pending().await
-                } else {
-                    // Into the thread's buffer, fed at once: no read buffer per connection.
-                    let read = stream.read_with(|s| {
-                        read_shared(s, max_read, |data| {
-                            let mut core = shared.core();
-                            core.server.handle_read(Instant::now(), conn, data);
-                            core.wake_waiters(&shared);
-                        })
-                    });
-                    Woke::Read(read.await)
-                }
-            };
-            let write = async {
-                if wbuf.is_empty() {
-                    future::pending().await
-                } else {
-                    match stream.writable().await {
-                        Ok(()) => Woke::Writable,
-                        Err(e) => Woke::Read(Err(e)),
-                    }
-                }
-            };
-            let stalled = async {
-                match stall_at {
-                    Some(at) => Timer::at(at).await,
-                    None => future::pending().await,
-                };
-                Woke::Stalled
-            };
-            let notified = async {
-                listener.await;
-                Woke::Notified
-            };
-            future::or(read, future::or(write, future::or(notified, stalled))).await
-        };
-        match woke {
-            Woke::Read(Ok(n)) if n > 0 => {}
-            Woke::Read(Ok(_)) => {
-                eof = true;
-                let mut core = shared.core();
-                core.server.handle_eof(Instant::now(), conn);
-                core.wake_waiters(&shared);
-            }
-            Woke::Read(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-            Woke::Read(Err(_)) | Woke::Stalled => return,
-            Woke::Writable | Woke::Notified => {}
-        }
-    };
-    drop(pumped);
-    match handoff {
-        None => {
-            let _ = sock.shutdown(Shutdown::Both);
-        }
-        Some(ServerEvent::Upgrade { ws, .. }) => {
-            // Out of its box before the application's await: the box is freed now.
-            let ws = {
-                let ws = ws;
-                *ws
-            };
-            upgrade(stream, peer, registration, ws, &handlers).await;
-        }
-        Some(ServerEvent::Request { request, rest, .. }) => {
-            let req = HttpRequest::new(stream, peer, request, rest.to_vec(), registration);
-            (handlers.1)(req).await;
-        }
-        Some(_) => {}
-    }
+    let _ = READ_BUF.try_with(|cell| cell.set(buf));
+    read
 }
 
-/// An upgrade for the application: its decision step, or the core's error response.
-async fn upgrade(
-    stream: Arc<Async<TcpStream>>,
-    peer: SocketAddr,
-    registration: Registration,
-    mut conn: WsConnection,
-    handlers: &Handlers,
-) {
-    let mut request = None;
-    while let Some(ev) = conn.poll_event() {
-        if let WsEvent::UpgradeRequested(req) = ev {
-            request = Some(req);
+/// One vectored write of the queued chunks.
+fn write_batch(s: &TcpStream, wbuf: &VecDeque<Bytes>) -> io::Result<usize> {
+    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+    let mut n = 0;
+    for (slot, chunk) in slices.iter_mut().zip(wbuf) {
+        *slot = IoSlice::new(chunk);
+        n += 1;
+    }
+    (&mut &*s).write_vectored(&slices[..n])
+}
+
+/// Drops the first `n` written bytes from the queue.
+fn consume(wbuf: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let Some(front) = wbuf.front_mut() else { return };
+        if front.len() <= n {
+            n -= front.len();
+            wbuf.pop_front();
+        } else {
+            front.advance(n);
+            n = 0;
         }
     }
-    let Some(request) = request else {
-        // A malformed upgrade: the core's answer (400, 426…), then the end.
-        let _ = answer(&stream, &mut conn, registration.server.cfg.endpoint.ws.close_timeout).await;
-        return;
-    };
-    (handlers.0)(Upgrade { conn, stream, request, peer, registration }).await;
 }

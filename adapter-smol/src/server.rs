@@ -22,14 +22,13 @@ use tidewire::replay::Position;
 use tidewire::server::{
     Authenticate, ConnHandle, Credential, Publication, Routes, ServerEvent, Verdict,
 };
-use tidewire::ws::{CloseCode, UpgradeRequest, WsConnection};
+use tidewire::ws::{CloseCode, UpgradeRequest, WsState};
 
 use crate::conn::{Shared, WebSocket};
-use crate::driver::{Driver, spawn_on};
-use crate::http::{HttpRequest, answer};
+use crate::http::HttpRequest;
 use crate::outbound::{Host, Sockets};
-use crate::pump::{Core, Handlers, run_conn, run_timer};
-use crate::until;
+use crate::pump::{Core, Handlers, run_conn, run_core_timer, spawn_on};
+use crate::{Event, until};
 
 /// Pause after an `accept` error (e.g. out of file descriptors) before the next attempt.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
@@ -190,12 +189,14 @@ impl Registration {
     pub(crate) fn handle(&self) -> ConnHandle {
         ConnHandle(self.id)
     }
+}
 
-    /// Links the open WebSocket, so shutdown can close it with 1001; closes it at once when
-    /// the shutdown already started.
-    fn attach(&self, shared: &Arc<Shared>) {
-        let mut reg = self.server.registry();
-        if let Some(entry) = reg.conns.get_mut(&self.id) {
+impl ServerShared {
+    /// Links connection `conn`'s open WebSocket, so shutdown can close it with 1001; closes
+    /// it at once when the shutdown already started.
+    fn attach(&self, conn: ConnHandle, shared: &Arc<Shared>) {
+        let mut reg = self.registry();
+        if let Some(entry) = reg.conns.get_mut(&conn.0) {
             entry.ws = Some(Arc::downgrade(shared));
         }
         if reg.stopping {
@@ -272,7 +273,7 @@ impl Server {
             stop: Notify::new(),
             done: Notify::new(),
         });
-        shared.spawn(run_timer(Arc::downgrade(&shared), shared.timer.clone()));
+        shared.spawn(run_core_timer(Arc::downgrade(&shared), shared.timer.clone()));
         // The bus's first `Connect`s.
         shared.with(|_, _, _| ());
         Ok(Server { listener, shared })
@@ -293,9 +294,10 @@ impl Server {
     /// Runs the accept loop until [`ServerHandle::shutdown`]. Every TCP connection gets a
     /// task on [`ServerConfig::executor`] that pumps it through the core endpoint: the core
     /// reads and bounds the head (400/408/431/505) and serves the hub's routes; an upgrade
-    /// for any other path becomes an [`Upgrade`] and `handler(upgrade)` runs on that task
-    /// (accept or reject it there). A plain HTTP request for another path is answered
-    /// `404`; use [`serve_with`](Self::serve_with) to serve it.
+    /// for any other path becomes an [`Upgrade`] and `handler(upgrade)` runs in a task of
+    /// its own (accept or reject it there), while the connection's task drives the
+    /// connection. A plain HTTP request for another path is answered `404`; use
+    /// [`serve_with`](Self::serve_with) to serve it.
     ///
     /// Returns `Ok(())` once the shutdown has finished.
     ///
@@ -620,11 +622,11 @@ impl fmt::Debug for ServerHandle {
 /// decision: [`accept`](Self::accept) or [`reject`](Self::reject). Dropping it closes the
 /// TCP connection without a response.
 pub struct Upgrade {
-    pub(crate) conn: WsConnection,
-    pub(crate) stream: Arc<Async<TcpStream>>,
+    /// The connection, which its task pumps once decided.
+    pub(crate) shared: Arc<Shared>,
     pub(crate) request: UpgradeRequest,
-    pub(crate) peer: SocketAddr,
-    pub(crate) registration: Registration,
+    pub(crate) server: Arc<ServerShared>,
+    pub(crate) conn: ConnHandle,
 }
 
 impl Upgrade {
@@ -637,12 +639,12 @@ impl Upgrade {
     /// The peer's address.
     #[must_use]
     pub fn peer_addr(&self) -> SocketAddr {
-        self.peer
+        self.shared.peer
     }
 
     /// Accepts the upgrade with an optional subprotocol (one the client offered) and extra
-    /// response headers. The 101 response is written by the connection's driver task, which
-    /// starts here.
+    /// response headers. The 101 response is written by the connection's task, which drives
+    /// the connection from here on.
     ///
     /// # Errors
     /// `InvalidInput` for a subprotocol the client did not offer or a header that cannot be
@@ -653,17 +655,11 @@ impl Upgrade {
         subprotocol: Option<&str>,
         headers: &[(&str, &str)],
     ) -> io::Result<WebSocket> {
-        let Upgrade { mut conn, stream, peer, registration, .. } = self;
-        conn.accept(Instant::now(), subprotocol, headers)
+        self.shared
+            .command(|conn, now| conn.accept(now, subprotocol, headers))
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let cfg = &registration.server.cfg;
-        let shared = Arc::new(Shared::new(conn, cfg.endpoint.ws.close_timeout, peer));
-        let subprotocol = shared.lock().opened().flatten().map(str::to_owned);
-        registration.attach(&shared);
-        let (read_buffer, executor) = (cfg.read_buffer, cfg.executor.clone());
-        let registration = Some(registration);
-        Driver { stream, shared: shared.clone(), read_buffer, registration, executor }.spawn();
-        Ok(WebSocket::new(shared, subprotocol))
+        self.server.attach(self.conn, &self.shared);
+        Ok(WebSocket::new(self.shared.clone(), subprotocol.map(str::to_owned)))
     }
 
     /// Rejects the upgrade with an HTTP `status` (e.g. 401, 403, 429), extra headers (e.g.
@@ -679,17 +675,30 @@ impl Upgrade {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> io::Result<()> {
-        let Upgrade { mut conn, stream, registration, .. } = self;
-        conn.reject(Instant::now(), status, headers, body)
+        self.shared
+            .command(|conn, now| conn.reject(now, status, headers, body))
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        answer(&stream, &mut conn, registration.server.cfg.endpoint.ws.close_timeout).await
+        // The connection's task writes the response and shuts the socket down.
+        while !matches!(self.shared.recv_event().await, Event::Closed(_)) {}
+        self.shared.cut.get().map_or(Ok(()), |kind| Err((*kind).into()))
+    }
+}
+
+impl Drop for Upgrade {
+    fn drop(&mut self) {
+        // Undecided: the connection ends without a response.
+        let mut sock = self.shared.lock();
+        if sock.state() == WsState::Connecting {
+            sock.abort();
+            self.shared.wake_up(&mut sock);
+        }
     }
 }
 
 impl fmt::Debug for Upgrade {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Upgrade")
-            .field("peer", &self.peer)
+            .field("peer", &self.shared.peer)
             .field("request", &self.request)
             .finish_non_exhaustive()
     }
