@@ -255,6 +255,8 @@ pub struct Server {
     /// What the application pulls: decisions, hand-overs, events, bus answers.
     events: events::EventQueue,
     draining: Option<Instant>,
+    /// The shutdown's grace ran out and whatever was left was cut: its deadline is spent.
+    grace_over: bool,
     stats: ServerStats,
     violations: Vec<String>,
     /// Broadcast frames compressed once for every receiver that can share them.
@@ -334,6 +336,7 @@ impl Server {
             dirty: Vec::new(),
             events: events::EventQueue::default(),
             draining: None,
+            grace_over: false,
             stats: ServerStats::default(),
             violations: Vec::new(),
             #[cfg(feature = "deflate")]
@@ -526,7 +529,8 @@ impl Server {
         while let Some((conn, _)) = self.timers.pop_expired(now) {
             self.conn_timeout(now, conn);
         }
-        if self.draining.is_some_and(|d| now >= d) {
+        if !self.grace_over && self.draining.is_some_and(|d| now >= d) {
+            self.grace_over = true;
             let all = self.handles();
             for conn in all {
                 self.cut(now, conn);
@@ -691,7 +695,8 @@ impl Server {
         let bus = self.bus_deadline();
         #[cfg(not(feature = "redis"))]
         let bus = None;
-        [self.hub.poll_timeout(), self.timers.next_deadline(), self.draining, bus]
+        let grace = self.draining.filter(|_| !self.grace_over);
+        [self.hub.poll_timeout(), self.timers.next_deadline(), grace, bus]
             .into_iter()
             .flatten()
             .min()

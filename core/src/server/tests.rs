@@ -421,6 +421,12 @@ fn the_grace_deadline_cuts_what_is_left() {
     assert!(drain(&mut s, now + Duration::from_secs(2), ConnHandle(1)).1);
     assert!(s.is_drained());
     assert_eq!(s.hub().connection_count(), 0);
+    // The spent grace deadline is not asked for again (an adapter's timer would spin on it).
+    let later = now + Duration::from_secs(2);
+    assert!(s.poll_timeout().is_none_or(|d| d > later), "{:?}", s.poll_timeout());
+    // Still shutting down: a late connection gets 503.
+    let (resp, _) = request(&mut s, later, 9, "GET /poll?ch=public:a HTTP/1.1\r\n\r\n");
+    assert_eq!(status(&resp), 503);
 }
 
 /// The answers to a sequence of requests, each fed in the given pieces.
