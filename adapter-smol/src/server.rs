@@ -524,9 +524,11 @@ impl ServerHandle {
             Publication::Submitted(token) => token,
             Publication::Appended(pos) => return Ok(pos),
         };
+        let waiting = Forget(&self.shared, token);
         loop {
             let listener = self.shared.arrived.listen();
             if let Some(r) = self.shared.core().server.take_submitted(token) {
+                std::mem::forget(waiting);
                 return r;
             }
             listener.await;
@@ -701,5 +703,15 @@ impl fmt::Debug for Upgrade {
             .field("peer", &self.shared.peer)
             .field("request", &self.request)
             .finish_non_exhaustive()
+    }
+}
+
+/// A `submit` waiting for the bus's answer: dropped (the caller stopped waiting), it lets the
+/// core discard the answer.
+struct Forget<'a>(&'a ServerShared, tidewire::hub::BusToken);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0.core().server.forget_submitted(self.1);
     }
 }
