@@ -1,4 +1,4 @@
-//! The client: [`connect`] a `ws://` URL.
+//! [`connect`]: a WebSocket client (`ws://` only).
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -7,28 +7,23 @@ use std::time::{Duration, Instant};
 
 use smol::{Async, Executor};
 use tidewire::ws::{CloseInfo, ConnError, HandshakeError, WsConfig, WsConnection};
-use url::{Host, Url};
+use url::{Host, Position, Url};
 
 use crate::conn::{Shared, WebSocket};
 use crate::pump::{drive, spawn_on};
 
-/// Bytes read from a client connection's socket at once at most (into the thread's read
-/// buffer, which no connection keeps while it waits).
+/// Most bytes of one read of a client connection (into the thread's read buffer).
 const CLIENT_READ_BUFFER: usize = 64 << 10;
 
-/// Client settings. Build it with `ClientOptions::default()` and change the fields you need.
+/// Settings of [`connect`]. Build with `ClientOptions::default()` and change fields.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ClientOptions {
-    /// WebSocket settings: limits, keepalive, offered subprotocols (`protocols`), extra
-    /// request headers (`headers`, e.g. `Authorization`). `handshake_timeout` bounds the
-    /// opening handshake once TCP is connected.
+    /// The connection's settings ([`WsConfig`]); a zero `rng_seed` is replaced by OS entropy.
     pub ws: WsConfig,
     /// Time for resolving the host and connecting TCP (default 10 s).
     pub connect_timeout: Duration,
-    /// The executor that runs the connection's driver task. `None` (the default): smol's
-    /// global executor. Give the executor that the application runs on (e.g.
-    /// `smol::block_on(ex.run(..))`) to keep the connection on one thread.
+    /// The executor of the connection's task; `None`: smol's global executor.
     pub executor: Option<Arc<Executor<'static>>>,
 }
 
@@ -42,14 +37,13 @@ impl Default for ClientOptions {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
-    /// The URL is not a valid `ws://` URL (or yields an invalid request).
+    /// The URL is invalid or not `ws://` (no TLS).
     #[error("invalid URL: {0}")]
     Url(String),
-    /// Resolving, connecting (including `connect_timeout`, as `TimedOut`) or seeding failed.
+    /// Name resolution, the TCP connection (`TimedOut` after `connect_timeout`) or seeding failed.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
-    /// The opening handshake failed, e.g. [`HandshakeError::Status`] when the server
-    /// answered 401, or [`HandshakeError::Timeout`].
+    /// The opening handshake failed (e.g. [`HandshakeError::Status`]).
     #[error("handshake failed: {0}")]
     Handshake(HandshakeError),
     /// The connection ended during the handshake for another reason.
@@ -57,15 +51,8 @@ pub enum ConnectError {
     Closed(CloseInfo),
 }
 
-/// Connects to a `ws://host[:port]/path?query` URL and completes the opening handshake.
-/// The connection's driver task is spawned on `opts.executor` (default: smol's global
-/// executor).
-///
-/// # Errors
-/// [`ConnectError::Url`] for a malformed or non-`ws` URL, [`ConnectError::Io`] when TCP
-/// cannot connect within `connect_timeout`, [`ConnectError::Handshake`] when the server
-/// refuses the upgrade (e.g. `Status(401)`) or it does not complete within
-/// `ws.handshake_timeout`.
+/// Opens a WebSocket connection to a `ws://host[:port]/path[?query]` URL, within
+/// `opts.connect_timeout` plus `opts.ws.handshake_timeout` ([`WsConnection::client`]).
 pub async fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, ConnectError> {
     let url = Url::parse(url).map_err(|e| ConnectError::Url(e.to_string()))?;
     if url.scheme() != "ws" {
@@ -73,15 +60,8 @@ pub async fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, Connec
     }
     let host = url.host_str().ok_or_else(|| ConnectError::Url("missing host".into()))?;
     let port = url.port_or_known_default().unwrap_or(80);
-    let host_header = match url.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.to_owned(),
-    };
-    let mut path = url.path().to_owned();
-    if let Some(q) = url.query() {
-        path.push('?');
-        path.push_str(q);
-    }
+    let host_header = url.port().map_or_else(|| host.to_owned(), |port| format!("{host}:{port}"));
+    let path = &url[Position::BeforePath..Position::AfterQuery];
 
     let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
     let connect = crate::until(Instant::now() + opts.connect_timeout, open_tcp(&url, port));
@@ -90,9 +70,11 @@ pub async fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, Connec
     let peer = tcp.get_ref().peer_addr()?;
 
     let mut cfg = opts.ws;
-    crate::seed(&mut cfg)?;
+    if cfg.rng_seed == [0; 32] {
+        getrandom::fill(&mut cfg.rng_seed).map_err(|e| io::Error::other(e.to_string()))?;
+    }
     let close_timeout = cfg.close_timeout;
-    let conn = WsConnection::client(cfg, &host_header, &path, Instant::now())
+    let conn = WsConnection::client(cfg, &host_header, path, Instant::now())
         .map_err(|e| ConnectError::Url(e.to_string()))?;
     let shared = Arc::new(Shared::new(conn, close_timeout, peer));
     // Dropping `ws` (this future cancelled) aborts the handshake.
@@ -105,7 +87,7 @@ pub async fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, Connec
         let listener = {
             let sock = shared.lock();
             if let Some(subprotocol) = sock.opened() {
-                ws.set_subprotocol(subprotocol.map(str::to_owned));
+                ws.subprotocol = subprotocol.map(str::to_owned);
                 return Ok(ws);
             }
             if let Some(info) = sock.close_info() {
@@ -121,7 +103,7 @@ pub async fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, Connec
 }
 
 /// Resolves the URL's host and connects to the first address that answers.
-pub(crate) async fn open_tcp(url: &Url, port: u16) -> io::Result<Async<TcpStream>> {
+async fn open_tcp(url: &Url, port: u16) -> io::Result<Async<TcpStream>> {
     let addrs: Vec<SocketAddr> = match url.host() {
         Some(Host::Domain(d)) => smol::net::resolve((d, port)).await?,
         Some(Host::Ipv4(ip)) => vec![(ip, port).into()],

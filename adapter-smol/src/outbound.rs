@@ -280,7 +280,7 @@ impl<M: ClientMachine> Host for Owner<M> {
     }
 
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        crate::driver::spawn_on(self.executor.as_ref(), task);
+        crate::pump::spawn_on(self.executor.as_ref(), task);
     }
 
     async fn room(&self) {
@@ -347,7 +347,7 @@ impl<M: ClientMachine> Drop for Client<M> {
 
 /// The timer task: fires the machine's deadline until it is closed and its sockets are gone.
 async fn drive<M: ClientMachine>(shared: Arc<Owner<M>>) {
-    crate::driver::run_timer(&shared.wake, |now| {
+    crate::pump::run_timer(&shared.wake, |now| {
         let mut core = shared.lock();
         if core.client.poll_timeout().is_some_and(|d| d <= now) {
             core.client.machine_mut().handle_timeout(now);

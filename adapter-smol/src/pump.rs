@@ -1,18 +1,8 @@
-//! The socket pump of the crate docs ("How the server is driven", "How an application
-//! WebSocket is driven"): one task per connection runs [`pump`], the one loop that moves
-//! bytes between a non-blocking socket and what it serves, a [`Target`]:
-//!
-//! - [`Hub`]: a connection of the core endpoint, which sits behind one mutex. One task per
-//!   accepted connection and one timer task per server each make one mutation, then
-//!   [`Core::wake_waiters`] wakes who its outputs concern;
-//! - [`App`]: an application WebSocket, behind its own [`AppSocket`] lock, off the
-//!   endpoint's.
-//!
-//! A connection the core hands over ([`Server::poll_handover`]) stays on its task: an
-//! upgrade goes on as an [`App`] (its handler runs in a task of its own and decides), a
-//! request for a path that is not the hub's goes to the application's handler on the task.
-//!
-//! [`AppSocket`]: tidewire::ws::AppSocket
+//! The socket pump: one task per connection runs [`pump`], the one loop that moves bytes
+//! between a non-blocking socket and a [`Target`]: a [`Hub`] connection of the core endpoint
+//! (behind the server's one mutex, with one timer task per server) or an [`App`] WebSocket
+//! (behind its own `AppSocket` lock). A connection the core hands over stays on its task:
+//! an upgrade goes on as an [`App`], a plain request goes to the application's handler.
 
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
@@ -39,19 +29,15 @@ use crate::server::{Registration, ServerShared, Upgrade};
 
 /// Bytes pulled from the core endpoint for one connection before they are written.
 const PULL_BOUND: usize = 256 << 10;
-/// A hub connection's write that makes no progress for this long (without
-/// `WsConfig::send_timeout`) loses the connection.
+/// A stalled hub write loses the connection after this long (without `WsConfig::send_timeout`).
 const WRITE_STALL: Duration = Duration::from_secs(30);
 /// Chunks written in one vectored write at most.
 const MAX_SLICES: usize = 64;
-/// Bytes pulled from an application WebSocket into one write batch at most (the rest stays
-/// in the core's bounded outbox, where it counts against `max_outbound`).
+/// Bytes pulled from an application WebSocket into one write batch at most.
 const BATCH_BYTES: usize = 256 << 10;
-/// Passes of the loop that made progress without waiting, after which the pump yields to
-/// the executor once (fairness between connections on one thread).
+/// Passes that made progress without waiting before the pump yields once (fairness).
 const BUDGET: u32 = 32;
-/// Waits for readability that register at once after a deferred read found nothing (see
-/// [`pump`]), before the pump tries deferring again.
+/// Waits that register readability at once after a deferred read found nothing.
 const DEFER_COOLDOWN: u32 = 8;
 
 pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -60,8 +46,7 @@ type Handler<T> = Box<dyn Fn(T) -> BoxFuture + Send + Sync>;
 pub(crate) type Handlers = Arc<(Handler<Upgrade>, Handler<HttpRequest>)>;
 
 thread_local! {
-    /// The thread's read buffer: a pump reads into it and hands the bytes over before it
-    /// waits again, so a waiting connection holds no read buffer (issue 17).
+    /// The thread's read buffer: a waiting connection holds none (issue 17).
     static READ_BUF: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
@@ -81,9 +66,8 @@ impl Core {
         Self { server, socks, wakers: HashMap::new(), armed: None }
     }
 
-    /// After every mutation: the bus's sockets driven ([`crate::outbound`]), the handle's
-    /// waiters woken when an event or bus answer arrived, ready connections woken, the timer
-    /// re-armed when the deadline changed.
+    /// After every mutation: drives the bus's sockets, wakes the handle's waiters and the
+    /// ready connections, re-arms the timer when the deadline changed.
     pub(crate) fn wake_waiters(&mut self, shared: &ServerShared) {
         drain(shared, &mut self.server, &mut self.socks);
         if self.server.poll_arrived() {
@@ -102,8 +86,7 @@ impl Core {
     }
 }
 
-/// The server's one timer: `handle_timeout` at the core's deadline (checked against the
-/// clock on every wake-up). Ends with the server.
+/// The server's one timer: `handle_timeout` at the core's deadline. Ends with the server.
 pub(crate) async fn run_core_timer(weak: Weak<ServerShared>, wake: Arc<Notify>) {
     run_timer(&wake, |now| {
         let shared = weak.upgrade()?;
@@ -117,9 +100,8 @@ pub(crate) async fn run_core_timer(weak: Weak<ServerShared>, wake: Arc<Notify>) 
     .await;
 }
 
-/// A timer task's loop: on every wake-up (a notification of `wake`, or the deadline) `step`
-/// runs with the time and returns the next deadline, or `None` to end the task. The timer
-/// is re-armed only when the deadline changes.
+/// A timer task: on every wake-up (`wake` or the deadline) `step` returns the next deadline,
+/// or `None` to end the task. The timer is re-armed only when the deadline changes.
 pub(crate) async fn run_timer(
     wake: &Notify,
     mut step: impl FnMut(Instant) -> Option<Option<Instant>>,
@@ -154,19 +136,18 @@ pub(crate) async fn run_timer(
 }
 
 /// Spawns `task` on `executor`, or on smol's global executor when there is none.
-pub(crate) fn spawn_on<F>(executor: Option<&Arc<Executor<'static>>>, task: F)
-where
-    F: Future<Output = ()> + Send + 'static,
-{
+pub(crate) fn spawn_on(
+    executor: Option<&Arc<Executor<'static>>>,
+    task: impl Future<Output = ()> + Send + 'static,
+) {
     match executor {
         Some(ex) => ex.spawn(task).detach(),
         None => smol::spawn(task).detach(),
     }
 }
 
-/// One accepted connection: pumped through the core endpoint until it ends or is handed
-/// over, then (an upgrade) pumped as the application's WebSocket or (a request) handed to
-/// the application's handler. The registration is held until the socket is done.
+/// One accepted connection: pumped through the core endpoint until it ends or is handed over
+/// as an upgrade (then pumped as an [`App`]) or a request (given to the handler).
 pub(crate) async fn run_conn(
     stream: Arc<Async<TcpStream>>,
     peer: SocketAddr,
@@ -174,7 +155,7 @@ pub(crate) async fn run_conn(
     handlers: Handlers,
 ) {
     let server = registration.server.clone();
-    let conn = registration.handle();
+    let conn = registration.conn;
     let cfg = &server.cfg;
     let handover = {
         let mut hub = Hub::new(&server, conn, peer);
@@ -212,10 +193,8 @@ pub(crate) async fn run_conn(
     }
 }
 
-/// Pumps an application WebSocket's socket until it is done, then shuts the socket down and
-/// lets the application learn that the connection is over (see [`App`]). `decide`: a
-/// server's upgrade, not driven before the application accepted or rejected it; a
-/// rejection's response gets this long to be written.
+/// Pumps an application WebSocket until it is done (see [`App`]). `decide`: a server's
+/// upgrade, not driven before it is accepted or rejected; a rejection gets this long.
 pub(crate) async fn drive(
     stream: Arc<Async<TcpStream>>,
     shared: Arc<Shared>,
@@ -232,9 +211,7 @@ pub(crate) async fn drive(
 /// What a socket is pumped for.
 trait Target {
     /// Under the target's lock: fires what is due, pulls the next batch into `wbuf`, forgets
-    /// the wake-ups this pass handles, and says what to do next (as [`AppSocket::poll_pass`]).
-    ///
-    /// [`AppSocket::poll_pass`]: tidewire::ws::AppSocket::poll_pass
+    /// the handled wake-ups, says what next (as `AppSocket::poll_pass`).
     fn pass(&mut self, now: Instant, wbuf: &mut VecDeque<Bytes>) -> Pass;
     /// Bytes read from the socket; returns whether a waiting receiver was woken.
     fn read(&mut self, data: &[u8]) -> bool;
@@ -246,13 +223,10 @@ trait Target {
     fn wake(&self) -> &DriverWake;
 }
 
-/// The one run loop, until `target` stops: write what it queued (in vectored batches) and
-/// read the socket directly, as long as the non-blocking socket takes and gives, and only
-/// then wait — for readiness, for the target's deadline (one timer, re-armed only when the
-/// deadline moves earlier, checked against the clock on wake) or for the target's wake-up.
-/// `stall`: a write that makes no progress for this long fails. Returns whether everything
-/// the target queued was written: if not, why (`TimedOut` when it ended first).
-#[allow(clippy::too_many_lines)] // one run loop, kept in one place
+/// The run loop, until `target` stops: write (vectored) and read as long as the socket takes
+/// and gives, then wait for readiness, the deadline (one timer, re-armed only when it moves
+/// earlier) or the target's wake-up. `stall`: a write without progress this long fails.
+/// `Err`: why not everything queued was written (`TimedOut` when the target ended first).
 async fn pump(
     stream: &Async<TcpStream>,
     target: &mut impl Target,
@@ -266,21 +240,17 @@ async fn pump(
     let mut armed: Option<Instant> = None;
     let mut stall_at: Option<Instant> = None;
     let (mut eof, mut failed) = (false, None);
-    // Whether a read / write may progress without waiting (no `WouldBlock` since the last
-    // readiness).
+    // Whether a read / write may progress (no `WouldBlock` since the last readiness).
     let (mut can_read, mut can_write) = (true, true);
     // Kept across passes: registered once, dropped only when they fired.
     let (mut readable, mut writable) = (None, None);
     let mut budget = BUDGET;
-    // Before registering for readability, the pump yields once and reads again: under load
-    // the peer's next message has often arrived meanwhile, which saves the registration (a
-    // system call) and a trip through the reactor. When that read finds nothing, the next
-    // few waits register at once.
+    // Before registering for readability, yield once and read again: under load the next
+    // message is often there, saving a system call. If not, the next few waits register.
     let mut retry_pending = false;
     let mut cooldown = 0u32;
-    // What the last pass said. A pass is due after the pump changed something (a read, a
-    // write) or the target rang, or at its deadline; a wait that readiness alone ended, or
-    // the deferred read's yield, goes on without one.
+    // What the last pass said. A pass is due after a read, a write, a ring or the deadline;
+    // not after a wait that readiness alone ended, nor after the deferred read's yield.
     let (mut read, mut due, mut pass) = (false, None, true);
 
     loop {
@@ -378,8 +348,7 @@ async fn pump(
             pass = true;
             budget -= 1;
             if delivered || budget == 0 {
-                // A receiver was woken: let it (on this thread, too) take what arrived and
-                // queue its answer, which is then written in the next pass.
+                // A receiver was woken: let it (maybe on this thread) answer before the next pass.
                 budget = BUDGET;
                 future::yield_now().await;
             }
@@ -387,8 +356,8 @@ async fn pump(
         }
         budget = BUDGET;
 
-        // Nothing more to do without waiting. A later deadline is picked up when the earlier
-        // one fires, so the timer is re-armed only when the deadline moves earlier.
+        // Nothing more to do without waiting; re-arm only for an earlier deadline (a later one
+        // is picked up when the earlier fires).
         if let Some(d) = deadline
             && armed.is_none_or(|a| d < a)
         {
@@ -444,9 +413,7 @@ async fn pump(
     }
 }
 
-/// A connection of the core endpoint, pumped under the server's lock. Dropping it forgets
-/// the connection however its pump ends: the core loses it if it still has it, its wake-up
-/// goes.
+/// A connection of the core endpoint, pumped under the server's lock; dropped, the core loses it.
 struct Hub<'a> {
     shared: &'a ServerShared,
     conn: ConnHandle,
@@ -500,8 +467,8 @@ impl Target for Hub<'_> {
             }
             core.wake_waiters(self.shared);
         }
-        // What rang before this pass is handled by it, or (bytes left in the core) once the
-        // socket took the batch; a ring after it (under the lock) rings again.
+        // A ring before this pass is handled by it (or once the socket took the batch); one
+        // after it (under the lock) rings again.
         self.wake.reset();
         self.handover = core.server.poll_handover(self.conn);
         if self.handover.is_some() {
@@ -511,9 +478,7 @@ impl Target for Hub<'_> {
     }
 
     fn read(&mut self, data: &[u8]) -> bool {
-        let mut core = self.shared.core();
-        core.server.handle_read(Instant::now(), self.conn, data);
-        core.wake_waiters(self.shared);
+        self.shared.with_core(|core| core.server.handle_read(Instant::now(), self.conn, data));
         false
     }
 
@@ -521,9 +486,7 @@ impl Target for Hub<'_> {
         if error {
             self.lost = true;
         } else {
-            let mut core = self.shared.core();
-            core.server.handle_eof(Instant::now(), self.conn);
-            core.wake_waiters(self.shared);
+            self.shared.with_core(|core| core.server.handle_eof(Instant::now(), self.conn));
         }
     }
 
@@ -539,19 +502,16 @@ impl Target for Hub<'_> {
 /// Where an application WebSocket is.
 #[derive(Clone, Copy)]
 enum Phase {
-    /// A server's upgrade awaiting the application's decision: not driven (no read, no
-    /// timer). A rejection's response then gets this long.
+    /// A server's upgrade awaiting the decision: not driven. A rejection then gets this long.
     Deciding(Duration),
-    /// Rejected (or a malformed upgrade): its response is written until then, as an
-    /// `HttpRequest`'s is, then the socket is shut down.
+    /// Rejected (or malformed): its response is written until then, then the socket shut.
     Answering(Instant),
     /// Accepted, or a client.
     Open,
 }
 
-/// An application WebSocket, pumped under its own `AppSocket`'s lock. Dropping it (however
-/// the pump ends, even when its executor drops the task) shuts the socket down, then lets
-/// the application learn that the connection is over.
+/// An application WebSocket, pumped under its `AppSocket`'s lock. Dropped (even with the task),
+/// it shuts the socket down and tells the application.
 struct App<'a> {
     stream: &'a Async<TcpStream>,
     shared: &'a Shared,
@@ -561,11 +521,8 @@ struct App<'a> {
 impl Drop for App<'_> {
     fn drop(&mut self) {
         let _ = self.stream.get_ref().shutdown(Shutdown::Both);
-        let mut sock = self.shared.lock();
-        sock.finish(Instant::now());
         // Wakes everyone still waiting on this connection: it is over.
-        self.shared.wake_up(&mut sock);
-        drop(sock);
+        self.shared.update(|sock| sock.finish(Instant::now()));
         // The pump's waker keeps its task's memory: not past the task.
         self.shared.wake.forget();
     }
@@ -585,8 +542,7 @@ impl Target for App<'_> {
         }
         let pass = sock.poll_pass(now, wbuf, BATCH_BYTES, MAX_SLICES);
         self.shared.wake_up(&mut sock);
-        // What rang before this pass is handled by it; a command after it (under the lock)
-        // rings again.
+        // A ring before this pass is handled by it; one after it (under the lock) rings again.
         self.shared.wake.reset();
         match (pass, self.phase) {
             (Pass::FlushAndStop, Phase::Answering(by)) if now < by => {
@@ -598,21 +554,15 @@ impl Target for App<'_> {
     }
 
     fn read(&mut self, data: &[u8]) -> bool {
-        let mut sock = self.shared.lock();
-        sock.handle_read(Instant::now(), data);
-        self.shared.wake_up(&mut sock)
+        self.shared.update(|sock| sock.handle_read(Instant::now(), data)).1
     }
 
     fn eof(&mut self, _error: bool) {
-        let mut sock = self.shared.lock();
-        sock.handle_eof(Instant::now());
-        self.shared.wake_up(&mut sock);
+        self.shared.update(|sock| sock.handle_eof(Instant::now()));
     }
 
     fn write_failed(&mut self) {
-        let mut sock = self.shared.lock();
-        sock.handle_write_error(Instant::now());
-        self.shared.wake_up(&mut sock);
+        self.shared.update(|sock| sock.handle_write_error(Instant::now()));
     }
 
     fn wake(&self) -> &DriverWake {
@@ -621,7 +571,7 @@ impl Target for App<'_> {
 }
 
 /// One read of `sock` (at most `max` bytes) into the thread's read buffer; `f` gets what
-/// arrived (it is not called for 0 bytes or an error).
+/// arrived, if anything.
 fn read_shared(sock: &TcpStream, max: usize, f: impl FnOnce(&[u8])) -> io::Result<usize> {
     // Taken out while in use (during the thread's teardown: a one-off buffer).
     let mut buf = READ_BUF.try_with(Cell::take).unwrap_or_default();

@@ -1,6 +1,5 @@
-//! The server: [`Server`] (accept loop), [`ServerHandle`] (connections, graceful shutdown,
-//! the hub's operations), [`Upgrade`] (the application's accept/reject decision) and the
-//! registry of live TCP connections.
+//! [`Server`]: the accept loop, the registry of connections behind [`ServerHandle`], and the
+//! hand-over of application upgrades ([`Upgrade`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -8,7 +7,7 @@ use std::future::Future;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use event_listener::Event as Notify;
 use smol::net::{AsyncToSocketAddrs, TcpListener};
@@ -20,9 +19,10 @@ use tidewire::hub::{
 };
 use tidewire::replay::Position;
 use tidewire::server::{
-    Authenticate, ConnHandle, Credential, Publication, Routes, ServerEvent, Verdict,
+    Authenticate, ConnHandle, Credential, Publication, Routes, Server as Endpoint, ServerEvent,
+    Verdict,
 };
-use tidewire::ws::{CloseCode, UpgradeRequest, WsState};
+use tidewire::ws::{AppSocket, CloseCode, UpgradeRequest, WsState};
 
 use crate::conn::{Shared, WebSocket};
 use crate::http::HttpRequest;
@@ -33,28 +33,20 @@ use crate::{Event, until};
 /// Pause after an `accept` error (e.g. out of file descriptors) before the next attempt.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
-/// Server settings. Build it with `ServerConfig::default()` and change the fields you need.
+/// Settings of a [`Server`]. Build with `ServerConfig::default()` and change fields.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ServerConfig {
-    /// The core endpoint's settings: routes, hub, limits, every WebSocket's settings
-    /// (`endpoint.ws`). The default has no hub route ([`Routes::none`]): every request goes
-    /// to the application's handlers. A hub server sets `endpoint.routes =
-    /// Routes::default()` (`/ws`, `/events`, `/poll`, `/api/publish`) or its own.
+    /// The core endpoint's settings ([`tidewire::server::ServerConfig`]), except that the
+    /// default has no hub route ([`Routes::none`]); a hub server sets `Routes::default()`.
     pub endpoint: tidewire::server::ServerConfig,
-    /// Live TCP connections at most (default 10 000); a connection over it is accepted and
-    /// closed at once.
+    /// Most live TCP connections (default 10 000); one over the limit is dropped at once.
     pub max_connections: usize,
-    /// Bytes read from a socket at once, at most (default 64 KiB), into a buffer per
-    /// executor thread that is fed to the connection at once: an idle connection holds no
-    /// read buffer.
+    /// Most bytes of one read (default 64 KiB), into a buffer per executor thread.
     pub read_buffer: usize,
-    /// The executor of every task of the server (connections, handlers, the timer, the
-    /// bus). `None` (the default): smol's global executor. Give the executor that runs the
-    /// accept loop itself to keep a whole server on one thread.
+    /// The executor of every task of the server; `None`: smol's global executor.
     pub executor: Option<Arc<Executor<'static>>>,
-    /// Share every channel with other instances through this Redis server (see
-    /// [`tidewire::redis`]). `None`: an in-process hub.
+    /// A Redis server to share channels with other instances ([`tidewire::redis`]).
     pub redis: Option<tidewire::redis::RedisConfig>,
 }
 
@@ -72,22 +64,23 @@ impl Default for ServerConfig {
     }
 }
 
-/// How a graceful shutdown went.
+/// How a [`ServerHandle::shutdown`] went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownReport {
     /// Connections that ended within the grace period.
     pub closed: usize,
-    /// Connections still alive after the grace period, shut down without a close handshake.
+    /// Connections whose sockets were shut down when the grace period ran out.
     pub dropped: usize,
 }
 
-/// A bound listener. [`serve`](Self::serve) runs the accept loop.
+/// A bound listener with its core endpoint ([`tidewire::server::Server`]).
+/// [`serve`](Self::serve) runs its accept loop; a [`ServerHandle`] controls it.
 pub struct Server {
     listener: TcpListener,
     shared: Arc<ServerShared>,
 }
 
-/// A handle on a running server: `Clone + Send + Sync`.
+/// Controls a [`Server`] from any task or thread: counts, the hub, graceful shutdown.
 #[derive(Clone)]
 pub struct ServerHandle {
     shared: Arc<ServerShared>,
@@ -123,22 +116,22 @@ struct Registry {
     next_id: u64,
     conns: HashMap<u64, Entry>,
     stopping: bool,
-    /// An accept loop holds the listener: shutdown waits until it let go of the port.
+    /// An accept loop holds the listener: shutdown waits until it released the port.
     serving: bool,
     report: Option<ShutdownReport>,
 }
 
 struct Entry {
     stream: Arc<Async<TcpStream>>,
-    /// An application WebSocket, closed with 1001 by shutdown. `None`: the core's (its
-    /// shutdown reaches it) or an application HTTP request (it finishes or is cut).
+    /// An application WebSocket, closed with 1001 by shutdown.
     ws: Option<Weak<Shared>>,
 }
 
 /// A live TCP connection's place in the registry; dropping it deregisters the connection.
 pub(crate) struct Registration {
     pub(crate) server: Arc<ServerShared>,
-    id: u64,
+    /// The connection's handle in the core endpoint, its key in the registry.
+    pub(crate) conn: ConnHandle,
 }
 
 impl ServerShared {
@@ -150,21 +143,36 @@ impl ServerShared {
         self.core.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// One mutation of the core, then its outputs dispatched.
+    pub(crate) fn with_core<T>(&self, f: impl FnOnce(&mut Core) -> T) -> T {
+        let mut core = self.core();
+        let out = f(&mut core);
+        core.wake_waiters(self);
+        out
+    }
+
     pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         spawn_on(self.cfg.executor.as_ref(), task);
+    }
+
+    /// Links `conn`'s open WebSocket for shutdown; closes it at once when that started.
+    fn attach(&self, conn: ConnHandle, shared: &Arc<Shared>) {
+        let mut reg = self.registry();
+        if let Some(entry) = reg.conns.get_mut(&conn.0) {
+            entry.ws = Some(Arc::downgrade(shared));
+        }
+        if reg.stopping {
+            close_going_away(shared);
+        }
     }
 }
 
 /// The core server's Redis bus, driven by the outbound-socket driver.
 impl Host for ServerShared {
-    type Machine = tidewire::server::Server;
+    type Machine = Endpoint;
 
     fn with<T>(&self, f: impl FnOnce(&mut Self::Machine, &mut Sockets<Self>, Instant) -> T) -> T {
-        let mut core = self.core();
-        let Core { server, socks, .. } = &mut *core;
-        let out = f(server, socks, Instant::now());
-        core.wake_waiters(self);
-        out
+        self.with_core(|core| f(&mut core.server, &mut core.socks, Instant::now()))
     }
 
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
@@ -182,32 +190,13 @@ impl Registration {
         let id = reg.next_id;
         reg.next_id += 1;
         reg.conns.insert(id, Entry { stream: stream.clone(), ws: None });
-        Some(Self { server: server.clone(), id })
-    }
-
-    /// The connection's handle in the core endpoint.
-    pub(crate) fn handle(&self) -> ConnHandle {
-        ConnHandle(self.id)
-    }
-}
-
-impl ServerShared {
-    /// Links connection `conn`'s open WebSocket, so shutdown can close it with 1001; closes
-    /// it at once when the shutdown already started.
-    fn attach(&self, conn: ConnHandle, shared: &Arc<Shared>) {
-        let mut reg = self.registry();
-        if let Some(entry) = reg.conns.get_mut(&conn.0) {
-            entry.ws = Some(Arc::downgrade(shared));
-        }
-        if reg.stopping {
-            close_going_away(shared);
-        }
+        Some(Self { server: server.clone(), conn: ConnHandle(id) })
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.server.registry().conns.remove(&self.id);
+        self.server.registry().conns.remove(&self.conn.0);
         self.server.changed.notify(usize::MAX);
     }
 }
@@ -216,37 +205,15 @@ fn close_going_away(shared: &Shared) {
     let _ = shared.command(|conn, now| conn.close(now, CloseCode::GOING_AWAY, "server shutdown"));
 }
 
-/// Everyone is anonymous.
-fn anonymous(_: &Request) -> Verdict {
-    Verdict::Allow(Credential::client(Principal::anonymous()))
-}
-
-/// A seed from OS entropy (the clock when there is none: two lives of a server differ).
-fn os_seed() -> u64 {
-    let mut seed = [0u8; 8];
-    if getrandom::fill(&mut seed).is_err() {
-        let t =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        return u64::try_from(t.as_nanos() & u128::from(u64::MAX)).unwrap_or_default();
-    }
-    u64::from_le_bytes(seed)
-}
-
 impl Server {
-    /// Binds a listener whose requests are all anonymous and may do anything
-    /// ([`AllowAll`]); see [`bind_with`](Self::bind_with).
-    ///
-    /// # Errors
-    /// The address cannot be resolved or bound.
+    /// Binds a listener whose hub routes (if any) let everyone in, anonymous ([`AllowAll`]).
     pub async fn bind(addr: impl AsyncToSocketAddrs, cfg: ServerConfig) -> io::Result<Server> {
-        Self::bind_with(addr, cfg, anonymous, AllowAll).await
+        let anyone = |_: &Request| Verdict::Allow(Credential::client(Principal::anonymous()));
+        Self::bind_with(addr, cfg, anyone, AllowAll).await
     }
 
-    /// Binds a listener: `authn` says who each request to a hub route is (before any `101`
-    /// or `200`), `authz` what it may join and publish. Epochs are seeded from OS entropy.
-    ///
-    /// # Errors
-    /// The address cannot be resolved or bound.
+    /// Binds a listener with the application's authentication and authorization
+    /// ([`Server::new`](tidewire::server::Server::new)), seeded from OS entropy.
     pub async fn bind_with(
         addr: impl AsyncToSocketAddrs,
         cfg: ServerConfig,
@@ -255,12 +222,15 @@ impl Server {
     ) -> io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
-        let seed = os_seed();
-        let now = Instant::now();
+        // Without entropy, the clock: two lives of a server differ.
+        let seed = getrandom::u64().unwrap_or_else(|_| {
+            let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            u64::try_from(t.as_nanos() & u128::from(u64::MAX)).unwrap_or_default()
+        });
         let ecfg = cfg.endpoint.clone();
         let server = match cfg.redis.clone() {
-            None => tidewire::server::Server::new(ecfg, authn, authz, seed),
-            Some(r) => tidewire::server::Server::with_redis(ecfg, authn, authz, r, seed, now),
+            None => Endpoint::new(ecfg, authn, authz, seed),
+            Some(r) => Endpoint::with_redis(ecfg, authn, authz, r, seed, Instant::now()),
         };
         let shared = Arc::new_cyclic(|me| ServerShared {
             cfg,
@@ -285,25 +255,14 @@ impl Server {
         self.shared.local_addr
     }
 
-    /// A handle to count connections, publish, and shut the server down.
+    /// A handle to control the server.
     #[must_use]
     pub fn handle(&self) -> ServerHandle {
         ServerHandle { shared: self.shared.clone() }
     }
 
-    /// Runs the accept loop until [`ServerHandle::shutdown`]. Every TCP connection gets a
-    /// task on [`ServerConfig::executor`] that pumps it through the core endpoint: the core
-    /// reads and bounds the head (400/408/431/505) and serves the hub's routes; an upgrade
-    /// for any other path becomes an [`Upgrade`] and `handler(upgrade)` runs in a task of
-    /// its own (accept or reject it there), while the connection's task drives the
-    /// connection. A plain HTTP request for another path is answered `404`; use
-    /// [`serve_with`](Self::serve_with) to serve it.
-    ///
-    /// Returns `Ok(())` once the shutdown has finished.
-    ///
-    /// # Errors
-    /// None at present: `accept` errors (e.g. out of file descriptors) pause the loop
-    /// briefly and it goes on.
+    /// Runs the accept loop until [`ServerHandle::shutdown`] finished: each upgrade the core
+    /// hands over goes to `handler` in a task of its own; plain HTTP requests get `404`.
     pub async fn serve<F, Fut>(self, handler: F) -> io::Result<()>
     where
         F: Fn(Upgrade) -> Fut + Send + Sync + 'static,
@@ -315,12 +274,8 @@ impl Server {
         .await
     }
 
-    /// Like [`serve`](Self::serve), with a handler for the application's plain HTTP
-    /// requests (pages, APIs): `http(request)` runs to completion on the connection's task
-    /// and answers with [`HttpRequest::respond`]. One request per connection.
-    ///
-    /// # Errors
-    /// As [`serve`](Self::serve).
+    /// As [`serve`](Self::serve), with `http` for plain HTTP requests (one per connection),
+    /// run on the connection's task.
     pub async fn serve_with<W, WFut, H, HFut>(self, ws: W, http: H) -> io::Result<()>
     where
         W: Fn(Upgrade) -> WFut + Send + Sync + 'static,
@@ -350,10 +305,9 @@ impl Server {
                     let _ = stream.set_nodelay(true);
                     let stream: Arc<Async<TcpStream>> = stream.into();
                     // Over the limit or shutting down: dropped at once.
-                    let Some(registration) = Registration::new(&shared, &stream) else {
-                        continue;
-                    };
-                    shared.spawn(run_conn(stream, peer, registration, handlers.clone()));
+                    if let Some(registration) = Registration::new(&shared, &stream) {
+                        shared.spawn(run_conn(stream, peer, registration, handlers.clone()));
+                    }
                 }
                 Some(Err(_)) => {
                     Timer::after(ACCEPT_ERROR_PAUSE).await;
@@ -381,35 +335,30 @@ impl ServerHandle {
         self.shared.local_addr
     }
 
-    /// Live TCP connections (the core's and the application's).
+    /// Live TCP connections, the hub's and the application's.
     #[must_use]
     pub fn connections(&self) -> usize {
         self.shared.registry().conns.len()
     }
 
-    /// Graceful shutdown: stops accepting; the core closes every hub WebSocket with 1001,
-    /// ends every SSE stream, answers every held poll and answers `503` to heads still
-    /// arriving; every application WebSocket is closed with 1001. Waits up to `grace` for
-    /// every connection to end, then shuts the rest down. [`Server::serve`] returns after
-    /// it. A second call waits for the first and returns the same report.
+    /// Stops accepting, shuts the core down ([`Server::shutdown`](Endpoint::shutdown)), closes
+    /// application WebSockets with 1001, waits up to `grace`, then drops what is left. A
+    /// second call waits for the first's report.
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let shared = &self.shared;
         let total = {
             let mut reg = shared.registry();
-            if reg.stopping {
-                None
-            } else {
-                reg.stopping = true;
+            (!std::mem::replace(&mut reg.stopping, true)).then(|| {
                 for link in reg.conns.values().filter_map(|e| e.ws.as_ref()?.upgrade()) {
                     close_going_away(&link);
                 }
-                Some(reg.conns.len())
-            }
+                reg.conns.len()
+            })
         };
         let Some(total) = total else {
             return self.wait_report().await;
         };
-        self.with_core(|core| core.server.shutdown(Instant::now(), grace));
+        self.shared.with_core(|core| core.server.shutdown(Instant::now(), grace));
         shared.stop.notify(usize::MAX);
 
         let deadline = Instant::now() + grace;
@@ -420,10 +369,7 @@ impl ServerHandle {
                 let reg = shared.registry();
                 reg.conns.is_empty() && !reg.serving
             };
-            if finished {
-                break;
-            }
-            if until(deadline, changed).await.is_none() || Instant::now() >= deadline {
+            if finished || until(deadline, changed).await.is_none() || Instant::now() >= deadline {
                 break;
             }
         }
@@ -433,9 +379,7 @@ impl ServerHandle {
         for entry in reg.conns.values() {
             let _ = entry.stream.get_ref().shutdown(Shutdown::Both);
             if let Some(link) = entry.ws.as_ref().and_then(Weak::upgrade) {
-                let mut sock = link.lock();
-                sock.kill();
-                link.wake_up(&mut sock);
+                link.update(AppSocket::kill);
             }
         }
         let report = ShutdownReport { closed: total.saturating_sub(dropped), dropped };
@@ -455,42 +399,20 @@ impl ServerHandle {
         }
     }
 
-    /// One mutation of the core, then its outputs dispatched.
-    fn with_core<T>(&self, f: impl FnOnce(&mut Core) -> T) -> T {
-        let mut core = self.shared.core();
-        let r = f(&mut core);
-        core.wake_waiters(&self.shared);
-        r
-    }
-
-    /// The trusted server-side publish (a ticker, an admin): `json` must be one JSON
-    /// value; no authorization, no dedup. Returns the message's position. With
-    /// [`ServerConfig::redis`] use [`submit`](Self::submit), which the bus numbers.
-    ///
-    /// # Errors
-    /// [`HubError::BadJson`], [`HubError::BadChannel`], [`HubError::ChannelLimit`].
+    /// The trusted publish of one JSON value ([`Server::publish`](Endpoint::publish), with its
+    /// errors). With [`ServerConfig::redis`], use [`submit`](Self::submit).
     pub fn publish(&self, ch: &str, json: &[u8]) -> Result<Position, HubError> {
-        self.with_core(|core| core.server.publish(Instant::now(), ch, json))
+        self.shared.with_core(|core| core.server.publish(Instant::now(), ch, json))
     }
 
-    /// Creates channel `ch` with its log continuing after `last`, a position an earlier
-    /// process of this server persisted ([`tidewire::hub::Hub::restore`]): a client that
-    /// was at `last` resumes exactly.
-    ///
-    /// # Errors
-    /// As [`Hub::restore`](tidewire::hub::Hub::restore).
+    /// Creates `ch` with its log continuing after `last` ([`Server::restore`](Endpoint::restore),
+    /// with its errors).
     pub fn restore(&self, ch: &str, last: Position) -> Result<(), HubError> {
-        self.with_core(|core| core.server.restore(Instant::now(), ch, last))
+        self.shared.with_core(|core| core.server.restore(Instant::now(), ch, last))
     }
 
-    /// The trusted publish deduplicated by `id`: a repeat of an id answers the first one's
-    /// position and appends nothing. Without Redis the window is the core's
-    /// (`endpoint.trusted_dedup` ids); with Redis it goes through the bus, which
-    /// deduplicates across instances (`RedisConfig::dedup_ttl`), and waits for its answer.
-    ///
-    /// # Errors
-    /// As [`publish`](Self::publish); [`HubError::BadId`] for an id over the hub's bound;
-    /// with Redis, [`HubError::Unavailable`] while Redis is unreachable.
+    /// [`publish`](Self::publish) deduplicated by `id`; with a bus, waits for its answer
+    /// ([`Server::publish_trusted`](Endpoint::publish_trusted), with its errors).
     pub async fn publish_once(
         &self,
         ch: &str,
@@ -500,13 +422,8 @@ impl ServerHandle {
         self.publish_trusted(ch, Some(id), json).await
     }
 
-    /// The trusted publish that works with and without Redis: with
-    /// [`ServerConfig::redis`] it goes through the bus (which numbers it) and waits for its
-    /// position; without, it is [`publish`](Self::publish).
-    ///
-    /// # Errors
-    /// As [`publish`](Self::publish); with Redis, [`HubError::Unavailable`] while Redis is
-    /// unreachable (retry with [`publish_once`](Self::publish_once) to stay idempotent).
+    /// The trusted publish with and without Redis: with a bus it waits for its position
+    /// ([`Server::publish_trusted`](Endpoint::publish_trusted), with its errors).
     pub async fn submit(&self, ch: &str, json: &[u8]) -> Result<Position, HubError> {
         self.publish_trusted(ch, None, json).await
     }
@@ -518,8 +435,9 @@ impl ServerHandle {
         id: Option<&str>,
         json: &[u8],
     ) -> Result<Position, HubError> {
-        let published =
-            self.with_core(|core| core.server.publish_trusted(Instant::now(), ch, id, json))?;
+        let published = self
+            .shared
+            .with_core(|core| core.server.publish_trusted(Instant::now(), ch, id, json))?;
         let token = match published {
             Publication::Submitted(token) => token,
             Publication::Appended(pos) => return Ok(pos),
@@ -535,52 +453,49 @@ impl ServerHandle {
         }
     }
 
-    /// Reads the core endpoint under its lock (the hub, connections, counters). Keep `f`
-    /// short: every connection waits for it.
-    pub fn inspect<T>(&self, f: impl FnOnce(&tidewire::server::Server) -> T) -> T {
+    /// Reads the core server under its lock. Keep `f` short: every connection waits for it.
+    pub fn inspect<T>(&self, f: impl FnOnce(&Endpoint) -> T) -> T {
         f(&self.shared.core().server)
     }
 
-    /// The presence list of `ch` (names in grace included), sorted.
+    /// The presence names on `ch` ([`Server::presence`](Endpoint::presence)).
     #[must_use]
     pub fn presence(&self, ch: &str) -> Vec<String> {
         self.inspect(|s| s.presence(ch))
     }
 
-    /// The head of `ch`'s log, if the channel exists.
+    /// The position of `ch`'s last message ([`Server::head`](Endpoint::head)).
     #[must_use]
     pub fn head(&self, ch: &str) -> Option<Position> {
         self.inspect(|s| s.head(ch))
     }
 
-    /// Hub-wide counters.
+    /// The hub's counters ([`Server::hub_stats`](Endpoint::hub_stats)).
     #[must_use]
     pub fn stats(&self) -> HubStats {
-        self.inspect(tidewire::server::Server::hub_stats)
+        self.inspect(Endpoint::hub_stats)
     }
 
-    /// Connections of the hub (WebSocket, SSE, kept polling clients).
+    /// Connections in the hub ([`Server::hub_connections`](Endpoint::hub_connections)).
     #[must_use]
     pub fn hub_connections(&self) -> usize {
-        self.inspect(tidewire::server::Server::hub_connections)
+        self.inspect(Endpoint::hub_connections)
     }
 
-    /// Whether the hub's bus is connected (`false` without Redis).
+    /// Whether the hub's Redis bus is connected ([`Server::bus_is_up`](Endpoint::bus_is_up)).
     #[must_use]
     pub fn bus_is_up(&self) -> bool {
-        self.inspect(tidewire::server::Server::bus_is_up)
+        self.inspect(Endpoint::bus_is_up)
     }
 
-    /// The next informational event of the core ([`ServerEvent::Hub`],
-    /// [`ServerEvent::Refused`], [`ServerEvent::Published`]) or a deferred authentication
-    /// ([`ServerEvent::Authenticate`], answer it with [`decide`](Self::decide)), without
-    /// waiting. The queue keeps `endpoint.max_events`; the oldest is dropped when full.
+    /// The next informational event, without waiting
+    /// ([`Server::poll_event`](Endpoint::poll_event)); hand-overs are the pump's, never here.
     #[must_use]
     pub fn next_event(&self) -> Option<ServerEvent> {
         self.shared.core().server.poll_event()
     }
 
-    /// The next event, as [`next_event`](Self::next_event); waits until there is one.
+    /// As [`next_event`](Self::next_event), waiting for one.
     pub async fn event(&self) -> ServerEvent {
         loop {
             let listener = self.shared.arrived.listen();
@@ -591,23 +506,19 @@ impl ServerHandle {
         }
     }
 
-    /// Answers a deferred authentication ([`ServerEvent::Authenticate`]).
+    /// Answers a deferred authentication ([`Server::decide`](Endpoint::decide)).
     pub fn decide(&self, conn: ConnHandle, verdict: Verdict) {
-        self.with_core(|core| core.server.decide(Instant::now(), conn, verdict));
+        self.shared.with_core(|core| core.server.decide(Instant::now(), conn, verdict));
     }
 
-    /// Answers a deferred join ([`HubEvent::JoinRequested`](tidewire::hub::HubEvent)
-    /// from an [`Authorize`] policy that returned `JoinVerdict::Defer`). `false`: unknown
-    /// id (decided, timed out or cancelled).
+    /// Answers a deferred join ([`Server::decide_join`](Endpoint::decide_join)).
     pub fn decide_join(&self, id: JoinId, decision: JoinDecision) -> bool {
-        self.with_core(|core| core.server.decide_join(Instant::now(), id, decision))
+        self.shared.with_core(|core| core.server.decide_join(Instant::now(), id, decision))
     }
 
-    /// Answers a vetted publish ([`HubEvent::PublishRequested`](tidewire::hub::HubEvent),
-    /// with `HubConfig::vet_publishes`). `false`: unknown id (decided, timed out, or its
-    /// connection left).
+    /// Answers a vetted publish ([`Server::decide_publish`](Endpoint::decide_publish)).
     pub fn decide_publish(&self, id: PublishId, decision: PublishDecision) -> bool {
-        self.with_core(|core| core.server.decide_publish(Instant::now(), id, decision))
+        self.shared.with_core(|core| core.server.decide_publish(Instant::now(), id, decision))
     }
 }
 
@@ -620,9 +531,8 @@ impl fmt::Debug for ServerHandle {
     }
 }
 
-/// A complete upgrade request for a path that is not the hub's, awaiting the application's
-/// decision: [`accept`](Self::accept) or [`reject`](Self::reject). Dropping it closes the
-/// TCP connection without a response.
+/// An upgrade request for a path the hub does not serve, awaiting [`accept`](Self::accept)
+/// or [`reject`](Self::reject); dropping it closes the connection without a response.
 pub struct Upgrade {
     /// The connection, which its task pumps once decided.
     pub(crate) shared: Arc<Shared>,
@@ -632,7 +542,7 @@ pub struct Upgrade {
 }
 
 impl Upgrade {
-    /// The request: path, query, headers, `token()`, `origin()`, `protocols()`…
+    /// The request head.
     #[must_use]
     pub fn request(&self) -> &UpgradeRequest {
         &self.request
@@ -644,14 +554,8 @@ impl Upgrade {
         self.shared.peer
     }
 
-    /// Accepts the upgrade with an optional subprotocol (one the client offered) and extra
-    /// response headers. The 101 response is written by the connection's task, which drives
-    /// the connection from here on.
-    ///
-    /// # Errors
-    /// `InvalidInput` for a subprotocol the client did not offer or a header that cannot be
-    /// written; the TCP connection is then closed.
-    #[allow(clippy::unused_async)] // async like the rest of the adapter's API
+    /// Accepts ([`WsConnection::accept`](tidewire::ws::WsConnection::accept)) with an offered
+    /// subprotocol and extra headers; `InvalidInput` (the connection then closed) if invalid.
     pub async fn accept(
         self,
         subprotocol: Option<&str>,
@@ -664,13 +568,8 @@ impl Upgrade {
         Ok(WebSocket::new(self.shared.clone(), subprotocol.map(str::to_owned)))
     }
 
-    /// Rejects the upgrade with an HTTP `status` (e.g. 401, 403, 429), extra headers (e.g.
-    /// `WWW-Authenticate`) and a body; writes the response (for at most
-    /// `WsConfig::close_timeout`) and closes the connection.
-    ///
-    /// # Errors
-    /// `InvalidInput` for a status outside 100–599, 101, or a header that cannot be written;
-    /// the write's error when the peer is gone.
+    /// Rejects ([`WsConnection::reject`](tidewire::ws::WsConnection::reject)) and waits until
+    /// the response is written (at most `WsConfig::close_timeout`) or the write failed.
     pub async fn reject(
         self,
         status: u16,
@@ -706,8 +605,7 @@ impl fmt::Debug for Upgrade {
     }
 }
 
-/// A `submit` waiting for the bus's answer: dropped (the caller stopped waiting), it lets the
-/// core discard the answer.
+/// A `submit` waiting for the bus's answer: dropped, it lets the core discard the answer.
 struct Forget<'a>(&'a ServerShared, tidewire::hub::BusToken);
 
 impl Drop for Forget<'_> {
