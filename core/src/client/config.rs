@@ -104,12 +104,12 @@ pub struct SessionConfig {
     pub rng_seed: [u8; 32],
 }
 
-/// Why [`SessionConfig::from_url`] refused a URL.
+/// Why [`SessionConfig::from_url`] or [`Target::parse`] refused a URL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum UrlError {
-    /// Not `http://`, `ws://` (plain) or `https://`, `wss://` (TLS, not built yet).
-    #[error("the scheme must be http or ws")]
+    /// A scheme the caller does not speak (plain `http://` and `ws://` only: no TLS yet).
+    #[error("unsupported URL scheme (plain http:// or ws:// only)")]
     Scheme,
     /// No host, a bad port, or a user-info part.
     #[error("the URL has no usable host and port")]
@@ -136,35 +136,12 @@ impl SessionConfig {
     /// # Errors
     /// [`UrlError`] for another scheme, a missing host, a bad port, user info, a query.
     pub fn from_url(url: &str) -> Result<Self, UrlError> {
-        let rest = url
-            .strip_prefix("http://")
-            .or_else(|| url.strip_prefix("ws://"))
-            .ok_or(UrlError::Scheme)?;
-        if rest.contains(['?', '#']) {
+        let target = Target::parse(url, &["http", "ws"])?;
+        if target.path.contains(['?', '#']) || url.contains('#') {
             return Err(UrlError::Query);
         }
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        if authority.is_empty() || authority.contains('@') {
-            return Err(UrlError::Authority);
-        }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6.split_once(']').ok_or(UrlError::Authority)?;
-            (host, after.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
-        let port = match port {
-            Some(p) => p.parse::<u16>().map_err(|_| UrlError::Authority)?,
-            None => 80,
-        };
-        if host.is_empty() || port == 0 {
-            return Err(UrlError::Authority);
-        }
-        let mut cfg = Self::new(host, port);
-        cfg.base_path = path.trim_end_matches('/').to_owned();
+        let mut cfg = Self::new(target.host, target.port);
+        cfg.base_path = target.path.trim_end_matches('/').to_owned();
         Ok(cfg)
     }
 
@@ -197,6 +174,61 @@ impl SessionConfig {
     }
 }
 
+/// Where a client connects, parsed from a URL by the WHATWG rules (the `url` crate).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Target {
+    /// The scheme, lowercase (one of those [`parse`](Self::parse) accepted).
+    pub scheme: String,
+    /// A name or an IP address (an IPv6 one without brackets), to resolve.
+    pub host: String,
+    /// The port: the URL's, else the scheme's default (80 for `http` and `ws`).
+    pub port: u16,
+    /// The `Host` header: the host (an IPv6 one in brackets), with the port if the URL named
+    /// one other than the default.
+    pub authority: String,
+    /// The request target: the path and query, at least `/`.
+    pub path: String,
+}
+
+impl Target {
+    /// Parses `url`, whose scheme must be one of `schemes` (lowercase, e.g. `&["ws"]`).
+    ///
+    /// ```
+    /// use tidewire::client::{Target, UrlError};
+    ///
+    /// let t = Target::parse("ws://[::1]:9001/chat?room=1", &["ws"]).unwrap();
+    /// assert_eq!((t.host.as_str(), t.port, t.authority.as_str()), ("::1", 9001, "[::1]:9001"));
+    /// assert_eq!(t.path, "/chat?room=1");
+    /// assert_eq!(Target::parse("http://a", &["ws"]), Err(UrlError::Scheme));
+    /// ```
+    ///
+    /// # Errors
+    /// [`UrlError::Scheme`] for another scheme, [`UrlError::Authority`] for a URL that does
+    /// not parse, has no host, user info, or port 0.
+    pub fn parse(url: &str, schemes: &[&str]) -> Result<Self, UrlError> {
+        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        let scheme = scheme.filter(|s| schemes.contains(&s.as_str())).ok_or(UrlError::Scheme)?;
+        let u = url::Url::parse(url).map_err(|_| UrlError::Authority)?;
+        let host = match u.host() {
+            Some(url::Host::Domain(d)) if !d.is_empty() => d.to_owned(),
+            Some(url::Host::Ipv4(a)) => a.to_string(),
+            Some(url::Host::Ipv6(a)) => a.to_string(),
+            _ => return Err(UrlError::Authority),
+        };
+        let port = u.port_or_known_default().unwrap_or(80);
+        if port == 0 || !u.username().is_empty() || u.password().is_some() {
+            return Err(UrlError::Authority);
+        }
+        let authority = u.host_str().unwrap_or_default();
+        let authority =
+            u.port().map_or_else(|| authority.to_owned(), |p| format!("{authority}:{p}"));
+        let path = &u[url::Position::BeforePath..url::Position::AfterQuery];
+        let path = if path.is_empty() { "/".to_owned() } else { path.to_owned() };
+        Ok(Self { scheme, host, port, authority, path })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,5 +258,27 @@ mod tests {
         for (url, e) in bad {
             assert_eq!(SessionConfig::from_url(url).err(), Some(e), "{url}");
         }
+    }
+
+    #[test]
+    fn targets_keep_the_request_target_and_the_host_header() {
+        let cases = [
+            ("ws://a/", ("a", 80, "a", "/")),
+            ("ws://a:80", ("a", 80, "a", "/")),
+            ("WS://Example.COM:9/x?y=1", ("example.com", 9, "example.com:9", "/x?y=1")),
+            ("ws://[::1]/", ("::1", 80, "[::1]", "/")),
+            ("ws://127.0.0.1:8080/chat", ("127.0.0.1", 8080, "127.0.0.1:8080", "/chat")),
+        ];
+        for (url, (h, p, a, path)) in cases {
+            let t = Target::parse(url, &["ws"]).unwrap();
+            assert_eq!(
+                (t.host.as_str(), t.port, t.authority.as_str(), t.path.as_str()),
+                (h, p, a, path)
+            );
+            assert_eq!(t.scheme, "ws");
+        }
+        assert_eq!(Target::parse("wss://a", &["ws"]), Err(UrlError::Scheme));
+        assert_eq!(Target::parse("a:1", &["ws"]), Err(UrlError::Scheme));
+        assert_eq!(Target::parse("ws://a b/", &["ws"]), Err(UrlError::Authority));
     }
 }

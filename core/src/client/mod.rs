@@ -121,7 +121,7 @@ pub mod wire;
 /// The outbound-socket vocabulary under its old names: [`crate::socket`] now, shared with
 /// the Redis bus.
 pub use crate::socket::{SockId, SocketAction as SessionAction};
-pub use config::{SessionConfig, TokenPlacement, Transport, UrlError};
+pub use config::{SessionConfig, Target, TokenPlacement, Transport, UrlError};
 pub use session::ClientSession;
 pub use types::{
     ClientMsgId, PublishError, Reason, SessionEvent, SessionState, SessionTimer, StateChange,

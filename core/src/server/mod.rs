@@ -140,6 +140,15 @@ use crate::time::{Duration, Instant, TimerQueue};
 use crate::ws::{CloseCode, WsConnection};
 use conn::{Conn, Proto};
 
+/// How an adapter's `ServerHandle::shutdown` went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Connections that ended within the grace period.
+    pub closed: usize,
+    /// Connections whose sockets were shut down when the grace period ran out.
+    pub dropped: usize,
+}
+
 /// A connection of the adapter's, by a number the adapter chooses (unique among the live
 /// connections it handed to the server).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -27,9 +27,66 @@ use bytes::Bytes;
 
 use super::close::CloseCode;
 use super::conn::{CloseInfo, Initiator, WsConnection, WsEvent, WsState};
-use super::error::SendError;
+use super::error::{ConnError, HandshakeError, SendError};
+use super::message::Message;
 use crate::machine::{Machine, Transmit};
 use crate::time::{Duration, Instant};
+
+/// What an adapter's `WebSocket::recv_event` returns ([`AppSocket::next_event`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A complete data message.
+    Message(Message),
+    /// A pong (pings from the peer are answered automatically).
+    Pong(Bytes),
+    /// The connection ended and its socket is shut down; returned again by every later call.
+    Closed(CloseInfo),
+}
+
+/// Returned by an adapter's `WebSocket::recv` once the connection ended, on every call.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// The connection ended: how and why.
+    #[error("connection closed (code {})", .0.code)]
+    Closed(CloseInfo),
+}
+
+/// Why an adapter's client `connect` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The URL is invalid, or not `ws://` (`http://` for SSE): no TLS yet.
+    #[error("invalid URL: {0}")]
+    Url(String),
+    /// Name resolution, the TCP connection (`TimedOut` past the connect timeout), the
+    /// socket, or seeding from OS entropy failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The opening handshake failed (e.g. [`HandshakeError::Status`]).
+    #[error("handshake failed: {0}")]
+    Handshake(HandshakeError),
+    /// The connection ended during the handshake for another reason.
+    #[error("connection closed during the handshake (code {})", .0.code)]
+    Closed(CloseInfo),
+}
+
+impl From<CloseInfo> for ConnectError {
+    /// A client connection that ended before it opened: its handshake error, if that was why.
+    fn from(info: CloseInfo) -> Self {
+        match info.error {
+            Some(ConnError::Handshake(e)) => Self::Handshake(e),
+            _ => Self::Closed(info),
+        }
+    }
+}
+
+impl From<crate::client::UrlError> for ConnectError {
+    fn from(e: crate::client::UrlError) -> Self {
+        Self::Url(e.to_string())
+    }
+}
 
 /// What the driver does after [`AppSocket::poll_pass`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +260,18 @@ impl AppSocket {
         Some(WsEvent::Closed(info.clone()))
     }
 
+    /// [`pop_event`](Self::pop_event) as the application sees it: data, pongs, the end.
+    pub fn next_event(&mut self) -> Option<Event> {
+        loop {
+            return match self.pop_event()? {
+                WsEvent::Message(m) => Some(Event::Message(m)),
+                WsEvent::Pong(p) => Some(Event::Pong(p)),
+                WsEvent::Closed(info) => Some(Event::Closed(info)),
+                _ => continue,
+            };
+        }
+    }
+
     /// The application dropped its handle. A connection still connecting or open is
     /// aborted (no close handshake); returns whether it was. A closing one finishes its
     /// close handshake.
@@ -243,7 +312,7 @@ impl AppSocket {
     /// The socket took nothing for the adapter's send timeout while bytes waited for it
     /// (bytes the machine no longer sees, so its own send-stall timer cannot): the
     /// connection is lost as that timer loses it (close code 4100,
-    /// [`ConnError::SendStalled`](super::ConnError::SendStalled)), and nothing more is
+    /// [`ConnError::SendStalled`]), and nothing more is
     /// written. A closed connection keeps how it ended.
     pub fn handle_write_stall(&mut self, now: Instant) {
         let open = self.state() != WsState::Closed;
