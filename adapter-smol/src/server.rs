@@ -410,22 +410,17 @@ impl ServerHandle {
         id: &str,
         json: impl AsRef<[u8]>,
     ) -> Result<Position, HubError> {
-        self.publish_trusted(ch, Some(id), json.as_ref()).await
+        self.trusted(ch, Some(id), json.as_ref()).await
     }
 
     /// The trusted publish with and without Redis: with a bus it waits for its position
     /// ([`Server::publish_trusted`](Endpoint::publish_trusted), with its errors).
     pub async fn submit(&self, ch: &str, json: impl AsRef<[u8]>) -> Result<Position, HubError> {
-        self.publish_trusted(ch, None, json.as_ref()).await
+        self.trusted(ch, None, json.as_ref()).await
     }
 
     /// The core's trusted publish; with a bus, waits for its answer.
-    async fn publish_trusted(
-        &self,
-        ch: &str,
-        id: Option<&str>,
-        json: &[u8],
-    ) -> Result<Position, HubError> {
+    async fn trusted(&self, ch: &str, id: Option<&str>, json: &[u8]) -> Result<Position, HubError> {
         let token = match self.with(|s, now| s.publish_trusted(now, ch, id, json))? {
             Publication::Submitted(token) => token,
             Publication::Appended(pos) => return Ok(pos),
@@ -442,23 +437,10 @@ impl ServerHandle {
     }
 
     /// Runs `f` on the core server under its lock, with the time, then wakes what it set in
-    /// motion: the way to call the core's commands ([`decide`](Endpoint::decide),
-    /// [`decide_join`](Endpoint::decide_join), [`restore`](Endpoint::restore), ...). Keep `f`
-    /// short: every connection waits for it.
-    ///
-    /// ```
-    /// use tidewire_smol::{Server, ServerConfig};
-    ///
-    /// smol::block_on(async {
-    ///     let server = Server::bind("127.0.0.1:0", ServerConfig::default()).await?;
-    ///     let handle = server.handle();
-    ///     handle.with(|s, now| s.restore(now, "news", "7:41".parse().unwrap()))?;
-    ///     let head = handle.inspect(|s| s.head("news"));
-    ///     assert_eq!(head.map(|p| p.to_string()).as_deref(), Some("7:41"));
-    ///     Ok::<_, Box<dyn std::error::Error>>(())
-    /// })
-    /// .unwrap();
-    /// ```
+    /// motion: the way to call the core's commands, e.g.
+    /// `handle.with(|s, now| s.decide(now, conn, verdict))` ([`decide`](Endpoint::decide)), or
+    /// [`decide_join`](Endpoint::decide_join), [`restore`](Endpoint::restore). Keep `f` short:
+    /// every connection waits for it.
     pub fn with<T>(&self, f: impl FnOnce(&mut Endpoint, Instant) -> T) -> T {
         self.shared.with_core(|core| f(&mut core.server, Instant::now()))
     }

@@ -55,20 +55,10 @@ impl ServerHandle {
     }
 
     /// Runs `f` on the core server under its lock, with the time, then sends what it set in
-    /// motion: the way to call the core's commands ([`decide`](Endpoint::decide),
-    /// [`decide_join`](Endpoint::decide_join), [`restore`](Endpoint::restore), ...). Keep `f`
-    /// short: every connection waits for it.
-    ///
-    /// ```
-    /// use tidewire_std::{Server, ServerConfig};
-    ///
-    /// let server = Server::bind("127.0.0.1:0", ServerConfig::default())?;
-    /// let handle = server.handle();
-    /// handle.with(|s, now| s.restore(now, "news", "7:41".parse().unwrap()))?;
-    /// let head = handle.inspect(|s| s.head("news"));
-    /// assert_eq!(head.map(|p| p.to_string()).as_deref(), Some("7:41"));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
+    /// motion: the way to call the core's commands, e.g.
+    /// `handle.with(|s, now| s.decide(now, conn, verdict))` ([`decide`](Endpoint::decide)), or
+    /// [`decide_join`](Endpoint::decide_join), [`restore`](Endpoint::restore). Keep `f` short:
+    /// every connection waits for it.
     pub fn with<T>(&self, f: impl FnOnce(&mut Endpoint, Instant) -> T) -> T {
         self.shared.with(f)
     }

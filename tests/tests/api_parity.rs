@@ -68,7 +68,7 @@ macro_rules! parity {
                 Ok(())
             }
 
-            $($kw)* fn websocket(url: &str, up: Upgrade, no: Upgrade, req: HttpRequest) -> Res<()> {
+            $($kw)* fn ws(url: &str, up: Upgrade, no: Upgrade, mut req: HttpRequest) -> Res<()> {
                 let _: &UpgradeRequest = up.request();
                 let _: SocketAddr = up.peer_addr();
                 let _: WebSocket = up.accept(Some("chat"), &[("X", "y")]) $($wait)* ?;
@@ -87,8 +87,8 @@ macro_rules! parity {
                 tx.ping(Bytes::new())?;
                 tx.close(CloseCode::NORMAL, "bye")?;
                 let _: (bool, usize) = (tx.is_closed(), tx.buffered_amount());
-                let _: (WsConfig, Option<StreamEnd>, Option<Utf8Bytes>) = (ClientOptions::default().ws, None, None);
-                let mut req = req;
+                let _: WsConfig = ClientOptions::default().ws;
+                let _: (Option<StreamEnd>, Option<Utf8Bytes>) = (None, None);
                 let _: &tidewire::http::Request = req.request();
                 let _: SocketAddr = req.peer_addr();
                 let _: Bytes = req.read_body(1024) $($wait)* ?;

@@ -87,7 +87,8 @@ pub(crate) fn gated(gates: Arc<Gates>) -> impl Fn(&Request) -> Verdict + Send + 
 
 /// The test server's authorization: [`DemoAuth`], except that every join of a channel
 /// named `<defer>...` is left to the application ([`JoinVerdict::Defer`]: the hub emits
-/// `HubEvent::JoinRequested` and waits for `ServerHandle::decide_join`).
+/// `HubEvent::JoinRequested` and waits for the core's `decide_join`, called through
+/// `ServerHandle::with`).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Policy {
     pub defer: Option<&'static str>,
@@ -232,9 +233,11 @@ pub(crate) trait Backend {
     fn next_event(h: &Self::Handle) -> Option<ServerEvent>;
     /// The next informational event within `timeout`.
     fn wait_event(h: &Self::Handle, timeout: Duration) -> Option<ServerEvent>;
-    /// `ServerHandle::decide_join`: answers a deferred join (`false`: unknown id).
+    /// Answers a deferred join: the core's `decide_join` through `ServerHandle::with`
+    /// (`false`: unknown id).
     fn decide_join(h: &Self::Handle, id: JoinId, decision: JoinDecision) -> bool;
-    /// `ServerHandle::decide_publish`: answers a vetted publish (`false`: unknown id).
+    /// Answers a vetted publish: the core's `decide_publish` through `ServerHandle::with`
+    /// (`false`: unknown id).
     fn decide_publish(h: &Self::Handle, id: PublishId, decision: PublishDecision) -> bool;
 
     fn session(cfg: SessionConfig) -> Self::Client;
