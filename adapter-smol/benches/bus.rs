@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 
 use smol::Timer;
 use tidewire::redis::RedisConfig;
+use tidewire::server::{Routes, Server as Core};
 use tidewire_smol::{
-    ClientOptions, Message, Routes, Server, ServerConfig, ServerHandle, Upgrade, WebSocket, connect,
+    ClientOptions, Message, Server, ServerConfig, ServerHandle, Upgrade, WebSocket, connect,
 };
 
 const LATENCY_SAMPLES: usize = 2000;
@@ -72,7 +73,7 @@ async fn instance(redis: Option<u16>) -> (ServerHandle, ServerHandle) {
     let hub = server.handle();
     smol::spawn(server.serve(|up: Upgrade| async move { drop(up) })).detach();
     if redis.is_some() {
-        while !hub.bus_is_up() {
+        while !hub.inspect(Core::bus_is_up) {
             Timer::after(Duration::from_millis(5)).await;
         }
     }

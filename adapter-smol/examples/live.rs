@@ -222,7 +222,8 @@ async fn on_http(req: HttpRequest) {
 /// Logs what the server and the hub decide: refusals, closes, expiries, presence.
 async fn log_events(handle: ServerHandle, poll_expiry: Option<Duration>) {
     loop {
-        match handle.event().await {
+        let Some(event) = handle.wait_event(Duration::from_secs(3600)).await else { continue };
+        match event {
             ServerEvent::Refused { conn, status } => eprintln!("refused {}: {status}", conn.0),
             ServerEvent::Hub(HubEvent::Close { conn, code, reason }) => {
                 eprintln!("hub closed {conn}: {} {reason}", code.0);

@@ -20,7 +20,8 @@ use smol::future;
 use smol::stream::StreamExt;
 use smol::{Executor, Timer};
 use tidewire_smol::tidewire::hub::{Access, Authorize as _, DemoAuth, Principal};
-use tidewire_smol::{HttpRequest, Routes, Server, ServerConfig, Upgrade};
+use tidewire_smol::tidewire::server::Routes;
+use tidewire_smol::{HttpRequest, Server, ServerConfig, Upgrade};
 
 /// The channel the ticker publishes on.
 const CHANNEL: &str = "ticks";

@@ -275,6 +275,12 @@ impl Sender {
     pub fn is_closed(&self) -> bool {
         self.shared.lock().is_closed()
     }
+
+    /// Bytes queued and not yet written ([`WsConnection::buffered_amount`]).
+    #[must_use]
+    pub fn buffered_amount(&self) -> usize {
+        self.shared.lock().conn().buffered_amount()
+    }
 }
 
 impl fmt::Debug for Sender {

@@ -73,7 +73,7 @@
 //!
 //!     let url = format!("http://{}/events?ch=ticks", handle.local_addr());
 //!     let mut events = connect(&url, SseOptions::default()).await?;
-//!     while handle.hub_connections() == 0 {
+//!     while handle.inspect(|s| s.hub_connections()) == 0 {
 //!         smol::Timer::after(Duration::from_millis(5)).await; // until it is subscribed
 //!     }
 //!     let pos = handle.publish("ticks", br#"{"n":1}"#)?;
@@ -105,16 +105,15 @@ pub mod sse;
 use std::future::Future;
 use std::time::Instant;
 
-use bytes::Bytes;
 use smol::{Timer, future};
 
+pub use bytes::Bytes;
 pub use client::{ClientOptions, ConnectError, connect};
 pub use conn::{Sender, WebSocket};
 pub use http::HttpRequest;
 pub use server::{Server, ServerConfig, ServerHandle, ShutdownReport, Upgrade};
-pub use session::Session;
+pub use session::{Session, SessionOptions};
 pub use tidewire;
-pub use tidewire::server::{ConnHandle, Routes, ServerEvent, Verdict};
 pub use tidewire::sse::StreamEnd;
 pub use tidewire::ws::{
     CloseCode, CloseInfo, Message, SendError, UpgradeRequest, Utf8Bytes, WsConfig,

@@ -13,10 +13,7 @@ use event_listener::Event as Notify;
 use smol::net::{AsyncToSocketAddrs, TcpListener};
 use smol::{Async, Executor, Timer, future};
 use tidewire::http::Request;
-use tidewire::hub::{
-    AllowAll, Authorize, HubError, HubStats, JoinDecision, JoinId, Principal, PublishDecision,
-    PublishId,
-};
+use tidewire::hub::{AllowAll, Authorize, HubError, Principal};
 use tidewire::replay::Position;
 use tidewire::server::{
     Authenticate, ConnHandle, Credential, Publication, Routes, Server as Endpoint, ServerEvent,
@@ -358,7 +355,7 @@ impl ServerHandle {
         let Some(total) = total else {
             return self.wait_report().await;
         };
-        self.shared.with_core(|core| core.server.shutdown(Instant::now(), grace));
+        self.with(|s, now| s.shutdown(now, grace));
         shared.stop.notify(usize::MAX);
 
         let deadline = Instant::now() + grace;
@@ -401,14 +398,8 @@ impl ServerHandle {
 
     /// The trusted publish of one JSON value ([`Server::publish`](Endpoint::publish), with its
     /// errors). With [`ServerConfig::redis`], use [`submit`](Self::submit).
-    pub fn publish(&self, ch: &str, json: &[u8]) -> Result<Position, HubError> {
-        self.shared.with_core(|core| core.server.publish(Instant::now(), ch, json))
-    }
-
-    /// Creates `ch` with its log continuing after `last` ([`Server::restore`](Endpoint::restore),
-    /// with its errors).
-    pub fn restore(&self, ch: &str, last: Position) -> Result<(), HubError> {
-        self.shared.with_core(|core| core.server.restore(Instant::now(), ch, last))
+    pub fn publish(&self, ch: &str, json: impl AsRef<[u8]>) -> Result<Position, HubError> {
+        self.with(|s, now| s.publish(now, ch, json.as_ref()))
     }
 
     /// [`publish`](Self::publish) deduplicated by `id`; with a bus, waits for its answer
@@ -417,28 +408,20 @@ impl ServerHandle {
         &self,
         ch: &str,
         id: &str,
-        json: &[u8],
+        json: impl AsRef<[u8]>,
     ) -> Result<Position, HubError> {
-        self.publish_trusted(ch, Some(id), json).await
+        self.trusted(ch, Some(id), json.as_ref()).await
     }
 
     /// The trusted publish with and without Redis: with a bus it waits for its position
     /// ([`Server::publish_trusted`](Endpoint::publish_trusted), with its errors).
-    pub async fn submit(&self, ch: &str, json: &[u8]) -> Result<Position, HubError> {
-        self.publish_trusted(ch, None, json).await
+    pub async fn submit(&self, ch: &str, json: impl AsRef<[u8]>) -> Result<Position, HubError> {
+        self.trusted(ch, None, json.as_ref()).await
     }
 
     /// The core's trusted publish; with a bus, waits for its answer.
-    async fn publish_trusted(
-        &self,
-        ch: &str,
-        id: Option<&str>,
-        json: &[u8],
-    ) -> Result<Position, HubError> {
-        let published = self
-            .shared
-            .with_core(|core| core.server.publish_trusted(Instant::now(), ch, id, json))?;
-        let token = match published {
+    async fn trusted(&self, ch: &str, id: Option<&str>, json: &[u8]) -> Result<Position, HubError> {
+        let token = match self.with(|s, now| s.publish_trusted(now, ch, id, json))? {
             Publication::Submitted(token) => token,
             Publication::Appended(pos) => return Ok(pos),
         };
@@ -453,39 +436,19 @@ impl ServerHandle {
         }
     }
 
-    /// Reads the core server under its lock. Keep `f` short: every connection waits for it.
+    /// Runs `f` on the core server under its lock, with the time, then wakes what it set in
+    /// motion: the way to call the core's commands, e.g.
+    /// `handle.with(|s, now| s.decide(now, conn, verdict))` ([`decide`](Endpoint::decide)), or
+    /// [`decide_join`](Endpoint::decide_join), [`restore`](Endpoint::restore). Keep `f` short:
+    /// every connection waits for it.
+    pub fn with<T>(&self, f: impl FnOnce(&mut Endpoint, Instant) -> T) -> T {
+        self.shared.with_core(|core| f(&mut core.server, Instant::now()))
+    }
+
+    /// Reads the core server under its lock, e.g. `handle.inspect(|s| s.presence(ch))` (see
+    /// [`with`](Self::with)). Keep `f` short: every connection waits for it.
     pub fn inspect<T>(&self, f: impl FnOnce(&Endpoint) -> T) -> T {
         f(&self.shared.core().server)
-    }
-
-    /// The presence names on `ch` ([`Server::presence`](Endpoint::presence)).
-    #[must_use]
-    pub fn presence(&self, ch: &str) -> Vec<String> {
-        self.inspect(|s| s.presence(ch))
-    }
-
-    /// The position of `ch`'s last message ([`Server::head`](Endpoint::head)).
-    #[must_use]
-    pub fn head(&self, ch: &str) -> Option<Position> {
-        self.inspect(|s| s.head(ch))
-    }
-
-    /// The hub's counters ([`Server::hub_stats`](Endpoint::hub_stats)).
-    #[must_use]
-    pub fn stats(&self) -> HubStats {
-        self.inspect(Endpoint::hub_stats)
-    }
-
-    /// Connections in the hub ([`Server::hub_connections`](Endpoint::hub_connections)).
-    #[must_use]
-    pub fn hub_connections(&self) -> usize {
-        self.inspect(Endpoint::hub_connections)
-    }
-
-    /// Whether the hub's Redis bus is connected ([`Server::bus_is_up`](Endpoint::bus_is_up)).
-    #[must_use]
-    pub fn bus_is_up(&self) -> bool {
-        self.inspect(Endpoint::bus_is_up)
     }
 
     /// The next informational event, without waiting
@@ -495,30 +458,18 @@ impl ServerHandle {
         self.shared.core().server.poll_event()
     }
 
-    /// As [`next_event`](Self::next_event), waiting for one.
-    pub async fn event(&self) -> ServerEvent {
-        loop {
-            let listener = self.shared.arrived.listen();
-            if let Some(ev) = self.next_event() {
-                return ev;
+    /// As [`next_event`](Self::next_event), waiting up to `timeout` for one.
+    pub async fn wait_event(&self, timeout: Duration) -> Option<ServerEvent> {
+        until(Instant::now() + timeout, async {
+            loop {
+                let listener = self.shared.arrived.listen();
+                if let Some(ev) = self.next_event() {
+                    return ev;
+                }
+                listener.await;
             }
-            listener.await;
-        }
-    }
-
-    /// Answers a deferred authentication ([`Server::decide`](Endpoint::decide)).
-    pub fn decide(&self, conn: ConnHandle, verdict: Verdict) {
-        self.shared.with_core(|core| core.server.decide(Instant::now(), conn, verdict));
-    }
-
-    /// Answers a deferred join ([`Server::decide_join`](Endpoint::decide_join)).
-    pub fn decide_join(&self, id: JoinId, decision: JoinDecision) -> bool {
-        self.shared.with_core(|core| core.server.decide_join(Instant::now(), id, decision))
-    }
-
-    /// Answers a vetted publish ([`Server::decide_publish`](Endpoint::decide_publish)).
-    pub fn decide_publish(&self, id: PublishId, decision: PublishDecision) -> bool {
-        self.shared.with_core(|core| core.server.decide_publish(Instant::now(), id, decision))
+        })
+        .await
     }
 }
 

@@ -3,28 +3,60 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use smol::Executor;
 use tidewire::client::{
     ClientMsgId, ClientSession, PublishError, SessionConfig, SessionEvent, SessionState,
-    SubscribeError, Transport,
+    SubscribeError,
 };
 use tidewire::replay::Position;
 
 use crate::outbound::Client;
 
-/// Events queued for the application before the sockets stop being read.
-const MAX_EVENTS: usize = 1024;
+/// Settings of the adapter's side of a [`Session`]; start from `SessionOptions::default()`.
+/// The fields are `tidewire-std`'s; this adapter's driver does not use `max_inbox`,
+/// `read_chunk`, `connect_timeout` nor `write_timeout` yet: it reads 16 KiB at a time, and
+/// connects and writes without a time limit of its own.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SessionOptions {
+    /// Events queued for [`Session::next_event`] at most (default 1024; then sockets wait).
+    pub max_events: usize,
+    /// Bytes a socket reads at once at most, with [`read_chunk`](Self::read_chunk) (default 1 MiB).
+    pub max_inbox: usize,
+    /// Bytes read from a socket at a time (default 16 KiB).
+    pub read_chunk: usize,
+    /// The longest a TCP connection attempt may take (default 10 s).
+    pub connect_timeout: Duration,
+    /// A write that makes no progress for this long fails the socket (default 10 s).
+    pub write_timeout: Duration,
+    /// The executor of the session's tasks; `None` (the default): smol's global executor.
+    pub executor: Option<Arc<Executor<'static>>>,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            max_events: 1024,
+            max_inbox: 1 << 20,
+            read_chunk: 16 << 10,
+            connect_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            executor: None,
+        }
+    }
+}
 
 /// A reconnecting client session (WebSocket, else SSE, else long polling): the core
 /// [`ClientSession`], whose docs give the semantics, on a timer task and a task per socket.
-/// At most 1024 events wait for the application (then the sockets wait); dropping it closes it.
+/// Dropping it closes it.
 ///
 /// ```
 /// use std::time::Duration;
 /// use tidewire::client::{SessionConfig, SessionEvent};
-/// use tidewire_smol::{Routes, Server, ServerConfig, Session};
+/// use tidewire::server::Routes;
+/// use tidewire_smol::{Server, ServerConfig, Session};
 ///
 /// smol::block_on(async {
 ///     let mut cfg = ServerConfig::default();
@@ -38,7 +70,7 @@ const MAX_EVENTS: usize = 1024;
 ///     let mut session = Session::connect(SessionConfig::new(addr.ip().to_string(), addr.port()));
 ///     session.subscribe("news")?;
 ///     // Publish once the subscription is in place, then read the message.
-///     while hub.head("news").is_none() {
+///     while hub.inspect(|s| s.head("news")).is_none() {
 ///         smol::Timer::after(Duration::from_millis(5)).await;
 ///     }
 ///     hub.publish("news", br#"{"title":"hello"}"#)?;
@@ -66,26 +98,22 @@ pub struct Session {
 }
 
 impl Session {
-    /// Starts a session on smol's global executor and returns at once; it connects in the
-    /// background. A zero `cfg.rng_seed` is filled from OS entropy.
+    /// Starts a session with default [`SessionOptions`] and returns at once; it connects in
+    /// the background. A zero `cfg.rng_seed` is filled from OS entropy.
     #[must_use]
     pub fn connect(cfg: SessionConfig) -> Session {
-        Self::start(cfg, None)
+        Self::with_options(cfg, SessionOptions::default())
     }
 
-    /// As [`connect`](Self::connect), with the session's tasks on `executor`.
+    /// As [`connect`](Self::connect), with adapter settings.
     #[must_use]
-    pub fn connect_on(cfg: SessionConfig, executor: Arc<Executor<'static>>) -> Session {
-        Self::start(cfg, Some(executor))
-    }
-
-    fn start(mut cfg: SessionConfig, executor: Option<Arc<Executor<'static>>>) -> Session {
+    pub fn with_options(mut cfg: SessionConfig, opts: SessionOptions) -> Session {
         if cfg.rng_seed == [0; 32] && getrandom::fill(&mut cfg.rng_seed).is_err() {
             let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
             cfg.rng_seed[..16].copy_from_slice(&t.as_nanos().to_le_bytes());
         }
         let session = ClientSession::new(cfg, Instant::now());
-        Session { client: Client::start(session, MAX_EVENTS, executor) }
+        Session { client: Client::start(session, opts.max_events, opts.executor) }
     }
 
     /// Subscribes to `ch` ([`ClientSession::subscribe`], with its errors).
@@ -105,9 +133,9 @@ impl Session {
 
     /// Publishes one JSON value to `ch` ([`ClientSession::publish`], with its errors; not
     /// UTF-8 is [`PublishError::NotJson`]).
-    pub fn publish(&self, ch: &str, json: &[u8]) -> Result<ClientMsgId, PublishError> {
-        let data = std::str::from_utf8(json).map_err(|_| PublishError::NotJson)?;
-        self.client.with(|s, now| s.publish(now, ch, data))
+    pub fn publish(&self, ch: &str, json: impl AsRef<[u8]>) -> Result<ClientMsgId, PublishError> {
+        let json = std::str::from_utf8(json.as_ref()).map_err(|_| PublishError::NotJson)?;
+        self.client.with(|s, now| s.publish(now, ch, json))
     }
 
     /// New credentials ([`ClientSession::set_credentials`]).
@@ -121,44 +149,31 @@ impl Session {
         self.client.with(ClientSession::close);
     }
 
-    /// The next event, waiting for it; `None` once closed and every event was handed out.
-    pub async fn next_event(&mut self) -> Option<SessionEvent> {
-        self.client.next_event().await
-    }
-
-    /// The next event if one is queued, without waiting.
-    pub fn try_next_event(&mut self) -> Option<SessionEvent> {
-        self.client.try_next_event()
-    }
-
     /// The session's state ([`ClientSession::state`]).
     #[must_use]
     pub fn state(&self) -> SessionState {
         self.client.inspect(ClientSession::state)
     }
 
-    /// The transport in use or being tried ([`ClientSession::transport`]).
-    #[must_use]
-    pub fn transport(&self) -> Option<Transport> {
-        self.client.inspect(ClientSession::transport)
+    /// Reads the core session, e.g. `session.inspect(|s| s.position(ch))`. Keep `f` short:
+    /// the driver waits for it.
+    pub fn inspect<T>(&self, f: impl FnOnce(&ClientSession) -> T) -> T {
+        self.client.inspect(f)
     }
 
-    /// The position of the last message delivered on `ch` ([`ClientSession::position`]).
-    #[must_use]
-    pub fn position(&self, ch: &str) -> Option<Position> {
-        self.client.inspect(|s| s.position(ch))
+    /// The next event, waiting for it; `None` once closed and every event was handed out.
+    pub async fn next_event(&mut self) -> Option<SessionEvent> {
+        self.client.next_event().await
     }
 
-    /// Publishes not yet acknowledged ([`ClientSession::queued_publishes`]).
-    #[must_use]
-    pub fn queued_publishes(&self) -> usize {
-        self.client.inspect(ClientSession::queued_publishes)
+    /// As [`next_event`](Self::next_event), waiting at most `timeout` (then `None`).
+    pub async fn next_event_timeout(&mut self, timeout: Duration) -> Option<SessionEvent> {
+        crate::until(Instant::now() + timeout, self.client.next_event()).await.flatten()
     }
 
-    /// Messages dropped as duplicates ([`ClientSession::dropped_duplicates`]).
-    #[must_use]
-    pub fn dropped_duplicates(&self) -> u64 {
-        self.client.inspect(ClientSession::dropped_duplicates)
+    /// The next event if one is queued, without waiting.
+    pub fn try_next_event(&mut self) -> Option<SessionEvent> {
+        self.client.try_next_event()
     }
 }
 

@@ -14,10 +14,10 @@ use smol::net::TcpStream;
 use tidewire::http::Request;
 use tidewire::hub::{DemoAuth, HubConfig};
 use tidewire::policy::OutboxConfig;
-use tidewire::server::{Credential, Refusal};
+use tidewire::server::{Credential, Refusal, Routes, Verdict};
 use tidewire_smol::{
-    ClientOptions, CloseCode, Message, Routes, Server, ServerConfig, ServerHandle, Upgrade,
-    Verdict, WebSocket, connect,
+    ClientOptions, CloseCode, Message, Server, ServerConfig, ServerHandle, Upgrade, WebSocket,
+    connect,
 };
 
 /// Runs `test` on a fresh `block_on`, failing it after `secs` seconds.
@@ -199,8 +199,8 @@ fn websocket_clients_subscribe_publish_ack_and_see_presence() {
         send(&ann, r#"{"op":"unsub","ch":"chat:lobby"}"#).await;
         let left = recv_op(&mut bob, "presence").await;
         assert_eq!(left["leave"], serde_json::json!(["ann"]));
-        assert_eq!(hub.stats().published, 1);
-        assert_eq!(hub.stats().duplicates, 1);
+        assert_eq!(hub.inspect(|s| s.hub_stats().published), 1);
+        assert_eq!(hub.inspect(|s| s.hub_stats().duplicates), 1);
         server.shutdown(Duration::from_secs(2)).await;
     });
 }
@@ -348,7 +348,7 @@ fn a_slow_websocket_consumer_is_closed_with_4100() {
         // The client stops reading; the server publishes until the hub gives up on it.
         let data = format!("{{\"pad\":\"{}\"}}", "x".repeat(16 << 10));
         let mut sent = 0;
-        while hub.stats().too_slow == 0 {
+        while hub.inspect(|s| s.hub_stats().too_slow) == 0 {
             hub.publish("public:big", data.as_bytes()).unwrap();
             sent += 1;
             assert!(sent < 20_000, "never closed");
@@ -404,16 +404,16 @@ fn http_publish_authorizes_dedups_and_answers_the_position() {
         assert_eq!(v["off"], 1);
         assert_eq!(
             v["ep"].as_str().map(str::to_owned),
-            hub.head("chat:a").map(|p| p.epoch.to_string())
+            hub.inspect(|s| s.head("chat:a")).map(|p| p.epoch.to_string())
         );
-        assert_eq!(hub.stats().published, 1);
+        assert_eq!(hub.inspect(|s| s.hub_stats().published), 1);
 
         // The dedup window is the WebSocket's: a retry of m1 over WebSocket is acked with it.
         let mut w = ws(addr, Some("user:ann")).await;
         send(&w, r#"{"op":"pub","ch":"chat:a","id":"m1","data":{"t":1},"ref":3}"#).await;
         let ack = recv(&mut w).await;
         assert_eq!((ack["op"].as_str(), ack["off"].as_u64()), (Some("ack"), Some(1)));
-        assert_eq!(hub.stats().published, 1);
+        assert_eq!(hub.inspect(|s| s.hub_stats().published), 1);
 
         // Trusted (admin bearer): any channel, no authz; its ids are deduplicated too.
         let admin = "Authorization: Bearer admin\r\n";
@@ -421,7 +421,7 @@ fn http_publish_authorizes_dedups_and_answers_the_position() {
         assert_eq!(status, 200);
         let (_, _, b) = http(addr, "POST", "/api/publish?ch=ops:x&id=z", admin, "[1]").await;
         assert_eq!(a, b);
-        assert_eq!(hub.stats().published, 2);
+        assert_eq!(hub.inspect(|s| s.hub_stats().published), 2);
         server.shutdown(Duration::from_secs(2)).await;
     });
 }

@@ -11,10 +11,9 @@ use smol::future;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 use tidewire::poll::PollConfig;
-use tidewire::server::Route;
+use tidewire::server::{Route, Routes};
 use tidewire_smol::{
-    ClientOptions, HttpRequest, Message, Routes, Server, ServerConfig, ServerHandle, Upgrade,
-    connect,
+    ClientOptions, HttpRequest, Message, Server, ServerConfig, ServerHandle, Upgrade, connect,
 };
 
 fn run(secs: u64, test: impl Future<Output = ()>) {

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use smol::Timer;
 use smol::future;
-use tidewire::client::{SessionConfig, SessionEvent, SessionState, Transport};
+use tidewire::client::{ClientSession, SessionConfig, SessionEvent, SessionState, Transport};
 use tidewire::http::Request;
 use tidewire::hub::DemoAuth;
 use tidewire::policy::BackoffConfig;
-use tidewire::server::{Authenticate, Refusal};
-use tidewire_smol::{Routes, Server, ServerConfig, ServerHandle, Session, Upgrade, Verdict};
+use tidewire::server::{Authenticate, Refusal, Routes, Verdict};
+use tidewire_smol::{Server, ServerConfig, ServerHandle, Session, Upgrade};
 
 fn run(secs: u64, test: impl Future<Output = ()>) {
     smol::block_on(future::or(test, async {
@@ -71,7 +71,7 @@ fn is_open(ev: &SessionEvent) -> bool {
 /// subscription is in place), then once more with `data`.
 async fn publish_when_joined(hub: &ServerHandle, ch: &str, data: &str) {
     for _ in 0..400 {
-        if hub.head(ch).is_some() {
+        if hub.inspect(|s| s.head(ch)).is_some() {
             break;
         }
         Timer::after(Duration::from_millis(5)).await;
@@ -89,7 +89,7 @@ fn session_survives_a_restart_refetches_and_delivers_queued_publishes_once() {
         s.subscribe("chat:room").unwrap();
         let mut seen = Vec::new();
         until(&mut s, &mut seen, is_open).await;
-        assert_eq!(s.transport(), Some(Transport::WebSocket));
+        assert_eq!(s.inspect(ClientSession::transport), Some(Transport::WebSocket));
         publish_when_joined(&hub, "chat:room", r#"{"n":1}"#).await;
         let ev = until(&mut s, &mut seen, |e| matches!(e, SessionEvent::Message { .. })).await;
         let SessionEvent::Message { data, pos, .. } = ev else { unreachable!() };
@@ -105,7 +105,7 @@ fn session_survives_a_restart_refetches_and_delivers_queued_publishes_once() {
         )
         .await;
         let id = s.publish("chat:room", br#"{"queued":true}"#).unwrap();
-        assert_eq!(s.queued_publishes(), 1);
+        assert_eq!(s.inspect(ClientSession::queued_publishes), 1);
 
         // A new server (new hub, new epoch) on the same port.
         let server = start(&addr.to_string(), None).await;
@@ -134,9 +134,9 @@ fn session_survives_a_restart_refetches_and_delivers_queued_publishes_once() {
         let ev = until(&mut s, &mut events, |e| matches!(e, SessionEvent::Message { .. })).await;
         let SessionEvent::Message { data, pos, .. } = ev else { unreachable!() };
         assert_eq!(data, r#"{"n":"live"}"#);
-        assert_eq!(Some(pos), hub.head("chat:room"));
+        assert_eq!(Some(pos), hub.inspect(|s| s.head("chat:room")));
         // The queued publish was published once.
-        assert_eq!(hub.stats().published, 2);
+        assert_eq!(hub.inspect(|s| s.hub_stats().published), 2);
         let copies = events
             .iter()
             .filter(
@@ -163,7 +163,7 @@ fn session_falls_back_to_sse_when_websocket_is_refused() {
         s.subscribe("public:ticks").unwrap();
         let mut seen = Vec::new();
         until(&mut s, &mut seen, is_open).await;
-        assert_eq!(s.transport(), Some(Transport::Sse));
+        assert_eq!(s.inspect(ClientSession::transport), Some(Transport::Sse));
         publish_when_joined(&hub, "public:ticks", r#"{"n":1}"#).await;
         let ev = until(&mut s, &mut seen, |e| matches!(e, SessionEvent::Message { .. })).await;
         let SessionEvent::Message { ch, data, .. } = ev else { unreachable!() };
@@ -201,9 +201,9 @@ fn session_publishes_over_http_when_on_polling() {
                 _ => {}
             }
         }
-        assert_eq!(hub.stats().published, 1);
+        assert_eq!(hub.inspect(|s| s.hub_stats().published), 1);
         // The polling client is a hub member with presence.
-        assert_eq!(hub.presence("chat:p"), ["ann"]);
+        assert_eq!(hub.inspect(|s| s.presence("chat:p")), ["ann"]);
         s.close();
         while s.next_event().await.is_some() {}
         server.shutdown(Duration::from_secs(2)).await;

@@ -12,10 +12,10 @@ use smol::net::TcpStream;
 use tidewire::http::Request;
 use tidewire::hub::{AllowAll, Principal};
 use tidewire::replay::LogLimits;
-use tidewire::server::{Credential, Refusal, Route};
+use tidewire::server::{Credential, Refusal, Route, Routes, Verdict};
 use tidewire::sse::{SseClientEvent, SseEvent, SseReason, SseState};
 use tidewire_smol::sse::{SseOptions, connect};
-use tidewire_smol::{Routes, Server, ServerConfig, ServerHandle, Upgrade, Verdict};
+use tidewire_smol::{Server, ServerConfig, ServerHandle, Upgrade};
 
 /// Runs `test` on a fresh `block_on`, failing it after `secs` seconds.
 fn run(secs: u64, test: impl Future<Output = ()>) {
@@ -151,7 +151,7 @@ fn headers_ids_and_live_events() {
         assert!(!head.to_ascii_lowercase().contains("content-length"), "{head}");
         // The cursor first: an id-only block with the head position.
         assert_eq!(raw.block().await.unwrap(), format!("id: {first}"));
-        eventually("subscribed", || channels.hub_connections() == 1).await;
+        eventually("subscribed", || channels.inspect(|s| s.hub_connections() == 1)).await;
 
         for n in 1..=3 {
             let pos = channels.publish("ticks", tick(n).as_bytes()).unwrap();
@@ -166,8 +166,10 @@ fn headers_ids_and_live_events() {
         assert_eq!(id_of(&raw.event().await.unwrap()), pos.to_string());
 
         drop(raw);
-        eventually("the stream ends when the client goes", || channels.hub_connections() == 0)
-            .await;
+        eventually("the stream ends when the client goes", || {
+            channels.inspect(|s| s.hub_connections() == 0)
+        })
+        .await;
         handle.shutdown(Duration::from_secs(1)).await;
     });
 }
@@ -180,14 +182,14 @@ fn raw_client_resumes_exactly_with_last_event_id() {
         let mut raw = Raw::open(&handle, "/events?ch=ticks", None).await;
         raw.head().await;
         raw.block().await.unwrap();
-        eventually("subscribed", || channels.hub_connections() == 1).await;
+        eventually("subscribed", || channels.inspect(|s| s.hub_connections() == 1)).await;
         for n in 1..=2 {
             channels.publish("ticks", tick(n).as_bytes()).unwrap();
         }
         raw.event().await.unwrap();
         let last = id_of(&raw.event().await.unwrap());
         drop(raw);
-        eventually("gone", || channels.hub_connections() == 0).await;
+        eventually("gone", || channels.inspect(|s| s.hub_connections() == 0)).await;
 
         // k events while away.
         let k = 5;
@@ -202,7 +204,7 @@ fn raw_client_resumes_exactly_with_last_event_id() {
             assert_eq!((id_of(&block), data_of(&block)), (id.clone(), tick(3 + i as u64)));
         }
         // Then live, without a duplicate.
-        eventually("subscribed again", || channels.hub_connections() == 1).await;
+        eventually("subscribed again", || channels.inspect(|s| s.hub_connections() == 1)).await;
         let live = channels.publish("ticks", tick(100).as_bytes()).unwrap();
         assert_eq!(id_of(&raw.event().await.unwrap()), live.to_string());
         handle.shutdown(Duration::from_secs(1)).await;
@@ -235,11 +237,11 @@ fn a_trimmed_or_foreign_position_gets_a_reset_event() {
                 "{last}"
             );
             // Live events continue.
-            eventually("subscribed", || channels.hub_connections() == 1).await;
+            eventually("subscribed", || channels.inspect(|s| s.hub_connections() == 1)).await;
             head = channels.publish("ticks", tick(11).as_bytes()).unwrap();
             assert_eq!(id_of(&raw.event().await.unwrap()), head.to_string());
             drop(raw);
-            eventually("gone", || channels.hub_connections() == 0).await;
+            eventually("gone", || channels.inspect(|s| s.hub_connections() == 0)).await;
         }
         handle.shutdown(Duration::from_secs(1)).await;
     });
@@ -276,7 +278,7 @@ fn sse_connect_reconnects_after_a_server_restart_and_gets_a_reset() {
         assert_eq!((s.state, s.reason), (SseState::Connecting, SseReason::Started));
         let Some(SseClientEvent::State(s)) = conn.next().await else { panic!("then open") };
         assert_eq!(s.state, SseState::Open);
-        eventually("subscribed", || channels.hub_connections() == 1).await;
+        eventually("subscribed", || channels.inspect(|s| s.hub_connections() == 1)).await;
 
         let mut expected = Vec::new();
         for n in 1..=3 {
@@ -313,7 +315,8 @@ fn sse_connect_reconnects_after_a_server_restart_and_gets_a_reset() {
         let Some(SseClientEvent::State(last)) = rest.last() else { panic!("{rest:?}") };
         assert_eq!((last.state, last.reason), (SseState::Closed, SseReason::ClosedByApp));
         assert!(conn.next().await.is_none());
-        eventually("the server saw the client go", || fresh.hub_connections() == 0).await;
+        eventually("the server saw the client go", || fresh.inspect(|s| s.hub_connections() == 0))
+            .await;
         handle.shutdown(Duration::from_secs(1)).await;
     });
 }
@@ -336,16 +339,19 @@ fn sse_connect_gets_terminal_statuses_and_bad_urls() {
             states.last(),
             Some(&(SseState::Closed, SseReason::Failed(tidewire::sse::SseFailure::BadStatus(401))))
         );
-        assert_eq!(channels.hub_connections(), 0);
+        assert!(channels.inspect(|s| s.hub_connections() == 0));
 
         // With the token, it streams.
         let url = format!("http://{}/private?ch=ticks&token=secret", handle.local_addr());
         let mut conn = connect(&url, fast_reconnect()).await.unwrap();
-        eventually("subscribed", || channels.hub_connections() == 1).await;
+        eventually("subscribed", || channels.inspect(|s| s.hub_connections() == 1)).await;
         let pos = channels.publish("ticks", tick(1).as_bytes()).unwrap();
         assert_eq!(next_event(&mut conn).await.id, pos.to_string());
         drop(conn);
-        eventually("dropping the connection closes it", || channels.hub_connections() == 0).await;
+        eventually("dropping the connection closes it", || {
+            channels.inspect(|s| s.hub_connections() == 0)
+        })
+        .await;
 
         for bad in ["ws://127.0.0.1:1/", "https://127.0.0.1:1/", "nope"] {
             assert!(
@@ -374,7 +380,7 @@ fn auth_is_decided_before_the_200() {
         assert!(head.contains("WWW-Authenticate: Bearer"), "{head}");
         assert!(!head.contains("text/event-stream"), "{head}");
         assert_eq!(raw.block().await, None, "nothing but the 401 body, then EOF");
-        assert_eq!(channels.hub_connections(), 0);
+        assert!(channels.inspect(|s| s.hub_connections() == 0));
         handle.shutdown(Duration::from_secs(1)).await;
     });
 }
@@ -387,12 +393,12 @@ fn a_reader_that_stops_reading_is_ended_by_the_outbox_policy() {
         serving.detach();
         let mut raw = Raw::open(&handle, "/events?ch=big", None).await;
         raw.head().await;
-        eventually("subscribed", || channels.hub_connections() == 1).await;
+        eventually("subscribed", || channels.inspect(|s| s.hub_connections() == 1)).await;
         // Never read again. Publish 64 KiB events until the stream is dropped (the kernel
         // buffers take some megabytes first); the log stays at its 1 MiB bound.
         let payload = format!("\"{}\"", "x".repeat(64 << 10));
         let mut published = 0usize;
-        while channels.hub_connections() > 0 {
+        while channels.inspect(|s| s.hub_connections() > 0) {
             channels.publish("big", payload.clone().as_bytes()).unwrap();
             published += 1;
             assert!(published < 4000, "a stuck reader was never ended");
@@ -400,7 +406,11 @@ fn a_reader_that_stops_reading_is_ended_by_the_outbox_policy() {
                 Timer::after(Duration::from_millis(1)).await;
             }
         }
-        assert_eq!(handle.stats().too_slow, 1, "ended by the slow-consumer policy");
+        assert_eq!(
+            handle.inspect(|s| s.hub_stats().too_slow),
+            1,
+            "ended by the slow-consumer policy"
+        );
         // The client sees the end once it reads what was buffered.
         let mut sink = vec![0u8; 1 << 20];
         while let Ok(n) = raw.stream.read(&mut sink).await {
@@ -412,11 +422,11 @@ fn a_reader_that_stops_reading_is_ended_by_the_outbox_policy() {
         let mut fresh = Raw::open(&handle, "/events?ch=big", None).await;
         assert!(fresh.head().await.starts_with("HTTP/1.1 200"));
         fresh.block().await.unwrap();
-        eventually("subscribed", || channels.hub_connections() == 1).await;
+        eventually("subscribed", || channels.inspect(|s| s.hub_connections() == 1)).await;
         let pos = channels.publish("big", "1".as_bytes()).unwrap();
         assert_eq!(id_of(&fresh.event().await.unwrap()), pos.to_string());
         drop(fresh);
-        eventually("all streams gone", || channels.hub_connections() == 0).await;
+        eventually("all streams gone", || channels.inspect(|s| s.hub_connections() == 0)).await;
         handle.shutdown(Duration::from_secs(1)).await;
     });
 }
@@ -455,7 +465,7 @@ fn graceful_shutdown_ends_streams_and_serve_with_returns() {
         let mut b = Raw::open(&handle, "/events?ch=other", None).await;
         a.head().await;
         b.head().await;
-        eventually("subscribed", || channels.hub_connections() == 2).await;
+        eventually("subscribed", || channels.inspect(|s| s.hub_connections() == 2)).await;
         assert_eq!(handle.connections(), 2);
         let report = handle.shutdown(Duration::from_secs(3)).await;
         assert_eq!(report, tidewire_smol::ShutdownReport { closed: 2, dropped: 0 });
@@ -465,7 +475,7 @@ fn graceful_shutdown_ends_streams_and_serve_with_returns() {
             assert!(raw.block().await.unwrap().starts_with("id: "));
             assert_eq!(raw.block().await, None);
         }
-        assert_eq!(channels.hub_connections(), 0);
+        assert!(channels.inspect(|s| s.hub_connections() == 0));
         assert_eq!(handle.connections(), 0);
     });
 }

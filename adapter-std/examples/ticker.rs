@@ -15,10 +15,10 @@
 //!
 //! With `--state FILE` the ticker saves, after each publish, the channel's last position and
 //! the tick number in FILE (a temporary file renamed over it), and on start goes on counting
-//! from the saved tick and the saved position (`ServerHandle::restore`): the channel keeps
-//! its epoch, so a client that had the last tick resumes exactly across a `kill -9` and a
-//! restart; one that was behind gets `event: reset` (the messages were not persisted),
-//! never a silent gap.
+//! from the saved tick and the saved position (the core's `Server::restore`, through
+//! `ServerHandle::with`): the channel keeps its epoch, so a client that had the last tick
+//! resumes exactly across a `kill -9` and a restart; one that was behind gets `event: reset`
+//! (the messages were not persisted), never a silent gap.
 //!
 //! Ctrl-C or SIGTERM ends every stream and held poll and exits 0.
 
@@ -110,7 +110,7 @@ fn main() {
         match load_state(path) {
             Ok(None) => {}
             Ok(Some((last, n))) => {
-                match server.handle().restore(CHANNEL, last) {
+                match server.handle().with(|s, now| s.restore(now, CHANNEL, last)) {
                     Ok(()) => eprintln!("restored {CHANNEL} at {last}, tick {n}"),
                     Err(e) => eprintln!("cannot restore {CHANNEL} at {last} ({e}): a new epoch"),
                 }

@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use tidewire::hub::{HubError, HubStats, JoinDecision, JoinId, PublishDecision, PublishId};
+use tidewire::hub::HubError;
 use tidewire::replay::Position;
-use tidewire::server::{ConnHandle, Publication, Server as Endpoint, ServerEvent, Verdict};
+use tidewire::server::{Publication, Server as Endpoint, ServerEvent};
 
 use crate::ServerHandle;
 use crate::conn::wait_until;
@@ -17,7 +17,7 @@ impl ServerHandle {
     /// errors). With [`ServerConfig::redis`](crate::ServerConfig::redis), use
     /// [`submit`](Self::submit).
     pub fn publish(&self, ch: &str, json: impl AsRef<[u8]>) -> Result<Position, HubError> {
-        self.shared.with(|s, now| s.publish(now, ch, json.as_ref()))
+        self.with(|s, now| s.publish(now, ch, json.as_ref()))
     }
 
     /// [`publish`](Self::publish) deduplicated by `id`; with a bus, waits for its answer
@@ -29,12 +29,6 @@ impl ServerHandle {
         json: impl AsRef<[u8]>,
     ) -> Result<Position, HubError> {
         self.trusted(ch, Some(id), json.as_ref())
-    }
-
-    /// Creates `ch` with its log continuing after `last` ([`Server::restore`](Endpoint::restore),
-    /// with its errors).
-    pub fn restore(&self, ch: &str, last: Position) -> Result<(), HubError> {
-        self.shared.with(|s, now| s.restore(now, ch, last))
     }
 
     /// The trusted publish with and without Redis: with a bus it waits (blocking) for its
@@ -60,39 +54,19 @@ impl ServerHandle {
         }
     }
 
-    /// Reads the core server under its lock. Keep `f` short: every connection waits for it.
+    /// Runs `f` on the core server under its lock, with the time, then sends what it set in
+    /// motion: the way to call the core's commands, e.g.
+    /// `handle.with(|s, now| s.decide(now, conn, verdict))` ([`decide`](Endpoint::decide)), or
+    /// [`decide_join`](Endpoint::decide_join), [`restore`](Endpoint::restore). Keep `f` short:
+    /// every connection waits for it.
+    pub fn with<T>(&self, f: impl FnOnce(&mut Endpoint, Instant) -> T) -> T {
+        self.shared.with(f)
+    }
+
+    /// Reads the core server under its lock, e.g. `handle.inspect(|s| s.presence(ch))` (see
+    /// [`with`](Self::with)). Keep `f` short: every connection waits for it.
     pub fn inspect<T>(&self, f: impl FnOnce(&Endpoint) -> T) -> T {
         f(&core(&self.shared).server)
-    }
-
-    /// The presence names on `ch` ([`Server::presence`](Endpoint::presence)).
-    #[must_use]
-    pub fn presence(&self, ch: &str) -> Vec<String> {
-        self.inspect(|s| s.presence(ch))
-    }
-
-    /// The position of `ch`'s last message ([`Server::head`](Endpoint::head)).
-    #[must_use]
-    pub fn head(&self, ch: &str) -> Option<Position> {
-        self.inspect(|s| s.head(ch))
-    }
-
-    /// The hub's counters ([`Server::hub_stats`](Endpoint::hub_stats)).
-    #[must_use]
-    pub fn stats(&self) -> HubStats {
-        self.inspect(Endpoint::hub_stats)
-    }
-
-    /// Connections in the hub ([`Server::hub_connections`](Endpoint::hub_connections)).
-    #[must_use]
-    pub fn hub_connections(&self) -> usize {
-        self.inspect(Endpoint::hub_connections)
-    }
-
-    /// Whether the hub's Redis bus is connected ([`Server::bus_is_up`](Endpoint::bus_is_up)).
-    #[must_use]
-    pub fn bus_is_up(&self) -> bool {
-        self.inspect(Endpoint::bus_is_up)
     }
 
     /// The next informational event, without waiting
@@ -116,20 +90,5 @@ impl ServerHandle {
             }
             core = wait_until(&self.shared.event_cv, core, Some(until));
         }
-    }
-
-    /// Answers a deferred authentication ([`Server::decide`](Endpoint::decide)).
-    pub fn decide(&self, conn: ConnHandle, verdict: Verdict) {
-        self.shared.with(|s, now| s.decide(now, conn, verdict));
-    }
-
-    /// Answers a deferred join ([`Server::decide_join`](Endpoint::decide_join)).
-    pub fn decide_join(&self, id: JoinId, decision: JoinDecision) -> bool {
-        self.shared.with(|s, now| s.decide_join(now, id, decision))
-    }
-
-    /// Answers a vetted publish ([`Server::decide_publish`](Endpoint::decide_publish)).
-    pub fn decide_publish(&self, id: PublishId, decision: PublishDecision) -> bool {
-        self.shared.with(|s, now| s.decide_publish(now, id, decision))
     }
 }

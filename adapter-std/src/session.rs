@@ -7,6 +7,7 @@ use tidewire::client::{
     ClientMsgId, ClientSession, PublishError, SessionConfig, SessionEvent, SessionState,
     SubscribeError,
 };
+use tidewire::replay::Position;
 
 use crate::outbound::{Client, Dial};
 
@@ -115,6 +116,11 @@ impl Session {
         self.client.with(|s, now| s.subscribe(now, ch))
     }
 
+    /// As [`subscribe`](Self::subscribe), resuming after `pos` ([`ClientSession::subscribe_from`]).
+    pub fn subscribe_from(&self, ch: &str, pos: Option<Position>) -> Result<(), SubscribeError> {
+        self.client.with(|s, now| s.subscribe_from(now, ch, pos))
+    }
+
     /// Leaves `ch` ([`ClientSession::unsubscribe`]).
     pub fn unsubscribe(&self, ch: &str) {
         self.client.with(|s, now| s.unsubscribe(now, ch));
@@ -144,7 +150,8 @@ impl Session {
         self.client.inspect(ClientSession::state)
     }
 
-    /// Reads the core session. Keep `f` short: the driver waits for it.
+    /// Reads the core session, e.g. `session.inspect(|s| s.position(ch))`. Keep `f` short:
+    /// the driver waits for it.
     pub fn inspect<T>(&self, f: impl FnOnce(&ClientSession) -> T) -> T {
         self.client.inspect(f)
     }
@@ -157,5 +164,10 @@ impl Session {
     /// As [`next_event`](Self::next_event), waiting at most `timeout` (then `None`).
     pub fn next_event_timeout(&mut self, timeout: Duration) -> Option<SessionEvent> {
         self.client.next_event(Some(Instant::now() + timeout))
+    }
+
+    /// The next event if one is queued, without waiting.
+    pub fn try_next_event(&mut self) -> Option<SessionEvent> {
+        self.client.next_event(Some(Instant::now()))
     }
 }

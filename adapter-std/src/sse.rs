@@ -21,7 +21,6 @@ use std::io;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tidewire::sse::{EventSource, EventSourceConfig, SseClientConfig, SseClientEvent, SseState};
-pub use tidewire::sse::{SseEvent, StateChange};
 
 use crate::ConnectError;
 use crate::outbound::{Client, Dial};

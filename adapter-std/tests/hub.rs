@@ -98,7 +98,7 @@ fn websocket_clients_subscribe_publish_ack_refuse_and_see_presence() {
                 matches!(e, ServerEvent::Hub(HubEvent::Left { member, .. }) if &*member == "bob")
             })
         }));
-        assert_eq!(hub.stats().duplicates, 1);
+        assert_eq!(hub.inspect(|s| s.hub_stats().duplicates), 1);
         drop(ann);
         server.stop(Duration::from_secs(1));
     });
@@ -252,17 +252,17 @@ fn a_slow_websocket_consumer_is_closed_with_4100() {
         // The client stops reading; the server publishes far more than its buffers hold.
         let data = format!(r#""{}""#, "x".repeat(1000));
         let mut n = 0;
-        while hub.stats().too_slow == 0 && n < 100_000 {
+        while hub.inspect(|s| s.hub_stats().too_slow) == 0 && n < 100_000 {
             hub.publish("public:flood", data.as_str()).unwrap();
             n += 1;
         }
-        assert_eq!(hub.stats().too_slow, 1, "after {n} publishes");
+        assert_eq!(hub.inspect(|s| s.hub_stats().too_slow), 1, "after {n} publishes");
         // The core server took the hub's close (it is not an application event any more).
         assert_eq!(hub.inspect(|s| s.stats().closed_by_hub), 1);
         // Reading again, it gets what was in flight and then the close frame.
         let info = common::recv_until_closed(&mut slow);
         assert_eq!(info.code, CloseCode::TOO_SLOW, "{info:?}");
-        assert!(settle(|| hub.hub_connections() == 0));
+        assert!(settle(|| hub.inspect(|s| s.hub_connections() == 0)));
         server.stop(Duration::from_secs(1));
     });
 }
@@ -321,7 +321,7 @@ fn http_publish_authorizes_dedups_and_answers_the_position() {
         assert_eq!(msg_pos(&next(&mut watcher)), pos);
         let ServerFrame::Msg { pos: p2, data, .. } = next(&mut watcher) else { panic!() };
         assert_eq!((p2.offset, data.as_str()), (2, "2"), "the duplicate was never published");
-        assert_eq!(hub.stats().duplicates, 2);
+        assert_eq!(hub.inspect(|s| s.hub_stats().duplicates), 2);
         drop((watcher, ws_ann));
         server.stop(Duration::from_secs(1));
     });

@@ -87,7 +87,8 @@ pub(crate) fn gated(gates: Arc<Gates>) -> impl Fn(&Request) -> Verdict + Send + 
 
 /// The test server's authorization: [`DemoAuth`], except that every join of a channel
 /// named `<defer>...` is left to the application ([`JoinVerdict::Defer`]: the hub emits
-/// `HubEvent::JoinRequested` and waits for `ServerHandle::decide_join`).
+/// `HubEvent::JoinRequested` and waits for the core's `decide_join`, called through
+/// `ServerHandle::with`).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Policy {
     pub defer: Option<&'static str>,
@@ -232,9 +233,11 @@ pub(crate) trait Backend {
     fn next_event(h: &Self::Handle) -> Option<ServerEvent>;
     /// The next informational event within `timeout`.
     fn wait_event(h: &Self::Handle, timeout: Duration) -> Option<ServerEvent>;
-    /// `ServerHandle::decide_join`: answers a deferred join (`false`: unknown id).
+    /// Answers a deferred join: the core's `decide_join` through `ServerHandle::with`
+    /// (`false`: unknown id).
     fn decide_join(h: &Self::Handle, id: JoinId, decision: JoinDecision) -> bool;
-    /// `ServerHandle::decide_publish`: answers a vetted publish (`false`: unknown id).
+    /// Answers a vetted publish: the core's `decide_publish` through `ServerHandle::with`
+    /// (`false`: unknown id).
     fn decide_publish(h: &Self::Handle, id: PublishId, decision: PublishDecision) -> bool;
 
     fn session(cfg: SessionConfig) -> Self::Client;
@@ -316,31 +319,34 @@ macro_rules! same_handle_api {
             h.inspect(|s| f(s.hub()))
         }
         fn presence(h: &ServerHandle, ch: &str) -> Vec<String> {
-            h.presence(ch)
+            h.inspect(|s| s.presence(ch))
         }
         fn head(h: &ServerHandle, ch: &str) -> Option<Position> {
-            h.head(ch)
+            h.inspect(|s| s.head(ch))
         }
         fn stats(h: &ServerHandle) -> HubStats {
-            h.stats()
+            h.inspect(tidewire::server::Server::hub_stats)
         }
         fn hub_connections(h: &ServerHandle) -> usize {
-            h.hub_connections()
+            h.inspect(tidewire::server::Server::hub_connections)
         }
         fn connections(h: &ServerHandle) -> usize {
             h.connections()
         }
         fn bus_is_up(h: &ServerHandle) -> bool {
-            h.bus_is_up()
+            h.inspect(tidewire::server::Server::bus_is_up)
         }
         fn next_event(h: &ServerHandle) -> Option<ServerEvent> {
             h.next_event()
         }
         fn decide_join(h: &ServerHandle, id: JoinId, decision: JoinDecision) -> bool {
-            h.decide_join(id, decision)
+            h.with(|s, now| s.decide_join(now, id, decision))
         }
         fn decide_publish(h: &ServerHandle, id: PublishId, decision: PublishDecision) -> bool {
-            h.decide_publish(id, decision)
+            h.with(|s, now| s.decide_publish(now, id, decision))
+        }
+        fn handle_publish(h: &ServerHandle, ch: &str, json: &str) -> Result<Position, HubError> {
+            h.publish(ch, json)
         }
         fn handle(server: &Running) -> ServerHandle {
             server.handle.clone()
@@ -350,6 +356,24 @@ macro_rules! same_handle_api {
         }
         fn session(cfg: SessionConfig) -> Session {
             Session::connect(cfg)
+        }
+    };
+}
+
+/// The `Client` methods whose `Session` calls are the same in both adapters.
+macro_rules! same_client_api {
+    () => {
+        fn subscribe(&self, ch: &str) {
+            Session::subscribe(self, ch).unwrap();
+        }
+        fn publish(&self, ch: &str, json: &str) -> ClientMsgId {
+            Session::publish(self, ch, json).unwrap()
+        }
+        fn transport(&self) -> Option<Transport> {
+            self.inspect(tidewire::client::ClientSession::transport)
+        }
+        fn close(&self) {
+            Session::close(self);
         }
     };
 }
@@ -370,24 +394,13 @@ pub(crate) mod std_adapter {
     }
 
     impl Client for Session {
-        fn subscribe(&self, ch: &str) {
-            Session::subscribe(self, ch).unwrap();
-        }
-        fn publish(&self, ch: &str, json: &str) -> ClientMsgId {
-            Session::publish(self, ch, json).unwrap()
-        }
+        same_client_api!();
         fn next(&mut self, timeout: Duration) -> Next {
             match self.next_event_timeout(timeout) {
                 Some(ev) => Next::Event(ev),
                 None if Session::state(self) == SessionState::Closed => Next::Ended,
                 None => Next::Timeout,
             }
-        }
-        fn transport(&self) -> Option<Transport> {
-            self.inspect(tidewire::client::ClientSession::transport)
-        }
-        fn close(&self) {
-            Session::close(self);
         }
     }
 
@@ -477,10 +490,6 @@ pub(crate) mod std_adapter {
             h.publish_once(ch, id, json.as_bytes()).unwrap()
         }
 
-        fn handle_publish(h: &ServerHandle, ch: &str, json: &str) -> Result<Position, HubError> {
-            h.publish(ch, json.as_bytes())
-        }
-
         fn handle_submit(h: &ServerHandle, ch: &str, json: &str) -> Result<Position, HubError> {
             h.submit(ch, json.as_bytes())
         }
@@ -526,12 +535,7 @@ pub(crate) mod smol_adapter {
     }
 
     impl Client for Session {
-        fn subscribe(&self, ch: &str) {
-            Session::subscribe(self, ch).unwrap();
-        }
-        fn publish(&self, ch: &str, json: &str) -> ClientMsgId {
-            Session::publish(self, ch, json.as_bytes()).unwrap()
-        }
+        same_client_api!();
         fn next(&mut self, timeout: Duration) -> Next {
             smol::block_on(future::or(
                 async { self.next_event().await.map_or(Next::Ended, Next::Event) },
@@ -540,12 +544,6 @@ pub(crate) mod smol_adapter {
                     Next::Timeout
                 },
             ))
-        }
-        fn transport(&self) -> Option<Transport> {
-            Session::transport(self)
-        }
-        fn close(&self) {
-            Session::close(self);
         }
     }
 
@@ -648,10 +646,6 @@ pub(crate) mod smol_adapter {
             smol::block_on(h.publish_once(ch, id, json.as_bytes())).unwrap()
         }
 
-        fn handle_publish(h: &ServerHandle, ch: &str, json: &str) -> Result<Position, HubError> {
-            h.publish(ch, json.as_bytes())
-        }
-
         fn handle_submit(h: &ServerHandle, ch: &str, json: &str) -> Result<Position, HubError> {
             smol::block_on(h.submit(ch, json.as_bytes()))
         }
@@ -659,10 +653,7 @@ pub(crate) mod smol_adapter {
         same_handle_api!();
 
         fn wait_event(h: &ServerHandle, timeout: Duration) -> Option<ServerEvent> {
-            smol::block_on(future::or(async { Some(h.event().await) }, async {
-                smol::Timer::after(timeout).await;
-                None
-            }))
+            smol::block_on(h.wait_event(timeout))
         }
 
         fn ws(url: &str) -> Result<WebSocket, u16> {
