@@ -115,30 +115,10 @@ pub use server::{Server, ServerConfig, ServerHandle, ShutdownReport, Upgrade};
 pub use session::{Session, SessionOptions};
 pub use tidewire;
 pub use tidewire::sse::StreamEnd;
+pub use tidewire::ws::app::{Event, RecvError};
 pub use tidewire::ws::{
     CloseCode, CloseInfo, Message, SendError, UpgradeRequest, Utf8Bytes, WsConfig,
 };
-
-/// What [`WebSocket::recv_event`] returns.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum Event {
-    /// A complete data message.
-    Message(Message),
-    /// A pong (pings from the peer are answered automatically).
-    Pong(Bytes),
-    /// The connection ended and its socket is shut down; returned again by every later call.
-    Closed(CloseInfo),
-}
-
-/// Returned by [`WebSocket::recv`] once the connection ended, on every call.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RecvError {
-    /// The connection ended: how and why.
-    #[error("connection closed with code {} ({:?})", .0.code, .0.error)]
-    Closed(CloseInfo),
-}
 
 /// `fut`'s output, or `None` once `deadline` has passed.
 async fn until<T>(deadline: Instant, fut: impl Future<Output = T>) -> Option<T> {

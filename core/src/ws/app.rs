@@ -34,7 +34,6 @@ use crate::time::{Duration, Instant};
 
 /// What an adapter's `WebSocket::recv_event` returns ([`AppSocket::next_event`]).
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub enum Event {
     /// A complete data message.
     Message(Message),
