@@ -120,6 +120,12 @@ pub use tidewire::ws::{
     CloseCode, CloseInfo, Message, SendError, UpgradeRequest, Utf8Bytes, WsConfig,
 };
 
+/// The instant `timeout` from now; far in the future for a timeout too long to add.
+fn after(timeout: std::time::Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout).unwrap_or_else(|| now + std::time::Duration::from_secs(1 << 32))
+}
+
 /// `fut`'s output, or `None` once `deadline` has passed.
 async fn until<T>(deadline: Instant, fut: impl Future<Output = T>) -> Option<T> {
     let timeout = async {

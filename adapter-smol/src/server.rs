@@ -460,7 +460,7 @@ impl ServerHandle {
 
     /// As [`next_event`](Self::next_event), waiting up to `timeout` for one.
     pub async fn wait_event(&self, timeout: Duration) -> Option<ServerEvent> {
-        until(Instant::now() + timeout, async {
+        until(crate::after(timeout), async {
             loop {
                 let listener = self.shared.arrived.listen();
                 if let Some(ev) = self.next_event() {

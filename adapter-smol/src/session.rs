@@ -168,7 +168,7 @@ impl Session {
 
     /// As [`next_event`](Self::next_event), waiting at most `timeout` (then `None`).
     pub async fn next_event_timeout(&mut self, timeout: Duration) -> Option<SessionEvent> {
-        crate::until(Instant::now() + timeout, self.client.next_event()).await.flatten()
+        crate::until(crate::after(timeout), self.client.next_event()).await.flatten()
     }
 
     /// The next event if one is queued, without waiting.

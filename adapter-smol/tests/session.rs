@@ -209,3 +209,19 @@ fn session_publishes_over_http_when_on_polling() {
         server.shutdown(Duration::from_secs(2)).await;
     });
 }
+
+#[test]
+fn a_timeout_too_long_to_add_waits_without_end() {
+    run(10, async {
+        let hub = start("127.0.0.1:0", None).await;
+        let mut s = Session::connect(config(hub.local_addr().port()));
+        s.close();
+        let mut last = None;
+        while let Some(ev) = s.next_event_timeout(Duration::MAX).await {
+            last = Some(ev);
+        }
+        let closed =
+            matches!(last, Some(SessionEvent::State(c)) if c.state == SessionState::Closed);
+        assert!(closed, "the last event is the close");
+    });
+}

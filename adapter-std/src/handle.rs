@@ -79,16 +79,16 @@ impl ServerHandle {
     /// As [`next_event`](Self::next_event), waiting up to `timeout` for one.
     #[must_use]
     pub fn wait_event(&self, timeout: Duration) -> Option<ServerEvent> {
-        let until = Instant::now() + timeout;
+        let until = Instant::now().checked_add(timeout); // `None`: no end
         let mut core = core(&self.shared);
         loop {
             if let Some(ev) = core.server.poll_event() {
                 return Some(ev);
             }
-            if Instant::now() >= until {
+            if until.is_some_and(|t| Instant::now() >= t) {
                 return None;
             }
-            core = wait_until(&self.shared.event_cv, core, Some(until));
+            core = wait_until(&self.shared.event_cv, core, until);
         }
     }
 }

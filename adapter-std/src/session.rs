@@ -163,7 +163,7 @@ impl Session {
 
     /// As [`next_event`](Self::next_event), waiting at most `timeout` (then `None`).
     pub fn next_event_timeout(&mut self, timeout: Duration) -> Option<SessionEvent> {
-        self.client.next_event(Some(Instant::now() + timeout))
+        self.client.next_event(Instant::now().checked_add(timeout))
     }
 
     /// The next event if one is queued, without waiting.

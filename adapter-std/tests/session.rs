@@ -198,3 +198,20 @@ fn a_polling_session_receives_and_publishes() {
         server.stop(Duration::from_secs(1));
     });
 }
+
+#[test]
+fn a_timeout_too_long_to_add_waits_without_end() {
+    within(10, || {
+        let (server, hub) = start("127.0.0.1:0", false);
+        let mut s = Session::connect(config(server.addr.port()));
+        s.close();
+        let mut last = None;
+        while let Some(ev) = s.next_event_timeout(Duration::MAX) {
+            last = Some(ev);
+        }
+        let closed =
+            matches!(last, Some(SessionEvent::State(c)) if c.state == SessionState::Closed);
+        assert!(closed, "the last event is the close");
+        drop(hub);
+    });
+}
