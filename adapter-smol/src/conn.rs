@@ -11,9 +11,10 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use event_listener::{Event as Notify, listener};
+use event_listener::Event as Notify;
 use tidewire::ws::{AppSocket, CloseCode, CloseInfo, Message, SendError, WsConnection, WsEvent};
 
+use crate::outbound::wait;
 use crate::{Event, RecvError};
 
 /// Received events, and their payload bytes, queued before the pump stops reading the socket.
@@ -81,16 +82,13 @@ impl Shared {
     }
 
     pub(crate) async fn recv_event(&self) -> Event {
-        loop {
-            // Registered before the check, in the future (no allocation): nothing is missed.
-            listener!(self.inbound => arrived);
-            match self.update(AppSocket::pop_event).0 {
-                Some(WsEvent::Message(m)) => return Event::Message(m),
-                Some(WsEvent::Pong(p)) => return Event::Pong(p),
-                Some(WsEvent::Closed(info)) => return Event::Closed(info),
-                _ => arrived.await,
-            }
-        }
+        wait(&self.inbound, || match self.update(AppSocket::pop_event).0? {
+            WsEvent::Message(m) => Some(Event::Message(m)),
+            WsEvent::Pong(p) => Some(Event::Pong(p)),
+            WsEvent::Closed(info) => Some(Event::Closed(info)),
+            _ => None,
+        })
+        .await
     }
 }
 

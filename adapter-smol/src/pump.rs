@@ -1,8 +1,8 @@
-//! The socket pump: one task per connection runs [`pump`], the one loop that moves bytes
+//! The socket pump: one task per socket runs [`socket_loop`], the one loop that moves bytes
 //! between a non-blocking socket and a [`Target`]: a [`Hub`] connection of the core endpoint
-//! (behind the server's one mutex, with one timer task per server) or an [`App`] WebSocket
-//! (behind its own `AppSocket` lock). A connection the core hands over stays on its task:
-//! an upgrade goes on as an [`App`], a plain request goes to the application's handler.
+//! (behind the server's one mutex, with one timer task per server), an [`App`] WebSocket (behind
+//! its own `AppSocket` lock) or an outbound socket. A connection the core hands over stays on
+//! its task: an upgrade goes on as an [`App`], a plain request goes to the application's handler.
 
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
@@ -160,7 +160,7 @@ pub(crate) async fn run_conn(
     let handover = {
         let mut hub = Hub::new(&server, conn, peer);
         let stall = cfg.endpoint.ws.send_timeout.unwrap_or(WRITE_STALL);
-        let _ = pump(&stream, &mut hub, cfg.read_buffer, Some(stall)).await;
+        let _ = socket_loop(&stream, &mut hub, cfg.read_buffer, Some(stall)).await;
         hub.handover.take()
     };
     match handover {
@@ -203,13 +203,13 @@ pub(crate) async fn drive(
 ) {
     let phase = decide.map_or(Phase::Open, Phase::Deciding);
     let mut app = App { stream: &stream, shared: &shared, phase };
-    if let Err(kind) = pump(&stream, &mut app, read_buffer, None).await {
+    if let Err(kind) = socket_loop(&stream, &mut app, read_buffer, None).await {
         let _ = shared.cut.set(kind);
     }
 }
 
 /// What a socket is pumped for.
-trait Target {
+pub(crate) trait Target {
     /// Under the target's lock: fires what is due, pulls the next batch into `wbuf`, forgets
     /// the handled wake-ups, says what next (as `AppSocket::poll_pass`).
     fn pass(&mut self, now: Instant, wbuf: &mut VecDeque<Bytes>) -> Pass;
@@ -227,7 +227,7 @@ trait Target {
 /// and gives, then wait for readiness, the deadline (one timer, re-armed only when it moves
 /// earlier) or the target's wake-up. `stall`: a write without progress this long fails.
 /// `Err`: why not everything queued was written (`TimedOut` when the target ended first).
-async fn pump(
+pub(crate) async fn socket_loop(
     stream: &Async<TcpStream>,
     target: &mut impl Target,
     max_read: usize,

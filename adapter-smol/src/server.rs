@@ -26,7 +26,7 @@ use tidewire::ws::{AppSocket, CloseCode, UpgradeRequest, WsState};
 
 use crate::conn::{Shared, WebSocket};
 use crate::http::HttpRequest;
-use crate::outbound::{Host, Sockets};
+use crate::outbound::{Host, Sockets, wait};
 use crate::pump::{Core, Handlers, run_conn, run_core_timer, spawn_on};
 use crate::{Event, until};
 
@@ -290,16 +290,9 @@ impl Server {
         let shared = self.shared;
         shared.registry().serving = true;
         loop {
-            let stop = shared.stop.listen();
-            if shared.registry().stopping {
-                break;
-            }
-            let accepted = future::or(async { Some(self.listener.accept().await) }, async {
-                stop.await;
-                None
-            })
-            .await;
-            match accepted {
+            // Checked first: nothing more is accepted once shutdown started.
+            let stop = wait(&shared.stop, || shared.registry().stopping.then_some(None));
+            match future::or(stop, async { Some(self.listener.accept().await) }).await {
                 None => break,
                 Some(Ok((stream, peer))) => {
                     let _ = stream.set_nodelay(true);
