@@ -9,9 +9,9 @@ use smol::{Async, Executor};
 use tidewire::ws::{CloseInfo, ConnError, HandshakeError, WsConfig, WsConnection};
 use url::{Position, Url};
 
-use crate::conn::{Shared, WebSocket};
+use crate::conn::{WebSocket, WsConn};
 use crate::outbound::wait;
-use crate::pump::{drive, spawn_on};
+use crate::pump::{run_ws, spawn_on};
 
 /// Most bytes of one read of a client connection (into the thread's read buffer).
 const CLIENT_READ_BUFFER: usize = 64 << 10;
@@ -79,11 +79,11 @@ pub async fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, Connec
     let close_timeout = cfg.close_timeout;
     let conn = WsConnection::client(cfg, &host_header, path, Instant::now())
         .map_err(|e| ConnectError::Url(e.to_string()))?;
-    let shared = Arc::new(Shared::new(conn, close_timeout, peer));
+    let shared = Arc::new(WsConn::new(conn, close_timeout, peer));
     // Dropping `ws` (this future cancelled) aborts the handshake.
     let mut ws = WebSocket::new(shared.clone(), None);
     let stream = Arc::<Async<std::net::TcpStream>>::from(tcp);
-    spawn_on(opts.executor.as_ref(), drive(stream, shared.clone(), CLIENT_READ_BUFFER, None));
+    spawn_on(opts.executor.as_ref(), run_ws(stream, shared.clone(), CLIENT_READ_BUFFER, None));
     let opened = wait(&shared.inbound, || {
         let sock = shared.lock();
         let closed = |info: &CloseInfo| match info.error {

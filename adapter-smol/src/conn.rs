@@ -22,7 +22,7 @@ const MAX_INBOUND_EVENTS: usize = 256;
 const MAX_INBOUND_BYTES: usize = 4 << 20;
 
 /// State shared by the connection's pump task, the [`WebSocket`] and its [`Sender`]s.
-pub(crate) struct Shared {
+pub(crate) struct WsConn {
     sock: Mutex<AppSocket>,
     /// Something for the application: an event, the open, the close.
     pub(crate) inbound: Notify,
@@ -35,7 +35,7 @@ pub(crate) struct Shared {
     pub(crate) cut: OnceLock<io::ErrorKind>,
 }
 
-impl Shared {
+impl WsConn {
     pub(crate) fn new(conn: WsConnection, close_timeout: Duration, peer: SocketAddr) -> Self {
         let sock = AppSocket::new(conn, MAX_INBOUND_EVENTS, MAX_INBOUND_BYTES, close_timeout);
         Self {
@@ -149,7 +149,7 @@ pub struct WebSocket {
 }
 
 impl WebSocket {
-    pub(crate) fn new(shared: Arc<Shared>, subprotocol: Option<String>) -> Self {
+    pub(crate) fn new(shared: Arc<WsConn>, subprotocol: Option<String>) -> Self {
         Self { tx: Sender { shared }, subprotocol }
     }
 
@@ -223,7 +223,7 @@ impl fmt::Debug for WebSocket {
 /// [`SendError::Closed`].
 #[derive(Clone)]
 pub struct Sender {
-    shared: Arc<Shared>,
+    shared: Arc<WsConn>,
 }
 
 impl Sender {

@@ -1,6 +1,7 @@
 //! The outbound-socket driver: the TCP connections an [`Outbound`] machine asks for (a
 //! [`Session`](crate::Session)'s, an [`SseConnection`](crate::sse::SseConnection)'s, the
-//! server's Redis bus), a task per socket; the lock is never held across an `.await`.
+//! server's Redis bus), a task per socket running [`socket_loop`]; the lock is never held
+//! across an `.await`.
 //! [`Client`] owns an application's [`OutboundClient`].
 
 use std::collections::{HashMap, VecDeque};
@@ -21,10 +22,11 @@ use crate::pump::{Target, socket_loop};
 
 /// Bytes queued for one machine's sockets before [`drain`] stops pulling.
 const MAX_QUEUED: usize = 1 << 20;
-const READ_BUF: usize = 16 << 10;
+/// Most bytes of one read (into the thread's read buffer).
+const MAX_READ: usize = 16 << 10;
 
 /// The owner of an [`Outbound`] machine, as the driver sees it.
-pub(crate) trait Host: Send + Sync + Sized + 'static {
+pub(crate) trait SocketOwner: Send + Sync + Sized + 'static {
     type Machine: Outbound;
     /// Runs `f` on the machine and its sockets under the owner's lock, then [`drain`]s.
     fn with<T>(&self, f: impl FnOnce(&mut Self::Machine, &mut Sockets<Self>, Instant) -> T) -> T;
@@ -51,7 +53,7 @@ struct OutSocket {
     wake: Arc<DriverWake>,
 }
 
-impl<H: Host> Sockets<H> {
+impl<H: SocketOwner> Sockets<H> {
     /// The sockets of `owner` (build the owner with `Arc::new_cyclic`).
     pub(crate) fn new(owner: Weak<H>) -> Self {
         Self { owner, open: HashMap::new(), queued: 0, room: true }
@@ -68,7 +70,7 @@ impl<H: Host> Sockets<H> {
 }
 
 /// Moves the machine's bytes to the sockets' queues and runs its actions; after every mutation.
-pub(crate) fn drain<H: Host>(host: &H, m: &mut H::Machine, socks: &mut Sockets<H>) {
+pub(crate) fn drain<H: SocketOwner>(host: &H, m: &mut H::Machine, socks: &mut Sockets<H>) {
     let mut progress = true;
     while progress {
         progress = false;
@@ -103,7 +105,7 @@ pub(crate) fn drain<H: Host>(host: &H, m: &mut H::Machine, socks: &mut Sockets<H
 }
 
 /// Feeds an input for `sock` to the machine; `false` if the machine closed it or is gone.
-fn feed<H: Host>(
+fn feed<H: SocketOwner>(
     owner: &Weak<H>,
     sock: SockId,
     f: impl FnOnce(&mut H::Machine, Instant, SockId),
@@ -131,7 +133,7 @@ pub(crate) async fn wait<T>(notify: &Notify, mut ready: impl FnMut() -> Option<T
 }
 
 /// One socket: connects, then is pumped until the machine closes it or it fails.
-async fn run_socket<H: Host>(
+async fn run_socket<H: SocketOwner>(
     owner: Weak<H>,
     sock: SockId,
     name: String,
@@ -152,7 +154,7 @@ async fn run_socket<H: Host>(
             let _ = stream.get_ref().set_nodelay(true);
             if feed(&owner, sock, Outbound::handle_connected) {
                 let mut out = OutTarget { owner: &owner, sock, wake: &wake, lost: false };
-                let _ = socket_loop(&stream, &mut out, READ_BUF, None).await;
+                let _ = socket_loop(&stream, &mut out, MAX_READ, None).await;
             }
             let _ = stream.get_ref().shutdown(Shutdown::Both);
         }
@@ -179,7 +181,7 @@ struct OutTarget<'a, H> {
     lost: bool,
 }
 
-impl<H: Host> Target for OutTarget<'_, H> {
+impl<H: SocketOwner> Target for OutTarget<'_, H> {
     fn pass(&mut self, _: Instant, wbuf: &mut VecDeque<Bytes>) -> Pass {
         let Some(host) = self.owner.upgrade().filter(|_| !self.lost) else { return Pass::Stop };
         host.with(|_, socks, _| {
@@ -225,22 +227,22 @@ impl<M: OutboundClient<Event: Send> + Send + 'static> ClientMachine for M {}
 /// An application's [`OutboundClient`] with its event queue (while full, the sockets are not
 /// read), its deadline fired by a timer task, closed on drop.
 pub(crate) struct Client<M: ClientMachine> {
-    shared: Arc<Owner<M>>,
+    shared: Arc<ClientState<M>>,
 }
 
 /// What the socket tasks and the timer task share with the application.
-pub(crate) struct Owner<M: ClientMachine> {
+pub(crate) struct ClientState<M: ClientMachine> {
     core: Mutex<Core<M>>,
     /// Something for the timer task: a new deadline, the end.
     wake: Notify,
-    /// Something for the application or the sockets: an event, room in the queue, the end.
+    /// Something for the application: an event, the end.
     changed: Notify,
     executor: Option<Arc<Executor<'static>>>,
 }
 
 struct Core<M: ClientMachine> {
     client: QueuedClient<M>,
-    socks: Sockets<Owner<M>>,
+    socks: Sockets<ClientState<M>>,
     /// The deadline the timer task waits for.
     deadline: Option<Instant>,
     /// The timer task ended: no more events.
@@ -254,16 +256,16 @@ impl<M: ClientMachine> Core<M> {
     }
 }
 
-impl<M: ClientMachine> Owner<M> {
+impl<M: ClientMachine> ClientState<M> {
     fn lock(&self) -> MutexGuard<'_, Core<M>> {
         self.core.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// After every mutation, under the lock: sockets, then events while there is room.
-    fn after(&self, core: &mut Core<M>) {
+    fn dispatch(&self, core: &mut Core<M>) {
         drain(self, core.client.machine_mut(), &mut core.socks);
         core.client.pull(Instant::now());
-        let room = core.client.wants_read() || core.client.machine().is_closed() || core.done;
+        let room = core.client.wants_read() || core.client.machine().is_closed();
         core.socks.set_room(room);
         if core.ended() || core.client.poll_timeout() != core.deadline {
             self.wake.notify(1);
@@ -274,19 +276,19 @@ impl<M: ClientMachine> Owner<M> {
     /// The next queued event, and room for the machine's next ones.
     fn pop(&self, core: &mut Core<M>) -> Option<M::Event> {
         let ev = core.client.pop()?;
-        self.after(core);
+        self.dispatch(core);
         Some(ev)
     }
 }
 
-impl<M: ClientMachine> Host for Owner<M> {
+impl<M: ClientMachine> SocketOwner for ClientState<M> {
     type Machine = M;
 
     fn with<T>(&self, f: impl FnOnce(&mut M, &mut Sockets<Self>, Instant) -> T) -> T {
         let mut core = self.lock();
         let Core { client, socks, .. } = &mut *core;
         let out = f(client.machine_mut(), socks, Instant::now());
-        self.after(&mut core);
+        self.dispatch(&mut core);
         out
     }
 
@@ -306,10 +308,10 @@ impl<M: ClientMachine> Client<M> {
         let shared = Arc::new_cyclic(|me| {
             let socks = Sockets::new(me.clone());
             let core = Mutex::new(Core { client, socks, deadline: None, done: false });
-            Owner { core, wake: Notify::new(), changed: Notify::new(), executor }
+            ClientState { core, wake: Notify::new(), changed: Notify::new(), executor }
         });
         shared.with(|_, _, _| ());
-        shared.spawn(drive(shared.clone()));
+        shared.spawn(run_client_timer(shared.clone()));
         Self { shared }
     }
 
@@ -348,13 +350,13 @@ impl<M: ClientMachine> Drop for Client<M> {
 }
 
 /// The timer task: fires the machine's deadline until it is closed and its sockets are gone.
-async fn drive<M: ClientMachine>(shared: Arc<Owner<M>>) {
+async fn run_client_timer<M: ClientMachine>(shared: Arc<ClientState<M>>) {
     crate::pump::run_timer(&shared.wake, |now| {
         let mut core = shared.lock();
         if core.client.poll_timeout().is_some_and(|d| d <= now) {
             core.client.machine_mut().handle_timeout(now);
         }
-        shared.after(&mut core);
+        shared.dispatch(&mut core);
         if core.ended() {
             core.done = true;
             drop(core);
