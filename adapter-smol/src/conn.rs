@@ -7,9 +7,10 @@ use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use event_listener::Event as Notify;
 use tidewire::ws::{AppSocket, CloseCode, CloseInfo, Message, SendError, WsConnection, WsEvent};
@@ -97,16 +98,13 @@ impl WsConn {
 #[derive(Default)]
 pub(crate) struct DriverWake {
     rung: AtomicBool,
-    waker: Mutex<Option<Waker>>,
+    waker: AtomicWaker,
 }
 
 impl DriverWake {
     pub(crate) fn notify(&self) {
         self.rung.store(true, Ordering::Release);
-        let waker = self.waker.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(w) = waker {
-            w.wake();
-        }
+        self.waker.wake();
     }
 
     /// Forgets a ring: the pass about to run (under the lock) handles what it was for.
@@ -121,7 +119,7 @@ impl DriverWake {
 
     /// Drops the driver's waker (its task ended).
     pub(crate) fn forget(&self) {
-        drop(self.waker.lock().unwrap_or_else(PoisonError::into_inner).take());
+        drop(self.waker.take());
     }
 
     /// Ready once rung since the last `reset` or ready poll.
@@ -129,12 +127,8 @@ impl DriverWake {
         if self.rung.swap(false, Ordering::AcqRel) {
             return Poll::Ready(());
         }
-        {
-            let mut slot = self.waker.lock().unwrap_or_else(PoisonError::into_inner);
-            if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *slot = Some(cx.waker().clone());
-            }
-        }
+        // Cloned only when the task's waker changed.
+        self.waker.register(cx.waker());
         // A ring between the first check and the waker's registration.
         if self.rung.swap(false, Ordering::AcqRel) { Poll::Ready(()) } else { Poll::Pending }
     }

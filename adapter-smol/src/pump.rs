@@ -24,7 +24,7 @@ use tidewire::{Machine as _, Transmit};
 
 use crate::conn::{DriverWake, WsConn};
 use crate::http::HttpRequest;
-use crate::outbound::{Sockets, drain};
+use crate::outbound::{SocketOwner as _, Sockets, drain};
 use crate::server::{Registration, ServerState, Upgrade};
 
 /// Bytes pulled from the core endpoint for one connection before they are written.

@@ -151,10 +151,6 @@ impl ServerState {
         out
     }
 
-    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        spawn_on(self.cfg.executor.as_ref(), task);
-    }
-
     /// Links `conn`'s open WebSocket for shutdown; closes it at once when that started.
     fn attach(&self, conn: ConnHandle, shared: &Arc<WsConn>) {
         let mut reg = self.registry();
@@ -167,7 +163,7 @@ impl ServerState {
     }
 }
 
-/// The core server's Redis bus, driven by the outbound-socket driver.
+/// The core server's Redis bus, driven by the outbound-socket driver; the server's tasks.
 impl SocketOwner for ServerState {
     type Machine = Endpoint;
 
@@ -176,7 +172,7 @@ impl SocketOwner for ServerState {
     }
 
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        ServerState::spawn(self, task);
+        spawn_on(self.cfg.executor.as_ref(), task);
     }
 }
 
