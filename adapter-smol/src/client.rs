@@ -1,16 +1,17 @@
 //! [`connect`]: a WebSocket client (`ws://` only).
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use smol::net::TcpStream;
 use smol::{Async, Executor};
 use tidewire::ws::{CloseInfo, ConnError, HandshakeError, WsConfig, WsConnection};
-use url::{Host, Position, Url};
+use url::{Position, Url};
 
-use crate::conn::{Shared, WebSocket};
-use crate::pump::{drive, spawn_on};
+use crate::conn::{WebSocket, WsConn};
+use crate::outbound::wait;
+use crate::pump::{run_ws, spawn_on};
 
 /// Most bytes of one read of a client connection (into the thread's read buffer).
 const CLIENT_READ_BUFFER: usize = 64 << 10;
@@ -63,11 +64,13 @@ pub async fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, Connec
     let host_header = url.port().map_or_else(|| host.to_owned(), |port| format!("{host}:{port}"));
     let path = &url[Position::BeforePath..Position::AfterQuery];
 
+    // Resolved (an IPv6 literal without its brackets), then each address tried in turn.
+    let addr = (host.trim_start_matches('[').trim_end_matches(']'), port);
+    let connect = crate::until(Instant::now() + opts.connect_timeout, TcpStream::connect(addr));
     let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
-    let connect = crate::until(Instant::now() + opts.connect_timeout, open_tcp(&url, port));
     let tcp = connect.await.unwrap_or_else(|| Err(timed_out()))?;
-    tcp.get_ref().set_nodelay(true)?;
-    let peer = tcp.get_ref().peer_addr()?;
+    tcp.set_nodelay(true)?;
+    let peer = tcp.peer_addr()?;
 
     let mut cfg = opts.ws;
     if cfg.rng_seed == [0; 32] {
@@ -76,46 +79,20 @@ pub async fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, Connec
     let close_timeout = cfg.close_timeout;
     let conn = WsConnection::client(cfg, &host_header, path, Instant::now())
         .map_err(|e| ConnectError::Url(e.to_string()))?;
-    let shared = Arc::new(Shared::new(conn, close_timeout, peer));
+    let shared = Arc::new(WsConn::new(conn, close_timeout, peer));
     // Dropping `ws` (this future cancelled) aborts the handshake.
     let mut ws = WebSocket::new(shared.clone(), None);
-    spawn_on(
-        opts.executor.as_ref(),
-        drive(Arc::new(tcp), shared.clone(), CLIENT_READ_BUFFER, None),
-    );
-    loop {
-        let listener = {
-            let sock = shared.lock();
-            if let Some(subprotocol) = sock.opened() {
-                ws.subprotocol = subprotocol.map(str::to_owned);
-                return Ok(ws);
-            }
-            if let Some(info) = sock.close_info() {
-                return Err(match info.error {
-                    Some(ConnError::Handshake(e)) => ConnectError::Handshake(e),
-                    _ => ConnectError::Closed(info.clone()),
-                });
-            }
-            shared.inbound.listen()
+    let stream = Arc::<Async<std::net::TcpStream>>::from(tcp);
+    spawn_on(opts.executor.as_ref(), run_ws(stream, shared.clone(), CLIENT_READ_BUFFER, None));
+    let opened = wait(&shared.inbound, || {
+        let sock = shared.lock();
+        let closed = |info: &CloseInfo| match info.error {
+            Some(ConnError::Handshake(e)) => ConnectError::Handshake(e),
+            _ => ConnectError::Closed(info.clone()),
         };
-        listener.await;
-    }
-}
-
-/// Resolves the URL's host and connects to the first address that answers.
-async fn open_tcp(url: &Url, port: u16) -> io::Result<Async<TcpStream>> {
-    let addrs: Vec<SocketAddr> = match url.host() {
-        Some(Host::Domain(d)) => smol::net::resolve((d, port)).await?,
-        Some(Host::Ipv4(ip)) => vec![(ip, port).into()],
-        Some(Host::Ipv6(ip)) => vec![(ip, port).into()],
-        None => return Err(io::Error::new(io::ErrorKind::InvalidInput, "missing host")),
-    };
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
-    for addr in addrs {
-        match Async::<TcpStream>::connect(addr).await {
-            Ok(s) => return Ok(s),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
+        let subprotocol = sock.opened().map(|p| Ok(p.map(str::to_owned)));
+        subprotocol.or_else(|| sock.close_info().map(|info| Err(closed(info))))
+    });
+    ws.subprotocol = opened.await?;
+    Ok(ws)
 }

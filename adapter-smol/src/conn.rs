@@ -7,13 +7,15 @@ use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use atomic_waker::AtomicWaker;
 use bytes::Bytes;
-use event_listener::{Event as Notify, listener};
+use event_listener::Event as Notify;
 use tidewire::ws::{AppSocket, CloseCode, CloseInfo, Message, SendError, WsConnection, WsEvent};
 
+use crate::outbound::wait;
 use crate::{Event, RecvError};
 
 /// Received events, and their payload bytes, queued before the pump stops reading the socket.
@@ -21,7 +23,7 @@ const MAX_INBOUND_EVENTS: usize = 256;
 const MAX_INBOUND_BYTES: usize = 4 << 20;
 
 /// State shared by the connection's pump task, the [`WebSocket`] and its [`Sender`]s.
-pub(crate) struct Shared {
+pub(crate) struct WsConn {
     sock: Mutex<AppSocket>,
     /// Something for the application: an event, the open, the close.
     pub(crate) inbound: Notify,
@@ -34,7 +36,7 @@ pub(crate) struct Shared {
     pub(crate) cut: OnceLock<io::ErrorKind>,
 }
 
-impl Shared {
+impl WsConn {
     pub(crate) fn new(conn: WsConnection, close_timeout: Duration, peer: SocketAddr) -> Self {
         let sock = AppSocket::new(conn, MAX_INBOUND_EVENTS, MAX_INBOUND_BYTES, close_timeout);
         Self {
@@ -81,16 +83,13 @@ impl Shared {
     }
 
     pub(crate) async fn recv_event(&self) -> Event {
-        loop {
-            // Registered before the check, in the future (no allocation): nothing is missed.
-            listener!(self.inbound => arrived);
-            match self.update(AppSocket::pop_event).0 {
-                Some(WsEvent::Message(m)) => return Event::Message(m),
-                Some(WsEvent::Pong(p)) => return Event::Pong(p),
-                Some(WsEvent::Closed(info)) => return Event::Closed(info),
-                _ => arrived.await,
-            }
-        }
+        wait(&self.inbound, || match self.update(AppSocket::pop_event).0? {
+            WsEvent::Message(m) => Some(Event::Message(m)),
+            WsEvent::Pong(p) => Some(Event::Pong(p)),
+            WsEvent::Closed(info) => Some(Event::Closed(info)),
+            _ => None,
+        })
+        .await
     }
 }
 
@@ -99,16 +98,13 @@ impl Shared {
 #[derive(Default)]
 pub(crate) struct DriverWake {
     rung: AtomicBool,
-    waker: Mutex<Option<Waker>>,
+    waker: AtomicWaker,
 }
 
 impl DriverWake {
     pub(crate) fn notify(&self) {
         self.rung.store(true, Ordering::Release);
-        let waker = self.waker.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(w) = waker {
-            w.wake();
-        }
+        self.waker.wake();
     }
 
     /// Forgets a ring: the pass about to run (under the lock) handles what it was for.
@@ -123,7 +119,7 @@ impl DriverWake {
 
     /// Drops the driver's waker (its task ended).
     pub(crate) fn forget(&self) {
-        drop(self.waker.lock().unwrap_or_else(PoisonError::into_inner).take());
+        drop(self.waker.take());
     }
 
     /// Ready once rung since the last `reset` or ready poll.
@@ -131,12 +127,8 @@ impl DriverWake {
         if self.rung.swap(false, Ordering::AcqRel) {
             return Poll::Ready(());
         }
-        {
-            let mut slot = self.waker.lock().unwrap_or_else(PoisonError::into_inner);
-            if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *slot = Some(cx.waker().clone());
-            }
-        }
+        // Cloned only when the task's waker changed.
+        self.waker.register(cx.waker());
         // A ring between the first check and the waker's registration.
         if self.rung.swap(false, Ordering::AcqRel) { Poll::Ready(()) } else { Poll::Pending }
     }
@@ -151,7 +143,7 @@ pub struct WebSocket {
 }
 
 impl WebSocket {
-    pub(crate) fn new(shared: Arc<Shared>, subprotocol: Option<String>) -> Self {
+    pub(crate) fn new(shared: Arc<WsConn>, subprotocol: Option<String>) -> Self {
         Self { tx: Sender { shared }, subprotocol }
     }
 
@@ -225,7 +217,7 @@ impl fmt::Debug for WebSocket {
 /// [`SendError::Closed`].
 #[derive(Clone)]
 pub struct Sender {
-    shared: Arc<Shared>,
+    shared: Arc<WsConn>,
 }
 
 impl Sender {

@@ -90,7 +90,7 @@ impl HttpRequest {
     async fn body_failed(&mut self, e: BodyError) -> io::Error {
         match e.response() {
             Some(bytes) => drop(self.send_raw(bytes).await),
-            None => self.give_up(),
+            None => self.close(),
         }
         let kind = match e {
             BodyError::TimedOut => io::ErrorKind::TimedOut,
@@ -109,13 +109,10 @@ impl HttpRequest {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> io::Result<()> {
-        match tidewire::http::response(status, headers, body) {
-            Ok(bytes) => self.send_raw(bytes).await,
-            Err(e) => {
-                self.give_up();
-                Err(io::Error::new(io::ErrorKind::InvalidInput, e))
-            }
-        }
+        // Invalid: dropped unanswered (closed) on return.
+        let bytes = tidewire::http::response(status, headers, body)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        self.send_raw(bytes).await
     }
 
     /// Writes a complete response, then closes without losing it: sends FIN and discards
@@ -138,8 +135,14 @@ impl HttpRequest {
                 }
             }
         }
-        let _ = self.stream.get_ref().shutdown(Shutdown::Both);
+        self.close();
         written
+    }
+
+    /// Closes the connection: no (further) response.
+    fn close(&mut self) {
+        self.done = true;
+        let _ = self.stream.get_ref().shutdown(Shutdown::Both);
     }
 
     /// Writes `bytes` within `WsConfig::close_timeout`.
@@ -149,19 +152,11 @@ impl HttpRequest {
         let written = until(deadline, stream.write_all(bytes)).await;
         written.unwrap_or_else(|| Err(io::ErrorKind::TimedOut.into()))
     }
-
-    /// Closes the connection without (further) response.
-    fn give_up(&mut self) {
-        self.done = true;
-        let _ = self.stream.get_ref().shutdown(Shutdown::Both);
-    }
 }
 
 impl Drop for HttpRequest {
     fn drop(&mut self) {
-        if !self.done {
-            let _ = self.stream.get_ref().shutdown(Shutdown::Both);
-        }
+        self.close();
     }
 }
 

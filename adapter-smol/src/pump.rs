@@ -1,8 +1,8 @@
-//! The socket pump: one task per connection runs [`pump`], the one loop that moves bytes
+//! The socket pump: one task per socket runs [`socket_loop`], the one loop that moves bytes
 //! between a non-blocking socket and a [`Target`]: a [`Hub`] connection of the core endpoint
-//! (behind the server's one mutex, with one timer task per server) or an [`App`] WebSocket
-//! (behind its own `AppSocket` lock). A connection the core hands over stays on its task:
-//! an upgrade goes on as an [`App`], a plain request goes to the application's handler.
+//! (behind the server's one mutex, with one timer task per server), an [`App`] WebSocket (behind
+//! its own `AppSocket` lock) or an outbound socket. A connection the core hands over stays on
+//! its task: an upgrade goes on as an [`App`], a plain request goes to the application's handler.
 
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
@@ -15,17 +15,17 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use event_listener::Event as Notify;
+use event_listener::{Event as Notify, listener};
 use smol::{Async, Executor, Timer, future};
 use tidewire::server::{ConnHandle, Server, ServerEvent};
 use tidewire::ws::app::Pass;
 use tidewire::ws::{WsEvent, WsState};
 use tidewire::{Machine as _, Transmit};
 
-use crate::conn::{DriverWake, Shared};
+use crate::conn::{DriverWake, WsConn};
 use crate::http::HttpRequest;
-use crate::outbound::{Sockets, drain};
-use crate::server::{Registration, ServerShared, Upgrade};
+use crate::outbound::{SocketOwner as _, Sockets, drain};
+use crate::server::{Registration, ServerState, Upgrade};
 
 /// Bytes pulled from the core endpoint for one connection before they are written.
 const PULL_BOUND: usize = 256 << 10;
@@ -54,7 +54,7 @@ thread_local! {
 pub(crate) struct Core {
     pub(crate) server: Server,
     /// With Redis: the bus's sockets.
-    pub(crate) socks: Sockets<ServerShared>,
+    pub(crate) socks: Sockets<ServerState>,
     /// Each pumped connection's wake-up.
     wakers: HashMap<ConnHandle, Arc<DriverWake>>,
     /// The deadline the timer task waits for.
@@ -62,13 +62,13 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    pub(crate) fn new(server: Server, socks: Sockets<ServerShared>) -> Self {
+    pub(crate) fn new(server: Server, socks: Sockets<ServerState>) -> Self {
         Self { server, socks, wakers: HashMap::new(), armed: None }
     }
 
     /// After every mutation: drives the bus's sockets, wakes the handle's waiters and the
     /// ready connections, re-arms the timer when the deadline changed.
-    pub(crate) fn wake_waiters(&mut self, shared: &ServerShared) {
+    pub(crate) fn wake_waiters(&mut self, shared: &ServerState) {
         drain(shared, &mut self.server, &mut self.socks);
         if self.server.poll_arrived() {
             shared.arrived.notify(usize::MAX);
@@ -87,7 +87,7 @@ impl Core {
 }
 
 /// The server's one timer: `handle_timeout` at the core's deadline. Ends with the server.
-pub(crate) async fn run_core_timer(weak: Weak<ServerShared>, wake: Arc<Notify>) {
+pub(crate) async fn run_core_timer(weak: Weak<ServerState>, wake: Arc<Notify>) {
     run_timer(&wake, |now| {
         let shared = weak.upgrade()?;
         let mut core = shared.core();
@@ -109,7 +109,7 @@ pub(crate) async fn run_timer(
     let mut timer = Timer::never();
     let mut armed: Option<Instant> = None;
     loop {
-        let listener = wake.listen();
+        listener!(wake => listener);
         let now = Instant::now();
         let Some(deadline) = step(now) else { return };
         if deadline.is_some_and(|d| d <= now) {
@@ -160,28 +160,26 @@ pub(crate) async fn run_conn(
     let handover = {
         let mut hub = Hub::new(&server, conn, peer);
         let stall = cfg.endpoint.ws.send_timeout.unwrap_or(WRITE_STALL);
-        let _ = pump(&stream, &mut hub, cfg.read_buffer, Some(stall)).await;
+        let _ = socket_loop(&stream, &mut hub, cfg.read_buffer, Some(stall)).await;
         hub.handover.take()
     };
     match handover {
         Some(ServerEvent::Upgrade { ws, .. }) => {
             // Out of its box: the box is freed now.
             let mut ws = *ws;
-            let mut request = None;
-            while let Some(ev) = ws.poll_event() {
-                if let WsEvent::UpgradeRequested(req) = ev {
-                    request = Some(req);
-                }
-            }
+            let request = std::iter::from_fn(|| ws.poll_event()).fold(None, |req, ev| match ev {
+                WsEvent::UpgradeRequested(r) => Some(r),
+                _ => req,
+            });
             let close_timeout = cfg.endpoint.ws.close_timeout;
-            let shared = Arc::new(Shared::new(ws, close_timeout, peer));
+            let shared = Arc::new(WsConn::new(ws, close_timeout, peer));
             // Without a request: a malformed upgrade, whose answer (400, 426…) is written.
             if let Some(request) = request {
                 let upgrade =
                     Upgrade { shared: shared.clone(), request, server: server.clone(), conn };
                 server.spawn((handlers.0)(upgrade));
             }
-            drive(stream, shared, cfg.read_buffer, Some(close_timeout)).await;
+            run_ws(stream, shared, cfg.read_buffer, Some(close_timeout)).await;
         }
         Some(ServerEvent::Request { request, rest, .. }) => {
             let req = HttpRequest::new(stream, peer, request, rest.to_vec(), registration);
@@ -195,21 +193,21 @@ pub(crate) async fn run_conn(
 
 /// Pumps an application WebSocket until it is done (see [`App`]). `decide`: a server's
 /// upgrade, not driven before it is accepted or rejected; a rejection gets this long.
-pub(crate) async fn drive(
+pub(crate) async fn run_ws(
     stream: Arc<Async<TcpStream>>,
-    shared: Arc<Shared>,
+    shared: Arc<WsConn>,
     read_buffer: usize,
     decide: Option<Duration>,
 ) {
     let phase = decide.map_or(Phase::Open, Phase::Deciding);
     let mut app = App { stream: &stream, shared: &shared, phase };
-    if let Err(kind) = pump(&stream, &mut app, read_buffer, None).await {
+    if let Err(kind) = socket_loop(&stream, &mut app, read_buffer, None).await {
         let _ = shared.cut.set(kind);
     }
 }
 
 /// What a socket is pumped for.
-trait Target {
+pub(crate) trait Target {
     /// Under the target's lock: fires what is due, pulls the next batch into `wbuf`, forgets
     /// the handled wake-ups, says what next (as `AppSocket::poll_pass`).
     fn pass(&mut self, now: Instant, wbuf: &mut VecDeque<Bytes>) -> Pass;
@@ -227,7 +225,7 @@ trait Target {
 /// and gives, then wait for readiness, the deadline (one timer, re-armed only when it moves
 /// earlier) or the target's wake-up. `stall`: a write without progress this long fails.
 /// `Err`: why not everything queued was written (`TimedOut` when the target ended first).
-async fn pump(
+pub(crate) async fn socket_loop(
     stream: &Async<TcpStream>,
     target: &mut impl Target,
     max_read: usize,
@@ -415,7 +413,7 @@ async fn pump(
 
 /// A connection of the core endpoint, pumped under the server's lock; dropped, the core loses it.
 struct Hub<'a> {
-    shared: &'a ServerShared,
+    shared: &'a ServerState,
     conn: ConnHandle,
     wake: Arc<DriverWake>,
     /// The core asked for `Transmit::Shutdown`: the rest is written, then the end.
@@ -427,7 +425,7 @@ struct Hub<'a> {
 }
 
 impl<'a> Hub<'a> {
-    fn new(shared: &'a ServerShared, conn: ConnHandle, peer: SocketAddr) -> Self {
+    fn new(shared: &'a ServerState, conn: ConnHandle, peer: SocketAddr) -> Self {
         let wake = Arc::new(DriverWake::default());
         let mut core = shared.core();
         core.wakers.insert(conn, wake.clone());
@@ -514,7 +512,7 @@ enum Phase {
 /// it shuts the socket down and tells the application.
 struct App<'a> {
     stream: &'a Async<TcpStream>,
-    shared: &'a Shared,
+    shared: &'a WsConn,
     phase: Phase,
 }
 
@@ -591,24 +589,17 @@ fn read_shared(sock: &TcpStream, max: usize, f: impl FnOnce(&[u8])) -> io::Resul
 /// One vectored write of the queued chunks.
 fn write_batch(s: &TcpStream, wbuf: &VecDeque<Bytes>) -> io::Result<usize> {
     let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-    let mut n = 0;
-    for (slot, chunk) in slices.iter_mut().zip(wbuf) {
-        *slot = IoSlice::new(chunk);
-        n += 1;
-    }
+    let n = slices.iter_mut().zip(wbuf).map(|(slice, chunk)| *slice = IoSlice::new(chunk)).count();
     (&mut &*s).write_vectored(&slices[..n])
 }
 
 /// Drops the first `n` written bytes from the queue.
 fn consume(wbuf: &mut VecDeque<Bytes>, mut n: usize) {
-    while n > 0 {
-        let Some(front) = wbuf.front_mut() else { return };
-        if front.len() <= n {
-            n -= front.len();
-            wbuf.pop_front();
-        } else {
-            front.advance(n);
-            n = 0;
+    while let Some(front) = wbuf.front_mut().filter(|_| n > 0) {
+        if front.len() > n {
+            return front.advance(n);
         }
+        n -= front.len();
+        wbuf.pop_front();
     }
 }

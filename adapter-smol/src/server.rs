@@ -21,9 +21,9 @@ use tidewire::server::{
 };
 use tidewire::ws::{AppSocket, CloseCode, UpgradeRequest, WsState};
 
-use crate::conn::{Shared, WebSocket};
+use crate::conn::{WebSocket, WsConn};
 use crate::http::HttpRequest;
-use crate::outbound::{Host, Sockets};
+use crate::outbound::{SocketOwner, Sockets, wait};
 use crate::pump::{Core, Handlers, run_conn, run_core_timer, spawn_on};
 use crate::{Event, until};
 
@@ -74,16 +74,16 @@ pub struct ShutdownReport {
 /// [`serve`](Self::serve) runs its accept loop; a [`ServerHandle`] controls it.
 pub struct Server {
     listener: TcpListener,
-    shared: Arc<ServerShared>,
+    shared: Arc<ServerState>,
 }
 
 /// Controls a [`Server`] from any task or thread: counts, the hub, graceful shutdown.
 #[derive(Clone)]
 pub struct ServerHandle {
-    shared: Arc<ServerShared>,
+    shared: Arc<ServerState>,
 }
 
-pub(crate) struct ServerShared {
+pub(crate) struct ServerState {
     pub(crate) cfg: ServerConfig,
     local_addr: SocketAddr,
     registry: Mutex<Registry>,
@@ -101,7 +101,7 @@ pub(crate) struct ServerShared {
     done: Notify,
 }
 
-impl Drop for ServerShared {
+impl Drop for ServerState {
     fn drop(&mut self) {
         // The timer task holds a weak reference: let it see that the server is gone.
         self.timer.notify(usize::MAX);
@@ -121,17 +121,17 @@ struct Registry {
 struct Entry {
     stream: Arc<Async<TcpStream>>,
     /// An application WebSocket, closed with 1001 by shutdown.
-    ws: Option<Weak<Shared>>,
+    ws: Option<Weak<WsConn>>,
 }
 
 /// A live TCP connection's place in the registry; dropping it deregisters the connection.
 pub(crate) struct Registration {
-    pub(crate) server: Arc<ServerShared>,
+    pub(crate) server: Arc<ServerState>,
     /// The connection's handle in the core endpoint, its key in the registry.
     pub(crate) conn: ConnHandle,
 }
 
-impl ServerShared {
+impl ServerState {
     fn registry(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -148,12 +148,8 @@ impl ServerShared {
         out
     }
 
-    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        spawn_on(self.cfg.executor.as_ref(), task);
-    }
-
     /// Links `conn`'s open WebSocket for shutdown; closes it at once when that started.
-    fn attach(&self, conn: ConnHandle, shared: &Arc<Shared>) {
+    fn attach(&self, conn: ConnHandle, shared: &Arc<WsConn>) {
         let mut reg = self.registry();
         if let Some(entry) = reg.conns.get_mut(&conn.0) {
             entry.ws = Some(Arc::downgrade(shared));
@@ -164,8 +160,8 @@ impl ServerShared {
     }
 }
 
-/// The core server's Redis bus, driven by the outbound-socket driver.
-impl Host for ServerShared {
+/// The core server's Redis bus, driven by the outbound-socket driver; the server's tasks.
+impl SocketOwner for ServerState {
     type Machine = Endpoint;
 
     fn with<T>(&self, f: impl FnOnce(&mut Self::Machine, &mut Sockets<Self>, Instant) -> T) -> T {
@@ -173,13 +169,13 @@ impl Host for ServerShared {
     }
 
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        ServerShared::spawn(self, task);
+        spawn_on(self.cfg.executor.as_ref(), task);
     }
 }
 
 impl Registration {
     /// Registers a new connection, or `None` when over `max_connections` or shutting down.
-    fn new(server: &Arc<ServerShared>, stream: &Arc<Async<TcpStream>>) -> Option<Self> {
+    fn new(server: &Arc<ServerState>, stream: &Arc<Async<TcpStream>>) -> Option<Self> {
         let mut reg = server.registry();
         if reg.stopping || reg.conns.len() >= server.cfg.max_connections {
             return None;
@@ -198,7 +194,7 @@ impl Drop for Registration {
     }
 }
 
-fn close_going_away(shared: &Shared) {
+fn close_going_away(shared: &WsConn) {
     let _ = shared.command(|conn, now| conn.close(now, CloseCode::GOING_AWAY, "server shutdown"));
 }
 
@@ -229,7 +225,7 @@ impl Server {
             None => Endpoint::new(ecfg, authn, authz, seed),
             Some(r) => Endpoint::with_redis(ecfg, authn, authz, r, seed, Instant::now()),
         };
-        let shared = Arc::new_cyclic(|me| ServerShared {
+        let shared = Arc::new_cyclic(|me| ServerState {
             cfg,
             local_addr,
             registry: Mutex::new(Registry::default()),
@@ -287,16 +283,9 @@ impl Server {
         let shared = self.shared;
         shared.registry().serving = true;
         loop {
-            let stop = shared.stop.listen();
-            if shared.registry().stopping {
-                break;
-            }
-            let accepted = future::or(async { Some(self.listener.accept().await) }, async {
-                stop.await;
-                None
-            })
-            .await;
-            match accepted {
+            // Checked first: nothing more is accepted once shutdown started.
+            let stop = wait(&shared.stop, || shared.registry().stopping.then_some(None));
+            match future::or(stop, async { Some(self.listener.accept().await) }).await {
                 None => break,
                 Some(Ok((stream, peer))) => {
                     let _ = stream.set_nodelay(true);
@@ -486,9 +475,9 @@ impl fmt::Debug for ServerHandle {
 /// or [`reject`](Self::reject); dropping it closes the connection without a response.
 pub struct Upgrade {
     /// The connection, which its task pumps once decided.
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<WsConn>,
     pub(crate) request: UpgradeRequest,
-    pub(crate) server: Arc<ServerShared>,
+    pub(crate) server: Arc<ServerState>,
     pub(crate) conn: ConnHandle,
 }
 
@@ -557,7 +546,7 @@ impl fmt::Debug for Upgrade {
 }
 
 /// A `submit` waiting for the bus's answer: dropped, it lets the core discard the answer.
-struct Forget<'a>(&'a ServerShared, tidewire::hub::BusToken);
+struct Forget<'a>(&'a ServerState, tidewire::hub::BusToken);
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
