@@ -376,13 +376,7 @@ impl ServerHandle {
     }
 
     async fn wait_report(&self) -> ShutdownReport {
-        loop {
-            let done = self.shared.done.listen();
-            if let Some(report) = self.shared.registry().report {
-                return report;
-            }
-            done.await;
-        }
+        wait(&self.shared.done, || self.shared.registry().report).await
     }
 
     /// The trusted publish of one JSON value ([`Server::publish`](Endpoint::publish), with its
@@ -415,14 +409,10 @@ impl ServerHandle {
             Publication::Appended(pos) => return Ok(pos),
         };
         let waiting = Forget(&self.shared, token);
-        loop {
-            let listener = self.shared.arrived.listen();
-            if let Some(r) = self.shared.core().server.take_submitted(token) {
-                std::mem::forget(waiting);
-                return r;
-            }
-            listener.await;
-        }
+        let r = wait(&self.shared.arrived, || self.shared.core().server.take_submitted(token));
+        let r = r.await;
+        std::mem::forget(waiting);
+        r
     }
 
     /// Runs `f` on the core server under its lock, with the time, then wakes what it set in
@@ -449,16 +439,7 @@ impl ServerHandle {
 
     /// As [`next_event`](Self::next_event), waiting up to `timeout` for one.
     pub async fn wait_event(&self, timeout: Duration) -> Option<ServerEvent> {
-        until(crate::after(timeout), async {
-            loop {
-                let listener = self.shared.arrived.listen();
-                if let Some(ev) = self.next_event() {
-                    return ev;
-                }
-                listener.await;
-            }
-        })
-        .await
+        until(crate::after(timeout), wait(&self.shared.arrived, || self.next_event())).await
     }
 }
 

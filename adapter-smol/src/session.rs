@@ -15,36 +15,20 @@ use tidewire::replay::Position;
 use crate::outbound::Client;
 
 /// Settings of the adapter's side of a [`Session`]; start from `SessionOptions::default()`.
-/// The fields are `tidewire-std`'s; this adapter's driver does not use `max_inbox`,
-/// `read_chunk`, `connect_timeout` nor `write_timeout` yet: it reads 16 KiB at a time, and
-/// connects and writes without a time limit of its own.
+/// Connections and requests are bounded in time by the core session's own deadlines
+/// (`SessionConfig::ws.handshake_timeout`, `request_timeout`, heartbeats).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SessionOptions {
     /// Events queued for [`Session::next_event`] at most (default 1024; then sockets wait).
     pub max_events: usize,
-    /// Bytes a socket reads at once at most, with [`read_chunk`](Self::read_chunk) (default 1 MiB).
-    pub max_inbox: usize,
-    /// Bytes read from a socket at a time (default 16 KiB).
-    pub read_chunk: usize,
-    /// The longest a TCP connection attempt may take (default 10 s).
-    pub connect_timeout: Duration,
-    /// A write that makes no progress for this long fails the socket (default 10 s).
-    pub write_timeout: Duration,
     /// The executor of the session's tasks; `None` (the default): smol's global executor.
     pub executor: Option<Arc<Executor<'static>>>,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        Self {
-            max_events: 1024,
-            max_inbox: 1 << 20,
-            read_chunk: 16 << 10,
-            connect_timeout: Duration::from_secs(10),
-            write_timeout: Duration::from_secs(10),
-            executor: None,
-        }
+        Self { max_events: 1024, executor: None }
     }
 }
 

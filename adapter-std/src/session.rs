@@ -12,30 +12,18 @@ use tidewire::replay::Position;
 use crate::outbound::{Client, Dial};
 
 /// Settings of the adapter's side of a [`Session`]; start from `SessionOptions::default()`.
+/// Connections and requests are bounded in time by the core session's own deadlines
+/// (`SessionConfig::ws.handshake_timeout`, `request_timeout`, heartbeats).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SessionOptions {
     /// Events queued for [`Session::next_event`] at most (default 1024; then sockets wait).
     pub max_events: usize,
-    /// Bytes a socket reads at once at most, with [`read_chunk`](Self::read_chunk) (default 1 MiB).
-    pub max_inbox: usize,
-    /// Bytes read from a socket at a time (default 16 KiB).
-    pub read_chunk: usize,
-    /// The longest a TCP connection attempt may take (default 10 s).
-    pub connect_timeout: Duration,
-    /// A write that makes no progress for this long fails the socket (default 10 s).
-    pub write_timeout: Duration,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        Self {
-            max_events: 1024,
-            max_inbox: 1 << 20,
-            read_chunk: 16 << 10,
-            connect_timeout: Duration::from_secs(10),
-            write_timeout: Duration::from_secs(10),
-        }
+        Self { max_events: 1024 }
     }
 }
 
@@ -104,10 +92,9 @@ impl Session {
             cfg.rng_seed[..8].copy_from_slice(&crate::fallback_seed().to_le_bytes());
         }
         let session = ClientSession::new(cfg, Instant::now());
-        let SessionOptions { max_events, max_inbox, read_chunk, connect_timeout, write_timeout } =
-            opts;
-        let dial = Dial { connect_timeout, write_timeout, read_chunk: read_chunk.min(max_inbox) };
-        let client = Client::start(session, dial, max_events, "tidewire-session");
+        let ten = Duration::from_secs(10); // backstops: the core's deadlines come first
+        let dial = Dial { connect_timeout: ten, write_timeout: ten, read_chunk: 16 << 10 };
+        let client = Client::start(session, dial, opts.max_events, "tidewire-session");
         Session { client: client.expect("spawn the session's driver thread") }
     }
 
