@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use smol::net::TcpStream;
 use smol::{Async, Executor};
-use tidewire::ws::{CloseInfo, ConnError, HandshakeError, WsConfig, WsConnection};
-use url::{Position, Url};
+use tidewire::client::Target;
+use tidewire::ws::app::ConnectError;
+use tidewire::ws::{WsConfig, WsConnection};
 
 use crate::conn::{WebSocket, WsConn};
 use crate::outbound::wait;
@@ -34,39 +35,13 @@ impl Default for ClientOptions {
     }
 }
 
-/// Why [`connect`] failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConnectError {
-    /// The URL is invalid or not `ws://` (no TLS).
-    #[error("invalid URL: {0}")]
-    Url(String),
-    /// Name resolution, the TCP connection (`TimedOut` after `connect_timeout`) or seeding failed.
-    #[error("I/O error: {0}")]
-    Io(#[from] io::Error),
-    /// The opening handshake failed (e.g. [`HandshakeError::Status`]).
-    #[error("handshake failed: {0}")]
-    Handshake(HandshakeError),
-    /// The connection ended during the handshake for another reason.
-    #[error("connection closed during the handshake (code {})", .0.code)]
-    Closed(CloseInfo),
-}
-
 /// Opens a WebSocket connection to a `ws://host[:port]/path[?query]` URL, within
 /// `opts.connect_timeout` plus `opts.ws.handshake_timeout` ([`WsConnection::client`]).
 pub async fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, ConnectError> {
-    let url = Url::parse(url).map_err(|e| ConnectError::Url(e.to_string()))?;
-    if url.scheme() != "ws" {
-        return Err(ConnectError::Url(format!("unsupported scheme {:?} (ws only)", url.scheme())));
-    }
-    let host = url.host_str().ok_or_else(|| ConnectError::Url("missing host".into()))?;
-    let port = url.port_or_known_default().unwrap_or(80);
-    let host_header = url.port().map_or_else(|| host.to_owned(), |port| format!("{host}:{port}"));
-    let path = &url[Position::BeforePath..Position::AfterQuery];
-
-    // Resolved (an IPv6 literal without its brackets), then each address tried in turn.
-    let addr = (host.trim_start_matches('[').trim_end_matches(']'), port);
-    let connect = crate::until(Instant::now() + opts.connect_timeout, TcpStream::connect(addr));
+    let target = Target::parse(url, &["ws"])?;
+    // Resolved, then each address tried in turn.
+    let addr = (target.host.as_str(), target.port);
+    let connect = crate::until(crate::after(opts.connect_timeout), TcpStream::connect(addr));
     let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
     let tcp = connect.await.unwrap_or_else(|| Err(timed_out()))?;
     tcp.set_nodelay(true)?;
@@ -77,7 +52,7 @@ pub async fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, Connec
         getrandom::fill(&mut cfg.rng_seed).map_err(|e| io::Error::other(e.to_string()))?;
     }
     let close_timeout = cfg.close_timeout;
-    let conn = WsConnection::client(cfg, &host_header, path, Instant::now())
+    let conn = WsConnection::client(cfg, &target.authority, &target.path, Instant::now())
         .map_err(|e| ConnectError::Url(e.to_string()))?;
     let shared = Arc::new(WsConn::new(conn, close_timeout, peer));
     // Dropping `ws` (this future cancelled) aborts the handshake.
@@ -86,12 +61,8 @@ pub async fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, Connec
     spawn_on(opts.executor.as_ref(), run_ws(stream, shared.clone(), CLIENT_READ_BUFFER, None));
     let opened = wait(&shared.inbound, || {
         let sock = shared.lock();
-        let closed = |info: &CloseInfo| match info.error {
-            Some(ConnError::Handshake(e)) => ConnectError::Handshake(e),
-            _ => ConnectError::Closed(info.clone()),
-        };
         let subprotocol = sock.opened().map(|p| Ok(p.map(str::to_owned)));
-        subprotocol.or_else(|| sock.close_info().map(|info| Err(closed(info))))
+        subprotocol.or_else(|| sock.close_info().map(|info| Err(ConnectError::from(info.clone()))))
     });
     ws.subprotocol = opened.await?;
     Ok(ws)

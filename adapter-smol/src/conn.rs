@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use event_listener::Event as Notify;
-use tidewire::ws::{AppSocket, CloseCode, CloseInfo, Message, SendError, WsConnection, WsEvent};
+use tidewire::ws::{AppSocket, CloseCode, CloseInfo, Message, SendError, WsConnection};
 
 use crate::outbound::wait;
 use crate::{Event, RecvError};
@@ -83,13 +83,7 @@ impl WsConn {
     }
 
     pub(crate) async fn recv_event(&self) -> Event {
-        wait(&self.inbound, || match self.update(AppSocket::pop_event).0? {
-            WsEvent::Message(m) => Some(Event::Message(m)),
-            WsEvent::Pong(p) => Some(Event::Pong(p)),
-            WsEvent::Closed(info) => Some(Event::Closed(info)),
-            _ => None,
-        })
-        .await
+        wait(&self.inbound, || self.update(AppSocket::next_event).0).await
     }
 }
 

@@ -108,14 +108,15 @@ use std::time::Instant;
 use smol::{Timer, future};
 
 pub use bytes::Bytes;
-pub use client::{ClientOptions, ConnectError, connect};
+pub use client::{ClientOptions, connect};
 pub use conn::{Sender, WebSocket};
 pub use http::HttpRequest;
-pub use server::{Server, ServerConfig, ServerHandle, ShutdownReport, Upgrade};
+pub use server::{Server, ServerConfig, ServerHandle, Upgrade};
 pub use session::{Session, SessionOptions};
 pub use tidewire;
+pub use tidewire::server::ShutdownReport;
 pub use tidewire::sse::StreamEnd;
-pub use tidewire::ws::app::{Event, RecvError};
+pub use tidewire::ws::app::{ConnectError, Event, RecvError};
 pub use tidewire::ws::{
     CloseCode, CloseInfo, Message, SendError, UpgradeRequest, Utf8Bytes, WsConfig,
 };

@@ -17,7 +17,7 @@ use tidewire::hub::{AllowAll, Authorize, HubError, Principal};
 use tidewire::replay::Position;
 use tidewire::server::{
     Authenticate, ConnHandle, Credential, Publication, Routes, Server as Endpoint, ServerEvent,
-    Verdict,
+    ShutdownReport, Verdict,
 };
 use tidewire::ws::{AppSocket, CloseCode, UpgradeRequest, WsState};
 
@@ -59,15 +59,6 @@ impl Default for ServerConfig {
             redis: None,
         }
     }
-}
-
-/// How a [`ServerHandle::shutdown`] went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ShutdownReport {
-    /// Connections that ended within the grace period.
-    pub closed: usize,
-    /// Connections whose sockets were shut down when the grace period ran out.
-    pub dropped: usize,
 }
 
 /// A bound listener with its core endpoint ([`tidewire::server::Server`]).
