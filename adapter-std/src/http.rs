@@ -48,16 +48,13 @@ fn linger_close(stream: &TcpStream, linger: Duration) {
     let mut discarded = 0;
     while discarded < LINGER_BYTES {
         let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero()
-            || stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).is_err()
-        {
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
             break;
         }
         match (&*stream).read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => discarded += n,
+            Ok(n @ 1..) => discarded += n,
             Err(e) if is_retry(&e) => {}
-            Err(_) => break,
+            _ => break,
         }
     }
     let _ = stream.shutdown(Shutdown::Both);

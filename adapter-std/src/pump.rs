@@ -13,6 +13,7 @@ use bytes::Bytes;
 use tidewire::server::{ConnHandle, Server as Endpoint, ServerEvent};
 
 use crate::conn::{lock, pull, wait_until, write_chunks};
+use crate::outbound::Host as _;
 use crate::server::Shared;
 
 /// How long a closing connection waits for the peer's end after the last response.
@@ -175,13 +176,8 @@ fn write_loop(
             f.ready = false;
         }
         loop {
-            let (bytes, shutdown) = {
-                let mut core = core(shared);
-                let now = Instant::now();
-                let pulled = pull(&mut batch, || core.server.poll_transmit(now, conn));
-                core.after(shared);
-                pulled
-            };
+            let (bytes, shutdown) =
+                shared.with(|server, now| pull(&mut batch, || server.poll_transmit(now, conn)));
             if write_all(stream, &mut batch).is_err() {
                 core(shared).lost(shared, conn);
                 let _ = stream.shutdown(Shutdown::Both);
