@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tidewire::ws::{CloseInfo, ConnError, HandshakeError, WsConfig, WsConnection};
 
 use crate::conn::Conn;
-use crate::socket::{Link, WebSocket};
+use crate::socket::WebSocket;
 
 const READ_BUFFER: usize = 64 << 10;
 
@@ -83,13 +83,16 @@ pub fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, ConnectError
     let ws = WsConnection::client(cfg, &host_header, path, Instant::now())
         .map_err(|e| ConnectError::Url(e.to_string()))?;
     let (conn, _) = Conn::start(Arc::new(stream), peer, ws, timeouts, None);
-    let mut link = Link::new(conn, READ_BUFFER);
-    let opened = link.pump_until(|sock| match sock.opened() {
+    let mut ws = WebSocket::new(conn, READ_BUFFER);
+    let opened = ws.pump_until(|sock| match sock.opened() {
         Some(subprotocol) => Some(Ok(subprotocol.map(str::to_owned))),
         None => sock.close_info().map(|info| Err(info.clone())),
     });
     match opened {
-        Ok(subprotocol) => Ok(WebSocket::new(link, subprotocol)),
+        Ok(subprotocol) => {
+            ws.subprotocol = subprotocol;
+            Ok(ws)
+        }
         Err(info) => Err(match info.error {
             Some(ConnError::Handshake(e)) => ConnectError::Handshake(e),
             _ => ConnectError::Closed(info),

@@ -104,13 +104,13 @@ struct State {
     /// The writer thread was started.
     writer: bool,
     /// Held until the connection's last thread ends (the server's registry entry).
-    keep: Option<Arc<dyn Send + Sync>>,
+    registration: Option<Arc<dyn Send + Sync>>,
     /// A receiver is blocked in `read` until this deadline (`None`: no timeout).
     reading: Option<Option<Instant>>,
 }
 
 /// The read side, owned by whoever receives.
-pub(crate) struct Reader {
+pub(crate) struct ReadSide {
     /// Allocated on the first read, grown while reads fill it, up to `max`.
     buf: Vec<u8>,
     max: usize,
@@ -120,7 +120,7 @@ pub(crate) struct Reader {
     eof: bool,
 }
 
-impl Reader {
+impl ReadSide {
     pub(crate) fn new(size: usize) -> Self {
         Self { buf: Vec::new(), max: size.max(1024), timeout: None, eof: false }
     }
@@ -130,7 +130,7 @@ pub(crate) struct Conn {
     me: Weak<Conn>,
     /// Shared with the server's registry.
     stream: Arc<TcpStream>,
-    peer: SocketAddr,
+    pub(crate) peer: SocketAddr,
     state: Mutex<State>,
     /// Wakes senders waiting for room and a receiver waiting for the shutdown.
     cv: Condvar,
@@ -143,13 +143,14 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// Wraps `ws`, returning its upgrade request; `keep` is held until the last thread ends.
+    /// Wraps `ws`, returning its upgrade request; `registration` is held until the last thread
+    /// ends.
     pub(crate) fn start(
         stream: Arc<TcpStream>,
         peer: SocketAddr,
         mut ws: WsConnection,
         timeouts: (Option<Duration>, Duration),
-        keep: Option<Arc<dyn Send + Sync>>,
+        registration: Option<Arc<dyn Send + Sync>>,
     ) -> (Arc<Self>, Option<UpgradeRequest>) {
         let (send_timeout, linger) = timeouts;
         let mut request = None;
@@ -166,7 +167,7 @@ impl Conn {
             dropped: None,
             waiters: 0,
             writer: false,
-            keep,
+            registration,
             reading: None,
         };
         let _ = stream.set_write_timeout(Some(PATIENCE));
@@ -181,10 +182,6 @@ impl Conn {
             linger,
         });
         (conn, request)
-    }
-
-    pub(crate) fn peer_addr(&self) -> SocketAddr {
-        self.peer
     }
 
     /// Waits on `cv`, counted so that nobody notifies an empty room.
@@ -385,9 +382,9 @@ impl Conn {
         }
         let (mut st, _) = self.drive(st);
         self.shut(&mut st);
-        let keep = st.keep.take();
+        let registration = st.registration.take();
         drop(st);
-        drop(keep);
+        drop(registration);
     }
 
     /// The server shuts down: an open connection is closed with 1001, a connecting one dropped.
@@ -407,18 +404,18 @@ impl Conn {
         }
     }
 
-    /// Wakes the writer thread, started on first need; it holds `keep` until it ends.
+    /// Wakes the writer thread, started on first need; it holds the registration until it ends.
     fn wake_writer(&self, st: &mut State) {
         if st.writer {
             self.wake.notify_one();
             return;
         }
         st.writer = true;
-        let (Some(conn), keep) = (self.me.upgrade(), st.keep.take()) else { return };
+        let (Some(conn), reg) = (self.me.upgrade(), st.registration.take()) else { return };
         let spawned =
             std::thread::Builder::new().name("tidewire-ws-write".into()).spawn(move || {
                 conn.write_loop();
-                drop(keep);
+                drop(reg);
             });
         if spawned.is_err() {
             self.shut(st);
@@ -447,7 +444,7 @@ impl Conn {
     /// of the core, then one read timed out at the core's next deadline.
     pub(crate) fn pump_until<T>(
         &self,
-        rd: &mut Reader,
+        rd: &mut ReadSide,
         mut ready: impl FnMut(&mut AppSocket) -> Option<T>,
     ) -> T {
         let mut st = lock(&self.state);

@@ -10,13 +10,12 @@ use tidewire::http::{BodyError, BodyReader, Request, response};
 use tidewire::ws::WsConfig;
 
 use crate::conn::{invalid_input, is_retry};
+use crate::pump::LINGER;
 
 /// Bytes read at a time while a body arrives.
 const CHUNK: usize = 8 << 10;
 /// The most bytes a lingering close reads (and discards).
 const LINGER_BYTES: usize = 1 << 20;
-/// The longest a lingering close waits for the peer's end.
-const LINGER_MAX: Duration = Duration::from_secs(2);
 
 /// Timeouts of the server's sockets, from its `WsConfig`.
 #[derive(Clone, Copy, Debug)]
@@ -25,7 +24,7 @@ pub(crate) struct HttpLimits {
     body_timeout: Duration,
     /// `send_timeout` (30 s without one): a write without progress this long fails.
     pub(crate) write_timeout: Duration,
-    /// `close_timeout`, at most [`LINGER_MAX`]: a lingering close's wait.
+    /// `close_timeout`, at most [`LINGER`]: a lingering close's wait.
     linger: Duration,
 }
 
@@ -35,14 +34,9 @@ impl HttpLimits {
         Self {
             body_timeout: cfg.handshake_timeout,
             write_timeout: write_timeout.max(Duration::from_millis(1)),
-            linger: cfg.close_timeout.min(LINGER_MAX),
+            linger: cfg.close_timeout.min(LINGER),
         }
     }
-}
-
-fn write_all(stream: &TcpStream, bytes: &[u8], limits: &HttpLimits) -> io::Result<()> {
-    stream.set_write_timeout(Some(limits.write_timeout))?;
-    (&*stream).write_all(bytes)
 }
 
 /// Sends FIN, then discards what the peer still sends until its end (at most `linger` and
@@ -54,16 +48,13 @@ fn linger_close(stream: &TcpStream, linger: Duration) {
     let mut discarded = 0;
     while discarded < LINGER_BYTES {
         let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero()
-            || stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).is_err()
-        {
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
             break;
         }
         match (&*stream).read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => discarded += n,
+            Ok(n @ 1..) => discarded += n,
             Err(e) if is_retry(&e) => {}
-            Err(_) => break,
+            _ => break,
         }
     }
     let _ = stream.shutdown(Shutdown::Both);
@@ -73,14 +64,14 @@ fn linger_close(stream: &TcpStream, linger: Duration) {
 /// [`Server::serve_with`](crate::Server::serve_with). Answer it once with
 /// [`respond`](Self::respond), which closes the connection; dropping it unanswered drops it.
 pub struct HttpRequest {
-    request: Request,
+    pub(crate) request: Request,
     /// Bytes read after the head: the start of the body.
-    early: Vec<u8>,
-    peer: SocketAddr,
-    stream: Arc<TcpStream>,
-    limits: HttpLimits,
+    pub(crate) early: Vec<u8>,
+    pub(crate) peer: SocketAddr,
+    pub(crate) stream: Arc<TcpStream>,
+    pub(crate) limits: HttpLimits,
     /// A response was written, or the connection given up.
-    answered: bool,
+    pub(crate) answered: bool,
 }
 
 impl std::fmt::Debug for HttpRequest {
@@ -94,16 +85,6 @@ impl std::fmt::Debug for HttpRequest {
 }
 
 impl HttpRequest {
-    pub(crate) fn new(
-        request: Request,
-        early: Vec<u8>,
-        peer: SocketAddr,
-        stream: Arc<TcpStream>,
-        limits: HttpLimits,
-    ) -> Self {
-        Self { request, early, peer, stream, limits, answered: false }
-    }
-
     /// The request head.
     #[must_use]
     pub fn request(&self) -> &Request {
@@ -129,7 +110,7 @@ impl HttpRequest {
         let mut chunk = vec![0u8; CHUNK];
         loop {
             if let Some(interim) = reader.poll_transmit()
-                && let Err(e) = write_all(&self.stream, &interim, &self.limits)
+                && let Err(e) = (&*self.stream).write_all(&interim)
             {
                 self.give_up();
                 return Err(e);
@@ -186,7 +167,7 @@ impl HttpRequest {
     /// Writes a complete response, then closes without losing it ([`linger_close`]).
     fn finish(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.answered = true;
-        let written = write_all(&self.stream, bytes, &self.limits);
+        let written = (&*self.stream).write_all(bytes);
         match written {
             Ok(()) => linger_close(&self.stream, self.limits.linger),
             Err(_) => drop(self.stream.shutdown(Shutdown::Both)),
@@ -202,8 +183,6 @@ impl HttpRequest {
 
 impl Drop for HttpRequest {
     fn drop(&mut self) {
-        if !self.answered {
-            let _ = self.stream.shutdown(Shutdown::Both);
-        }
+        let _ = self.stream.shutdown(Shutdown::Both);
     }
 }

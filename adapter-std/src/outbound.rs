@@ -194,19 +194,19 @@ impl<M: OutboundClient<Event: Send> + Send + 'static> ClientMachine for M {}
 /// An application's [`OutboundClient`] with its event queue (while full, the sockets are not
 /// read), its deadline fired by a timer thread, closed on drop.
 pub(crate) struct Client<M: ClientMachine> {
-    shared: Arc<Owner<M>>,
+    shared: Arc<ClientShared<M>>,
     timer: Option<JoinHandle<()>>,
 }
 
 /// What the sockets and the timer thread share with the application.
-pub(crate) struct Owner<M: ClientMachine> {
-    core: Mutex<Core<M>>,
+pub(crate) struct ClientShared<M: ClientMachine> {
+    state: Mutex<ClientState<M>>,
     /// Anything changed: an event, room in the queue, a deadline, the end.
     changed: Condvar,
     socks: Sockets<Self>,
 }
 
-struct Core<M: ClientMachine> {
+struct ClientState<M: ClientMachine> {
     client: QueuedClient<M>,
     /// The timer thread ended: no more events.
     done: bool,
@@ -214,16 +214,16 @@ struct Core<M: ClientMachine> {
     stop: bool,
 }
 
-impl<M: ClientMachine> Owner<M> {
+impl<M: ClientMachine> ClientShared<M> {
     /// After every mutation, under the lock: sockets, then events while there is room.
-    fn after(&self, core: &mut Core<M>, now: Instant) {
-        drain(self, core.client.machine_mut(), now);
-        core.client.pull(now);
+    fn after(&self, st: &mut ClientState<M>, now: Instant) {
+        drain(self, st.client.machine_mut(), now);
+        st.client.pull(now);
         self.changed.notify_all();
     }
 }
 
-impl<M: ClientMachine> Host for Owner<M> {
+impl<M: ClientMachine> Host for ClientShared<M> {
     type Machine = M;
 
     fn sockets(&self) -> &Sockets<Self> {
@@ -231,19 +231,19 @@ impl<M: ClientMachine> Host for Owner<M> {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut M, Instant) -> T) -> T {
-        let mut core = lock(&self.core);
+        let mut st = lock(&self.state);
         let now = Instant::now();
-        let out = f(core.client.machine_mut(), now);
-        self.after(&mut core, now);
+        let out = f(st.client.machine_mut(), now);
+        self.after(&mut st, now);
         out
     }
 
     fn admit(&self) -> bool {
-        let mut core = lock(&self.core);
-        while !core.client.wants_read() && !core.client.machine().is_closed() && !core.stop {
-            core = wait_until(&self.changed, core, None);
+        let mut st = lock(&self.state);
+        while !st.client.wants_read() && !st.client.machine().is_closed() && !st.stop {
+            st = wait_until(&self.changed, st, None);
         }
-        !core.done && !core.stop
+        !st.done && !st.stop
     }
 }
 
@@ -251,8 +251,8 @@ impl<M: ClientMachine> Client<M> {
     /// Drives `machine` (its first actions at once), its timer on a thread named `name`.
     pub(crate) fn start(machine: M, dial: Dial, max_events: usize, name: &str) -> io::Result<Self> {
         let client = QueuedClient::new(machine, max_events);
-        let shared = Arc::new_cyclic(|me| Owner {
-            core: Mutex::new(Core { client, done: false, stop: false }),
+        let shared = Arc::new_cyclic(|me| ClientShared {
+            state: Mutex::new(ClientState { client, done: false, stop: false }),
             changed: Condvar::new(),
             socks: Sockets::new(me.clone(), dial),
         });
@@ -269,39 +269,38 @@ impl<M: ClientMachine> Client<M> {
 
     /// Reads the machine. Keep `f` short: the sockets wait for it.
     pub(crate) fn inspect<T>(&self, f: impl FnOnce(&M) -> T) -> T {
-        f(lock(&self.shared.core).client.machine())
+        f(lock(&self.shared.state).client.machine())
     }
 
     /// Waits while `pending` holds of the machine.
     pub(crate) fn wait_while(&self, pending: impl Fn(&M) -> bool) {
-        let mut core = lock(&self.shared.core);
-        while pending(core.client.machine()) && !core.done {
-            core = wait_until(&self.shared.changed, core, None);
+        let mut st = lock(&self.shared.state);
+        while pending(st.client.machine()) && !st.done {
+            st = wait_until(&self.shared.changed, st, None);
         }
     }
 
     /// The next event, waiting until `until`; `None` then, or once the machine is finished.
     pub(crate) fn next_event(&self, until: Option<Instant>) -> Option<M::Event> {
         let shared = &*self.shared;
-        let mut core = lock(&shared.core);
+        let mut st = lock(&shared.state);
         loop {
-            if let Some(ev) = core.client.pop() {
+            if let Some(ev) = st.client.pop() {
                 // Room: the machine's next events, and its sockets may be read again.
-                shared.after(&mut core, Instant::now());
+                shared.after(&mut st, Instant::now());
                 return Some(ev);
             }
-            if core.done || core.client.is_finished() || until.is_some_and(|t| Instant::now() >= t)
-            {
+            if st.done || st.client.is_finished() || until.is_some_and(|t| Instant::now() >= t) {
                 return None;
             }
-            core = wait_until(&shared.changed, core, until);
+            st = wait_until(&shared.changed, st, until);
         }
     }
 }
 
 impl<M: ClientMachine> Drop for Client<M> {
     fn drop(&mut self) {
-        lock(&self.shared.core).stop = true;
+        lock(&self.shared.state).stop = true;
         self.shared.changed.notify_all();
         if let Some(t) = self.timer.take() {
             let _ = t.join();
@@ -310,29 +309,29 @@ impl<M: ClientMachine> Drop for Client<M> {
 }
 
 /// The timer thread: fires the machine's deadline until it is closed without sockets.
-fn run_timer<M: ClientMachine>(shared: &Owner<M>) {
-    let mut core = lock(&shared.core);
+fn run_timer<M: ClientMachine>(shared: &ClientShared<M>) {
+    let mut st = lock(&shared.state);
     loop {
         let now = Instant::now();
-        if core.stop {
-            core.client.machine_mut().close(now);
-            shared.after(&mut core, now);
+        if st.stop {
+            st.client.machine_mut().close(now);
+            shared.after(&mut st, now);
             break;
         }
-        if core.client.poll_timeout().is_some_and(|d| d <= now) {
-            core.client.machine_mut().handle_timeout(now);
-            shared.after(&mut core, now);
+        if st.client.poll_timeout().is_some_and(|d| d <= now) {
+            st.client.machine_mut().handle_timeout(now);
+            shared.after(&mut st, now);
         }
-        if core.client.machine().is_closed() && lock(&shared.socks.writers).is_empty() {
+        if st.client.machine().is_closed() && lock(&shared.socks.writers).is_empty() {
             break;
         }
-        match core.client.poll_timeout() {
+        match st.client.poll_timeout() {
             Some(d) if d <= now => {}
-            until => core = wait_until(&shared.changed, core, until),
+            until => st = wait_until(&shared.changed, st, until),
         }
     }
-    core.done = true;
-    drop(core);
+    st.done = true;
+    drop(st);
     shared.socks.close_all();
     shared.changed.notify_all();
 }

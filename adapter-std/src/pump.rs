@@ -1,5 +1,5 @@
 //! The socket pump of the core [`Server`](Endpoint), which sits behind one mutex: per
-//! connection a reader thread ([`run`]) and a writer thread ([`write_loop`]), per server a
+//! connection a reader thread ([`serve`]) and a writer thread ([`write_loop`]), per server a
 //! timer thread ([`run_timer`]); each makes one mutation, then [`Core::after`] wakes whom
 //! it concerns. The writer pulls again only once the socket took its batch (backpressure).
 
@@ -13,10 +13,11 @@ use bytes::Bytes;
 use tidewire::server::{ConnHandle, Server as Endpoint, ServerEvent};
 
 use crate::conn::{lock, pull, wait_until, write_chunks};
+use crate::outbound::Host as _;
 use crate::server::Shared;
 
 /// How long a closing connection waits for the peer's end after the last response.
-const LINGER: Duration = Duration::from_secs(2);
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
 
 /// The core server and what the adapter keeps beside it, under one mutex.
 pub(crate) struct Core {
@@ -24,14 +25,13 @@ pub(crate) struct Core {
     writers: HashMap<ConnHandle, Arc<WriterWake>>,
     /// The deadline the timer thread sleeps until.
     deadline: Option<Instant>,
-    next_conn: u64,
     /// The timer thread ends.
     pub(crate) stop: bool,
 }
 
 impl Core {
     pub(crate) fn new(server: Endpoint) -> Self {
-        Self { server, writers: HashMap::new(), deadline: None, next_conn: 0, stop: false }
+        Self { server, writers: HashMap::new(), deadline: None, stop: false }
     }
 
     /// After every mutation, under the lock: the bus's sockets, the handle's waiters, ready
@@ -97,27 +97,27 @@ pub(crate) fn core(shared: &Shared) -> MutexGuard<'_, Core> {
     lock(&shared.core)
 }
 
-/// Serves an accepted socket through the core server, reading on this thread, with a writer
-/// thread beside it. Returns the hand-over to the application, `None` when it ended.
-pub(crate) fn run(
+/// Serves an accepted socket as `conn` through the core server, reading on this thread, with
+/// a writer thread (holding `guard`) beside it. Returns the hand-over to the application,
+/// `None` when it ended.
+pub(crate) fn serve(
     shared: &Arc<Shared>,
     stream: &Arc<TcpStream>,
+    conn: ConnHandle,
     guard: Arc<dyn Send + Sync>,
 ) -> Option<ServerEvent> {
     let wake = Arc::new(WriterWake::default());
-    let conn = {
+    {
         let mut core = core(shared);
-        let conn = ConnHandle(core.next_conn);
-        core.next_conn += 1;
         core.writers.insert(conn, Arc::clone(&wake));
         match stream.peer_addr() {
             Ok(peer) => core.server.handle_accept_from(Instant::now(), conn, peer),
             Err(_) => core.server.handle_accept(Instant::now(), conn),
         }
         core.after(shared);
-        conn
-    };
-    // Not on the writer thread: after a hand-over the application owns the timeouts.
+    }
+    // Not on the writer thread: after a hand-over the application owns the timeouts (an
+    // `HttpRequest` writes with this one).
     let _ = stream.set_write_timeout(Some(shared.limits.write_timeout));
     let writer = {
         let (shared, stream, wake) = (Arc::clone(shared), Arc::clone(stream), Arc::clone(&wake));
@@ -176,13 +176,8 @@ fn write_loop(
             f.ready = false;
         }
         loop {
-            let (bytes, shutdown) = {
-                let mut core = core(shared);
-                let now = Instant::now();
-                let pulled = pull(&mut batch, || core.server.poll_transmit(now, conn));
-                core.after(shared);
-                pulled
-            };
+            let (bytes, shutdown) =
+                shared.with(|server, now| pull(&mut batch, || server.poll_transmit(now, conn)));
             if write_all(stream, &mut batch).is_err() {
                 core(shared).lost(shared, conn);
                 let _ = stream.shutdown(Shutdown::Both);

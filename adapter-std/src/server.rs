@@ -3,9 +3,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{
-    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs,
-};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -14,14 +12,14 @@ use std::time::{Duration, Instant};
 use tidewire::http::Request;
 use tidewire::hub::{AllowAll, Authorize, Principal};
 use tidewire::redis::RedisConfig;
-use tidewire::server::{Authenticate, Credential, Routes, ServerEvent, Verdict};
+use tidewire::server::{Authenticate, ConnHandle, Credential, Routes, ServerEvent, Verdict};
 use tidewire::ws::UpgradeRequest;
 
 use crate::conn::{Conn, invalid_input, lock, wait_until};
 use crate::http::{HttpLimits, HttpRequest};
 use crate::outbound::{Dial, Host, Sockets};
 use crate::pump::{self, Core};
-use crate::socket::{Link, WebSocket};
+use crate::socket::WebSocket;
 
 /// How long `shutdown` waits for connection threads after shutting their sockets down.
 const REAP: Duration = Duration::from_secs(1);
@@ -76,12 +74,12 @@ struct Registry {
 }
 
 /// Removes a connection from the registry when the last of its threads ends.
-struct Registered {
+struct Registration {
     shared: Arc<Shared>,
     id: u64,
 }
 
-impl Drop for Registered {
+impl Drop for Registration {
     fn drop(&mut self) {
         lock(&self.shared.registry).conns.remove(&self.id);
         self.shared.left.notify_all();
@@ -302,21 +300,22 @@ fn spawn_connection<W, H>(
         reg.conns.insert(id, Arc::clone(&tracked));
         id
     };
-    let guard = Arc::new(Registered { shared: Arc::clone(shared), id });
+    let guard = Arc::new(Registration { shared: Arc::clone(shared), id });
     let handlers = Arc::clone(handlers);
-    let shared = Arc::clone(shared);
     // On failure the closure (and with it the guard and the socket) is dropped.
     let _ = std::thread::Builder::new().name("tidewire-conn".into()).spawn(move || {
-        let guard: Arc<dyn Send + Sync> = guard;
-        match pump::run(&shared, &tracked.stream, Arc::clone(&guard)) {
+        let (shared, stream) = (&guard.shared, &tracked.stream);
+        let registration: Arc<dyn Send + Sync> = guard.clone();
+        match pump::serve(shared, stream, ConnHandle(id), Arc::clone(&registration)) {
             Some(ServerEvent::Upgrade { ws, .. }) => {
-                let (stream, keep) = (Arc::clone(&tracked.stream), Some(Arc::clone(&guard)));
-                let (conn, request) = Conn::start(stream, peer, *ws, shared.ws_timeouts, keep);
+                let (timeouts, registration) = (shared.ws_timeouts, Some(registration));
+                let (conn, request) =
+                    Conn::start(Arc::clone(stream), peer, *ws, timeouts, registration);
                 *lock(&tracked.ws) = Some(Arc::clone(&conn));
-                let link = Link::new(conn, shared.read_buffer);
+                let ws = WebSocket::new(conn, shared.read_buffer);
                 // The core server checked the request.
                 let Some(request) = request else { return };
-                let upgrade = Upgrade { link, request, shared: Arc::clone(&shared) };
+                let upgrade = Upgrade { ws, request, shared: Arc::clone(shared) };
                 if shared.is_stopping() {
                     let _ = upgrade.reject(503, &[("Retry-After", "1")], b"shutting down\n");
                 } else {
@@ -324,8 +323,8 @@ fn spawn_connection<W, H>(
                 }
             }
             Some(ServerEvent::Request { request, rest, .. }) => {
-                let stream = Arc::clone(&tracked.stream);
-                let req = HttpRequest::new(request, rest.to_vec(), peer, stream, shared.limits);
+                let (stream, limits, early) = (Arc::clone(stream), shared.limits, rest.to_vec());
+                let req = HttpRequest { request, early, peer, stream, limits, answered: false };
                 if shared.is_stopping() {
                     let _ = req.respond(503, &[("Retry-After", "1")], b"shutting down\n");
                 } else {
@@ -334,7 +333,6 @@ fn spawn_connection<W, H>(
             }
             _ => {}
         }
-        drop(guard);
     });
 }
 
@@ -414,13 +412,10 @@ fn wait_for_empty(shared: &Shared, until: Instant) -> Vec<Arc<Tracked>> {
 }
 
 /// Wakes a thread blocked in `accept` by connecting to the listener once.
-fn wake_accept(local: SocketAddr) {
-    let mut addr = local;
+fn wake_accept(mut addr: SocketAddr) {
     if addr.ip().is_unspecified() {
-        addr.set_ip(match addr.ip() {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        });
+        let v4 = addr.is_ipv4();
+        addr.set_ip(if v4 { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() });
     }
     let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
 }
@@ -428,7 +423,8 @@ fn wake_accept(local: SocketAddr) {
 /// An upgrade request for a path the hub does not serve: [`accept`](Self::accept) or
 /// [`reject`](Self::reject) it (dropping it drops the connection).
 pub struct Upgrade {
-    link: Link,
+    /// Without a subprotocol until accepted.
+    ws: WebSocket,
     request: UpgradeRequest,
     shared: Arc<Shared>,
 }
@@ -436,7 +432,7 @@ pub struct Upgrade {
 impl std::fmt::Debug for Upgrade {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upgrade")
-            .field("peer", &self.link.tx.conn.peer_addr())
+            .field("peer", &self.ws.conn.peer)
             .field("request", &self.request)
             .finish_non_exhaustive()
     }
@@ -452,7 +448,7 @@ impl Upgrade {
     /// The peer's address.
     #[must_use]
     pub fn peer_addr(&self) -> SocketAddr {
-        self.link.tx.conn.peer_addr()
+        self.ws.conn.peer
     }
 
     /// Accepts the upgrade ([`WsConnection::accept`](tidewire::ws::WsConnection::accept));
@@ -462,12 +458,9 @@ impl Upgrade {
         subprotocol: Option<&str>,
         headers: &[(&str, &str)],
     ) -> io::Result<WebSocket> {
-        self.link
-            .tx
-            .conn
-            .with(|ws, now| ws.accept(now, subprotocol, headers))
-            .map_err(invalid_input)?;
-        let ws = WebSocket::new(self.link, subprotocol.map(str::to_owned));
+        self.ws.conn.with(|ws, now| ws.accept(now, subprotocol, headers)).map_err(invalid_input)?;
+        let mut ws = self.ws;
+        ws.subprotocol = subprotocol.map(str::to_owned);
         if self.shared.is_stopping() {
             // A shutdown began while the handler decided: say goodbye at once.
             let _ = ws.close(tidewire::ws::CloseCode::GOING_AWAY, "server shutdown");
@@ -478,10 +471,6 @@ impl Upgrade {
     /// Rejects the upgrade ([`WsConnection::reject`](tidewire::ws::WsConnection::reject));
     /// `InvalidInput` (and the connection dropped) for what cannot be written.
     pub fn reject(self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> io::Result<()> {
-        self.link
-            .tx
-            .conn
-            .with(|ws, now| ws.reject(now, status, headers, body))
-            .map_err(invalid_input)
+        self.ws.conn.with(|ws, now| ws.reject(now, status, headers, body)).map_err(invalid_input)
     }
 }

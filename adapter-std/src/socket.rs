@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tidewire::ws::{AppSocket, CloseCode, CloseInfo, Message, SendError, WsEvent};
 
-use crate::conn::{Conn, Reader};
+use crate::conn::{Conn, ReadSide};
 
 /// What [`WebSocket::recv_event`] returns.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,35 +30,13 @@ pub enum RecvError {
     Closed(CloseInfo),
 }
 
-/// A connection's sending side and read buffer; dropping it aborts the connection.
-pub(crate) struct Link {
-    pub(crate) tx: Sender,
-    reader: Reader,
-}
-
-impl Link {
-    pub(crate) fn new(conn: Arc<Conn>, read_buffer: usize) -> Self {
-        Self { tx: Sender { conn }, reader: Reader::new(read_buffer) }
-    }
-
-    /// Drives the connection on this thread until `ready` gives something.
-    pub(crate) fn pump_until<T>(&mut self, ready: impl FnMut(&mut AppSocket) -> Option<T>) -> T {
-        self.tx.conn.pump_until(&mut self.reader, ready)
-    }
-}
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        self.tx.conn.drop_by_app();
-    }
-}
-
 /// An open WebSocket, sending as the [`Sender`] it derefs to. It makes progress (reads,
 /// pongs, timeouts) only while a thread is in [`recv`](Self::recv) or a waiting `send`.
 /// Dropping it ends the connection once what is queued is written (`WsConfig::close_timeout`).
 pub struct WebSocket {
-    link: Link,
-    subprotocol: Option<String>,
+    tx: Sender,
+    reader: ReadSide,
+    pub(crate) subprotocol: Option<String>,
 }
 
 impl std::fmt::Debug for WebSocket {
@@ -71,8 +49,14 @@ impl std::fmt::Debug for WebSocket {
 }
 
 impl WebSocket {
-    pub(crate) fn new(link: Link, subprotocol: Option<String>) -> Self {
-        Self { link, subprotocol }
+    /// Wraps `conn`, no subprotocol yet; dropping the result aborts the connection.
+    pub(crate) fn new(conn: Arc<Conn>, read_buffer: usize) -> Self {
+        Self { tx: Sender { conn }, reader: ReadSide::new(read_buffer), subprotocol: None }
+    }
+
+    /// Drives the connection on this thread until `ready` gives something.
+    pub(crate) fn pump_until<T>(&mut self, ready: impl FnMut(&mut AppSocket) -> Option<T>) -> T {
+        self.tx.conn.pump_until(&mut self.reader, ready)
     }
 
     /// The next data message, skipping pongs; [`RecvError::Closed`] once the connection ended.
@@ -89,7 +73,7 @@ impl WebSocket {
     /// The next event, driving the connection until there is one
     /// ([`AppSocket::pop_event`]); [`Event::Closed`] repeats.
     pub fn recv_event(&mut self) -> Event {
-        self.link.pump_until(|sock| match sock.pop_event()? {
+        self.pump_until(|sock| match sock.pop_event()? {
             WsEvent::Message(m) => Some(Event::Message(m)),
             WsEvent::Pong(p) => Some(Event::Pong(p)),
             WsEvent::Closed(info) => Some(Event::Closed(info)),
@@ -100,7 +84,7 @@ impl WebSocket {
     /// A handle to send from other threads.
     #[must_use]
     pub fn sender(&self) -> Sender {
-        self.link.tx.clone()
+        self.tx.clone()
     }
 
     /// The negotiated subprotocol.
@@ -112,13 +96,19 @@ impl WebSocket {
     /// The peer's address.
     #[must_use]
     pub fn peer_addr(&self) -> SocketAddr {
-        self.link.tx.conn.peer_addr()
+        self.tx.conn.peer
     }
 
     /// How the connection ended, as soon as the core knows ([`AppSocket::close_info`]).
     #[must_use]
     pub fn close_info(&self) -> Option<CloseInfo> {
-        self.link.tx.conn.close_info()
+        self.tx.conn.close_info()
+    }
+}
+
+impl Drop for WebSocket {
+    fn drop(&mut self) {
+        self.tx.conn.drop_by_app();
     }
 }
 
@@ -126,7 +116,7 @@ impl Deref for WebSocket {
     type Target = Sender;
 
     fn deref(&self) -> &Sender {
-        &self.link.tx
+        &self.tx
     }
 }
 
@@ -139,7 +129,7 @@ pub struct Sender {
 
 impl std::fmt::Debug for Sender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sender").field("peer", &self.conn.peer_addr()).finish_non_exhaustive()
+        f.debug_struct("Sender").field("peer", &self.conn.peer).finish_non_exhaustive()
     }
 }
 
