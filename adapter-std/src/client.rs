@@ -5,7 +5,11 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tidewire::ws::{CloseInfo, ConnError, HandshakeError, WsConfig, WsConnection};
+use std::net::ToSocketAddrs as _;
+
+use tidewire::client::Target;
+use tidewire::ws::app::ConnectError;
+use tidewire::ws::{WsConfig, WsConnection};
 
 use crate::conn::Conn;
 use crate::socket::WebSocket;
@@ -28,39 +32,11 @@ impl Default for ClientOptions {
     }
 }
 
-/// Why [`connect`] failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConnectError {
-    /// The URL is invalid or not `ws://` (no TLS).
-    #[error("invalid URL: {0}")]
-    Url(String),
-    /// Name resolution, the TCP connection or the socket failed.
-    #[error("I/O error: {0}")]
-    Io(#[from] io::Error),
-    /// The opening handshake failed (e.g. [`HandshakeError::Status`]).
-    #[error("handshake failed: {0}")]
-    Handshake(HandshakeError),
-    /// The connection ended during the handshake for another reason.
-    #[error("connection closed during the handshake (code {})", .0.code)]
-    Closed(CloseInfo),
-}
-
 /// Opens a WebSocket connection to a `ws://host[:port]/path[?query]` URL, within
 /// `opts.connect_timeout` plus `opts.ws.handshake_timeout` ([`WsConnection::client`]).
 pub fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, ConnectError> {
-    let url = url::Url::parse(url).map_err(|e| ConnectError::Url(e.to_string()))?;
-    if url.scheme() != "ws" {
-        return Err(ConnectError::Url(format!(
-            "unsupported scheme `{}` (only ws:// is supported)",
-            url.scheme()
-        )));
-    }
-    let host = url.host_str().ok_or_else(|| ConnectError::Url("no host".into()))?;
-    let host_header = url.port().map_or_else(|| host.to_owned(), |port| format!("{host}:{port}"));
-    let path = &url[url::Position::BeforePath..url::Position::AfterQuery];
-    let path = if path.is_empty() { "/" } else { path };
-    let addrs = url.socket_addrs(|| Some(80))?;
+    let target = Target::parse(url, &["ws"])?;
+    let addrs: Vec<_> = (target.host.as_str(), target.port).to_socket_addrs()?.collect();
     let start = Instant::now();
     let mut last = io::Error::new(io::ErrorKind::NotFound, "the host resolved to no address");
     let stream = addrs.iter().find_map(|addr| {
@@ -80,22 +56,14 @@ pub fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, ConnectError
         getrandom::fill(&mut cfg.rng_seed).map_err(|e| io::Error::other(e.to_string()))?;
     }
     let timeouts = (cfg.send_timeout, cfg.close_timeout);
-    let ws = WsConnection::client(cfg, &host_header, path, Instant::now())
+    let ws = WsConnection::client(cfg, &target.authority, &target.path, Instant::now())
         .map_err(|e| ConnectError::Url(e.to_string()))?;
     let (conn, _) = Conn::start(Arc::new(stream), peer, ws, timeouts, None);
     let mut ws = WebSocket::new(conn, READ_BUFFER);
     let opened = ws.pump_until(|sock| match sock.opened() {
         Some(subprotocol) => Some(Ok(subprotocol.map(str::to_owned))),
-        None => sock.close_info().map(|info| Err(info.clone())),
+        None => sock.close_info().map(|info| Err(ConnectError::from(info.clone()))),
     });
-    match opened {
-        Ok(subprotocol) => {
-            ws.subprotocol = subprotocol;
-            Ok(ws)
-        }
-        Err(info) => Err(match info.error {
-            Some(ConnError::Handshake(e)) => ConnectError::Handshake(e),
-            _ => ConnectError::Closed(info),
-        }),
-    }
+    ws.subprotocol = opened?;
+    Ok(ws)
 }

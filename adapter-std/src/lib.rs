@@ -73,13 +73,15 @@ mod socket;
 pub mod sse;
 
 pub use bytes::Bytes;
-pub use client::{ClientOptions, ConnectError, connect};
+pub use client::{ClientOptions, connect};
 pub use http::HttpRequest;
-pub use server::{Server, ServerConfig, ServerHandle, ShutdownReport, Upgrade};
+pub use server::{Server, ServerConfig, ServerHandle, Upgrade};
 pub use session::{Session, SessionOptions};
-pub use socket::{Event, RecvError, Sender, WebSocket};
+pub use socket::{Sender, WebSocket};
 pub use tidewire;
+pub use tidewire::server::ShutdownReport;
 pub use tidewire::sse::StreamEnd;
+pub use tidewire::ws::app::{ConnectError, Event, RecvError};
 pub use tidewire::ws::{
     CloseCode, CloseInfo, Message, SendError, UpgradeRequest, Utf8Bytes, WsConfig,
 };

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use tidewire::http::Request;
 use tidewire::hub::{AllowAll, Authorize, Principal};
 use tidewire::redis::RedisConfig;
-use tidewire::server::{Authenticate, ConnHandle, Credential, Routes, ServerEvent, Verdict};
+use tidewire::server::{
+    Authenticate, ConnHandle, Credential, Routes, ServerEvent, ShutdownReport, Verdict,
+};
 use tidewire::ws::UpgradeRequest;
 
 use crate::conn::{Conn, invalid_input, lock, wait_until};
@@ -47,15 +49,6 @@ impl Default for ServerConfig {
         endpoint.routes = Routes::none();
         Self { endpoint, max_connections: 10_000, read_buffer: 64 << 10, redis: None }
     }
-}
-
-/// How a [`ServerHandle::shutdown`] went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ShutdownReport {
-    /// Connections that ended within the grace period.
-    pub closed: usize,
-    /// Connections whose sockets were shut down when the grace period ran out.
-    pub dropped: usize,
 }
 
 /// One TCP connection in the registry.

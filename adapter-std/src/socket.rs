@@ -5,30 +5,10 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tidewire::ws::{AppSocket, CloseCode, CloseInfo, Message, SendError, WsEvent};
+use tidewire::ws::app::{Event, RecvError};
+use tidewire::ws::{AppSocket, CloseCode, CloseInfo, Message, SendError};
 
 use crate::conn::{Conn, ReadSide};
-
-/// What [`WebSocket::recv_event`] returns.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum Event {
-    /// A complete data message.
-    Message(Message),
-    /// A pong (pings from the peer are answered automatically).
-    Pong(Bytes),
-    /// The connection ended and its socket is shut down; returned again by every later call.
-    Closed(CloseInfo),
-}
-
-/// Returned by [`WebSocket::recv`] once the connection ended, on every call.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RecvError {
-    /// The connection ended: how and why.
-    #[error("connection closed (code {})", .0.code)]
-    Closed(CloseInfo),
-}
 
 /// An open WebSocket, sending as the [`Sender`] it derefs to. It makes progress (reads,
 /// pongs, timeouts) only while a thread is in [`recv`](Self::recv) or a waiting `send`.
@@ -73,12 +53,7 @@ impl WebSocket {
     /// The next event, driving the connection until there is one
     /// ([`AppSocket::pop_event`]); [`Event::Closed`] repeats.
     pub fn recv_event(&mut self) -> Event {
-        self.pump_until(|sock| match sock.pop_event()? {
-            WsEvent::Message(m) => Some(Event::Message(m)),
-            WsEvent::Pong(p) => Some(Event::Pong(p)),
-            WsEvent::Closed(info) => Some(Event::Closed(info)),
-            _ => None,
-        })
+        self.pump_until(AppSocket::next_event)
     }
 
     /// A handle to send from other threads.

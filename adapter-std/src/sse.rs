@@ -54,12 +54,8 @@ pub struct SseConnection {
 /// attempt. Fails with [`ConnectError::Url`] for a bad URL or header, [`ConnectError::Io`]
 /// without OS entropy or a timer thread; network failures are not errors: it reconnects.
 pub fn connect(url: &str, opts: SseOptions) -> Result<SseConnection, ConnectError> {
-    let url = url::Url::parse(url).map_err(|e| ConnectError::Url(e.to_string()))?;
-    let host = url.host_str().filter(|_| url.scheme() == "http");
-    let host = host.ok_or_else(|| ConnectError::Url("not an http://host URL".into()))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let path = &url[url::Position::BeforePath..url::Position::AfterQuery];
-    let mut cfg = EventSourceConfig::new(host, url.port_or_known_default().unwrap_or(80), path);
+    let target = tidewire::client::Target::parse(url, &["http"])?;
+    let mut cfg = EventSourceConfig::new(target.host, target.port, target.path);
     let SseOptions { client, headers, connect_timeout } = opts;
     let max_events = client.limits.max_queued;
     (cfg.client, cfg.headers, cfg.connect_timeout) = (client, headers, Some(connect_timeout));
