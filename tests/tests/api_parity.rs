@@ -51,8 +51,7 @@ macro_rules! parity {
             $($kw)* fn session(cfg: SessionConfig, pos: Option<Position>) -> Res<()> {
                 let _: Session = Session::connect(cfg.clone());
                 let opts = SessionOptions::default();
-                let _: (usize, usize, usize) = (opts.max_events, opts.max_inbox, opts.read_chunk);
-                let _: (Duration, Duration) = (opts.connect_timeout, opts.write_timeout);
+                let _: usize = opts.max_events;
                 let mut s: Session = Session::with_options(cfg, opts);
                 s.subscribe("ch")?;
                 s.subscribe_from("ch", pos)?;
