@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use event_listener::{Event as Notify, listener};
+use smol::io::AsyncReadExt as _;
 use smol::{Async, Executor, Timer, future};
 use tidewire::server::{ConnHandle, Server, ServerEvent};
 use tidewire::ws::app::Pass;
@@ -29,6 +30,8 @@ use crate::server::{Registration, ServerState, Upgrade};
 
 /// Bytes pulled from the core endpoint for one connection before they are written.
 const PULL_BOUND: usize = 256 << 10;
+/// The longest a closing connection waits for the peer's end after the last response.
+const LINGER: Duration = Duration::from_secs(2);
 /// A stalled hub write loses the connection after this long (without `WsConfig::send_timeout`).
 const WRITE_STALL: Duration = Duration::from_secs(30);
 /// Chunks written in one vectored write at most.
@@ -146,49 +149,53 @@ pub(crate) fn spawn_on(
     }
 }
 
-/// One accepted connection: pumped through the core endpoint until it ends or is handed over
-/// as an upgrade (then pumped as an [`App`]) or a request (given to the handler).
+/// One accepted connection: pumped through the core endpoint until it ends (a request of
+/// the application's goes to its handler meanwhile) or is handed over as an upgrade (then
+/// pumped as an [`App`]).
 pub(crate) async fn run_conn(
     stream: Arc<Async<TcpStream>>,
     peer: SocketAddr,
     registration: Registration,
     handlers: Handlers,
 ) {
-    let server = registration.server.clone();
+    let server = &registration.server;
     let conn = registration.conn;
     let cfg = &server.cfg;
-    let handover = {
-        let mut hub = Hub::new(&server, conn, peer);
+    let (handover, ended) = {
+        let mut hub = Hub::new(server, conn, peer, &handlers);
         let stall = cfg.endpoint.ws.send_timeout.unwrap_or(WRITE_STALL);
-        let _ = socket_loop(&stream, &mut hub, cfg.read_buffer, Some(stall)).await;
-        hub.handover.take()
+        let written = socket_loop(&stream, &mut hub, cfg.read_buffer, Some(stall)).await;
+        (hub.handover.take(), hub.ended && written.is_ok())
     };
-    match handover {
-        Some(ServerEvent::Upgrade { ws, .. }) => {
-            // Out of its box: the box is freed now.
-            let mut ws = *ws;
-            let request = std::iter::from_fn(|| ws.poll_event()).fold(None, |req, ev| match ev {
-                WsEvent::UpgradeRequested(r) => Some(r),
-                _ => req,
-            });
-            let close_timeout = cfg.endpoint.ws.close_timeout;
-            let shared = Arc::new(WsConn::new(ws, close_timeout, peer));
-            // Without a request: a malformed upgrade, whose answer (400, 426…) is written.
-            if let Some(request) = request {
-                let upgrade =
-                    Upgrade { shared: shared.clone(), request, server: server.clone(), conn };
-                server.spawn((handlers.0)(upgrade));
-            }
-            run_ws(stream, shared, cfg.read_buffer, Some(close_timeout)).await;
+    let Some(ServerEvent::Upgrade { ws, .. }) = handover else {
+        if ended && !server.core().server.is_shutting_down() {
+            linger(&stream, Instant::now() + cfg.endpoint.ws.close_timeout.min(LINGER)).await;
         }
-        Some(ServerEvent::Request { request, rest, .. }) => {
-            let req = HttpRequest::new(stream, peer, request, rest.to_vec(), registration);
-            (handlers.1)(req).await;
-        }
-        _ => {
-            let _ = stream.get_ref().shutdown(Shutdown::Both);
-        }
+        let _ = stream.get_ref().shutdown(Shutdown::Both);
+        return;
+    };
+    // Out of its box: the box is freed now.
+    let mut ws = *ws;
+    let request = std::iter::from_fn(|| ws.poll_event()).fold(None, |req, ev| match ev {
+        WsEvent::UpgradeRequested(r) => Some(r),
+        _ => req,
+    });
+    let close_timeout = cfg.endpoint.ws.close_timeout;
+    let shared = Arc::new(WsConn::new(ws, close_timeout, peer));
+    // Without a request: a malformed upgrade, whose answer (400, 426…) is written.
+    if let Some(request) = request {
+        let upgrade = Upgrade { shared: shared.clone(), request, server: server.clone(), conn };
+        server.spawn((handlers.0)(upgrade));
     }
+    run_ws(stream, shared, cfg.read_buffer, Some(close_timeout)).await;
+}
+
+/// Sends FIN after the last response, then discards input until the peer's end or `until`:
+/// unread input would make the close a reset that destroys the response.
+async fn linger(stream: &Async<TcpStream>, until: Instant) {
+    let _ = stream.get_ref().shutdown(Shutdown::Write);
+    let mut sink = [0u8; 512];
+    while let Some(Ok(1..)) = crate::until(until, (&mut &*stream).read(&mut sink)).await {}
 }
 
 /// Pumps an application WebSocket until it is done (see [`App`]). `decide`: a server's
@@ -413,25 +420,32 @@ pub(crate) async fn socket_loop(
 
 /// A connection of the core endpoint, pumped under the server's lock; dropped, the core loses it.
 struct Hub<'a> {
-    shared: &'a ServerState,
+    shared: &'a Arc<ServerState>,
+    handlers: &'a Handlers,
+    peer: SocketAddr,
     conn: ConnHandle,
     wake: Arc<DriverWake>,
     /// The core asked for `Transmit::Shutdown`: the rest is written, then the end.
     ended: bool,
     /// A read or write failed: the end.
     lost: bool,
-    /// What the core handed over: the pump ends.
+    /// The upgrade the core handed over: the pump ends.
     handover: Option<ServerEvent>,
 }
 
 impl<'a> Hub<'a> {
-    fn new(shared: &'a ServerState, conn: ConnHandle, peer: SocketAddr) -> Self {
+    fn new(
+        shared: &'a Arc<ServerState>,
+        conn: ConnHandle,
+        peer: SocketAddr,
+        handlers: &'a Handlers,
+    ) -> Self {
         let wake = Arc::new(DriverWake::default());
         let mut core = shared.core();
         core.wakers.insert(conn, wake.clone());
         core.server.handle_accept_from(Instant::now(), conn, peer);
         core.wake_waiters(shared);
-        Self { shared, conn, wake, ended: false, lost: false, handover: None }
+        Self { shared, handlers, peer, conn, wake, ended: false, lost: false, handover: None }
     }
 }
 
@@ -468,9 +482,16 @@ impl Target for Hub<'_> {
         // A ring before this pass is handled by it (or once the socket took the batch); one
         // after it (under the lock) rings again.
         self.wake.reset();
-        self.handover = core.server.poll_handover(self.conn);
-        if self.handover.is_some() {
-            return Pass::Stop;
+        match core.server.poll_handover(self.conn) {
+            Some(ServerEvent::Request { request, .. }) => {
+                let req = HttpRequest::new(self.shared.clone(), self.conn, request, self.peer);
+                self.shared.spawn((self.handlers.1)(req));
+            }
+            Some(upgrade) => {
+                self.handover = Some(upgrade);
+                return Pass::Stop;
+            }
+            None => {}
         }
         Pass::Run { read: !self.ended, deadline: None, shutdown: self.ended }
     }

@@ -4,15 +4,16 @@
 //! it concerns. The writer pulls again only once the socket took its batch (backpressure).
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{ErrorKind, Read as _};
+use std::io::Read as _;
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tidewire::http::Request;
 use tidewire::server::{ConnHandle, Server as Endpoint, ServerEvent};
 
-use crate::conn::{lock, pull, wait_until, write_chunks};
+use crate::conn::{is_retry, lock, pull, wait_until, write_chunks};
 use crate::outbound::Host as _;
 use crate::server::Shared;
 
@@ -98,13 +99,16 @@ pub(crate) fn core(shared: &Shared) -> MutexGuard<'_, Core> {
 }
 
 /// Serves an accepted socket as `conn` through the core server, reading on this thread, with
-/// a writer thread (holding `guard`) beside it. Returns the hand-over to the application,
-/// `None` when it ended.
+/// a writer thread (holding `guard`) beside it. A request of the application's goes to
+/// `on_request` on this thread meanwhile, with the connection's read turn (whoever reads
+/// holds it, so that two threads never feed the core out of order). Returns an upgrade
+/// handed over to the application, `None` when the connection ended.
 pub(crate) fn serve(
     shared: &Arc<Shared>,
     stream: &Arc<TcpStream>,
     conn: ConnHandle,
     guard: Arc<dyn Send + Sync>,
+    mut on_request: impl FnMut(Request, &Arc<Mutex<()>>),
 ) -> Option<ServerEvent> {
     let wake = Arc::new(WriterWake::default());
     {
@@ -116,9 +120,8 @@ pub(crate) fn serve(
         }
         core.after(shared);
     }
-    // Not on the writer thread: after a hand-over the application owns the timeouts (an
-    // `HttpRequest` writes with this one).
-    let _ = stream.set_write_timeout(Some(shared.limits.write_timeout));
+    // Here, not on the writer thread: after an upgrade the application WebSocket keeps it.
+    let _ = stream.set_write_timeout(Some(shared.write_timeout));
     let writer = {
         let (shared, stream, wake) = (Arc::clone(shared), Arc::clone(stream), Arc::clone(&wake));
         std::thread::Builder::new()
@@ -130,29 +133,56 @@ pub(crate) fn serve(
         return None;
     }
     let mut buf = vec![0u8; shared.read_buffer];
+    let turn = Arc::new(Mutex::new(()));
     loop {
-        let read = (&**stream).read(&mut buf);
-        let now = Instant::now();
-        let mut core = core(shared);
-        let end = !matches!(read, Ok(1..));
-        match read {
-            Ok(0) => core.server.handle_eof(now, conn),
-            Ok(n) => core.server.handle_read(now, conn, &buf[..n]),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) => core.lost(shared, conn),
+        let (end, handover) = {
+            let _reading = lock(&turn);
+            read_once(shared, stream, conn, &mut buf)
+        };
+        match handover {
+            Some(ServerEvent::Request { request, .. }) => on_request(request, &turn),
+            Some(upgrade) => return Some(upgrade),
+            None => {}
         }
-        core.after(shared);
-        let handover = core.server.poll_handover(conn);
-        if handover.is_some() {
-            core.writer_gone(conn);
-            return handover;
-        }
-        drop(core);
         if end {
             wake.update(|f| f.read_done = true);
             return None;
         }
     }
+}
+
+/// One read of `conn`'s socket into the core: whether its read half ended, and what the
+/// core handed over (an upgrade's writer ends here).
+pub(crate) fn read_once(
+    shared: &Shared,
+    stream: &TcpStream,
+    conn: ConnHandle,
+    buf: &mut [u8],
+) -> (bool, Option<ServerEvent>) {
+    let read = (&*stream).read(buf);
+    let now = Instant::now();
+    let mut core = core(shared);
+    let end = match read {
+        Ok(0) => {
+            core.server.handle_eof(now, conn);
+            true
+        }
+        Ok(n) => {
+            core.server.handle_read(now, conn, &buf[..n]);
+            false
+        }
+        Err(e) if is_retry(&e) => false,
+        Err(_) => {
+            core.lost(shared, conn);
+            true
+        }
+    };
+    core.after(shared);
+    let handover = core.server.poll_handover(conn);
+    if matches!(handover, Some(ServerEvent::Upgrade { .. })) {
+        core.writer_gone(conn);
+    }
+    (end, handover)
 }
 
 /// The writer: pulls what the server has for `conn` while the socket takes it.

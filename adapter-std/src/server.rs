@@ -18,7 +18,7 @@ use tidewire::server::{
 use tidewire::ws::UpgradeRequest;
 
 use crate::conn::{Conn, invalid_input, lock, wait_until};
-use crate::http::{HttpLimits, HttpRequest};
+use crate::http::HttpRequest;
 use crate::outbound::{Dial, Host, Sockets};
 use crate::pump::{self, Core};
 use crate::socket::WebSocket;
@@ -92,7 +92,8 @@ pub(crate) struct Shared {
     pub(crate) read_buffer: usize,
     /// `WsConfig::send_timeout` and `close_timeout` of application WebSockets.
     ws_timeouts: (Option<Duration>, Duration),
-    pub(crate) limits: HttpLimits,
+    /// A write without progress this long fails (`WsConfig::send_timeout`, else 30 s).
+    pub(crate) write_timeout: Duration,
     max_connections: usize,
     registry: Mutex<Registry>,
     /// Notified whenever a connection leaves the registry, and once a shutdown finished.
@@ -168,7 +169,8 @@ impl Server {
         let seed = getrandom::u64().unwrap_or_else(|_| crate::fallback_seed());
         let ServerConfig { endpoint: ecfg, max_connections, read_buffer, redis } = cfg;
         let ws = &ecfg.ws;
-        let (ws_timeouts, limits) = ((ws.send_timeout, ws.close_timeout), HttpLimits::from_ws(ws));
+        let ws_timeouts = (ws.send_timeout, ws.close_timeout);
+        let write_timeout = ws.send_timeout.unwrap_or(Duration::from_secs(30));
         let endpoint = match redis {
             None => tidewire::server::Server::new(ecfg, authn, authz, seed),
             Some(r) => {
@@ -188,7 +190,7 @@ impl Server {
             event_cv: Condvar::new(),
             read_buffer: read_buffer.max(1024),
             ws_timeouts,
-            limits,
+            write_timeout: write_timeout.max(Duration::from_millis(1)),
             max_connections,
             registry: Mutex::new(Registry::default()),
             left: Condvar::new(),
@@ -299,32 +301,26 @@ fn spawn_connection<W, H>(
     let _ = std::thread::Builder::new().name("tidewire-conn".into()).spawn(move || {
         let (shared, stream) = (&guard.shared, &tracked.stream);
         let registration: Arc<dyn Send + Sync> = guard.clone();
-        match pump::serve(shared, stream, ConnHandle(id), Arc::clone(&registration)) {
-            Some(ServerEvent::Upgrade { ws, .. }) => {
-                let (timeouts, registration) = (shared.ws_timeouts, Some(registration));
-                let (conn, request) =
-                    Conn::start(Arc::clone(stream), peer, *ws, timeouts, registration);
-                *lock(&tracked.ws) = Some(Arc::clone(&conn));
-                let ws = WebSocket::new(conn, shared.read_buffer);
-                // The core server checked the request.
-                let Some(request) = request else { return };
-                let upgrade = Upgrade { ws, request, shared: Arc::clone(shared) };
-                if shared.is_stopping() {
-                    let _ = upgrade.reject(503, &[("Retry-After", "1")], b"shutting down\n");
-                } else {
-                    (handlers.0)(upgrade);
-                }
+        let conn = ConnHandle(id);
+        let on_request = |request, turn: &Arc<Mutex<()>>| {
+            let (shared, stream, turn) = (Arc::clone(shared), Arc::clone(stream), Arc::clone(turn));
+            (handlers.1)(HttpRequest { shared, conn, request, peer, stream, turn, done: false });
+        };
+        let handover = pump::serve(shared, stream, conn, Arc::clone(&registration), on_request);
+        if let Some(ServerEvent::Upgrade { ws, .. }) = handover {
+            let (timeouts, registration) = (shared.ws_timeouts, Some(registration));
+            let (conn, request) =
+                Conn::start(Arc::clone(stream), peer, *ws, timeouts, registration);
+            *lock(&tracked.ws) = Some(Arc::clone(&conn));
+            let ws = WebSocket::new(conn, shared.read_buffer);
+            // The core server checked the request.
+            let Some(request) = request else { return };
+            let upgrade = Upgrade { ws, request, shared: Arc::clone(shared) };
+            if shared.is_stopping() {
+                let _ = upgrade.reject(503, &[("Retry-After", "1")], b"shutting down\n");
+            } else {
+                (handlers.0)(upgrade);
             }
-            Some(ServerEvent::Request { request, rest, .. }) => {
-                let (stream, limits, early) = (Arc::clone(stream), shared.limits, rest.to_vec());
-                let req = HttpRequest { request, early, peer, stream, limits, answered: false };
-                if shared.is_stopping() {
-                    let _ = req.respond(503, &[("Retry-After", "1")], b"shutting down\n");
-                } else {
-                    (handlers.1)(req);
-                }
-            }
-            _ => {}
         }
     });
 }

@@ -262,7 +262,7 @@ fn serve_with_routes_upgrades_to_ws_and_reads_bodies() {
 fn a_body_that_does_not_arrive_is_cut_off() {
     within(10, || {
         let mut cfg = ServerConfig::default();
-        cfg.endpoint.ws.handshake_timeout = Duration::from_millis(300);
+        cfg.endpoint.head_timeout = Duration::from_millis(300);
         let (tx, rx) = mpsc::channel();
         let tx = std::sync::Mutex::new(tx);
         let server = TestServer::start_with(cfg, echo_ws, move |mut req: HttpRequest| {
@@ -274,6 +274,33 @@ fn a_body_that_does_not_arrive_is_cut_off() {
         let answer = String::from_utf8(read_to_end_lossy(&mut s)).unwrap();
         assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
         assert_eq!(rx.recv().unwrap(), Err(std::io::ErrorKind::TimedOut));
+    });
+}
+
+#[test]
+fn a_request_moved_to_another_thread_reads_its_body_in_order() {
+    // The handler returns at once; another thread reads the body while the connection's
+    // own reader goes on: the pieces reach the core in order, through one reader at a time.
+    within(10, || {
+        let server = TestServer::start_with(ServerConfig::default(), echo_ws, |req| {
+            std::thread::spawn(move || {
+                let mut req: HttpRequest = req;
+                if let Ok(body) = req.read_body(1 << 16) {
+                    let _ = req.respond(200, &[], &body);
+                }
+            });
+        });
+        let body: String = (0..2000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+        let mut s = raw(server.addr);
+        write!(s, "POST /app HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n", body.len())
+            .unwrap();
+        for piece in body.as_bytes().chunks(97) {
+            s.write_all(piece).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let answer = String::from_utf8(read_to_end_lossy(&mut s)).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(answer.ends_with(&format!("\r\n\r\n{body}")), "{answer}");
     });
 }
 

@@ -79,6 +79,18 @@ impl BodyError {
     }
 }
 
+impl From<BodyError> for std::io::Error {
+    /// `TimedOut`, `UnexpectedEof` (truncated) or `InvalidData`, with the error inside.
+    fn from(e: BodyError) -> Self {
+        let kind = match e {
+            BodyError::TimedOut => std::io::ErrorKind::TimedOut,
+            BodyError::Truncated => std::io::ErrorKind::UnexpectedEof,
+            _ => std::io::ErrorKind::InvalidData,
+        };
+        std::io::Error::new(kind, e)
+    }
+}
+
 /// Where the body's framing is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Framing {
@@ -198,6 +210,27 @@ impl BodyReader {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.outcome.is_none().then_some(self.deadline)
+    }
+
+    /// Lowers the limit to `max` (a body known or read to be over it fails with
+    /// [`BodyError::TooLarge`]) and, while the body is not complete, gives it until
+    /// `now + timeout`. For a reader started before the application said what it takes.
+    pub fn limit(&mut self, now: Instant, max: usize, timeout: Duration) {
+        if max < self.max {
+            self.max = max;
+            let announced = match self.framing {
+                Framing::Length(left) => left,
+                _ => 0,
+            };
+            if self.outcome.is_none_or(|o| o.is_ok())
+                && self.body.len().saturating_add(announced) > max
+            {
+                self.fail(BodyError::TooLarge { max });
+            }
+        }
+        if self.outcome.is_none() {
+            self.deadline = now + timeout;
+        }
     }
 
     fn fail(&mut self, e: BodyError) {
@@ -400,6 +433,43 @@ mod tests {
         assert_eq!(BodyError::Unsupported.status(), Some(501));
         assert!(BodyError::TimedOut.response().unwrap().starts_with(b"HTTP/1.1 408 "));
         assert_eq!(BodyError::Truncated.response(), None);
+        let io = |e: BodyError| std::io::Error::from(e).kind();
+        assert_eq!(io(BodyError::TimedOut), std::io::ErrorKind::TimedOut);
+        assert_eq!(io(BodyError::Truncated), std::io::ErrorKind::UnexpectedEof);
+        assert_eq!(io(BodyError::TooLarge { max: 1 }), std::io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn a_lowered_limit_and_a_new_deadline() {
+        let now = crate::time::test_epoch();
+        let second = Duration::from_secs(1);
+        let start = |headers: &str, input: &[u8]| {
+            let mut r = BodyReader::new(now, &request(headers), 100, second);
+            r.handle_read(input);
+            r
+        };
+        // Announced over the new limit, read over it, or within it.
+        let mut r = start("Content-Length: 20\r\n", b"abc");
+        r.limit(now, 10, second);
+        assert_eq!(r.poll_body(), Some(Err(BodyError::TooLarge { max: 10 })));
+        let te = "Transfer-Encoding: chunked\r\n";
+        let mut r = start(te, b"c\r\n0123456789ab\r\n0\r\n\r\n");
+        r.limit(now, 10, second);
+        assert_eq!(r.poll_body(), Some(Err(BodyError::TooLarge { max: 10 })));
+        let mut r = start(te, b"3\r\nabc\r\n");
+        r.limit(now, 10, second);
+        r.handle_read(b"8\r\n01234567\r\n");
+        assert_eq!(r.poll_body(), Some(Err(BodyError::TooLarge { max: 10 })));
+        // A later deadline for what has not arrived; a raised limit stays the old one.
+        let mut r = start("Content-Length: 4\r\n", b"ab");
+        r.limit(now + second, 1000, second);
+        r.handle_timeout(now + second);
+        assert_eq!(r.poll_body(), None, "the deadline moved");
+        r.handle_read(b"cd");
+        assert_eq!(r.poll_body(), Some(Ok(Bytes::from_static(b"abcd"))));
+        let mut r = start("Content-Length: 200\r\n", b"");
+        r.limit(now, 1000, second);
+        assert_eq!(r.poll_body(), Some(Err(BodyError::TooLarge { max: 100 })));
     }
 
     #[test]

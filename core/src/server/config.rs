@@ -31,6 +31,11 @@ pub struct ServerConfig {
     pub head_timeout: Duration,
     /// The largest body of a publish request (default 64 KiB; over it: `413`).
     pub max_publish_body: usize,
+    /// The largest body the server reads for a request of the application's own paths
+    /// (default 1 MiB; over it: `413`); [`Server::read_body`](super::Server::read_body)
+    /// may ask for less. The body is read from the request's arrival on, so this also
+    /// bounds what such a connection holds before the application asks.
+    pub max_request_body: usize,
     /// Polling clients kept between polls (default 4096), keyed by (principal, channel,
     /// `sid` query parameter). Past it a poll gets a hub connection for that request only.
     pub max_poll_clients: usize,
@@ -69,6 +74,7 @@ impl Default for ServerConfig {
             max_head: 16 << 10,
             head_timeout: Duration::from_secs(10),
             max_publish_body: 64 << 10,
+            max_request_body: 1 << 20,
             max_poll_clients: 4096,
             max_sid: 128,
             trusted_dedup: 4096,

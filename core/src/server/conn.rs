@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 
 use super::Credential;
-use crate::http::{Request, RequestParser};
+use crate::http::{BodyReader, Request, RequestParser};
 use crate::hub::ConnId;
 use crate::poll::Poll;
 use crate::sse::SseStream;
@@ -31,7 +31,9 @@ pub(super) enum Proto {
     /// is written until it comes (or the hub's `join_timeout` refuses it).
     Joining { hub: ConnId, then: super::join::AfterJoin },
     /// Reading a publish's body.
-    Body { cred: Credential, ch: String, id: Option<String>, body: Vec<u8>, need: usize },
+    Body { cred: Credential, ch: String, id: Option<String>, reader: Box<BodyReader> },
+    /// A request for the application's own path, until the application answers it.
+    App(Box<super::app::AppRequest>),
     /// A response is queued (or nothing is left to say); the connection ends after it.
     Done,
 }
@@ -95,6 +97,7 @@ impl Conn {
             Proto::Poll { hub, .. } => format!("held poll {hub:?}"),
             Proto::Joining { hub, .. } => format!("join of {hub:?} waits for a decision"),
             Proto::Body { .. } => "reading body".to_owned(),
+            Proto::App(_) => "the application's request".to_owned(),
             Proto::Done => "answered".to_owned(),
         };
         format!("{what}, {} bytes unsent, shutdown {}", self.buffered(), self.shutdown)
@@ -108,6 +111,7 @@ impl Conn {
             Proto::Sse { sse, .. } => sse.poll_timeout(),
             Proto::Poll { poll, .. } => poll.poll_timeout(),
             Proto::Head(..) | Proto::Body { .. } | Proto::Deciding { .. } => Some(self.deadline),
+            Proto::App(app) => app.deadline(),
             Proto::Joining { .. } | Proto::Done => None,
         }
     }

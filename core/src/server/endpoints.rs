@@ -8,7 +8,7 @@ use super::auth::origin_allowed;
 use super::join::AfterJoin;
 use super::route::Endpoint;
 use super::{ConnHandle, Credential, Proto, Server, ServerEvent, Verdict, pending, status_of};
-use crate::http::Request;
+use crate::http::{BodyReader, Request};
 use crate::hub::{ConnId, HubError, Principal, PublishRequest, Transport};
 use crate::machine::Machine;
 use crate::poll::{Poll, PollRequest};
@@ -66,9 +66,7 @@ impl Server {
             self.hand_over(conn);
             self.events.push_handover(ServerEvent::Upgrade { conn, ws: Box::new(ws) });
         } else {
-            self.hand_over(conn);
-            let rest = Bytes::copy_from_slice(rest);
-            self.events.push_handover(ServerEvent::Request { conn, request: req, rest });
+            self.keep_for_app(now, conn, req, rest);
         }
     }
 
@@ -335,34 +333,35 @@ impl Server {
         ch: String,
         cred: Credential,
     ) {
-        let need = match req.content_length() {
-            Ok(Some(n)) => usize::try_from(n).unwrap_or(usize::MAX),
-            Ok(None) => 0,
-            Err(e) => return self.respond(conn, e.status(), &[], b"bad length\n"),
-        };
-        if need > self.cfg.max_publish_body {
-            return self.respond(conn, 413, &[], b"body too large\n");
-        }
+        let (max, timeout) = (self.cfg.max_publish_body, self.cfg.head_timeout);
+        let reader = Box::new(BodyReader::new(now, req, max, timeout));
         let id = req.query_param("id").filter(|i| !i.is_empty());
-        let body = Vec::with_capacity(need);
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.proto = Proto::Body { cred, ch, id, body, need };
+            c.proto = Proto::Body { cred, ch, id, reader };
         }
         self.body(now, conn, rest);
     }
 
-    /// Collects a publish body; answers once it is complete.
+    /// Reads a publish body (any framing; `100 Continue` when asked); answers once it is
+    /// complete, or why it cannot be read.
     pub(super) fn body(&mut self, now: Instant, conn: ConnHandle, data: &[u8]) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
-        let Proto::Body { body, need, .. } = &mut c.proto else { return };
-        let take = data.len().min(need.saturating_sub(body.len()));
-        body.extend_from_slice(&data[..take]);
-        if body.len() < *need {
+        let Proto::Body { reader, .. } = &mut c.proto else { return };
+        reader.handle_read(data);
+        c.out.extend(reader.poll_transmit());
+        let Some(outcome) = reader.poll_body() else { return };
+        let Proto::Body { cred, ch, id, .. } = std::mem::replace(&mut c.proto, Proto::Done) else {
             return;
-        }
-        let Proto::Body { cred, ch, id, body, .. } = std::mem::replace(&mut c.proto, Proto::Done)
-        else {
-            return;
+        };
+        let body = match outcome {
+            Ok(body) => body,
+            Err(e) => {
+                let text = format!("{e}\n");
+                return match e.status() {
+                    Some(status) => self.respond(conn, status, &[], text.as_bytes()),
+                    None => self.end_quietly(now, conn),
+                };
+            }
         };
         self.stats.publishes += 1;
         if cred.trusted && self.has_bus() {

@@ -1,7 +1,8 @@
 //! What a [`Server`] tells the application, in three outputs pulled separately:
 //!
-//! - **Hand-overs** ([`ServerEvent::Upgrade`], [`ServerEvent::Request`]): a connection that
-//!   left the server for the application. An adapter that serves each connection on its
+//! - **Hand-overs** ([`ServerEvent::Upgrade`], [`ServerEvent::Request`]): an upgrade that
+//!   left the server for the application, or a request the application answers through
+//!   it. An adapter that serves each connection on its
 //!   own thread or task pulls its connection's with [`Server::poll_handover`] right after
 //!   feeding it; [`Server::poll_event`] also yields them, to whoever pulls first.
 //! - **Events** ([`Server::poll_event`]): decisions first (never dropped:
@@ -83,6 +84,11 @@ impl EventQueue {
             self.submitted.pop_front();
         }
         self.submitted.push_back(answer);
+    }
+
+    /// Something the application waits for came (a request body).
+    pub(super) fn mark_arrived(&mut self) {
+        self.arrived = true;
     }
 
     /// Forgets a hand-over of a connection whose socket is gone.

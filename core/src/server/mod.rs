@@ -14,7 +14,7 @@
 //! | `GET /events?ch=` | one channel as SSE, resumed from `Last-Event-ID` or `pos=` | 405, 400, 401, 403, 503 |
 //! | `GET /poll?ch=&pos=[&wait=1][&sid=]` | one channel by polling, `ETag`/304, long polls held | 405, 400, 401, 403, 503 |
 //! | `POST /api/publish?ch=[&id=]` | one JSON value published: `{"ep":..,"off":..}` | 405, 400, 401, 403, 413, 503 |
-//! | anything else | handed to the application: [`ServerEvent::Request`] or [`ServerEvent::Upgrade`] | — |
+//! | anything else | the application's: [`ServerEvent::Request`] (answered through the server) or [`ServerEvent::Upgrade`] (handed over) | 413, 408 for a body |
 //!
 //! Every head gets at most [`ServerConfig::max_head`] bytes (`431`) and
 //! [`ServerConfig::head_timeout`] to arrive (`408`); a malformed one gets `400`. A hub
@@ -63,11 +63,15 @@
 //!
 //! # The application's connections
 //!
-//! A request for a path that is not the hub's leaves the server: the server emits
-//! [`ServerEvent::Request`] (the head and the bytes that followed it) or
-//! [`ServerEvent::Upgrade`] (a [`WsConnection`] waiting for `accept` or `reject`, with the
-//! bytes that followed already fed), forgets the handle, and the adapter drives that
-//! connection on its own, off the server's lock. So per-connection work of an
+//! A plain request for a path that is not the hub's stays a connection of the server: it
+//! emits [`ServerEvent::Request`], reads the body when the application asks
+//! ([`read_body`](Server::read_body), bounded by [`ServerConfig::max_request_body`] and
+//! timed by [`ServerConfig::head_timeout`], `100 Continue` included), and writes the
+//! application's [`answer`](Server::answer) (or ends it: [`drop_request`](Server::drop_request)),
+//! so an adapter pumps it like any other. A WebSocket upgrade for such a path leaves the
+//! server: it emits [`ServerEvent::Upgrade`] (a [`WsConnection`] waiting for `accept` or
+//! `reject`, with the bytes that followed already fed), forgets the handle, and the adapter
+//! drives that connection on its own, off the server's lock. So per-connection work of an
 //! application WebSocket (framing, unmasking, UTF-8) never queues behind the hub.
 //!
 //! # Shutdown
@@ -100,6 +104,7 @@
 //! assert!(server.is_drained());
 //! ```
 
+mod app;
 mod auth;
 #[cfg(feature = "deflate")]
 mod broadcast;
@@ -159,15 +164,15 @@ pub struct ConnHandle(pub u64);
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ServerEvent {
-    /// An HTTP request for a path that is not the hub's. The connection left the server:
-    /// the adapter answers it (and reads its body from `rest` and then the socket).
+    /// An HTTP request for a path that is not the hub's. The connection stays the
+    /// server's (pumped as any other): the application reads its body with
+    /// [`Server::read_body`] and answers with [`Server::answer`] (or gives it up with
+    /// [`Server::drop_request`]).
     Request {
         /// The connection.
         conn: ConnHandle,
         /// The head.
         request: Request,
-        /// Bytes that followed the head.
-        rest: Bytes,
     },
     /// A WebSocket upgrade for a path that is not the hub's. The connection left the
     /// server: the application accepts or rejects the upgrade on `ws` (the bytes that
@@ -232,7 +237,7 @@ pub struct ServerStats {
     pub refused: u64,
     /// Connections closed by the hub (4100 too slow, 1008 rate limit).
     pub closed_by_hub: u64,
-    /// Connections handed to the application.
+    /// Requests and upgrades given to the application.
     pub handed_over: u64,
     /// Informational events dropped because the queue was full.
     pub events_dropped: u64,
@@ -636,7 +641,8 @@ impl Server {
                     }
                 }
                 Proto::Poll { .. } => self.answer_poll_now(now, conn),
-                Proto::Done => {}
+                // The application answers it (or the grace runs out).
+                Proto::App(_) | Proto::Done => {}
             }
             self.conn_events(now, conn);
         }
@@ -748,6 +754,7 @@ impl Server {
             }
             Proto::Sse { sse, .. } => sse.handle_read(now, data),
             Proto::Body { .. } => self.body(now, conn, data),
+            Proto::App(_) => self.app_input(now, conn, Some(data)),
             Proto::Poll { .. } | Proto::Joining { .. } | Proto::Done => {}
         }
     }
@@ -757,6 +764,7 @@ impl Server {
         match &mut c.proto {
             Proto::Ws { ws, .. } => ws.handle_eof(now),
             Proto::Sse { sse, .. } => sse.handle_eof(now),
+            Proto::App(_) => self.app_input(now, conn, None),
             Proto::Done => {}
             _ => {
                 // A held poll whose client went away, or a request cut short.
@@ -790,6 +798,7 @@ impl Server {
             Proto::Deciding { .. } if late => {
                 self.respond(conn, 503, &[], b"authentication timed out\n");
             }
+            Proto::App(_) => self.app_input(now, conn, Some(&[])),
             _ => {}
         }
         self.conn_events(now, conn);

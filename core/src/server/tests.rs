@@ -3,6 +3,7 @@
 use bytes::Bytes;
 
 use super::*;
+use crate::http::BodyError;
 use crate::hub::DemoAuth;
 use crate::machine::Transmit;
 use crate::ws::{Message, WsConfig, WsEvent};
@@ -99,11 +100,26 @@ fn other_paths_go_to_the_application() {
     s.handle_accept(now, conn);
     s.handle_read(now, conn, b"POST /things HTTP/1.1\r\nContent-Length: 3\r\n\r\nab");
     match s.poll_event() {
-        Some(ServerEvent::Request { conn: c, request, rest }) => {
-            assert_eq!((c, request.path(), &rest[..]), (conn, "/things", &b"ab"[..]));
+        Some(ServerEvent::Request { conn: c, request }) => {
+            assert_eq!((c, request.path()), (conn, "/things"));
         }
         other => panic!("{other:?}"),
     }
+    // The server keeps the connection: the body, then the application's answer.
+    assert!(s.has_connection(conn));
+    assert_eq!(s.read_body(now, conn, 16), None, "more to come");
+    assert!(!s.poll_arrived());
+    s.handle_read(now, conn, b"c");
+    assert!(s.poll_arrived());
+    assert_eq!(s.read_body(now, conn, 16), Some(Ok(Bytes::from_static(b"abc"))));
+    assert_eq!(s.read_body(now, conn, 16), Some(Err(BodyError::Truncated)), "given once");
+    s.answer(now, conn, 201, &[("X-A", "1")], b"made").unwrap();
+    assert!(s.answer(now, conn, 200, &[("X\r\n", "1")], b"").is_err(), "checked");
+    let (out, ended) = drain(&mut s, now, conn);
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 201 ") && out.ends_with("\r\n\r\nmade"), "{out}");
+    assert!(ended);
+    s.handle_lost(now, conn);
     assert!(!s.has_connection(conn));
 
     let up = "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -114,6 +130,77 @@ fn other_paths_go_to_the_application() {
     assert_eq!(conn, ConnHandle(10));
     assert!(matches!(ws.poll_event(), Some(WsEvent::UpgradeRequested(r)) if r.path() == "/echo"));
     assert!(s.is_drained());
+}
+
+#[test]
+fn the_application_reads_bodies_through_the_server() {
+    let t0 = crate::time::test_epoch();
+    let cfg = ServerConfig { head_timeout: Duration::from_secs(2), ..Default::default() };
+    let mut s = Server::new(cfg, DemoAuth, DemoAuth, 7);
+    let open = |s: &mut Server, conn: u64, head: &str| {
+        let conn = ConnHandle(conn);
+        s.handle_accept(t0, conn);
+        s.handle_read(t0, conn, head.as_bytes());
+        assert!(matches!(s.poll_handover(conn), Some(ServerEvent::Request { .. })));
+        conn
+    };
+    // Over what the application takes: 413, answered by the server.
+    let c = open(&mut s, 1, "POST /a HTTP/1.1\r\nContent-Length: 20\r\n\r\n");
+    assert_eq!(s.read_body(t0, c, 10), Some(Err(BodyError::TooLarge { max: 10 })));
+    let (out, ended) = drain(&mut s, t0, c);
+    assert_eq!((status(&String::from_utf8_lossy(&out)), ended), (413, true));
+    // 100-continue once the application asks; the body's time starts then.
+    let head = "POST /b HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n";
+    let c = open(&mut s, 2, head);
+    assert_eq!(drain(&mut s, t0, c), (vec![], false), "nothing before the application asks");
+    s.handle_timeout(t0 + Duration::from_secs(5));
+    let t1 = t0 + Duration::from_secs(5);
+    assert_eq!(s.read_body(t1, c, 10), None);
+    let (out, _) = drain(&mut s, t1, c);
+    assert!(out.starts_with(b"HTTP/1.1 100 Continue\r\n"));
+    assert_eq!(s.poll_timeout(), Some(t1 + Duration::from_secs(2)));
+    s.handle_timeout(t1 + Duration::from_secs(2));
+    assert!(s.poll_arrived());
+    let t2 = t1 + Duration::from_secs(2);
+    assert_eq!(s.read_body(t2, c, 10), Some(Err(BodyError::TimedOut)));
+    let (out, ended) = drain(&mut s, t2, c);
+    assert_eq!((status(&String::from_utf8_lossy(&out)), ended), (408, true));
+    // Cut short: no answer; given up: no answer either.
+    let c = open(&mut s, 3, "POST /c HTTP/1.1\r\nContent-Length: 5\r\n\r\nab");
+    s.handle_eof(t0, c);
+    assert_eq!(s.read_body(t0, c, 10), Some(Err(BodyError::Truncated)));
+    assert_eq!(drain(&mut s, t0, c), (vec![], true));
+    let c = open(&mut s, 4, "GET /d HTTP/1.1\r\n\r\n");
+    s.drop_request(t0, c);
+    assert_eq!(drain(&mut s, t0, c), (vec![], true));
+    s.answer(t0, c, 200, &[], b"late").unwrap();
+    assert_eq!(drain(&mut s, t0, c), (vec![], false), "nothing more: it was dropped");
+    // A shutdown leaves the application's requests to it until the grace ends.
+    let c = open(&mut s, 5, "GET /e HTTP/1.1\r\n\r\n");
+    s.shutdown(t0, Duration::from_secs(1));
+    assert_eq!(drain(&mut s, t0, c), (vec![], false));
+    s.answer(t0, c, 204, &[], b"").unwrap();
+    let (out, ended) = drain(&mut s, t0, c);
+    assert_eq!((status(&String::from_utf8_lossy(&out)), ended), (204, true));
+}
+
+#[test]
+fn a_publish_body_may_be_chunked_or_wait_for_100_continue() {
+    let now = crate::time::test_epoch();
+    let mut s = server();
+    let chunked = "POST /api/publish?ch=chat:a&token=user:ann HTTP/1.1\r\n\
+                   Transfer-Encoding: chunked\r\n\r\n3\r\n{\"n\r\n4\r\n\":1}\r\n0\r\n\r\n";
+    let (resp, ended) = request(&mut s, now, 1, chunked);
+    assert_eq!((status(&resp), ended), (200, true), "{resp}");
+    let conn = ConnHandle(2);
+    let head = "POST /api/publish?ch=chat:a&token=user:ann HTTP/1.1\r\nContent-Length: 7\r\n\
+                Expect: 100-continue\r\n\r\n";
+    let (interim, ended) = request(&mut s, now, 2, head);
+    assert!(interim.starts_with("HTTP/1.1 100 Continue\r\n\r\n") && !ended, "{interim}");
+    s.handle_read(now, conn, br#"{"n":2}"#);
+    let (out, ended) = drain(&mut s, now, conn);
+    assert_eq!((status(&String::from_utf8_lossy(&out)), ended), (200, true));
+    assert_eq!(s.head("chat:a").map(|p| p.offset), Some(2), "both logged");
 }
 
 #[test]
@@ -439,10 +526,25 @@ fn answers(requests: &[(String, Vec<usize>)]) -> Vec<(Vec<u8>, bool)> {
         let conn = ConnHandle(i as u64);
         s.handle_accept(now, conn);
         let mut at = 0;
+        // The application's request: its body asked for after every piece, echoed.
+        let (mut app, mut answered) = (false, false);
         for &cut in cuts.iter().chain(std::iter::once(&req.len())) {
             let cut = cut.clamp(at, req.len());
             s.handle_read(now, conn, &req.as_bytes()[at..cut]);
             at = cut;
+            app |= matches!(s.poll_handover(conn), Some(ServerEvent::Request { .. }));
+            if app
+                && !answered
+                && let Some(body) = s.read_body(now, conn, 64)
+            {
+                answered = true;
+                if let Ok(body) = body {
+                    s.answer(now, conn, 200, &[], &body).unwrap();
+                }
+            }
+        }
+        if app && !answered {
+            s.answer(now, conn, 500, &[], b"incomplete").unwrap();
         }
         out.push(drain(&mut s, now, conn));
     }
@@ -452,7 +554,7 @@ fn answers(requests: &[(String, Vec<usize>)]) -> Vec<(Vec<u8>, bool)> {
 proptest::proptest! {
     #[test]
     fn any_split_gives_the_same_answers(
-        picks in proptest::collection::vec((0usize..8, proptest::collection::vec(0usize..200, 0..6)), 1..6),
+        picks in proptest::collection::vec((0usize..12, proptest::collection::vec(0usize..200, 0..6)), 1..6),
         junk in "[ -~]{0,40}",
     ) {
         let heads = [
@@ -464,6 +566,11 @@ proptest::proptest! {
             format!("{junk}\r\n\r\n"),
             "POST /poll HTTP/1.1\r\n\r\n".to_owned(),
             format!("GET /poll?ch={junk} HTTP/1.1\r\n\r\n"),
+            "POST /api/publish?ch=chat:a&token=user:ann HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+             3\r\n{\"n\r\n4\r\n\":3}\r\n0\r\n\r\n".to_owned(),
+            format!("POST /things HTTP/1.1\r\nContent-Length: {}\r\n\r\n{junk}", junk.len()),
+            "PUT /things HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n".to_owned(),
+            format!("POST /things HTTP/1.1\r\nContent-Length: 3\r\n\r\n{junk}"),
         ];
         let whole: Vec<(String, Vec<usize>)> =
             picks.iter().map(|(h, _)| (heads[*h].clone(), Vec::new())).collect();

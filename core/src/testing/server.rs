@@ -155,7 +155,7 @@ impl SimServer {
         let hub = (!keep_log).then(|| Hub::new(self.cfg.hub.clone(), DemoAuth, seed));
         self.server.crash(now, hub);
         self.blocked.clear();
-        self.take_events(None);
+        self.take_events(now, None);
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must run next.
@@ -221,14 +221,14 @@ impl SimServer {
     /// while its window has room.
     fn pump(&mut self, now: Instant, net: &mut Net) {
         loop {
-            self.take_events(Some(net));
+            self.take_events(now, Some(net));
             let Some(conn) = self.server.poll_ready() else { break };
             let link = LinkId(conn.0);
             if !self.blocked.contains(&link) {
                 self.write(now, net, link);
             }
         }
-        self.take_events(Some(net));
+        self.take_events(now, Some(net));
     }
 
     /// Pulls `link`'s transmits into the network while its window has room.
@@ -251,13 +251,17 @@ impl SimServer {
 
     /// Keeps what the oracle needs; answers the application's routes with 404 (the
     /// simulated application serves none).
-    fn take_events(&mut self, mut net: Option<&mut Net>) {
+    fn take_events(&mut self, now: Instant, mut net: Option<&mut Net>) {
         while let Some(ev) = self.server.poll_event() {
             match ev {
                 ServerEvent::Published { ch, pos, from, data } => {
                     self.published.push(Published { ch, pos, from, data });
                 }
-                ServerEvent::Request { conn, .. } | ServerEvent::Upgrade { conn, .. } => {
+                ServerEvent::Request { conn, .. } => {
+                    // The server writes the answer (pumped with its other connections).
+                    let _ = self.server.answer(now, conn, 404, &[], b"not found\n");
+                }
+                ServerEvent::Upgrade { conn, .. } => {
                     if let Some(net) = net.as_deref_mut() {
                         let link = LinkId(conn.0);
                         let r = crate::http::response(404, &[], b"not found\n");
