@@ -89,12 +89,20 @@ impl Lanes {
     }
 
     pub(crate) fn pop(&mut self) -> Option<Bytes> {
-        for i in 0..self.lanes.len() {
-            let at = (self.next + i) % self.lanes.len();
-            if let Some(frame) = self.lanes[at].as_mut().and_then(Outbox::pop) {
-                self.next = (at + 1) % self.lanes.len();
+        // Every pull of every receiver comes here (twice: the last one finds nothing), so
+        // the round-robin walk avoids divisions and calls into empty lanes.
+        let n = self.lanes.len();
+        let mut at = self.next;
+        for _ in 0..n {
+            let after = if at + 1 == n { 0 } else { at + 1 };
+            if let Some(out) = &mut self.lanes[at]
+                && !out.is_empty()
+                && let Some(frame) = out.pop()
+            {
+                self.next = after;
                 return Some(frame);
             }
+            at = after;
         }
         None
     }

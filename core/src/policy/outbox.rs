@@ -187,6 +187,10 @@ impl<K: Hash + Eq + Clone> Outbox<K> {
 
     /// Queues `frame`; `key` lets a later frame with the same key replace it under
     /// [`SlowConsumer::Conflate`]. See [`PushOutcome`] and the [module docs](self).
+    // Inlined where it is used: the hub's fan-out pushes once per receiver, and without the
+    // hint whether `hub::conn::Lanes::push` gets it inlined depends on how the crate happens
+    // to be split into codegen units (once it did not: fanout/100 of benches/hub.rs 10% slower).
+    #[inline]
     pub fn push(&mut self, frame: Bytes, key: Option<K>) -> PushOutcome {
         if self.disconnected {
             self.counters.dropped += 1;
