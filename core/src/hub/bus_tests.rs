@@ -757,6 +757,27 @@ fn a_join_allowed_while_the_log_loads_is_made_once_it_has_loaded() {
 }
 
 #[test]
+fn a_sub_repeated_while_the_log_loads_is_answered_once_by_the_first() {
+    let (mut hubs, mut bus, t0) = up_with(2, &cfg(), &AllowAll);
+    for n in 1..=2 {
+        submit_n(&mut hubs[1], t0, "feed", n);
+    }
+    bus.run(&mut hubs, t0);
+    let a = ws(&mut hubs[0], t0, "ann");
+    send(&mut hubs[0], t0, a, r#"{"op":"sub","ch":"feed","ref":1}"#);
+    assert!(!hubs[0].is_synced("feed"), "the log is loading");
+    send(&mut hubs[0], t0, a, r#"{"op":"sub","ch":"feed","ref":2}"#);
+    assert!(envelopes(&mut hubs[0], a).is_empty(), "nothing before the log");
+    bus.run(&mut hubs, t0);
+    submit_n(&mut hubs[1], t0, "feed", 3);
+    bus.run(&mut hubs, t0);
+    let got = envelopes(&mut hubs[0], a);
+    assert_eq!(got.iter().filter(|e| e["op"] == "subscribed").count(), 1, "{got:?}");
+    assert_eq!((&got[0]["op"], &got[0]["off"]), (&"subscribed".into(), &2.into()));
+    assert_eq!(msgs(&got), [(3, 3)]);
+}
+
+#[test]
 fn a_join_decided_after_the_log_loaded_starts_where_it_asked() {
     use crate::hub::JoinDecision;
     let (mut hubs, mut bus, t0, a) = ann_asks_for_a_channel_of_two_messages();

@@ -310,7 +310,19 @@ impl Hub {
         let conn = self.conns.get(&id).ok_or(HubError::UnknownConn)?;
         let transport = conn.transport;
         if conn.channels.contains_key(ch) {
-            let head = self.channels.get(ch).map(|c| c.log.head()).ok_or(HubError::BadChannel)?;
+            let c = self.channels.get(ch).ok_or(HubError::BadChannel)?;
+            let head = c.log.head();
+            if c.waiting.iter().any(|(w, _)| *w == id) {
+                // Asked again while the first join waits for the log: that join answers
+                // both (one `subscribed`, once the log has loaded).
+                return Ok(Subscription {
+                    pos: head,
+                    recovered: true,
+                    replayed: 0,
+                    pending: true,
+                    awaiting: None,
+                });
+            }
             if transport == Transport::WebSocket {
                 let frame =
                     ServerMessageRef::Subscribed { ch, recovered: true, pos: Some(head) }.encode();
