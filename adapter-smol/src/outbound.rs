@@ -18,7 +18,7 @@ use tidewire::socket::{Outbound, OutboundClient, QueuedClient, SockId, SocketAct
 use tidewire::ws::app::Pass;
 
 use crate::conn::DriverWake;
-use crate::pump::{Target, socket_loop};
+use crate::pump::{Target, WRITE_STALL, socket_loop};
 
 /// Bytes queued for one machine's sockets before [`drain`] stops pulling.
 const MAX_QUEUED: usize = 1 << 20;
@@ -154,7 +154,8 @@ async fn run_socket<H: SocketOwner>(
             let _ = stream.get_ref().set_nodelay(true);
             if feed(&owner, sock, Outbound::handle_connected) {
                 let mut out = OutTarget { owner: &owner, sock, wake: &wake, lost: false };
-                let _ = socket_loop(&stream, &mut out, MAX_READ, None).await;
+                // A peer that stops reading cannot hold a closed socket's task forever.
+                let _ = socket_loop(&stream, &mut out, MAX_READ, Some(WRITE_STALL)).await;
             }
             let _ = stream.get_ref().shutdown(Shutdown::Both);
         }

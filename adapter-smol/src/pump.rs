@@ -32,8 +32,9 @@ use crate::server::{Registration, ServerState, Upgrade};
 const PULL_BOUND: usize = 256 << 10;
 /// The longest a closing connection waits for the peer's end after the last response.
 const LINGER: Duration = Duration::from_secs(2);
-/// A stalled hub write loses the connection after this long (without `WsConfig::send_timeout`).
-const WRITE_STALL: Duration = Duration::from_secs(30);
+/// A stalled write loses the connection after this long (a hub connection's: without
+/// `WsConfig::send_timeout`; an outbound socket's always).
+pub(crate) const WRITE_STALL: Duration = Duration::from_secs(30);
 /// Chunks written in one vectored write at most.
 const MAX_SLICES: usize = 64;
 /// Bytes pulled from an application WebSocket into one write batch at most.
