@@ -312,29 +312,15 @@ impl Hub {
         if conn.channels.contains_key(ch) {
             let c = self.channels.get(ch).ok_or(HubError::BadChannel)?;
             let head = c.log.head();
-            if c.waiting.iter().any(|(w, _)| *w == id) {
-                // Asked again while the first join waits for the log: that join answers
-                // both (one `subscribed`, once the log has loaded).
-                return Ok(Subscription {
-                    pos: head,
-                    recovered: true,
-                    replayed: 0,
-                    pending: true,
-                    awaiting: None,
-                });
-            }
-            if transport == Transport::WebSocket {
+            // Asked again while the first join waits for the log: that join answers both
+            // (one `subscribed`, once the log has loaded).
+            let waiting = c.waiting.iter().any(|(w, _)| *w == id);
+            if !waiting && transport == Transport::WebSocket {
                 let frame =
                     ServerMessageRef::Subscribed { ch, recovered: true, pos: Some(head) }.encode();
                 self.reply(now, id, frame);
             }
-            return Ok(Subscription {
-                pos: head,
-                recovered: true,
-                replayed: 0,
-                pending: false,
-                awaiting: None,
-            });
+            return Ok(at_head(head, waiting));
         }
         // Joins waiting for the application count: each may become a channel.
         let asking = self.joins.of(id).len();
@@ -351,13 +337,7 @@ impl Hub {
             if let Some(conn) = self.conns.get_mut(&id) {
                 conn.channels.insert(key, None);
             }
-            return Ok(Subscription {
-                pos: head,
-                recovered: true,
-                replayed: 0,
-                pending: true,
-                awaiting: None,
-            });
+            return Ok(at_head(head, true));
         }
         let head = c.log.head();
         let policy = c.policy;
@@ -749,4 +729,10 @@ impl Hub {
         }
         self.collect(&ch);
     }
+}
+
+/// A subscription that starts at the channel's head with nothing replayed: a repeated
+/// `sub`, or (`pending`) one whose join completes once the channel's log has loaded.
+fn at_head(pos: Position, pending: bool) -> Subscription {
+    Subscription { pos, recovered: true, replayed: 0, pending, awaiting: None }
 }
