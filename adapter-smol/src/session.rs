@@ -36,47 +36,7 @@ impl Default for SessionOptions {
 /// [`ClientSession`], whose docs give the semantics, on a timer task and a task per socket.
 /// Dropping it closes it.
 ///
-/// ```
-/// use std::time::Duration;
-/// use tidewire::client::{SessionConfig, SessionEvent};
-/// use tidewire::server::Routes;
-/// use tidewire_smol::{Server, ServerConfig, Session};
-///
-/// smol::block_on(async {
-///     let mut cfg = ServerConfig::default();
-///     cfg.endpoint.routes = Routes::default(); // the hub at /ws, /events, /poll, /api/publish
-///     let server = Server::bind("127.0.0.1:0", cfg).await?;
-///     let hub = server.handle();
-///     let handle = hub.clone();
-///     let serving = smol::spawn(server.serve(|up| async move { drop(up) }));
-///
-///     let addr = handle.local_addr();
-///     let mut session = Session::connect(SessionConfig::new(addr.ip().to_string(), addr.port()));
-///     session.subscribe("news")?;
-///     // Publish once the subscription is in place, then read the message.
-///     while hub.inspect(|s| s.head("news")).is_none() {
-///         smol::Timer::after(Duration::from_millis(5)).await;
-///     }
-///     hub.publish("news", br#"{"title":"hello"}"#)?;
-///     loop {
-///         match session.next_event().await {
-///             Some(SessionEvent::Message { ch, data, .. }) => {
-///                 assert_eq!((ch.as_str(), data.as_str()), ("news", r#"{"title":"hello"}"#));
-///                 break;
-///             }
-///             Some(_) => {}
-///             None => panic!("session closed"),
-///         }
-///     }
-///
-///     session.close();
-///     while session.next_event().await.is_some() {}
-///     handle.shutdown(Duration::from_secs(2)).await;
-///     serving.await?;
-///     Ok::<_, Box<dyn std::error::Error>>(())
-/// })
-/// .unwrap();
-/// ```
+/// See the [crate docs](crate) for an example.
 pub struct Session {
     client: Client<ClientSession>,
 }

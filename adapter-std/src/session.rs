@@ -31,40 +31,7 @@ impl Default for SessionOptions {
 /// polling): the core [`ClientSession`], whose docs give the semantics, on its own threads.
 /// Dropping it closes it.
 ///
-/// ```
-/// use std::time::Duration;
-/// use tidewire_std::tidewire::client::{SessionConfig, SessionEvent};
-/// use tidewire_std::tidewire::server::Routes;
-/// use tidewire_std::{Server, ServerConfig, Session};
-///
-/// // A hub server on a free port: the core server's routes, everyone anonymous.
-/// let mut cfg = ServerConfig::default();
-/// cfg.endpoint.routes = Routes::default();
-/// let server = Server::bind("127.0.0.1:0", cfg)?;
-/// let port = server.local_addr().port();
-/// let handle = server.handle();
-/// let serving = std::thread::spawn(move || server.serve(|up| drop(up.reject(404, &[], b""))));
-///
-/// let mut session = Session::connect(SessionConfig::new("127.0.0.1", port));
-/// session.subscribe("news")?;
-/// let id = session.publish("news", r#"{"title":"hello"}"#)?;
-/// let (mut got_message, mut acked) = (false, false);
-/// while !(got_message && acked) {
-///     match session.next_event_timeout(Duration::from_secs(10)).expect("an event") {
-///         SessionEvent::Message { ch, data, .. } => {
-///             assert_eq!((ch.as_str(), data.as_str()), ("news", r#"{"title":"hello"}"#));
-///             got_message = true;
-///         }
-///         SessionEvent::Acked { id: acked_id, .. } => acked = acked_id == id,
-///         _ => {} // state changes
-///     }
-/// }
-///
-/// session.close();
-/// handle.shutdown(Duration::from_secs(1));
-/// serving.join().unwrap()?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
+/// See the [crate docs](crate) for an example.
 pub struct Session {
     client: Client<ClientSession>,
 }

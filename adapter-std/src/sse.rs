@@ -1,21 +1,7 @@
 //! The blocking Server-Sent Events client: the core's [`EventSource`] (reconnection with
 //! `Last-Event-ID`, backoff, idle watchdog) on the adapter's outbound-socket driver.
 //! [`connect`] an `http://` URL (no `https://`, no redirects) and pull [`SseConnection::next`].
-//!
-//! ```no_run
-//! use tidewire_std::sse::{SseOptions, connect};
-//! use tidewire_std::tidewire::sse::SseClientEvent;
-//!
-//! let mut events = connect("http://127.0.0.1:8080/events?ch=ticks", SseOptions::default())?;
-//! while let Some(ev) = events.next() {
-//!     match ev {
-//!         SseClientEvent::Event(e) => println!("{} {}: {}", e.id, e.event, e.data),
-//!         SseClientEvent::State(s) => println!("now {:?} ({:?})", s.state, s.reason),
-//!         _ => {}
-//!     }
-//! }
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! The [crate docs](crate) have an example.
 
 use std::io;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
