@@ -7,17 +7,18 @@
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use event_listener::{Event as Notify, listener};
 use smol::io::AsyncReadExt as _;
 use smol::{Async, Executor, Timer, future};
+use tidewire::readiness::{ReadinessLoop, Step};
 use tidewire::server::{ConnHandle, Server, ServerEvent};
 use tidewire::ws::app::Pass;
 use tidewire::ws::{WsEvent, WsState};
@@ -35,14 +36,8 @@ const LINGER: Duration = Duration::from_secs(2);
 /// A stalled write loses the connection after this long (a hub connection's: without
 /// `WsConfig::send_timeout`; an outbound socket's always).
 pub(crate) const WRITE_STALL: Duration = Duration::from_secs(30);
-/// Chunks written in one vectored write at most.
-const MAX_SLICES: usize = 64;
 /// Bytes pulled from an application WebSocket into one write batch at most.
 const BATCH_BYTES: usize = 256 << 10;
-/// Passes that made progress without waiting before the pump yields once (fairness).
-const BUDGET: u32 = 32;
-/// Waits that register readability at once after a deferred read found nothing.
-const DEFER_COOLDOWN: u32 = 8;
 
 pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 type Handler<T> = Box<dyn Fn(T) -> BoxFuture + Send + Sync>;
@@ -229,9 +224,9 @@ pub(crate) trait Target {
     fn wake(&self) -> &DriverWake;
 }
 
-/// The run loop, until `target` stops: write (vectored) and read as long as the socket takes
-/// and gives, then wait for readiness, the deadline (one timer, re-armed only when it moves
-/// earlier) or the target's wake-up. `stall`: a write without progress this long fails.
+/// The run loop, until `target` stops: the core's [`ReadinessLoop`] decides; this performs
+/// its steps on the socket (vectored writes, reads into the thread's buffer), the target, one
+/// timer and the readiness registrations. `stall`: a write without progress this long fails.
 /// `Err`: why not everything queued was written (`TimedOut` when the target ended first).
 pub(crate) async fn socket_loop(
     stream: &Async<TcpStream>,
@@ -240,182 +235,67 @@ pub(crate) async fn socket_loop(
     stall: Option<Duration>,
 ) -> Result<(), io::ErrorKind> {
     let sock = stream.get_ref();
-    let max_read = max_read.max(1);
-    let mut wbuf: VecDeque<Bytes> = VecDeque::new();
-    let mut timer = Timer::never();
-    let mut armed: Option<Instant> = None;
-    let mut stall_at: Option<Instant> = None;
-    let (mut eof, mut failed) = (false, None);
-    // Whether a read / write may progress (no `WouldBlock` since the last readiness).
-    let (mut can_read, mut can_write) = (true, true);
-    // Kept across passes: registered once, dropped only when they fired.
+    let mut lp = ReadinessLoop::new(max_read, stall, Instant::now());
+    let (mut timer, mut timer_at) = (Timer::never(), None);
+    // Kept across waits: registered once, dropped only when they fired.
     let (mut readable, mut writable) = (None, None);
-    let mut budget = BUDGET;
-    // Before registering for readability, yield once and read again: under load the next
-    // message is often there, saving a system call. If not, the next few waits register.
-    let mut retry_pending = false;
-    let mut cooldown = 0u32;
-    // What the last pass said. A pass is due after a read, a write, a ring or the deadline;
-    // not after a wait that readiness alone ended, nor after the deferred read's yield.
-    let (mut read, mut due, mut pass) = (false, None, true);
-
     loop {
-        let now = Instant::now();
-        let mut flush = false;
-        if std::mem::take(&mut pass) || due.is_some_and(|d| d <= now) || target.wake().is_rung() {
-            (read, due) = match target.pass(now, &mut wbuf) {
-                Pass::Run { shutdown: true, .. } if wbuf.is_empty() => break,
-                Pass::Run { read, deadline, .. } => (read, deadline),
-                // Failed: one non-blocking attempt to get the last bytes out, then down.
-                Pass::FlushAndStop => {
-                    (can_write, flush) = (true, true);
-                    (false, None)
-                }
-                _ => break,
-            };
-            if due.is_some_and(|d| d <= now) {
-                continue;
+        match lp.next(Instant::now, || target.wake().is_rung()) {
+            Step::Pass(now) => {
+                let pass = target.pass(now, lp.out());
+                lp.passed(pass);
             }
-        }
-        let (read_ok, mut deadline) = (read && !eof, due);
-
-        // Write what the socket takes now.
-        let (mut progressed, mut lost) = (false, None);
-        while can_write && !wbuf.is_empty() && lost.is_none() {
-            match write_batch(sock, &wbuf) {
-                Ok(n) if n > 0 => {
-                    consume(&mut wbuf, n);
-                    progressed = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => can_write = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => lost = Some(e.kind()),
-                Ok(_) => lost = Some(io::ErrorKind::WriteZero),
+            Step::Write => lp.write(|slices| (&mut &*sock).write_vectored(slices)),
+            Step::WriteFailed => target.write_failed(),
+            Step::Read(max) => {
+                let mut delivered = false;
+                let read = read_shared(sock, max, |data| delivered = target.read(data));
+                lp.did_read(read, delivered);
             }
-        }
-        if flush {
-            break;
-        }
-        if lost.is_none()
-            && let Some(stall) = stall
-        {
-            if wbuf.is_empty() {
-                stall_at = None;
-            } else if progressed || stall_at.is_none() {
-                stall_at = Some(now + stall);
-            } else if stall_at.is_some_and(|s| s <= now) {
-                lost = Some(io::ErrorKind::TimedOut);
-            }
-            deadline = deadline.into_iter().chain(stall_at).min();
-        }
-        if lost.is_some() {
-            // The transport failed: nothing more can be written.
-            wbuf.clear();
-            stall_at = None;
-            failed = lost;
-            target.write_failed();
-            pass = true;
-            continue;
-        }
-
-        // One read, when the target has room for what it brings.
-        let mut delivered = false;
-        let mut retry_failed = false;
-        if !read_ok {
-            // Paused: a readiness registered meanwhile is dropped; try again on resume.
-            readable = None;
-            can_read = true;
-        } else if can_read {
-            let is_retry = std::mem::take(&mut retry_pending);
-            match read_shared(sock, max_read, |data| delivered = target.read(data)) {
-                Ok(n) if n > 0 => {
-                    // A short read emptied the receive queue: wait for readiness next.
-                    can_read = n == max_read;
-                    progressed = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    can_read = false;
-                    if is_retry {
-                        // Register now, and at once for the next few waits.
-                        retry_failed = true;
-                        cooldown = DEFER_COOLDOWN;
+            Step::Eof(error) => target.eof(error),
+            Step::Yield => future::yield_now().await,
+            Step::Wait { read, write, timer: at } => {
+                if at != timer_at {
+                    timer_at = at;
+                    match at {
+                        Some(d) => timer.set_at(d),
+                        None => timer = Timer::never(),
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                read => {
-                    eof = true;
-                    target.eof(read.is_err());
-                    progressed = true;
+                if !read {
+                    readable = None;
+                } else if readable.is_none() {
+                    readable = Some(stream.readable());
                 }
+                if write && writable.is_none() {
+                    writable = Some(stream.writable());
+                }
+                let wake = target.wake();
+                let (w, r, t, rung) = future::poll_fn(|cx| {
+                    // Every source waited for is polled, so that each registers its waker.
+                    let w =
+                        write && writable.as_mut().is_some_and(|f| Pin::new(f).poll(cx).is_ready());
+                    let r =
+                        read && readable.as_mut().is_some_and(|f| Pin::new(f).poll(cx).is_ready());
+                    let t = at.is_some() && Pin::new(&mut timer).poll(cx).is_ready();
+                    let rung = wake.poll(cx).is_ready();
+                    if w || r || t || rung { Poll::Ready((w, r, t, rung)) } else { Poll::Pending }
+                })
+                .await;
+                // A readiness error shows up again on the next read or write.
+                if w {
+                    writable = None;
+                }
+                if r {
+                    readable = None;
+                }
+                if t {
+                    timer_at = None;
+                }
+                lp.woke(w, r, t, rung);
             }
+            Step::Done(result) => return result,
         }
-
-        if progressed {
-            pass = true;
-            budget -= 1;
-            if delivered || budget == 0 {
-                // A receiver was woken: let it (maybe on this thread) answer before the next pass.
-                budget = BUDGET;
-                future::yield_now().await;
-            }
-            continue;
-        }
-        budget = BUDGET;
-
-        // Nothing more to do without waiting; re-arm only for an earlier deadline (a later one
-        // is picked up when the earlier fires).
-        if let Some(d) = deadline
-            && armed.is_none_or(|a| d < a)
-        {
-            timer.set_at(d);
-            armed = Some(d);
-        }
-        let want_write = !can_write && !wbuf.is_empty();
-        let want_read = read_ok && !can_read;
-        if want_read && readable.is_none() && !retry_failed {
-            if cooldown == 0 {
-                retry_pending = true;
-                can_read = true;
-                future::yield_now().await;
-                continue;
-            }
-            cooldown -= 1;
-        }
-        if want_write && writable.is_none() {
-            writable = Some(stream.writable());
-        }
-        if want_read && readable.is_none() {
-            readable = Some(stream.readable());
-        }
-        let wake = target.wake();
-        let (w, r, t, rung) = future::poll_fn(|cx| {
-            // Every source waited for is polled, so that each registers its waker.
-            let w =
-                want_write && writable.as_mut().is_some_and(|w| Pin::new(w).poll(cx).is_ready());
-            let r = want_read && readable.as_mut().is_some_and(|r| Pin::new(r).poll(cx).is_ready());
-            let t = armed.is_some() && Pin::new(&mut timer).poll(cx).is_ready();
-            let rung = wake.poll(cx).is_ready();
-            if w || r || t || rung { Poll::Ready((w, r, t, rung)) } else { Poll::Pending }
-        })
-        .await;
-        // A readiness error shows up again on the next read or write.
-        if w {
-            writable = None;
-            can_write = true;
-        }
-        if r {
-            readable = None;
-            can_read = true;
-        }
-        if t {
-            armed = None;
-        }
-        pass |= t || rung;
-    }
-    match failed {
-        Some(kind) => Err(kind),
-        None if wbuf.is_empty() => Ok(()),
-        None => Err(io::ErrorKind::TimedOut),
     }
 }
 
@@ -560,7 +440,7 @@ impl Target for App<'_> {
             let rejected = sock.state() == WsState::Closed;
             self.phase = if rejected { Phase::Answering(now + answer) } else { Phase::Open };
         }
-        let pass = sock.poll_pass(now, wbuf, BATCH_BYTES, MAX_SLICES);
+        let pass = sock.poll_pass(now, wbuf, BATCH_BYTES, tidewire::readiness::MAX_SLICES);
         self.shared.wake_up(&mut sock);
         // A ring before this pass is handled by it; one after it (under the lock) rings again.
         self.shared.wake.reset();
@@ -606,22 +486,4 @@ fn read_shared(sock: &TcpStream, max: usize, f: impl FnOnce(&[u8])) -> io::Resul
     }
     let _ = READ_BUF.try_with(|cell| cell.set(buf));
     read
-}
-
-/// One vectored write of the queued chunks.
-fn write_batch(s: &TcpStream, wbuf: &VecDeque<Bytes>) -> io::Result<usize> {
-    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-    let n = slices.iter_mut().zip(wbuf).map(|(slice, chunk)| *slice = IoSlice::new(chunk)).count();
-    (&mut &*s).write_vectored(&slices[..n])
-}
-
-/// Drops the first `n` written bytes from the queue.
-fn consume(wbuf: &mut VecDeque<Bytes>, mut n: usize) {
-    while let Some(front) = wbuf.front_mut().filter(|_| n > 0) {
-        if front.len() > n {
-            return front.advance(n);
-        }
-        n -= front.len();
-        wbuf.pop_front();
-    }
 }

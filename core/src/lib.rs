@@ -120,6 +120,7 @@ pub mod hub;
 pub mod machine;
 pub mod policy;
 pub mod poll;
+pub mod readiness;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod replay;
