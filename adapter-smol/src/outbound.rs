@@ -4,7 +4,7 @@
 //! across an `.await`.
 //! [`Client`] owns an application's [`OutboundClient`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::Shutdown;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -14,93 +14,41 @@ use bytes::Bytes;
 use event_listener::{Event as Notify, listener};
 use smol::net::TcpStream;
 use smol::{Async, Executor, future};
-use tidewire::socket::{Outbound, OutboundClient, QueuedClient, SockId, SocketAction};
+use tidewire::socket::{ClientDriver, Dialer, Outbound, OutboundClient, SockId, SocketTable};
 use tidewire::ws::app::Pass;
 
 use crate::conn::DriverWake;
 use crate::pump::{Target, WRITE_STALL, socket_loop};
 
-/// Bytes queued for one machine's sockets before [`drain`] stops pulling.
-const MAX_QUEUED: usize = 1 << 20;
 /// Most bytes of one read (into the thread's read buffer).
 const MAX_READ: usize = 16 << 10;
+
+/// One machine's sockets, kept under its owner's lock.
+pub(crate) type Table = SocketTable<Arc<DriverWake>>;
 
 /// The owner of an [`Outbound`] machine, as the driver sees it.
 pub(crate) trait SocketOwner: Send + Sync + Sized + 'static {
     type Machine: Outbound;
-    /// Runs `f` on the machine and its sockets under the owner's lock, then [`drain`]s.
-    fn with<T>(&self, f: impl FnOnce(&mut Self::Machine, &mut Sockets<Self>, Instant) -> T) -> T;
+    /// Runs `f` on the machine and its sockets under the owner's lock, then drains them.
+    fn with<T>(&self, f: impl FnOnce(&mut Self::Machine, &mut Table, Instant) -> T) -> T;
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static);
 }
 
-/// The sockets of one machine, kept under its owner's lock.
-pub(crate) struct Sockets<H> {
-    owner: Weak<H>,
-    open: HashMap<SockId, OutSocket>,
-    /// Bytes in every socket's `out`.
-    queued: usize,
-    /// The owner takes socket input (see [`set_room`](Self::set_room)).
-    room: bool,
-}
+/// How the sockets of an owner (built with `Arc::new_cyclic`) are opened: a task each, on
+/// its executor.
+pub(crate) struct Sockets<H>(pub(crate) Weak<H>);
 
-/// One outbound socket's side of the lock.
-#[derive(Default)]
-struct OutSocket {
-    out: VecDeque<Bytes>,
-    /// The machine closed it: write `out`, then shut down.
-    closing: bool,
-    /// Rings its task: bytes queued, the close, room for input.
-    wake: Arc<DriverWake>,
-}
+impl<H: SocketOwner> Dialer for Sockets<H> {
+    type Wake = Arc<DriverWake>;
 
-impl<H: SocketOwner> Sockets<H> {
-    /// The sockets of `owner` (build the owner with `Arc::new_cyclic`).
-    pub(crate) fn new(owner: Weak<H>) -> Self {
-        Self { owner, open: HashMap::new(), queued: 0, room: true }
+    fn dial(&self, sock: SockId, host: String, port: u16, wake: &Arc<DriverWake>) -> bool {
+        let Some(owner) = self.0.upgrade() else { return false };
+        owner.spawn(run_socket(self.0.clone(), sock, host, port, wake.clone()));
+        true
     }
 
-    /// Whether the owner takes socket input (default: always); without, the sockets are not
-    /// read, and they are woken when it does again.
-    fn set_room(&mut self, room: bool) {
-        if room && !self.room {
-            self.open.values().for_each(|s| s.wake.notify());
-        }
-        self.room = room;
-    }
-}
-
-/// Moves the machine's bytes to the sockets' queues and runs its actions; after every mutation.
-pub(crate) fn drain<H: SocketOwner>(host: &H, m: &mut H::Machine, socks: &mut Sockets<H>) {
-    let mut progress = true;
-    while progress {
-        progress = false;
-        while socks.queued < MAX_QUEUED {
-            let Some((sock, bytes)) = m.poll_transmit() else { break };
-            progress = true;
-            if let Some(s) = socks.open.get_mut(&sock) {
-                socks.queued += bytes.len();
-                s.out.push_back(bytes);
-                s.wake.notify();
-            }
-        }
-        while let Some(action) = m.poll_action() {
-            progress = true;
-            match action {
-                SocketAction::Connect { sock, host: name, port } => {
-                    let s = OutSocket::default();
-                    let wake = s.wake.clone();
-                    socks.open.insert(sock, s);
-                    host.spawn(run_socket(socks.owner.clone(), sock, name, port, wake));
-                }
-                SocketAction::Close { sock } => {
-                    if let Some(s) = socks.open.get_mut(&sock) {
-                        s.closing = true;
-                        s.wake.notify();
-                    }
-                }
-                _ => {}
-            }
-        }
+    fn wake(&self, wake: &Arc<DriverWake>) {
+        wake.notify();
     }
 }
 
@@ -110,14 +58,14 @@ fn feed<H: SocketOwner>(
     sock: SockId,
     f: impl FnOnce(&mut H::Machine, Instant, SockId),
 ) -> bool {
-    let Some(host) = owner.upgrade() else { return false };
-    host.with(|m, socks, now| {
-        let open = socks.open.get(&sock).is_some_and(|s| !s.closing);
-        if open {
-            f(m, now, sock);
-        }
-        open
-    })
+    owner.upgrade().is_some_and(|host| host.with(|m, t, now| t.feed(m, now, sock, f)))
+}
+
+/// Fails `sock`: forgets it, and reports the error unless the machine closed it.
+fn fail<H: SocketOwner>(owner: &Weak<H>, sock: SockId) {
+    if let Some(host) = owner.upgrade() {
+        host.with(|m, t, now| t.fail(m, now, sock));
+    }
 }
 
 /// Waits on `notify` until `ready` gives a value. The listener is registered before each
@@ -159,17 +107,11 @@ async fn run_socket<H: SocketOwner>(
             }
             let _ = stream.get_ref().shutdown(Shutdown::Both);
         }
-        Some(Err(_)) => {
-            feed(&owner, sock, Outbound::handle_error);
-        }
+        Some(Err(_)) => fail(&owner, sock),
         None => {}
     }
     if let Some(host) = owner.upgrade() {
-        host.with(|_, socks, _| {
-            if let Some(s) = socks.open.remove(&sock) {
-                socks.queued -= s.out.iter().map(Bytes::len).sum::<usize>();
-            }
-        });
+        host.with(|_, t, _| t.remove(sock));
     }
 }
 
@@ -185,16 +127,11 @@ struct OutTarget<'a, H> {
 impl<H: SocketOwner> Target for OutTarget<'_, H> {
     fn pass(&mut self, _: Instant, wbuf: &mut VecDeque<Bytes>) -> Pass {
         let Some(host) = self.owner.upgrade().filter(|_| !self.lost) else { return Pass::Stop };
-        host.with(|_, socks, _| {
+        host.with(|_, t, _| {
             // A ring before this pass is handled by it; one after it (under the lock) rings again.
             self.wake.reset();
-            let room = socks.room;
-            let Some(s) = socks.open.get_mut(&self.sock) else { return Pass::Stop };
-            if wbuf.is_empty() {
-                socks.queued -= s.out.iter().map(Bytes::len).sum::<usize>();
-                wbuf.append(&mut s.out);
-            }
-            Pass::Run { read: room && !s.closing, deadline: None, shutdown: s.closing }
+            let Some(turn) = t.take(self.sock, wbuf) else { return Pass::Stop };
+            Pass::Run { read: turn.read, deadline: None, shutdown: turn.closing }
         })
     }
 
@@ -213,7 +150,7 @@ impl<H: SocketOwner> Target for OutTarget<'_, H> {
 
     fn write_failed(&mut self) {
         self.lost = true;
-        feed(self.owner, self.sock, Outbound::handle_error);
+        fail(self.owner, self.sock);
     }
 
     fn wake(&self) -> &DriverWake {
@@ -225,15 +162,18 @@ impl<H: SocketOwner> Target for OutTarget<'_, H> {
 pub(crate) trait ClientMachine: OutboundClient<Event: Send> + Send + 'static {}
 impl<M: OutboundClient<Event: Send> + Send + 'static> ClientMachine for M {}
 
-/// An application's [`OutboundClient`] with its event queue (while full, the sockets are not
-/// read), its deadline fired by a timer task, closed on drop.
+/// An application's [`OutboundClient`] on the core's [`ClientDriver`] (its event queue, its
+/// sockets, its end), its deadline fired by a timer task, closed on drop.
 pub(crate) struct Client<M: ClientMachine> {
     shared: Arc<ClientState<M>>,
 }
 
+type Driver<M> = ClientDriver<M, Arc<DriverWake>>;
+
 /// What the socket tasks and the timer task share with the application.
 pub(crate) struct ClientState<M: ClientMachine> {
-    core: Mutex<Core<M>>,
+    driver: Mutex<Driver<M>>,
+    socks: Sockets<Self>,
     /// Something for the timer task: a new deadline, the end.
     wake: Notify,
     /// Something for the application: an event, the end.
@@ -241,43 +181,23 @@ pub(crate) struct ClientState<M: ClientMachine> {
     executor: Option<Arc<Executor<'static>>>,
 }
 
-struct Core<M: ClientMachine> {
-    client: QueuedClient<M>,
-    socks: Sockets<ClientState<M>>,
-    /// The deadline the timer task waits for.
-    deadline: Option<Instant>,
-    /// The timer task ended: no more events.
-    done: bool,
-}
-
-impl<M: ClientMachine> Core<M> {
-    /// The machine is closed and its sockets are gone.
-    fn ended(&self) -> bool {
-        self.client.machine().is_closed() && self.socks.open.is_empty()
-    }
-}
-
 impl<M: ClientMachine> ClientState<M> {
-    fn lock(&self) -> MutexGuard<'_, Core<M>> {
-        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, Driver<M>> {
+        self.driver.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// After every mutation, under the lock: sockets, then events while there is room.
-    fn dispatch(&self, core: &mut Core<M>) {
-        drain(self, core.client.machine_mut(), &mut core.socks);
-        core.client.pull(Instant::now());
-        let room = core.client.wants_read() || core.client.machine().is_closed();
-        core.socks.set_room(room);
-        if core.ended() || core.client.poll_timeout() != core.deadline {
+    fn dispatch(&self, d: &mut Driver<M>) {
+        if d.step(Instant::now(), &self.socks) {
             self.wake.notify(1);
         }
         self.changed.notify(usize::MAX);
     }
 
     /// The next queued event, and room for the machine's next ones.
-    fn pop(&self, core: &mut Core<M>) -> Option<M::Event> {
-        let ev = core.client.pop()?;
-        self.dispatch(core);
+    fn pop(&self, d: &mut Driver<M>) -> Option<M::Event> {
+        let ev = d.pop()?;
+        self.dispatch(d);
         Some(ev)
     }
 }
@@ -285,11 +205,11 @@ impl<M: ClientMachine> ClientState<M> {
 impl<M: ClientMachine> SocketOwner for ClientState<M> {
     type Machine = M;
 
-    fn with<T>(&self, f: impl FnOnce(&mut M, &mut Sockets<Self>, Instant) -> T) -> T {
-        let mut core = self.lock();
-        let Core { client, socks, .. } = &mut *core;
-        let out = f(client.machine_mut(), socks, Instant::now());
-        self.dispatch(&mut core);
+    fn with<T>(&self, f: impl FnOnce(&mut M, &mut Table, Instant) -> T) -> T {
+        let mut d = self.lock();
+        let (m, t) = d.parts_mut();
+        let out = f(m, t, Instant::now());
+        self.dispatch(&mut d);
         out
     }
 
@@ -305,14 +225,24 @@ impl<M: ClientMachine> Client<M> {
         max_events: usize,
         executor: Option<Arc<Executor<'static>>>,
     ) -> Self {
-        let client = QueuedClient::new(machine, max_events);
-        let shared = Arc::new_cyclic(|me| {
-            let socks = Sockets::new(me.clone());
-            let core = Mutex::new(Core { client, socks, deadline: None, done: false });
-            ClientState { core, wake: Notify::new(), changed: Notify::new(), executor }
+        let shared = Arc::new_cyclic(|me| ClientState {
+            driver: Mutex::new(ClientDriver::new(machine, max_events)),
+            socks: Sockets(me.clone()),
+            wake: Notify::new(),
+            changed: Notify::new(),
+            executor,
         });
         shared.with(|_, _, _| ());
-        shared.spawn(run_client_timer(shared.clone()));
+        let timer = shared.clone();
+        // The timer: fires the deadline until the machine is closed and its sockets are gone.
+        shared.spawn(async move {
+            crate::pump::run_timer(&timer.wake, |now| {
+                let next = timer.lock().tick(now, &timer.socks);
+                timer.changed.notify(usize::MAX);
+                next
+            })
+            .await;
+        });
         Self { shared }
     }
 
@@ -322,7 +252,7 @@ impl<M: ClientMachine> Client<M> {
     }
 
     pub(crate) fn inspect<T>(&self, f: impl FnOnce(&M) -> T) -> T {
-        f(self.shared.lock().client.machine())
+        f(self.shared.lock().machine())
     }
 
     pub(crate) fn try_next_event(&self) -> Option<M::Event> {
@@ -332,10 +262,10 @@ impl<M: ClientMachine> Client<M> {
     /// The next event, waiting for it; `None` once the machine is finished.
     pub(crate) async fn next_event(&self) -> Option<M::Event> {
         wait(&self.shared.changed, || {
-            let mut core = self.shared.lock();
-            match self.shared.pop(&mut core) {
+            let mut d = self.shared.lock();
+            match self.shared.pop(&mut d) {
                 Some(ev) => Some(Some(ev)),
-                None => (core.done || core.client.is_finished()).then_some(None),
+                None => d.is_finished().then_some(None),
             }
         })
         .await
@@ -345,27 +275,7 @@ impl<M: ClientMachine> Client<M> {
 impl<M: ClientMachine> Drop for Client<M> {
     /// Closes the machine; the timer task finishes its close (a WebSocket's handshake).
     fn drop(&mut self) {
-        self.shared.lock().client.machine_mut().close(Instant::now());
+        self.shared.lock().machine_mut().close(Instant::now());
         self.shared.wake.notify(1);
     }
-}
-
-/// The timer task: fires the machine's deadline until it is closed and its sockets are gone.
-async fn run_client_timer<M: ClientMachine>(shared: Arc<ClientState<M>>) {
-    crate::pump::run_timer(&shared.wake, |now| {
-        let mut core = shared.lock();
-        if core.client.poll_timeout().is_some_and(|d| d <= now) {
-            core.client.machine_mut().handle_timeout(now);
-        }
-        shared.dispatch(&mut core);
-        if core.ended() {
-            core.done = true;
-            drop(core);
-            shared.changed.notify(usize::MAX);
-            return None;
-        }
-        core.deadline = core.client.poll_timeout();
-        Some(core.deadline)
-    })
-    .await;
 }

@@ -26,7 +26,7 @@ use tidewire::{Machine as _, Transmit};
 
 use crate::conn::{DriverWake, WsConn};
 use crate::http::HttpRequest;
-use crate::outbound::{SocketOwner as _, Sockets, drain};
+use crate::outbound::{SocketOwner as _, Sockets, Table};
 use crate::server::{Registration, ServerState, Upgrade};
 
 /// Bytes pulled from the core endpoint for one connection before they are written.
@@ -52,8 +52,10 @@ thread_local! {
 /// The core endpoint and what the pump keeps beside it, under one lock.
 pub(crate) struct Core {
     pub(crate) server: Server,
-    /// With Redis: the bus's sockets.
+    /// With Redis: how the bus's sockets are opened.
     pub(crate) socks: Sockets<ServerState>,
+    /// With Redis: the bus's sockets.
+    pub(crate) bus_socks: Table,
     /// Each pumped connection's wake-up.
     wakers: HashMap<ConnHandle, Arc<DriverWake>>,
     /// The deadline the timer task waits for.
@@ -62,13 +64,13 @@ pub(crate) struct Core {
 
 impl Core {
     pub(crate) fn new(server: Server, socks: Sockets<ServerState>) -> Self {
-        Self { server, socks, wakers: HashMap::new(), armed: None }
+        Self { server, socks, bus_socks: Table::default(), wakers: HashMap::new(), armed: None }
     }
 
     /// After every mutation: drives the bus's sockets, wakes the handle's waiters and the
     /// ready connections, re-arms the timer when the deadline changed.
     pub(crate) fn wake_waiters(&mut self, shared: &ServerState) {
-        drain(shared, &mut self.server, &mut self.socks);
+        self.bus_socks.drain(&mut self.server, Instant::now(), &self.socks);
         if self.server.poll_arrived() {
             shared.arrived.notify(usize::MAX);
         }

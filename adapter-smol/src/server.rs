@@ -23,7 +23,7 @@ use tidewire::ws::{AppSocket, CloseCode, UpgradeRequest, WsState};
 
 use crate::conn::{WebSocket, WsConn};
 use crate::http::HttpRequest;
-use crate::outbound::{SocketOwner, Sockets, wait};
+use crate::outbound::{SocketOwner, Sockets, Table, wait};
 use crate::pump::{Core, Handlers, run_conn, run_core_timer, spawn_on};
 use crate::{Event, until};
 
@@ -155,8 +155,8 @@ impl ServerState {
 impl SocketOwner for ServerState {
     type Machine = Endpoint;
 
-    fn with<T>(&self, f: impl FnOnce(&mut Self::Machine, &mut Sockets<Self>, Instant) -> T) -> T {
-        self.with_core(|core| f(&mut core.server, &mut core.socks, Instant::now()))
+    fn with<T>(&self, f: impl FnOnce(&mut Self::Machine, &mut Table, Instant) -> T) -> T {
+        self.with_core(|core| f(&mut core.server, &mut core.bus_socks, Instant::now()))
     }
 
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
@@ -220,7 +220,7 @@ impl Server {
             cfg,
             local_addr,
             registry: Mutex::new(Registry::default()),
-            core: Mutex::new(Core::new(server, Sockets::new(me.clone()))),
+            core: Mutex::new(Core::new(server, Sockets(me.clone()))),
             timer: Arc::new(Notify::new()),
             arrived: Notify::new(),
             changed: Notify::new(),

@@ -14,7 +14,7 @@ use tidewire::http::Request;
 use tidewire::server::{ConnHandle, Server as Endpoint, ServerEvent};
 
 use crate::conn::{is_retry, lock, pull, wait_until, write_chunks};
-use crate::outbound::Host as _;
+use crate::outbound::{Host as _, Table};
 use crate::server::Shared;
 
 /// How long a closing connection waits for the peer's end after the last response.
@@ -23,6 +23,8 @@ pub(crate) const LINGER: Duration = Duration::from_secs(2);
 /// The core server and what the adapter keeps beside it, under one mutex.
 pub(crate) struct Core {
     pub(crate) server: Endpoint,
+    /// With Redis: the bus's sockets.
+    pub(crate) bus_socks: Table,
     writers: HashMap<ConnHandle, Arc<WriterWake>>,
     /// The deadline the timer thread sleeps until.
     deadline: Option<Instant>,
@@ -32,13 +34,14 @@ pub(crate) struct Core {
 
 impl Core {
     pub(crate) fn new(server: Endpoint) -> Self {
-        Self { server, writers: HashMap::new(), deadline: None, stop: false }
+        let bus_socks = Table::default();
+        Self { server, bus_socks, writers: HashMap::new(), deadline: None, stop: false }
     }
 
     /// After every mutation, under the lock: the bus's sockets, the handle's waiters, ready
     /// connections, the timer's deadline.
     pub(crate) fn after(&mut self, shared: &Shared) {
-        crate::outbound::drain(shared, &mut self.server, Instant::now());
+        self.bus_socks.drain(&mut self.server, Instant::now(), &shared.bus);
         if self.server.poll_arrived() {
             shared.event_cv.notify_all();
         }

@@ -19,7 +19,7 @@ use tidewire::ws::UpgradeRequest;
 
 use crate::conn::{Conn, invalid_input, lock, wait_until};
 use crate::http::HttpRequest;
-use crate::outbound::{Dial, Host, Sockets};
+use crate::outbound::{Dial, Host, Sockets, Table};
 use crate::pump::{self, Core};
 use crate::socket::WebSocket;
 
@@ -87,7 +87,7 @@ pub(crate) struct Shared {
     pub(crate) timer_cv: Condvar,
     /// An informational event or a submit's answer arrived.
     pub(crate) event_cv: Condvar,
-    /// With Redis: the bus's sockets.
+    /// With Redis: how the bus's sockets (in [`Core`]) are opened.
     pub(crate) bus: Sockets<Shared>,
     pub(crate) read_buffer: usize,
     /// `WsConfig::send_timeout` and `close_timeout` of application WebSockets.
@@ -122,15 +122,16 @@ impl Shared {
 impl Host for Shared {
     type Machine = tidewire::server::Server;
 
-    fn sockets(&self) -> &Sockets<Self> {
-        &self.bus
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut Self::Machine, Instant) -> T) -> T {
+    fn with_table<T>(&self, f: impl FnOnce(&mut Self::Machine, &mut Table, Instant) -> T) -> T {
         let mut core = pump::core(self);
-        let out = f(&mut core.server, Instant::now());
+        let Core { server, bus_socks, .. } = &mut *core;
+        let out = f(server, bus_socks, Instant::now());
         core.after(self);
         out
+    }
+
+    fn table<T>(&self, f: impl FnOnce(&Table) -> T) -> T {
+        f(&pump::core(self).bus_socks)
     }
 }
 
@@ -184,7 +185,7 @@ impl Server {
         };
         let shared = Arc::new_cyclic(|me| Shared {
             local,
-            bus: Sockets::new(me.clone(), dial),
+            bus: Sockets { owner: me.clone(), dial },
             core: Mutex::new(Core::new(endpoint)),
             timer_cv: Condvar::new(),
             event_cv: Condvar::new(),
@@ -262,7 +263,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         pump::core(&self.shared).stop = true;
         self.shared.timer_cv.notify_all();
-        self.shared.bus.close_all();
+        self.shared.with_table(|_, t, _| t.close_all());
         if let Some(timer) = self.timer.take() {
             let _ = timer.join();
         }

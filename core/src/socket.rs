@@ -22,12 +22,26 @@
 //! queue of events its application has not taken yet, so that an adapter owns a
 //! [`ClientSession`](crate::client::ClientSession) and an
 //! [`EventSource`](crate::sse::EventSource) with one piece of code.
+//!
+//! The driver's bookkeeping is here too, so that each adapter keeps only how it moves bytes
+//! (threads, tasks) and how it waits: [`SocketTable`] holds one machine's open sockets with
+//! their queued bytes, the bound on them and the read gate, and [`ClientDriver`] holds an
+//! application's [`OutboundClient`] with its queue, its sockets, its timer's deadline and
+//! its end.
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 
 use crate::time::Instant;
+
+mod driver;
+mod table;
+#[cfg(test)]
+mod table_tests;
+
+pub use driver::ClientDriver;
+pub use table::{DEFAULT_MAX_QUEUED, Dialer, SocketTable, Turn};
 
 /// A socket a machine asked its adapter to open, named by the machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
