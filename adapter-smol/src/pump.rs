@@ -18,11 +18,11 @@ use bytes::Bytes;
 use event_listener::{Event as Notify, listener};
 use smol::io::AsyncReadExt as _;
 use smol::{Async, Executor, Timer, future};
+use tidewire::Machine as _;
 use tidewire::readiness::{ReadinessLoop, Step};
 use tidewire::server::{ConnHandle, Server, ServerEvent};
 use tidewire::ws::app::Pass;
 use tidewire::ws::{WsEvent, WsState};
-use tidewire::{Machine as _, Transmit};
 
 use crate::conn::{DriverWake, WsConn};
 use crate::http::HttpRequest;
@@ -349,17 +349,7 @@ impl Target for Hub<'_> {
         let mut core = self.shared.core();
         // Pulled only once the socket took the last batch.
         if wbuf.is_empty() && !self.ended {
-            let mut pulled = 0;
-            while pulled < PULL_BOUND && !self.ended {
-                match core.server.poll_transmit(now, self.conn) {
-                    Some(Transmit::Bytes(b)) => {
-                        pulled += b.len();
-                        wbuf.push_back(b);
-                    }
-                    Some(_) => self.ended = true,
-                    None => break,
-                }
-            }
+            self.ended = core.server.poll_batch(now, self.conn, wbuf, PULL_BOUND);
             core.wake_waiters(self.shared);
         }
         // A ring before this pass is handled by it (or once the socket took the batch); one

@@ -9,11 +9,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf as _, Bytes};
+use tidewire::Machine as _;
 use tidewire::ws::app::Pass;
 use tidewire::ws::{
     AppSocket, CloseCode, Message, SendError, UpgradeRequest, WsConnection, WsEvent, WsState,
 };
-use tidewire::{Machine as _, Transmit};
 
 /// The longest a blocked write waits before looking at the clock again.
 const PATIENCE: Duration = Duration::from_millis(250);
@@ -66,27 +66,6 @@ pub(crate) fn write_chunks(stream: &TcpStream, chunks: &mut VecDeque<Bytes>) -> 
         }
     }
     Ok(())
-}
-
-/// Pulls transmits into `batch` up to [`BATCH`] bytes: the bytes pulled, and whether a
-/// `Transmit::Shutdown` ended it.
-pub(crate) fn pull(
-    batch: &mut VecDeque<Bytes>,
-    mut next: impl FnMut() -> Option<Transmit>,
-) -> (usize, bool) {
-    let mut bytes = 0;
-    while bytes < BATCH {
-        match next() {
-            Some(Transmit::Bytes(b)) if b.is_empty() => {}
-            Some(Transmit::Bytes(b)) => {
-                bytes += b.len();
-                batch.push_back(b);
-            }
-            Some(_) => return (bytes, true),
-            None => break,
-        }
-    }
-    (bytes, false)
 }
 
 /// The core's socket and what the pump keeps beside it, under one mutex.

@@ -13,10 +13,12 @@ use bytes::Bytes;
 use tidewire::http::Request;
 use tidewire::server::{ConnHandle, Server as Endpoint, ServerEvent};
 
-use crate::conn::{is_retry, lock, pull, wait_until, write_chunks};
+use crate::conn::{is_retry, lock, wait_until, write_chunks};
 use crate::outbound::{Host as _, Table};
 use crate::server::Shared;
 
+/// Bytes pulled from the core server for one connection before they are written.
+const PULL_BOUND: usize = 256 << 10;
 /// How long a closing connection waits for the peer's end after the last response.
 pub(crate) const LINGER: Duration = Duration::from_secs(2);
 
@@ -209,8 +211,8 @@ fn write_loop(
             f.ready = false;
         }
         loop {
-            let (bytes, shutdown) =
-                shared.with(|server, now| pull(&mut batch, || server.poll_transmit(now, conn)));
+            let shutdown = shared.with(|s, now| s.poll_batch(now, conn, &mut batch, PULL_BOUND));
+            let pulled = !batch.is_empty();
             if write_all(stream, &mut batch).is_err() {
                 core(shared).lost(shared, conn);
                 let _ = stream.shutdown(Shutdown::Both);
@@ -221,7 +223,7 @@ fn write_loop(
                 linger_close(stream, wake, shared.is_stopping());
                 return;
             }
-            if bytes == 0 {
+            if !pulled {
                 break;
             }
         }

@@ -2,6 +2,10 @@
 //! connections, deadlines) and [`Server::poll_transmit`], where frames move from the hub
 //! into a transport.
 
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
 use super::{ConnHandle, Proto, Server, ServerEvent};
 use crate::hub::HubEvent;
 use crate::machine::{Machine, Transmit};
@@ -214,6 +218,31 @@ impl Server {
         }
         self.route_hub_outputs(now);
         t
+    }
+
+    /// [`poll_transmit`](Self::poll_transmit) into `out` until about `max` bytes were pulled
+    /// or nothing is left for now: whether the connection said all it will (write `out`,
+    /// then close the socket). Pull again only once the socket took the batch.
+    pub fn poll_batch(
+        &mut self,
+        now: Instant,
+        conn: ConnHandle,
+        out: &mut VecDeque<Bytes>,
+        max: usize,
+    ) -> bool {
+        let mut pulled = 0;
+        while pulled < max {
+            match self.poll_transmit(now, conn) {
+                Some(Transmit::Bytes(b)) if b.is_empty() => {}
+                Some(Transmit::Bytes(b)) => {
+                    pulled += b.len();
+                    out.push_back(b);
+                }
+                Some(_) => return true,
+                None => break,
+            }
+        }
+        false
     }
 
     fn next_transmit(&mut self, now: Instant, conn: ConnHandle) -> Option<Transmit> {

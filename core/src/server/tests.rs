@@ -924,3 +924,33 @@ fn shutdown_refuses_requests_whose_join_waits() {
     assert!(s.is_drained());
     assert!(s.violations().is_empty(), "{:?}", s.violations());
 }
+
+#[test]
+fn a_batch_is_bounded_and_says_when_the_connection_ended() {
+    let now = crate::time::test_epoch();
+    let mut s = server();
+    let conn = ConnHandle(1);
+    s.handle_accept(now, conn);
+    s.handle_read(now, conn, b"GET /events?ch=public:a HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut out = std::collections::VecDeque::new();
+    assert!(!s.poll_batch(now, conn, &mut out, usize::MAX));
+    let head: Vec<u8> = out.drain(..).flat_map(|b| b.to_vec()).collect();
+    assert_eq!(status(&String::from_utf8_lossy(&head)), 200);
+    for n in 0..3 {
+        s.publish(now, "public:a", format!("{{\"n\":{n}}}").as_bytes()).unwrap();
+    }
+    // A bound of one byte takes one chunk; the rest waits for the next batch.
+    assert!(!s.poll_batch(now, conn, &mut out, 1));
+    assert_eq!(out.len(), 1);
+    assert!(!s.poll_batch(now, conn, &mut out, usize::MAX));
+    let events: Vec<u8> = out.drain(..).flat_map(|b| b.to_vec()).collect();
+    assert_eq!(String::from_utf8_lossy(&events).matches("data: {\"n\":").count(), 3);
+    // The end: what was said last, then `true`.
+    s.shutdown(now, Duration::from_secs(1));
+    let mut ended = false;
+    for _ in 0..4 {
+        ended |= s.poll_batch(now, conn, &mut out, usize::MAX);
+    }
+    assert!(ended);
+    assert!(!s.has_connection(conn));
+}
