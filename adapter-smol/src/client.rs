@@ -59,11 +59,7 @@ pub async fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, Connec
     let mut ws = WebSocket::new(shared.clone(), None);
     let stream = Arc::<Async<std::net::TcpStream>>::from(tcp);
     spawn_on(opts.executor.as_ref(), run_ws(stream, shared.clone(), CLIENT_READ_BUFFER, None));
-    let opened = wait(&shared.inbound, || {
-        let sock = shared.lock();
-        let subprotocol = sock.opened().map(|p| Ok(p.map(str::to_owned)));
-        subprotocol.or_else(|| sock.close_info().map(|info| Err(ConnectError::from(info.clone()))))
-    });
+    let opened = wait(&shared.inbound, || shared.lock().handshake());
     ws.subprotocol = opened.await?;
     Ok(ws)
 }

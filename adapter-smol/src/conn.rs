@@ -144,13 +144,8 @@ impl WebSocket {
     /// The next data message, skipping pongs; [`RecvError::Closed`] once the connection ended
     /// and its socket is shut down.
     pub async fn recv(&mut self) -> Result<Message, RecvError> {
-        loop {
-            match self.tx.shared.recv_event().await {
-                Event::Message(m) => return Ok(m),
-                Event::Pong(_) => {}
-                Event::Closed(info) => return Err(RecvError::Closed(info)),
-            }
-        }
+        let shared = &self.tx.shared;
+        wait(&shared.inbound, || shared.update(AppSocket::next_message).0).await
     }
 
     /// The next event ([`AppSocket::pop_event`]), waiting for one; [`Event::Closed`] repeats.

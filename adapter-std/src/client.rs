@@ -60,10 +60,7 @@ pub fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, ConnectError
         .map_err(|e| ConnectError::Url(e.to_string()))?;
     let (conn, _) = Conn::start(Arc::new(stream), peer, ws, timeouts, None);
     let mut ws = WebSocket::new(conn, READ_BUFFER);
-    let opened = ws.pump_until(|sock| match sock.opened() {
-        Some(subprotocol) => Some(Ok(subprotocol.map(str::to_owned))),
-        None => sock.close_info().map(|info| Err(ConnectError::from(info.clone()))),
-    });
+    let opened = ws.pump_until(|sock| sock.handshake());
     ws.subprotocol = opened?;
     Ok(ws)
 }

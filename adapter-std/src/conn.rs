@@ -1,6 +1,8 @@
-//! One application WebSocket: the core's [`AppSocket`] behind a mutex, pumped by the threads
-//! that use it. The receiver ([`Conn::pump_until`]) reads; whoever queued output takes the
-//! writer's turn ([`Conn::drive`]); what must not wait goes to a writer thread.
+//! One application WebSocket: the core's [`AppSocket`] in its [`Driver`] behind a mutex,
+//! pumped by the threads that use it. The receiver ([`Conn::pump_until`]) reads; whoever
+//! queued output takes the writer's turn ([`Conn::drive`]); what must not wait goes to a
+//! writer thread. The driver decides all that; this is the lock, the condition variables,
+//! the writer thread and the system calls.
 
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, IoSlice, Read as _, Write as _};
@@ -8,12 +10,10 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf as _, Bytes};
-use tidewire::Machine as _;
-use tidewire::ws::app::Pass;
-use tidewire::ws::{
-    AppSocket, CloseCode, Message, SendError, UpgradeRequest, WsConnection, WsEvent, WsState,
-};
+use bytes::Bytes;
+use tidewire::machine::consume;
+use tidewire::ws::app::{Driver, DriverConfig, ReadBuf, Turn};
+use tidewire::ws::{AppSocket, Message, SendError, UpgradeRequest, WsConnection};
 
 /// The longest a blocked write waits before looking at the clock again.
 const PATIENCE: Duration = Duration::from_millis(250);
@@ -21,10 +21,11 @@ const PATIENCE: Duration = Duration::from_millis(250);
 const MAX_IOV: usize = 64;
 /// Bytes a writer pulls from its machine before it writes them.
 const BATCH: usize = 256 << 10;
-/// First size of a read buffer; it doubles (up to its maximum) while reads fill it.
-const INITIAL_READ: usize = 4 << 10;
 /// Received events and payload bytes queued before the receiver stops reading.
 const MAX_INBOUND: (usize, usize) = (256, 4 << 20);
+
+/// The connection's state, locked.
+type Guard<'a> = MutexGuard<'a, State>;
 
 /// Locks a mutex, ignoring poisoning: every critical section leaves the state consistent.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -51,60 +52,24 @@ pub(crate) fn write_chunks(stream: &TcpStream, chunks: &mut VecDeque<Bytes>) -> 
     for (slot, chunk) in slices.iter_mut().zip(chunks.iter()) {
         *slot = IoSlice::new(chunk);
     }
-    let mut left = match (&*stream).write_vectored(&slices[..n]) {
+    let written = match (&*stream).write_vectored(&slices[..n]) {
         Ok(0) => return Err(ErrorKind::WriteZero.into()),
         Ok(written) => written,
         Err(e) if e.kind() == ErrorKind::Interrupted => 0,
         Err(e) => return Err(e),
     };
-    while let Some(front) = chunks.front_mut().filter(|_| left > 0) {
-        let n = front.len().min(left);
-        front.advance(n);
-        left -= n;
-        if front.is_empty() {
-            chunks.pop_front();
-        }
-    }
+    consume(chunks, written);
     Ok(())
 }
 
-/// The core's socket and what the pump keeps beside it, under one mutex.
+/// The core's driver and the registration, under one mutex.
 struct State {
-    sock: AppSocket,
-    /// Kept between turns to reuse its memory.
-    batch: VecDeque<Bytes>,
-    /// A thread writes a batch outside the lock.
-    writing: bool,
-    /// The socket is shut down and the core knows it.
-    shut: bool,
-    /// The application dropped its `WebSocket`: what is queued is written until then.
-    dropped: Option<Instant>,
-    waiters: usize,
-    /// The writer thread was started.
-    writer: bool,
+    drv: Driver,
     /// Held until the connection's last thread ends (the server's registry entry).
     registration: Option<Arc<dyn Send + Sync>>,
-    /// A receiver is blocked in `read` until this deadline (`None`: no timeout).
-    reading: Option<Option<Instant>>,
 }
 
-/// The read side, owned by whoever receives.
-pub(crate) struct ReadSide {
-    /// Allocated on the first read, grown while reads fill it, up to `max`.
-    buf: Vec<u8>,
-    max: usize,
-    /// The socket's read timeout, once set.
-    timeout: Option<Option<Duration>>,
-    /// The read half ended (EOF or error).
-    eof: bool,
-}
-
-impl ReadSide {
-    pub(crate) fn new(size: usize) -> Self {
-        Self { buf: Vec::new(), max: size.max(1024), timeout: None, eof: false }
-    }
-}
-
+/// One application WebSocket, shared by its `WebSocket`, `Sender`s and writer thread.
 pub(crate) struct Conn {
     me: Weak<Conn>,
     /// Shared with the server's registry.
@@ -115,10 +80,6 @@ pub(crate) struct Conn {
     cv: Condvar,
     /// Wakes the writer thread.
     wake: Condvar,
-    /// `WsConfig::send_timeout` (`AppSocket::handle_write_stall`).
-    send_timeout: Option<Duration>,
-    /// `WsConfig::close_timeout`: how long a dropped connection may write what is queued.
-    linger: Duration,
 }
 
 impl Conn {
@@ -127,117 +88,66 @@ impl Conn {
     pub(crate) fn start(
         stream: Arc<TcpStream>,
         peer: SocketAddr,
-        mut ws: WsConnection,
-        timeouts: (Option<Duration>, Duration),
+        ws: WsConnection,
+        (send_timeout, close_timeout): (Option<Duration>, Duration),
         registration: Option<Arc<dyn Send + Sync>>,
     ) -> (Arc<Self>, Option<UpgradeRequest>) {
-        let (send_timeout, linger) = timeouts;
-        let mut request = None;
-        while let Some(ev) = ws.poll_event() {
-            if let WsEvent::UpgradeRequested(r) = ev {
-                request = Some(r);
-            }
-        }
-        let state = State {
-            sock: AppSocket::new(ws, MAX_INBOUND.0, MAX_INBOUND.1, linger),
-            batch: VecDeque::new(),
-            writing: false,
-            shut: false,
-            dropped: None,
-            waiters: 0,
-            writer: false,
-            registration,
-            reading: None,
-        };
+        let batch = (BATCH, MAX_IOV);
+        let cfg = DriverConfig { max_inbound: MAX_INBOUND, batch, send_timeout, close_timeout };
+        let (drv, request) = Driver::new(ws, cfg);
         let _ = stream.set_write_timeout(Some(PATIENCE));
         let conn = Arc::new_cyclic(|me| Self {
             me: me.clone(),
             stream,
             peer,
-            state: Mutex::new(state),
+            state: Mutex::new(State { drv, registration }),
             cv: Condvar::new(),
             wake: Condvar::new(),
-            send_timeout,
-            linger,
         });
         (conn, request)
     }
 
-    /// Waits on `cv`, counted so that nobody notifies an empty room.
-    fn wait<'a>(&'a self, mut st: MutexGuard<'a, State>, until: Instant) -> MutexGuard<'a, State> {
-        st.waiters += 1;
-        let mut st = wait_until(&self.cv, st, Some(until));
-        st.waiters -= 1;
+    /// Waits on `cv` until `until` (at most [`PATIENCE`]), counted so that nobody notifies
+    /// an empty room.
+    fn wait<'a>(&'a self, mut st: Guard<'a>, until: Option<Instant>) -> Guard<'a> {
+        let patience = Instant::now() + PATIENCE;
+        st.drv.add_waiter();
+        let mut st = wait_until(&self.cv, st, Some(until.map_or(patience, |d| d.min(patience))));
+        st.drv.remove_waiter();
         st
     }
 
-    /// Hands out the core's wakes, after every call on the socket.
+    /// Hands out the core's wakes (and shuts the socket down), after every call on it.
     fn notify(&self, st: &mut State) {
-        let wakes = st.sock.poll_wakes();
-        if (wakes.senders || wakes.receivers) && st.waiters > 0 {
+        let wakes = st.drv.poll_wakes();
+        if wakes.shut {
+            let _ = self.stream.shutdown(Shutdown::Both);
+        }
+        if wakes.waiters {
             self.cv.notify_all();
+        }
+        if wakes.writer {
+            self.wake.notify_all();
         }
     }
 
     /// Shuts the socket down; the core learns it and reports `Closed` from now on.
     fn shut(&self, st: &mut State) {
-        if st.shut {
-            return;
-        }
-        st.shut = true;
-        let _ = self.stream.shutdown(Shutdown::Both);
-        st.sock.finish(Instant::now());
-        st.batch = VecDeque::new();
+        st.drv.shut(Instant::now());
         self.notify(st);
-        self.cv.notify_all();
-        self.wake.notify_all();
     }
 
-    /// Runs passes of the core (timers, a batch written outside the lock) until nothing is left
-    /// or another thread has the writer's turn; then, unless shut, whether to read and when.
-    fn drive<'a>(
-        &'a self,
-        mut st: MutexGuard<'a, State>,
-    ) -> (MutexGuard<'a, State>, Option<(bool, Option<Instant>)>) {
+    /// Runs turns of the core (timers, a batch written outside the lock) until nothing is
+    /// left or another thread has the writer's turn: `Wait` or `Done`.
+    fn drive<'a>(&'a self, mut st: Guard<'a>) -> (Guard<'a>, Turn) {
         loop {
-            if st.shut {
-                return (st, None);
-            }
-            let now = Instant::now();
-            let mut batch = std::mem::take(&mut st.batch);
-            let limit = if st.writing { 0 } else { BATCH };
-            let pass = st.sock.poll_pass(now, &mut batch, limit, MAX_IOV);
+            let turn = st.drv.begin_turn(Instant::now());
             self.notify(&mut st);
-            let (flush, next) = match pass {
-                Pass::Run { shutdown: true, .. } if batch.is_empty() && !st.writing => {
-                    (false, None)
-                }
-                Pass::Run { read, deadline, .. } if batch.is_empty() => {
-                    st.batch = batch;
-                    return (st, Some((read, deadline)));
-                }
-                Pass::Run { .. } => (true, Some(())),
-                Pass::FlushAndStop => (!st.writing, None),
-                _ => (false, None),
-            };
-            if flush && !batch.is_empty() {
-                st.writing = true;
-                drop(st);
-                let written = self.write_batch(&mut batch, next.is_some());
-                st = lock(&self.state);
-                st.writing = false;
-                if !written {
-                    st.sock.handle_write_error(Instant::now());
-                }
-                if st.dropped.is_some() && st.writer {
-                    self.wake.notify_all(); // the writer thread ends the connection
-                }
-            }
-            batch.clear();
-            st.batch = batch;
-            if next.is_none() {
-                self.shut(&mut st);
-            }
+            let Turn::Write { mut batch, patient } = turn else { return (st, turn) };
+            drop(st);
+            let written = self.write_batch(&mut batch, patient);
+            st = lock(&self.state);
+            st.drv.end_turn(batch, (!written).then(Instant::now)); // notified after the next turn
         }
     }
 
@@ -252,14 +162,9 @@ impl Conn {
                     let now = Instant::now();
                     let since = *stalled_since.get_or_insert(now);
                     let mut st = lock(&self.state);
-                    if self.send_timeout.is_some_and(|t| now >= since + t) {
-                        st.sock.handle_write_stall(now); // the next pass shuts it down
-                    }
-                    if st.dropped.is_some_and(|t| now >= t) {
-                        self.shut(&mut st);
-                    }
-                    // Fires the core's timers; a failed or lingered-out connection is shut.
-                    if self.drive(st).1.is_none() {
+                    let go_on = st.drv.write_blocked(now, since);
+                    self.notify(&mut st);
+                    if !go_on {
                         return false;
                     }
                 }
@@ -269,30 +174,18 @@ impl Conn {
         true
     }
 
-    /// Runs a command on the core unless the application dropped the connection.
-    fn command<T>(
-        &self,
-        st: &mut State,
-        f: impl FnOnce(&mut WsConnection, Instant) -> Result<T, SendError>,
-    ) -> Result<T, SendError> {
-        if st.dropped.is_some() {
-            return Err(SendError::Closed);
-        }
-        st.sock.command(Instant::now(), f)
-    }
-
     /// Runs a command on the core and writes what it queued.
     pub(crate) fn with<T>(
         &self,
         f: impl FnOnce(&mut WsConnection, Instant) -> Result<T, SendError>,
     ) -> Result<T, SendError> {
         let mut st = lock(&self.state);
-        let out = self.command(&mut st, f);
+        let out = st.drv.command(Instant::now(), f);
         let (mut st, next) = self.drive(st);
         // A receiver blocked in `read` would miss a deadline the command set (the close
         // handshake's timeout): the writer thread keeps the time for it.
-        if let (Some(blocked), Some((_, Some(deadline)))) = (st.reading, next)
-            && blocked.is_none_or(|b| deadline < b)
+        if let Turn::Wait { until, .. } = next
+            && st.drv.reader_misses(until)
         {
             self.wake_writer(&mut st);
         }
@@ -303,20 +196,18 @@ impl Conn {
     pub(crate) fn send(&self, mut msg: Message) -> Result<(), SendError> {
         let mut st = lock(&self.state);
         loop {
-            match self.command(&mut st, |ws, now| ws.send(now, msg)) {
+            match st.drv.command(Instant::now(), |ws, now| ws.send(now, msg)) {
                 Err(SendError::Backpressure(back)) => msg = back,
                 result => {
                     drop(self.drive(st));
                     return result;
                 }
             }
-            let (guard, next) = self.drive(st);
-            st = match next {
-                Some((_, deadline)) if guard.writing => {
-                    let patience = Instant::now() + PATIENCE;
-                    self.wait(guard, deadline.map_or(patience, |d| d.min(patience)))
+            st = match self.drive(st) {
+                (guard, Turn::Wait { until, .. }) if guard.drv.is_writing() => {
+                    self.wait(guard, until)
                 }
-                _ => guard,
+                (guard, _) => guard,
             };
         }
     }
@@ -324,24 +215,16 @@ impl Conn {
     /// Sends a message if the outbox has room; the writer thread writes it.
     pub(crate) fn try_send(&self, msg: Message) -> Result<(), SendError> {
         let mut st = lock(&self.state);
-        let result = self.command(&mut st, |ws, now| ws.send(now, msg));
-        if st.dropped.is_none() {
+        let result = st.drv.command(Instant::now(), |ws, now| ws.send(now, msg));
+        if !st.drv.is_dropped() {
             self.wake_writer(&mut st);
         }
         result
     }
 
-    pub(crate) fn is_closed(&self) -> bool {
-        let st = lock(&self.state);
-        st.dropped.is_some() || st.sock.is_closed()
-    }
-
-    pub(crate) fn close_info(&self) -> Option<tidewire::ws::CloseInfo> {
-        lock(&self.state).sock.close_info().cloned()
-    }
-
-    pub(crate) fn buffered_amount(&self) -> usize {
-        lock(&self.state).sock.conn().buffered_amount()
+    /// `f` on the core's driver, for its getters.
+    pub(crate) fn inspect<T>(&self, f: impl FnOnce(&Driver) -> T) -> T {
+        f(&lock(&self.state).drv)
     }
 
     /// Shuts the socket down at once.
@@ -353,11 +236,9 @@ impl Conn {
     /// then the socket is shut down.
     pub(crate) fn drop_by_app(&self) {
         let mut st = lock(&self.state);
-        st.dropped = Some(Instant::now() + self.linger);
-        if st.writing || st.writer {
+        if st.drv.drop_by_app(Instant::now()) {
             // The writer thread ends the connection once the current turn is over.
-            self.wake_writer(&mut st);
-            return;
+            return self.wake_writer(&mut st);
         }
         let (mut st, _) = self.drive(st);
         self.shut(&mut st);
@@ -369,27 +250,17 @@ impl Conn {
     /// The server shuts down: an open connection is closed with 1001, a connecting one dropped.
     pub(crate) fn shutdown_by_server(&self) {
         let mut st = lock(&self.state);
-        match st.sock.state() {
-            WsState::Open => {
-                let close = |ws: &mut WsConnection, now| {
-                    ws.close(now, CloseCode::GOING_AWAY, "server shutdown")
-                };
-                if st.sock.command(Instant::now(), close).is_ok() {
-                    self.wake_writer(&mut st);
-                }
-            }
-            WsState::Connecting => self.shut(&mut st),
-            _ => {}
+        if st.drv.shutdown_by_server(Instant::now()) {
+            self.wake_writer(&mut st);
         }
+        self.notify(&mut st);
     }
 
     /// Wakes the writer thread, started on first need; it holds the registration until it ends.
     fn wake_writer(&self, st: &mut State) {
-        if st.writer {
-            self.wake.notify_one();
-            return;
+        if !st.drv.start_writer() {
+            return self.notify(st);
         }
-        st.writer = true;
         let (Some(conn), reg) = (self.me.upgrade(), st.registration.take()) else { return };
         let spawned =
             std::thread::Builder::new().name("tidewire-ws-write".into()).spawn(move || {
@@ -405,75 +276,45 @@ impl Conn {
     fn write_loop(&self) {
         let mut st = lock(&self.state);
         loop {
-            let (mut guard, next) = self.drive(st);
-            if next.is_none() {
-                return;
-            }
-            if guard.dropped.is_some() && !guard.writing {
+            let (mut guard, Turn::Wait { until, .. }) = self.drive(st) else { return };
+            if guard.drv.lingered() {
                 // After a drop: everything queued before it is written.
-                self.shut(&mut guard);
-                return;
+                return self.shut(&mut guard);
             }
             // Until the core's next deadline: a receiver blocked in `read` may not see it.
-            st = wait_until(&self.wake, guard, next.and_then(|(_, deadline)| deadline));
+            st = wait_until(&self.wake, guard, until);
         }
     }
 
-    /// Drives the connection on the receiving thread until `ready` gives something: passes
+    /// Drives the connection on the receiving thread until `ready` gives something: turns
     /// of the core, then one read timed out at the core's next deadline.
     pub(crate) fn pump_until<T>(
         &self,
-        rd: &mut ReadSide,
+        rd: &mut ReadBuf,
         mut ready: impl FnMut(&mut AppSocket) -> Option<T>,
     ) -> T {
         let mut st = lock(&self.state);
         loop {
-            if let Some(v) = ready(&mut st.sock) {
+            if let Some(v) = ready(st.drv.socket_mut()) {
                 self.notify(&mut st);
                 return v;
             }
             let (guard, next) = self.drive(st);
             st = guard;
-            let Some((read, deadline)) = next else { continue }; // `ready` reports the end
-            let now = Instant::now();
-            if !read || rd.eof {
-                // Nothing to read: the core's deadline (the linger) or a shutdown ends it.
-                st = self.wait(st, deadline.unwrap_or(now + PATIENCE));
+            let Turn::Wait { read, until } = next else { continue }; // `ready` reports the end
+            if !st.drv.begin_read(rd, read, until) {
+                st = self.wait(st, until);
                 continue;
             }
-            st.reading = Some(deadline);
             drop(st);
-            // Round up: a wake-up just before the deadline would only come back at once.
-            let want = deadline.map(|d| (d - now).max(Duration::from_millis(1)));
-            // Re-armed only when it would wake too late or far too early.
-            let stale = match (rd.timeout, want) {
-                (Some(Some(cur)), Some(want)) => cur > want || cur < want / 2,
-                (Some(cur), want) => cur != want,
-                (None, _) => true,
+            rd.rearm(Instant::now(), until, |t| self.stream.set_read_timeout(t).is_ok());
+            let got = match (&*self.stream).read(rd.buf()) {
+                Ok(n) if n > 0 => Some(n),
+                Err(e) if is_retry(&e) => Some(0),
+                _ => None,
             };
-            if stale && self.stream.set_read_timeout(want).is_ok() {
-                rd.timeout = Some(want);
-            }
-            if rd.buf.is_empty() {
-                rd.buf = vec![0; INITIAL_READ.min(rd.max)];
-            }
-            let result = (&*self.stream).read(&mut rd.buf);
             st = lock(&self.state);
-            st.reading = None;
-            match result {
-                _ if st.shut => {}
-                Ok(n) if n > 0 => {
-                    st.sock.handle_read(Instant::now(), &rd.buf[..n]);
-                    if n == rd.buf.len() && n < rd.max {
-                        rd.buf = vec![0; (n * 2).min(rd.max)];
-                    }
-                }
-                Err(e) if is_retry(&e) => {}
-                _ => {
-                    rd.eof = true;
-                    st.sock.handle_eof(Instant::now());
-                }
-            }
+            st.drv.end_read(Instant::now(), rd, got);
         }
     }
 }

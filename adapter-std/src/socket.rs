@@ -5,17 +5,17 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tidewire::ws::app::{Event, RecvError};
+use tidewire::ws::app::{Driver, Event, ReadBuf, RecvError};
 use tidewire::ws::{AppSocket, CloseCode, CloseInfo, Message, SendError};
 
-use crate::conn::{Conn, ReadSide};
+use crate::conn::Conn;
 
 /// An open WebSocket, sending as the [`Sender`] it derefs to. It makes progress (reads,
 /// pongs, timeouts) only while a thread is in [`recv`](Self::recv) or a waiting `send`.
 /// Dropping it ends the connection once what is queued is written (`WsConfig::close_timeout`).
 pub struct WebSocket {
     tx: Sender,
-    reader: ReadSide,
+    reader: ReadBuf,
     pub(crate) subprotocol: Option<String>,
 }
 
@@ -31,7 +31,7 @@ impl std::fmt::Debug for WebSocket {
 impl WebSocket {
     /// Wraps `conn`, no subprotocol yet; dropping the result aborts the connection.
     pub(crate) fn new(conn: Arc<Conn>, read_buffer: usize) -> Self {
-        Self { tx: Sender { conn }, reader: ReadSide::new(read_buffer), subprotocol: None }
+        Self { tx: Sender { conn }, reader: ReadBuf::new(read_buffer), subprotocol: None }
     }
 
     /// Drives the connection on this thread until `ready` gives something.
@@ -41,13 +41,7 @@ impl WebSocket {
 
     /// The next data message, skipping pongs; [`RecvError::Closed`] once the connection ended.
     pub fn recv(&mut self) -> Result<Message, RecvError> {
-        loop {
-            match self.recv_event() {
-                Event::Message(m) => return Ok(m),
-                Event::Pong(_) => {}
-                Event::Closed(info) => return Err(RecvError::Closed(info)),
-            }
-        }
+        self.pump_until(AppSocket::next_message)
     }
 
     /// The next event, driving the connection until there is one
@@ -77,7 +71,7 @@ impl WebSocket {
     /// How the connection ended, as soon as the core knows ([`AppSocket::close_info`]).
     #[must_use]
     pub fn close_info(&self) -> Option<CloseInfo> {
-        self.tx.conn.close_info()
+        self.tx.conn.inspect(|drv| drv.socket().close_info().cloned())
     }
 }
 
@@ -136,13 +130,13 @@ impl Sender {
     /// Whether the connection is closing or closed (nothing more can be sent).
     #[must_use]
     pub fn is_closed(&self) -> bool {
-        self.conn.is_closed()
+        self.conn.inspect(Driver::is_closed)
     }
 
     /// Bytes queued and not yet written
     /// ([`WsConnection::buffered_amount`](tidewire::ws::WsConnection::buffered_amount)).
     #[must_use]
     pub fn buffered_amount(&self) -> usize {
-        self.conn.buffered_amount()
+        self.conn.inspect(|drv| drv.socket().conn().buffered_amount())
     }
 }

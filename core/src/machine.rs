@@ -1,6 +1,8 @@
 //! The shape every protocol machine in this crate shares.
 
-use bytes::Bytes;
+use std::collections::VecDeque;
+
+use bytes::{Buf as _, Bytes};
 
 use crate::time::Instant;
 
@@ -38,4 +40,70 @@ pub trait Machine {
     /// The earliest instant at which [`Machine::handle_timeout`] must be called, if any.
     #[must_use]
     fn poll_timeout(&self) -> Option<Instant>;
+}
+
+/// Pulls transmits from `next` (a machine's `poll_transmit`) into `batch` until this call
+/// pulled `max_bytes` bytes, skipping empty ones: the bytes pulled, and whether a
+/// [`Transmit::Shutdown`] ended it (nothing follows it, and nothing is pulled after it).
+pub fn pull_batch(
+    batch: &mut VecDeque<Bytes>,
+    max_bytes: usize,
+    mut next: impl FnMut() -> Option<Transmit>,
+) -> (usize, bool) {
+    let mut bytes = 0;
+    while bytes < max_bytes {
+        match next() {
+            Some(Transmit::Bytes(b)) if b.is_empty() => {}
+            Some(Transmit::Bytes(b)) => {
+                bytes += b.len();
+                batch.push_back(b);
+            }
+            Some(Transmit::Shutdown) => return (bytes, true),
+            None => break,
+        }
+    }
+    (bytes, false)
+}
+
+/// Drops the first `n` bytes (what a vectored write took) from a queue of chunks.
+#[inline]
+pub fn consume(chunks: &mut VecDeque<Bytes>, mut n: usize) {
+    while let Some(front) = chunks.front_mut().filter(|_| n > 0) {
+        if front.len() > n {
+            return front.advance(n);
+        }
+        n -= front.len();
+        chunks.pop_front();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(parts: &[&'static str]) -> VecDeque<Bytes> {
+        parts.iter().map(|p| Bytes::from_static(p.as_bytes())).collect()
+    }
+
+    #[test]
+    fn a_batch_stops_at_its_size_or_at_the_shutdown() {
+        let mut source = chunks(&["ab", "", "cd", "ef"]).into_iter().map(Transmit::Bytes);
+        let mut batch = VecDeque::new();
+        assert_eq!(pull_batch(&mut batch, 4, || source.next()), (4, false));
+        assert_eq!(batch, chunks(&["ab", "cd"]), "the empty one skipped");
+        let mut source = [Transmit::Bytes("x".into()), Transmit::Shutdown].into_iter();
+        assert_eq!(pull_batch(&mut batch, 100, || source.next()), (1, true));
+        assert_eq!(pull_batch(&mut batch, 100, || None), (0, false));
+    }
+
+    #[test]
+    fn consume_drops_whole_chunks_then_advances_the_front() {
+        let mut q = chunks(&["abc", "de", "fgh"]);
+        consume(&mut q, 0);
+        assert_eq!(q.len(), 3);
+        consume(&mut q, 6);
+        assert_eq!(q, chunks(&["gh"]));
+        consume(&mut q, 2);
+        assert!(q.is_empty());
+    }
 }

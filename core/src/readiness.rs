@@ -32,7 +32,7 @@
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, IoSlice};
 
-use bytes::{Buf as _, Bytes};
+use bytes::Bytes;
 
 use crate::time::{Duration, Instant};
 use crate::ws::app::Pass;
@@ -260,7 +260,7 @@ impl ReadinessLoop {
         match write(&slices[..n]) {
             Ok(0) => self.lost = Some(ErrorKind::WriteZero),
             Ok(n) => {
-                self.consume(n);
+                crate::machine::consume(&mut self.out, n);
                 self.progressed = true;
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => self.can_write = false,
@@ -379,17 +379,6 @@ impl ReadinessLoop {
         self.read_registered |= read;
         self.write_registered |= write;
         Some(Step::Wait { read, write, timer: self.armed })
-    }
-
-    /// Drops the first `n` written bytes from the queue.
-    fn consume(&mut self, mut n: usize) {
-        while let Some(front) = self.out.front_mut().filter(|_| n > 0) {
-            if front.len() > n {
-                return front.advance(n);
-            }
-            n -= front.len();
-            self.out.pop_front();
-        }
     }
 
     fn result(&self) -> Result<(), ErrorKind> {

@@ -230,19 +230,7 @@ impl Server {
         out: &mut VecDeque<Bytes>,
         max: usize,
     ) -> bool {
-        let mut pulled = 0;
-        while pulled < max {
-            match self.poll_transmit(now, conn) {
-                Some(Transmit::Bytes(b)) if b.is_empty() => {}
-                Some(Transmit::Bytes(b)) => {
-                    pulled += b.len();
-                    out.push_back(b);
-                }
-                Some(_) => return true,
-                None => break,
-            }
-        }
-        false
+        crate::machine::pull_batch(out, max, || self.poll_transmit(now, conn)).1
     }
 
     fn next_transmit(&mut self, now: Instant, conn: ConnHandle) -> Option<Transmit> {

@@ -19,7 +19,9 @@
 //! The driver's run loop: [`poll_pass`](AppSocket::poll_pass) (timers fired, a batch of bytes
 //! pulled, what to do next), write, one read ([`handle_read`](AppSocket::handle_read) /
 //! [`handle_eof`](AppSocket::handle_eof)), wait; and [`finish`](AppSocket::finish) once the
-//! socket is shut down.
+//! socket is shut down. An adapter without a task per connection, pumping the socket on the
+//! threads that use it, keeps a [`Driver`] instead ([`driver`]: who writes, the linger after
+//! the application's drop, the writer thread, the receiver's reads).
 
 use std::collections::VecDeque;
 
@@ -31,6 +33,10 @@ use super::error::{ConnError, HandshakeError, SendError};
 use super::message::Message;
 use crate::machine::{Machine, Transmit};
 use crate::time::{Duration, Instant};
+
+pub mod driver;
+
+pub use driver::{Driver, DriverConfig, DriverWakes, ReadBuf, Turn};
 
 /// What an adapter's `WebSocket::recv_event` returns ([`AppSocket::next_event`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -271,6 +277,31 @@ impl AppSocket {
         }
     }
 
+    /// [`next_event`](Self::next_event) skipping pongs: what an adapter's `WebSocket::recv`
+    /// returns, [`RecvError::Closed`] on every call once the connection ended.
+    pub fn next_message(&mut self) -> Option<Result<Message, RecvError>> {
+        loop {
+            // From `pop_event` directly: one move of the event less on this hot path.
+            return match self.pop_event()? {
+                WsEvent::Message(m) => Some(Ok(m)),
+                WsEvent::Closed(info) => Some(Err(RecvError::Closed(info))),
+                _ => continue,
+            };
+        }
+    }
+
+    /// A client's opening handshake, once decided: the negotiated subprotocol, or why the
+    /// connection ended before it opened (what an adapter's `connect` returns).
+    ///
+    /// # Errors
+    /// The [`ConnectError`] made of the connection's [`CloseInfo`].
+    pub fn handshake(&self) -> Option<Result<Option<String>, ConnectError>> {
+        match self.opened() {
+            Some(subprotocol) => Some(Ok(subprotocol.map(str::to_owned))),
+            None => self.closed.as_ref().map(|info| Err(ConnectError::from(info.clone()))),
+        }
+    }
+
     /// The application dropped its handle. A connection still connecting or open is
     /// aborted (no close handshake); returns whether it was. A closing one finishes its
     /// close handshake.
@@ -459,7 +490,7 @@ mod tests {
         (c, s, t0)
     }
 
-    fn drain(s: &mut WsConnection) -> Vec<u8> {
+    pub(super) fn drain(s: &mut WsConnection) -> Vec<u8> {
         let mut out = Vec::new();
         while let Some(Transmit::Bytes(b)) = s.poll_transmit() {
             out.extend_from_slice(&b);
@@ -479,6 +510,43 @@ mod tests {
         assert_eq!(c.pop_event(), Some(WsEvent::Message(Message::text("a"))));
         assert!(c.poll_wakes().driver, "the paused reader is woken");
         assert!(matches!(pull(&mut c, t0).1, Pass::Run { read: true, .. }));
+    }
+
+    #[test]
+    fn next_message_skips_pongs_and_repeats_the_end() {
+        let (mut c, mut s, t0) = pair(8);
+        assert_eq!(c.handshake().map(Result::ok), Some(Some(None)), "opened, no subprotocol");
+        s.ping(t0, Bytes::from_static(b"p")).unwrap(); // answered by the client's machine
+        c.handle_read(t0, &drain(&mut s));
+        s.handle_read(t0, &pull(&mut c, t0).0);
+        s.send(t0, Message::text("a")).unwrap();
+        c.handle_read(t0, &drain(&mut s));
+        let pongs = std::iter::from_fn(|| s.poll_event()).filter(|e| matches!(e, WsEvent::Pong(_)));
+        assert_eq!(pongs.count(), 1);
+        c.command(t0, |conn, now| conn.ping(now, Bytes::new())).unwrap();
+        s.handle_read(t0, &pull(&mut c, t0).0);
+        c.handle_read(t0, &drain(&mut s)); // the pong, queued after the message
+        assert_eq!(c.next_message().map(Result::ok), Some(Some(Message::text("a"))));
+        assert!(c.next_message().is_none(), "the pong is skipped");
+        c.finish(t0);
+        assert!(matches!(c.next_message(), Some(Err(RecvError::Closed(_)))));
+        assert!(matches!(c.next_message(), Some(Err(RecvError::Closed(_)))), "and again");
+    }
+
+    #[test]
+    fn a_handshake_refused_by_the_server_is_a_connect_error() {
+        let t0 = crate::time::test_epoch();
+        let cfg = WsConfig { rng_seed: [7; 32], ..WsConfig::default() };
+        let client = WsConnection::client(cfg.clone(), "example.com", "/", t0).unwrap();
+        let mut c = AppSocket::new(client, 8, 1 << 20, Duration::from_secs(1));
+        let mut s = WsConnection::server(cfg, t0);
+        s.handle_read(t0, &pull(&mut c, t0).0);
+        assert!(c.handshake().is_none(), "not decided yet");
+        s.reject(t0, 403, &[], b"no").unwrap();
+        c.handle_read(t0, &drain(&mut s));
+        c.handle_eof(t0);
+        let refused = c.handshake().and_then(Result::err);
+        assert!(matches!(refused, Some(ConnectError::Handshake(HandshakeError::Status(403)))));
     }
 
     #[test]
