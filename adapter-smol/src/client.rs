@@ -58,7 +58,7 @@ pub async fn connect(url: &str, opts: ClientOptions) -> Result<WebSocket, Connec
     // Dropping `ws` (this future cancelled) aborts the handshake.
     let mut ws = WebSocket::new(shared.clone(), None);
     let stream = Arc::<Async<std::net::TcpStream>>::from(tcp);
-    spawn_on(opts.executor.as_ref(), run_ws(stream, shared.clone(), CLIENT_READ_BUFFER, None));
+    spawn_on(opts.executor.as_ref(), run_ws(stream, shared.clone(), CLIENT_READ_BUFFER));
     let opened = wait(&shared.inbound, || shared.lock().handshake());
     ws.subprotocol = opened.await?;
     Ok(ws)

@@ -21,8 +21,8 @@ use smol::{Async, Executor, Timer, future};
 use tidewire::Machine as _;
 use tidewire::readiness::{ReadinessLoop, Step};
 use tidewire::server::{ConnHandle, Server, ServerEvent};
+use tidewire::ws::WsEvent;
 use tidewire::ws::app::Pass;
-use tidewire::ws::{WsEvent, WsState};
 
 use crate::conn::{DriverWake, WsConn};
 use crate::http::HttpRequest;
@@ -185,7 +185,7 @@ pub(crate) async fn run_conn(
         let upgrade = Upgrade { shared: shared.clone(), request, server: server.clone(), conn };
         server.spawn((handlers.0)(upgrade));
     }
-    run_ws(stream, shared, cfg.read_buffer, Some(close_timeout)).await;
+    run_ws(stream, shared, cfg.read_buffer).await;
 }
 
 /// Sends FIN after the last response, then discards input until the peer's end or `until`:
@@ -196,16 +196,10 @@ async fn linger(stream: &Async<TcpStream>, until: Instant) {
     while let Some(Ok(1..)) = crate::until(until, (&mut &*stream).read(&mut sink)).await {}
 }
 
-/// Pumps an application WebSocket until it is done (see [`App`]). `decide`: a server's
-/// upgrade, not driven before it is accepted or rejected; a rejection gets this long.
-pub(crate) async fn run_ws(
-    stream: Arc<Async<TcpStream>>,
-    shared: Arc<WsConn>,
-    read_buffer: usize,
-    decide: Option<Duration>,
-) {
-    let phase = decide.map_or(Phase::Open, Phase::Deciding);
-    let mut app = App { stream: &stream, shared: &shared, phase };
+/// Pumps an application WebSocket until it is done (see [`App`]); a server's upgrade is not
+/// driven before it is accepted or rejected ([`AppSocket::poll_pass`](tidewire::ws::AppSocket::poll_pass)).
+pub(crate) async fn run_ws(stream: Arc<Async<TcpStream>>, shared: Arc<WsConn>, read_buffer: usize) {
+    let mut app = App { stream: &stream, shared: &shared };
     if let Err(kind) = socket_loop(&stream, &mut app, read_buffer, None).await {
         let _ = shared.cut.set(kind);
     }
@@ -391,23 +385,11 @@ impl Target for Hub<'_> {
     }
 }
 
-/// Where an application WebSocket is.
-#[derive(Clone, Copy)]
-enum Phase {
-    /// A server's upgrade awaiting the decision: not driven. A rejection then gets this long.
-    Deciding(Duration),
-    /// Rejected (or malformed): its response is written until then, then the socket shut.
-    Answering(Instant),
-    /// Accepted, or a client.
-    Open,
-}
-
 /// An application WebSocket, pumped under its `AppSocket`'s lock. Dropped (even with the task),
 /// it shuts the socket down and tells the application.
 struct App<'a> {
     stream: &'a Async<TcpStream>,
     shared: &'a WsConn,
-    phase: Phase,
 }
 
 impl Drop for App<'_> {
@@ -423,26 +405,11 @@ impl Drop for App<'_> {
 impl Target for App<'_> {
     fn pass(&mut self, now: Instant, wbuf: &mut VecDeque<Bytes>) -> Pass {
         let mut sock = self.shared.lock();
-        if let Phase::Deciding(answer) = self.phase {
-            if sock.state() == WsState::Connecting && !sock.is_closed() {
-                // Undecided (an accept or reject rings under the lock).
-                self.shared.wake.reset();
-                return Pass::Run { read: false, deadline: None, shutdown: false };
-            }
-            let rejected = sock.state() == WsState::Closed;
-            self.phase = if rejected { Phase::Answering(now + answer) } else { Phase::Open };
-        }
         let pass = sock.poll_pass(now, wbuf, BATCH_BYTES, tidewire::readiness::MAX_SLICES);
         self.shared.wake_up(&mut sock);
         // A ring before this pass is handled by it; one after it (under the lock) rings again.
         self.shared.wake.reset();
-        match (pass, self.phase) {
-            (Pass::FlushAndStop, Phase::Answering(by)) if now < by => {
-                Pass::Run { read: false, deadline: Some(by), shutdown: true }
-            }
-            (Pass::FlushAndStop, Phase::Answering(_)) => Pass::Stop,
-            (pass, _) => pass,
-        }
+        pass
     }
 
     fn read(&mut self, data: &[u8]) -> bool {

@@ -27,6 +27,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use super::Role;
 use super::close::CloseCode;
 use super::conn::{CloseInfo, Initiator, WsConnection, WsEvent, WsState};
 use super::error::{ConnError, HandshakeError, SendError};
@@ -372,12 +373,19 @@ impl AppSocket {
             self.handle_eof(now);
             return Pass::Stop;
         }
+        // A server's upgrade is not driven before the application decides.
+        if self.conn.is_deciding() {
+            return Pass::Run { read: false, deadline: None, shutdown: false };
+        }
         if self.conn.poll_timeout().is_some_and(|d| d <= now) {
             self.conn.handle_timeout(now);
         }
         self.absorb();
         let closed = self.state() == WsState::Closed;
-        let unclean = closed && self.closed.as_ref().is_some_and(|c| !c.clean);
+        // A server's upgrade closed before it opened: its HTTP answer (a rejection, a
+        // handshake error) is written as a close would be, within the close timeout.
+        let answering = closed && self.opened.is_none() && self.conn.role() == Role::Server;
+        let unclean = closed && !answering && self.closed.as_ref().is_some_and(|c| !c.clean);
         let mut queued: usize = out.iter().map(Bytes::len).sum();
         while !self.shutdown && (unclean || (queued < max_bytes && out.len() < max_chunks)) {
             match self.conn.poll_transmit() {
@@ -547,6 +555,25 @@ mod tests {
         c.handle_eof(t0);
         let refused = c.handshake().and_then(Result::err);
         assert!(matches!(refused, Some(ConnectError::Handshake(HandshakeError::Status(403)))));
+    }
+
+    #[test]
+    fn an_upgrade_waits_for_the_decision_and_a_rejection_is_written_within_the_close_timeout() {
+        let t0 = crate::time::test_epoch();
+        let cfg = WsConfig { rng_seed: [7; 32], ..WsConfig::default() };
+        let mut client = WsConnection::client(cfg.clone(), "example.com", "/", t0).unwrap();
+        let mut server = WsConnection::server(cfg, t0);
+        server.handle_read(t0, &drain(&mut client));
+        let mut s = AppSocket::new(server, 8, 1 << 20, Duration::from_secs(1));
+        let undecided = Pass::Run { read: false, deadline: None, shutdown: false };
+        assert_eq!(pull(&mut s, t0), (Bytes::new(), undecided), "not driven before the decision");
+        s.command(t0, |ws, now| ws.reject(now, 403, &[], b"no")).unwrap();
+        // Written as a close is, patiently (not one try and stop), until the close timeout.
+        let (answer, pass) = pull(&mut s, t0);
+        assert!(answer.starts_with(b"HTTP/1.1 403"));
+        let linger = Some(t0 + Duration::from_secs(1));
+        assert!(matches!(pass, Pass::Run { deadline, .. } if deadline == linger), "{pass:?}");
+        assert_eq!(pull(&mut s, t0 + Duration::from_secs(1)).1, Pass::Stop);
     }
 
     #[test]

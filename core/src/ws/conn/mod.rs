@@ -343,6 +343,12 @@ impl WsConnection {
         self.rejection.as_deref()
     }
 
+    /// A server's upgrade request waits for the application's `accept` or `reject`.
+    #[must_use]
+    pub fn is_deciding(&self) -> bool {
+        matches!(self.phase, Phase::Decide(_))
+    }
+
     /// Which side this is.
     #[must_use]
     pub fn role(&self) -> Role {
